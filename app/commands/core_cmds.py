@@ -1,0 +1,1 @@
+"""Core commands: train, convex, data."""

@@ -1,0 +1,1 @@
+"""Service commands: serve, worker, up, submit, runs, show, cancel."""

@@ -1,0 +1,6 @@
+"""bamsprod core: binary layers, models, data sets, optimizers, metrics and the trainer.
+
+Importable with torch alone; nothing here imports ``app`` or ``worker``.
+"""
+
+__version__ = "0.1.0"

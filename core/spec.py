@@ -1,0 +1,236 @@
+"""The run configuration: one versioned pydantic model shared by the form, API, CLI and database.
+
+This module imports no torch, so the API can validate a run cheaply. The registries of model,
+data set and optimizer names (with each optimizer's hyperparameters, defaults and ranges) live
+here; ``core.optim.build`` and ``core.models.build_model`` accept exactly these names, and a test
+checks the two agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+
+ModelName = Literal["mlp", "binarynet", "resnet18"]
+DatasetName = Literal["mnist", "fashion-mnist", "digits", "cifar10", "synthetic"]
+OptimizerName = Literal["bamsprod", "bop", "adabound", "amsbound", "adam", "amsgrad", "sgd"]
+SchedulerName = Literal["none", "cosine", "step"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+
+RUN_STATES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled")
+TERMINAL_STATES = ("succeeded", "failed", "diverged", "cancelled")
+
+
+@dataclass(frozen=True)
+class HParam:
+    """One named hyperparameter: its default, type and inclusive range."""
+
+    default: float | int | bool
+    lo: float | None = None
+    hi: float | None = None
+    help: str = ""
+
+    @property
+    def kind(self) -> type:
+        return type(self.default)
+
+    def check(self, name: str, value: Any) -> float | int | bool:
+        """Coerce ``value`` to this parameter's type or raise ``ValueError`` naming ``name``."""
+        kind = self.kind
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        if kind is int:
+            if float(value) != int(value):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError(f"{name} must be finite, got {value!r}")
+        if self.lo is not None and value < self.lo:
+            raise ValueError(f"{name} must be >= {self.lo}, got {value!r}")
+        if self.hi is not None and value > self.hi:
+            raise ValueError(f"{name} must be <= {self.hi}, got {value!r}")
+        return value
+
+
+_BETAS = {
+    "beta1": HParam(0.9, 0.0, 0.999999, "first-moment decay"),
+    "beta2": HParam(0.999, 0.0, 0.999999, "second-moment decay"),
+    "eps": HParam(1e-8, 0.0, 1.0, "denominator epsilon"),
+    "weight_decay": HParam(0.0, 0.0, 1.0, "L2 penalty added to the gradient"),
+}
+
+OPTIMIZERS: dict[str, dict[str, HParam]] = {
+    "bamsprod": {
+        **_BETAS,
+        "gamma": HParam(1e-3, 0.0, 1.0, "bound convergence speed; 0 is AMSGrad"),
+        "kappa": HParam(1.0, 0.0, 100.0, "how much quantization error widens the target"),
+    },
+    "bop": {
+        "gamma": HParam(1e-4, 0.0, 1.0, "Bop adaptivity rate"),
+        "threshold": HParam(1e-8, 0.0, 1.0, "Bop flip threshold tau"),
+        "beta1": _BETAS["beta1"],
+        "beta2": _BETAS["beta2"],
+        "eps": _BETAS["eps"],
+    },
+    "adabound": {
+        **_BETAS,
+        "final_lr": HParam(0.1, 0.0, 10.0, "the SGD learning rate the bounds converge to"),
+        "gamma": HParam(1e-3, 0.0, 1.0, "bound convergence speed"),
+    },
+    "amsbound": {
+        **_BETAS,
+        "final_lr": HParam(0.1, 0.0, 10.0, "the SGD learning rate the bounds converge to"),
+        "gamma": HParam(1e-3, 0.0, 1.0, "bound convergence speed"),
+    },
+    "adam": dict(_BETAS),
+    "amsgrad": dict(_BETAS),
+    "sgd": {
+        "momentum": HParam(0.9, 0.0, 0.999999, "momentum"),
+        "nesterov": HParam(False, help="Nesterov momentum"),
+        "weight_decay": _BETAS["weight_decay"],
+    },
+}
+
+MODELS: dict[str, dict[str, HParam]] = {
+    "mlp": {
+        "width": HParam(512, 8, 8192, "hidden units per layer"),
+        "depth": HParam(2, 1, 16, "hidden (binary) layers"),
+        "scale": HParam(True, help="per-output-channel scale a = mean|w|"),
+        "binary_act": HParam(True, help="binarize activations (sign with STE)"),
+    },
+    "binarynet": {
+        "width_mult": HParam(0.25, 0.03125, 4.0, "channel multiplier (1.0 is Bop's BinaryNet)"),
+        "scale": HParam(True, help="per-output-channel scale a = mean|w|"),
+        "binary_act": HParam(True, help="binarize activations (sign with STE)"),
+    },
+    "resnet18": {
+        "width_mult": HParam(1.0, 0.03125, 4.0, "channel multiplier (1.0 is 64-128-256-512)"),
+        "scale": HParam(True, help="per-output-channel scale a = mean|w|"),
+        "binary_act": HParam(True, help="binarize activations (sign with STE)"),
+    },
+}
+
+# Input shape (channels, height, width) and class count per data set.
+DATASETS: dict[str, dict[str, Any]] = {
+    "mnist": {"shape": (1, 28, 28), "classes": 10, "train": 60000, "test": 10000},
+    "fashion-mnist": {"shape": (1, 28, 28), "classes": 10, "train": 60000, "test": 10000},
+    "digits": {"shape": (1, 8, 8), "classes": 10, "train": 1437, "test": 360},
+    "cifar10": {"shape": (3, 32, 32), "classes": 10, "train": 50000, "test": 10000},
+    "synthetic": {"shape": (1, 8, 8), "classes": 10, "train": 2000, "test": 500},
+}
+
+# Learning rates that suit each optimizer when the user gives none (see docs/optimizers.md).
+DEFAULT_LR: dict[str, float] = {
+    "bamsprod": 1e-3,
+    "bop": 1e-2,
+    "adabound": 1e-3,
+    "amsbound": 1e-3,
+    "adam": 1e-3,
+    "amsgrad": 1e-3,
+    "sgd": 1e-2,
+}
+
+MAX_EPOCHS = 1000
+
+
+def _check_named(kind: str, table: dict[str, HParam], given: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(given) - set(table))
+    if unknown:
+        raise ValueError(f"unknown {kind} {unknown[0]!r}; known: {', '.join(table)}")
+    out = {k: h.default for k, h in table.items()}
+    for key, value in given.items():
+        out[key] = table[key].check(f"{kind} {key}", value)
+    return out
+
+
+def resolve_hparams(optimizer: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter of ``optimizer``, defaults filled in; raises on unknown or bad ones."""
+    return _check_named("hparam", OPTIMIZERS[optimizer], given)
+
+
+def resolve_model_args(model: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Every argument of ``model``, defaults filled in; raises on unknown or bad ones."""
+    return _check_named("model_arg", MODELS[model], given)
+
+
+class RunConfig(BaseModel):
+    """Everything that defines one training run. Unknown fields are rejected."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field("", max_length=200, description="free text shown in tables")
+    tags: list[str] = Field(default_factory=list, max_length=20)
+    model: ModelName = "mlp"
+    model_args: dict[str, float | int | bool] = Field(default_factory=dict)
+    dataset: DatasetName = "digits"
+    data_dir: str | None = Field(None, max_length=1000, description="directory for cifar10")
+    train_subset: int | None = Field(None, ge=1, le=10_000_000, description="first N train examples")
+    test_subset: int | None = Field(None, ge=1, le=10_000_000, description="first N test examples")
+    optimizer: OptimizerName = "bamsprod"
+    lr: float | None = Field(None, gt=0, le=10, description="learning rate; None: per-optimizer default")
+    hparams: dict[str, float | int | bool] = Field(default_factory=dict)
+    scheduler: SchedulerName = "none"
+    epochs: int = Field(5, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(128, ge=1, le=8192)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    device: DeviceName = "auto"
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: list[str]) -> list[str]:
+        for t in tags:
+            if not t or len(t) > 64:
+                raise ValueError("each tag must be 1 to 64 characters")
+        return tags
+
+    # Defaults are filled in so the stored JSON says exactly what ran; errors land on the field.
+    @field_validator("hparams")
+    @classmethod
+    def _hparams(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        optimizer = info.data.get("optimizer")
+        return resolve_hparams(optimizer, value) if optimizer else value
+
+    @field_validator("model_args")
+    @classmethod
+    def _model_args(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        model = info.data.get("model")
+        return resolve_model_args(model, value) if model else value
+
+    @model_validator(mode="after")
+    def _default_lr(self) -> RunConfig:
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.optimizer]
+        return self
+
+    def config_hash(self) -> str:
+        """Hash of what decides the result, minus the seed: runs that differ by seed share it."""
+        return config_hash(self)
+
+
+_HASH_EXCLUDES = {"seed", "name", "tags", "device", "data_dir"}
+
+
+def config_hash(config: RunConfig) -> str:
+    data = config.model_dump(mode="json", exclude=_HASH_EXCLUDES)
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
