@@ -1,0 +1,65 @@
+"""Service settings from the environment (prefix ``BAMSPROD_``), via pydantic-settings.
+
+The embedded default needs nothing set: a SQLite database and a SQLite-backed Celery broker
+under ``BAMSPROD_HOME``. Scale-out sets ``BAMSPROD_DATABASE_URL`` (PostgreSQL) and
+``BAMSPROD_BROKER_URL`` (Redis).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from platformdirs import user_data_dir
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BAMSPROD_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path(user_data_dir("bamsprod")))
+    database_url: str = ""
+    broker_url: str = ""
+    queue: str = "bamsprod"
+    api_token: str | None = None
+    read_token: str | None = None
+    data_dir: Path | None = None
+    checkpoint_dir: Path | None = None
+    max_sweep_runs: int = 500
+    max_epochs: int = 1000
+    # How often the reconciler re-queues runs whose task was lost, and when a run counts as lost.
+    reconcile_seconds: float = 30.0
+    stale_running_seconds: float = 300.0
+    # Server-Sent Events: how often the shared poller reads new epochs.
+    sse_poll_seconds: float = 0.25
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Settings:
+        self.home = self.home.expanduser()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'bamsprod.db'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{self.home / 'broker.db'}"
+        # Accept the common postgres:// spellings; we use psycopg 3.
+        for prefix in ("postgres://", "postgresql://"):
+            if self.database_url.startswith(prefix):
+                self.database_url = "postgresql+psycopg://" + self.database_url[len(prefix):]
+        if self.checkpoint_dir is None:
+            self.checkpoint_dir = self.home / "checkpoints"
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when the broker is the server-less SQLite transport."""
+        return self.broker_url.startswith("sqla+")
+
+    def ensure_dirs(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        assert self.checkpoint_dir is not None
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
