@@ -2,7 +2,7 @@
 
 This module imports no torch, so the API can validate a run cheaply. The registries of model,
 data set and optimizer names (with each optimizer's hyperparameters, defaults and ranges) live
-here; ``core.optim.build`` and ``core.models.build_model`` accept exactly these names, and a test
+here; ``core.optim.build`` and ``core.nn.build_model`` accept exactly these names, and a test
 checks the two agree.
 """
 
@@ -184,10 +184,14 @@ class RunConfig(BaseModel):
     model_args: dict[str, float | int | bool] = Field(default_factory=dict)
     dataset: DatasetName = "digits"
     data_dir: str | None = Field(None, max_length=1000, description="directory for cifar10")
-    train_subset: int | None = Field(None, ge=1, le=10_000_000, description="first N train examples")
+    train_subset: int | None = Field(
+        None, ge=1, le=10_000_000, description="first N train examples"
+    )
     test_subset: int | None = Field(None, ge=1, le=10_000_000, description="first N test examples")
     optimizer: OptimizerName = "bamsprod"
-    lr: float | None = Field(None, gt=0, le=10, description="learning rate; None: per-optimizer default")
+    lr: float | None = Field(
+        None, gt=0, le=10, description="learning rate; None: per-optimizer default"
+    )
     hparams: dict[str, float | int | bool] = Field(default_factory=dict)
     scheduler: SchedulerName = "none"
     epochs: int = Field(5, ge=1, le=MAX_EPOCHS)

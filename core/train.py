@@ -15,11 +15,22 @@ Contract (the worker and the CLI rely on it):
 
 from __future__ import annotations
 
+import math
+import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.data import load_dataset
+from core.metrics import FlipCounter, quantization_error
+from core.nn import binary_weights, build_model
+from core.optim import build as build_optimizer
 from core.spec import RunConfig
 
 __all__ = ["EpochMetrics", "TrainResult", "train"]
@@ -54,6 +65,63 @@ class TrainResult:
     history: list[EpochMetrics] = field(default_factory=list)
 
 
+def pick_device(requested: str | None = "auto") -> torch.device:
+    """``cuda`` when asked for or available under ``auto``; ``cpu`` otherwise."""
+    if requested in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but CUDA is not available")
+    return torch.device(requested)
+
+
+def _scheduler(config: RunConfig, optimizer: torch.optim.Optimizer):
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.scheduler == "step":
+        step = max(1, config.epochs // 3)
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=0.1)
+    return None
+
+
+def _clips_latent_itself(name: str) -> bool:
+    # BAMSProd clips in its binary group; Bop holds weights at +-1 without latent weights.
+    return name in ("bamsprod", "bop")
+
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / (CHECKPOINT + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path / CHECKPOINT)  # atomic: a kill mid-write leaves the old checkpoint
+
+
+def _load_checkpoint(path: Path, config_hash: str, seed: int) -> dict[str, Any] | None:
+    file = path / CHECKPOINT
+    if not file.exists():
+        return None
+    state = torch.load(file, map_location="cpu", weights_only=False)
+    if state.get("config_hash") != config_hash or state.get("seed") != seed:
+        return None  # a checkpoint of some other config: start afresh
+    return state
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1024):
+    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``."""
+    model.eval()
+    loss = torch.zeros((), device=x.device, dtype=torch.float64)
+    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    for i in range(0, len(x), batch):
+        out = model(x[i : i + batch])
+        loss += F.cross_entropy(out, y[i : i + batch], reduction="sum").double()
+        correct += (out.argmax(1) == y[i : i + batch]).sum()
+    n = max(len(x), 1)
+    return float(loss) / n, int(correct) / n
+
+
 def train(
     config: RunConfig,
     *,
@@ -64,4 +132,109 @@ def train(
     on_batch: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train ``config``; see the module docstring for the contract."""
-    raise NotImplementedError
+    dev = pick_device(device or config.device)
+    data = load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        train_subset=config.train_subset,
+        test_subset=config.test_subset,
+    )
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, data.shape, data.classes, **config.model_args).to(dev)
+    optimizer = build_optimizer(config.optimizer, model, lr=config.lr, **config.hparams)
+    scheduler = _scheduler(config, optimizer)
+    latent = binary_weights(model)
+    clip_latent = not _clips_latent_itself(config.optimizer)
+    flips = FlipCounter()
+    flips.update(latent)  # the initial weights are the first epoch's baseline
+
+    train_x, train_y = data.train_x.to(dev), data.train_y.to(dev)
+    test_x, test_y = data.test_x.to(dev), data.test_y.to(dev)
+    n = len(train_x)
+    batches = math.ceil(n / config.batch_size)
+
+    chash = config.config_hash()
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    history: list[EpochMetrics] = []
+    start = 1
+    if (
+        ckpt_dir is not None
+        and (state := _load_checkpoint(ckpt_dir, chash, config.seed)) is not None
+    ):
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        flips.load_state_dict({k: v.to(dev) for k, v in state["flips"].items()})
+        history = [EpochMetrics(**h) for h in state["history"]]
+        start = state["epoch"] + 1
+
+    result = TrainResult("succeeded", start - 1, str(dev), history=history)
+    for epoch in range(start, config.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=gen).to(dev)
+        loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
+        correct = torch.zeros((), device=dev, dtype=torch.int64)
+        lr = float(optimizer.param_groups[0]["lr"])
+        for b in range(batches):
+            if should_stop is not None and should_stop():
+                result.state = "cancelled"
+                return result
+            idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+            x, y = train_x[idx], train_y[idx]
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if clip_latent:
+                with torch.no_grad():
+                    for w in latent.values():
+                        w.clamp_(-1.0, 1.0)
+            loss_sum += loss.detach().double() * len(idx)
+            correct += (out.detach().argmax(1) == y).sum()
+            if on_batch is not None:
+                on_batch(b + 1, batches)
+        train_loss = float(loss_sum) / n
+        if not math.isfinite(train_loss):
+            result.state = "diverged"
+            result.diverged_epoch = epoch
+            result.error = f"training loss became {train_loss} in epoch {epoch}"
+            return result
+        test_loss, test_acc = evaluate(model, test_x, test_y)
+        if scheduler is not None:
+            scheduler.step()
+        layers = {name: quantization_error(w) for name, w in latent.items()}
+        metrics = EpochMetrics(
+            epoch=epoch,
+            train_loss=train_loss,
+            train_acc=int(correct) / n,
+            test_loss=test_loss,
+            test_acc=test_acc,
+            quant_error=sum(layers.values()) / len(layers) if layers else 0.0,
+            quant_error_layers=layers,
+            flip_rate=flips.update(latent) or 0.0,
+            lr=lr,
+            seconds=time.perf_counter() - t0,
+        )
+        if on_epoch is not None:
+            on_epoch(metrics)
+        history.append(metrics)
+        result.epochs_done = epoch
+        if ckpt_dir is not None:
+            _save_checkpoint(
+                ckpt_dir,
+                {
+                    "epoch": epoch,
+                    "config_hash": chash,
+                    "seed": config.seed,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "flips": flips.state_dict(),
+                    "history": [h.to_dict() for h in history],
+                },
+            )
+    return result

