@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     stale_running_seconds: float = 300.0
     # Server-Sent Events: how often the shared poller reads new epochs.
     sse_poll_seconds: float = 0.25
+    # Server-Sent Events: a comment line this often keeps idle connections open through proxies.
+    sse_heartbeat_seconds: float = 15.0
+    # The largest request body the API accepts (413 beyond it).
+    max_body_bytes: int = 1_000_000
+    # GET /api/health gives the broker and worker checks this long.
+    health_timeout_seconds: float = 3.0
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
@@ -44,7 +50,7 @@ class Settings(BaseSettings):
         # Accept the common postgres:// spellings; we use psycopg 3.
         for prefix in ("postgres://", "postgresql://"):
             if self.database_url.startswith(prefix):
-                self.database_url = "postgresql+psycopg://" + self.database_url[len(prefix):]
+                self.database_url = "postgresql+psycopg://" + self.database_url[len(prefix) :]
         if self.checkpoint_dir is None:
             self.checkpoint_dir = self.home / "checkpoints"
         return self

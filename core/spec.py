@@ -181,7 +181,7 @@ class RunConfig(BaseModel):
     name: str = Field("", max_length=200, description="free text shown in tables")
     tags: list[str] = Field(default_factory=list, max_length=20)
     model: ModelName = "mlp"
-    model_args: dict[str, float | int | bool] = Field(default_factory=dict)
+    model_args: dict[str, float | int | bool] = Field(default_factory=dict, validate_default=True)
     dataset: DatasetName = "digits"
     data_dir: str | None = Field(None, max_length=1000, description="directory for cifar10")
     train_subset: int | None = Field(
@@ -192,7 +192,7 @@ class RunConfig(BaseModel):
     lr: float | None = Field(
         None, gt=0, le=10, description="learning rate; None: per-optimizer default"
     )
-    hparams: dict[str, float | int | bool] = Field(default_factory=dict)
+    hparams: dict[str, float | int | bool] = Field(default_factory=dict, validate_default=True)
     scheduler: SchedulerName = "none"
     epochs: int = Field(5, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(128, ge=1, le=8192)

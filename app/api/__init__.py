@@ -1,0 +1,13 @@
+"""The REST API: one router per resource, gathered under ``/api``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api import compare, events, health, metrics, runs, sweeps
+
+api_router = APIRouter(prefix="/api")
+for _module in (runs, metrics, events, sweeps, compare, health):
+    api_router.include_router(_module.router)
+
+__all__ = ["api_router"]

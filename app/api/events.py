@@ -1,0 +1,227 @@
+"""GET /api/runs/{id}/events: Server-Sent Events, fed by ONE shared poller per process.
+
+The ``Broadcaster`` keeps the subscribers of every run. While any exist, a single background
+task reads, every ``sse_poll_seconds``, the state and new epochs of all subscribed runs in one
+query (``store.poll_runs``) and fans the rows out to each subscriber's queue; with no
+subscribers it issues no queries at all.
+
+Stream: ``event: state`` (data: the run) first and on every change of state or cancel flag;
+``id: <epoch>`` + ``event: epoch`` (data: the epoch's metrics) per new epoch; a ``: keep-alive``
+comment every ``sse_heartbeat_seconds``; the stream ends after the terminal state event (or an
+``event: deleted`` if the run disappears). Resume with ``Last-Event-ID: <epoch>`` or ``?after=``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from app import store
+from app.api.deps import unprocessable
+from app.db import session_scope
+from app.models import EpochMetricPublic, RunPublic
+from core.spec import TERMINAL_STATES
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/runs", tags=["events"])
+
+
+def sse(data: Any, event: str | None = None, id: int | None = None) -> str:
+    """One SSE message."""
+    lines = []
+    if id is not None:
+        lines.append(f"id: {id}")
+    if event:
+        lines.append(f"event: {event}")
+    lines.append("data: " + json.dumps(data, separators=(",", ":")))
+    return "\n".join(lines) + "\n\n"
+
+
+class Subscription:
+    """One client's view of one run: its epoch cursor, last state seen and outbox."""
+
+    def __init__(self, run_id: int, after: int | None) -> None:
+        self.run_id = run_id
+        self.cursor = after
+        self.signature: tuple[str, bool] | None = None
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.closed = False
+
+    def deliver(self, run: dict[str, Any] | None, epochs: list[dict[str, Any]]) -> None:
+        """Queue what is new for this client: state (non-terminal first), epochs, final state."""
+        if self.closed:
+            return
+        if run is None:
+            self.queue.put_nowait(sse({"id": self.run_id}, event="deleted"))
+            self._close()
+            return
+        signature = (run["state"], bool(run["cancel_requested"]))
+        changed = signature != self.signature
+        terminal = run["state"] in TERMINAL_STATES
+        self.signature = signature
+        if changed and not terminal:
+            self.queue.put_nowait(sse(run, event="state"))
+        for m in epochs:
+            if self.cursor is None or m["epoch"] > self.cursor:
+                self.queue.put_nowait(sse(m, event="epoch", id=m["epoch"]))
+                self.cursor = m["epoch"]
+        if terminal:
+            self.queue.put_nowait(sse(run, event="state"))
+            self._close()
+
+    def _close(self) -> None:
+        self.closed = True
+        self.queue.put_nowait(None)
+
+
+class Broadcaster:
+    """The process's single SSE poller (see the module docstring)."""
+
+    def __init__(self, database_url: str, poll_seconds: float) -> None:
+        self.database_url = database_url
+        self.poll_seconds = poll_seconds
+        self.subscribers: dict[int, set[Subscription]] = {}
+        self.ticks = 0  # polls done (one query each); tests compare it with queries issued
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+
+    def _ensure_running(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._loop is not loop:
+            self._loop = loop
+            self._wake = asyncio.Event()
+            self._task = loop.create_task(self._run(), name="sse-poller")
+        assert self._wake is not None
+        self._wake.set()
+
+    def subscribe(self, run_id: int, after: int | None) -> Subscription:
+        sub = Subscription(run_id, after)
+        self.subscribers.setdefault(run_id, set()).add(sub)
+        self._ensure_running()
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self.subscribers.get(sub.run_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self.subscribers[sub.run_id]
+
+    @property
+    def n_subscribers(self) -> int:
+        return sum(len(s) for s in self.subscribers.values())
+
+    def _query(self, cursors: dict[int, int | None]) -> dict[int, tuple[dict | None, list[dict]]]:
+        with session_scope(self.database_url) as session:
+            rows = store.poll_runs(session, cursors)
+            return {
+                rid: (
+                    RunPublic.model_validate(run).model_dump(mode="json") if run else None,
+                    [EpochMetricPublic.model_validate(m).model_dump(mode="json") for m in eps],
+                )
+                for rid, (run, eps) in rows.items()
+            }
+
+    async def tick(self) -> None:
+        """One poll: one query for every subscribed run, results fanned out."""
+        cursors: dict[int, int | None] = {}
+        for rid, subs in self.subscribers.items():
+            if subs:
+                cs = [s.cursor for s in subs]
+                cursors[rid] = None if None in cs else min(c for c in cs if c is not None)
+        if not cursors:
+            return
+        result = await asyncio.to_thread(self._query, cursors)
+        self.ticks += 1
+        for rid, (run, epochs) in result.items():
+            for sub in list(self.subscribers.get(rid, ())):
+                sub.deliver(run, epochs)
+                if sub.closed:
+                    self.unsubscribe(sub)
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            if not self.subscribers:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                await self.tick()
+            except Exception:  # a database blip: try again next tick
+                log.exception("SSE poll failed")
+            await asyncio.sleep(self.poll_seconds)
+
+    async def stop(self) -> None:
+        if self._task is not None and self._loop is asyncio.get_running_loop():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = None
+
+
+def _parse_last_event_id(value: str | None) -> int | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        unprocessable(("header", "last-event-id"), "Last-Event-ID must be an epoch number", value)
+
+
+async def _stream(
+    broadcaster: Broadcaster, run_id: int, cursor: int | None, heartbeat: float
+) -> AsyncIterator[str]:
+    # Subscribe only once the response streams, so a client gone before that leaves nothing.
+    sub = broadcaster.subscribe(run_id, cursor)
+    try:
+        yield "retry: 2000\n\n"
+        while True:
+            try:
+                item = await asyncio.wait_for(sub.queue.get(), timeout=heartbeat)
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            if item is None:
+                return
+            yield item
+    finally:
+        broadcaster.unsubscribe(sub)
+
+
+@router.get(
+    "/{run_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def run_events(
+    run_id: int,
+    request: Request,
+    after: Annotated[int | None, Query(ge=-1, description="send epochs after this one")] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Live epochs and state changes of one run (Server-Sent Events)."""
+    resume = _parse_last_event_id(last_event_id)
+    cursor = resume if resume is not None else after
+    settings = request.app.state.settings
+
+    def exists() -> None:
+        with session_scope(settings.database_url) as session:
+            store.require_run(session, run_id)
+
+    await run_in_threadpool(exists)
+    broadcaster: Broadcaster = request.app.state.broadcaster
+    return StreamingResponse(
+        _stream(broadcaster, run_id, cursor, settings.sse_heartbeat_seconds),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,171 @@
+"""Sweeps: a base config × a grid of values per field × seeds, expanded to runs."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response, status
+from pydantic import ValidationError
+
+from app import store
+from app.api.deps import SessionDep, SettingsDep, enqueue, unprocessable
+from app.compare import fmt_value
+from app.models import SweepCreate, SweepDetail, SweepList, SweepPublic, SweepSubmitted
+from core.spec import RunConfig
+
+router = APIRouter(prefix="/sweeps", tags=["sweeps"])
+
+NESTED = ("hparams", "model_args")
+GRID_FIELDS = tuple(f for f in RunConfig.model_fields if f not in ("schema_version", *NESTED))
+
+
+def _check_grid(body: SweepCreate) -> None:
+    for key, values in body.grid.items():
+        head, _, rest = key.partition(".")
+        ok = (head in NESTED and rest and "." not in rest) or (not rest and head in GRID_FIELDS)
+        if not ok:
+            unprocessable(
+                ("body", "grid", key),
+                f"unknown grid field {key!r}; use a run config field "
+                "or hparams.<name> / model_args.<name>",
+                key,
+            )
+        if not values:
+            unprocessable(("body", "grid", key), f"grid field {key!r} needs at least one value")
+    seeded = body.seeds is not None or body.n_seeds is not None
+    if body.seeds is not None and body.n_seeds is not None:
+        unprocessable(("body", "n_seeds"), "give seeds or n_seeds, not both", body.n_seeds)
+    if seeded and "seed" in body.grid:
+        unprocessable(("body", "grid", "seed"), "seeds are given; leave seed out of the grid")
+
+
+def sweep_seeds(body: SweepCreate) -> list[int | None]:
+    """The seeds each grid point runs with (None: the base/grid seed)."""
+    if body.seeds is not None:
+        return list(dict.fromkeys(body.seeds))
+    if body.n_seeds is not None:
+        start = int(body.base.get("seed", 0) or 0)
+        return list(range(start, start + body.n_seeds))
+    return [None]
+
+
+def sweep_count(body: SweepCreate) -> int:
+    """How many runs the sweep expands to (validates the grid's keys first)."""
+    _check_grid(body)
+    return math.prod(len(v) for v in body.grid.values()) * len(sweep_seeds(body))
+
+
+def _set(config: dict[str, Any], key: str, value: Any) -> None:
+    head, _, rest = key.partition(".")
+    if rest:
+        nested = config.get(head)
+        config[head] = {**nested} if isinstance(nested, dict) else {}
+        config[head][rest] = value
+    else:
+        config[head] = value
+
+
+def _error_loc(exc: ValidationError, grid: dict[str, Any]) -> tuple[tuple[Any, ...], str]:
+    """Where a combination's error belongs: the grid key that set the field, else the base."""
+    err = exc.errors()[0]
+    loc = tuple(err.get("loc", ()))
+    field = str(loc[0]) if loc else ""
+    msg = str(err.get("msg", "invalid value"))
+    if field in grid:
+        return ("body", "grid", field), msg
+    if field in NESTED:
+        for key in grid:
+            head, _, name = key.partition(".")
+            if head == field and re.search(rf"\b{re.escape(name)}\b", msg):
+                return ("body", "grid", key), msg
+    return ("body", "base", *loc), msg
+
+
+def expand(body: SweepCreate) -> list[RunConfig]:
+    """Every run of the sweep, validated; a bad combination is a 422 naming its field."""
+    _check_grid(body)
+    keys = list(body.grid)
+    configs: list[RunConfig] = []
+    for values in itertools.product(*(body.grid[k] for k in keys)):
+        point = dict(zip(keys, values, strict=True))
+        for seed in sweep_seeds(body):
+            data = copy.deepcopy(body.base)
+            for k, v in point.items():
+                _set(data, k, v)
+            if seed is not None:
+                data["seed"] = seed
+            label = " ".join(f"{k}={fmt_value(v)}" for k, v in point.items())
+            base_name = str(body.base.get("name") or body.name)
+            name = " ".join(p for p in (base_name, label, f"seed={data.get('seed', 0)}") if p)
+            data["name"] = name[:200]
+            try:
+                configs.append(RunConfig.model_validate(data))
+            except ValidationError as exc:
+                loc, msg = _error_loc(exc, body.grid)
+                where = ", ".join(f"{k}={fmt_value(v)}" for k, v in point.items())
+                unprocessable(loc, f"{msg} (at {where})" if where else msg, None)
+    return configs
+
+
+@router.post(
+    "",
+    response_model=SweepSubmitted,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"description": "dry run: the count only", "model": SweepSubmitted}},
+)
+def submit_sweep(
+    body: SweepCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
+    response: Response,
+    dry_run: Annotated[bool, Query(description="only count (and check) the runs")] = False,
+) -> SweepSubmitted:
+    """Expand the grid × seeds into runs, record them ``queued`` and queue them all."""
+    count = sweep_count(body)
+    limit = settings.max_sweep_runs
+    if dry_run:
+        response.status_code = status.HTTP_200_OK
+        if count <= limit:
+            expand(body)
+        return SweepSubmitted(count=count, max_runs=limit, dry_run=True)
+    if count > limit:
+        unprocessable(("body", "grid"), f"the sweep has {count} runs; the limit is {limit}", count)
+    configs = expand(body)
+    spec = body.model_dump(mode="json")
+    sweep, runs = store.create_sweep(session, body.name, spec, configs)
+    for run in runs:
+        enqueue(request, run.id)  # type: ignore[arg-type]
+    return SweepSubmitted(
+        count=count,
+        max_runs=limit,
+        dry_run=False,
+        sweep=SweepPublic.model_validate(sweep),
+        run_ids=[r.id for r in runs],  # type: ignore[misc]
+    )
+
+
+@router.get("", response_model=SweepList)
+def list_sweeps(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> SweepList:
+    sweeps, total = store.list_sweeps(session, limit=limit, offset=offset)
+    items = [SweepPublic.model_validate(s) for s in sweeps]
+    return SweepList(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/{sweep_id}", response_model=SweepDetail)
+def get_sweep(sweep_id: int, session: SessionDep) -> SweepDetail:
+    sweep = store.get_sweep(session, sweep_id)
+    run_ids = [r.id for r in store.runs_of_sweep(session, sweep_id)]
+    return SweepDetail(
+        **SweepPublic.model_validate(sweep).model_dump(),
+        states=store.sweep_state_counts(session, sweep_id),
+        run_ids=run_ids,  # type: ignore[arg-type]
+    )

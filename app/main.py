@@ -1,0 +1,142 @@
+"""The FastAPI app factory: ``uvicorn --factory app.main:create_app``.
+
+Nothing is built at import. ``create_app`` migrates the database (Alembic ``upgrade head``),
+wires the queue client (``app.queue.enqueue_run`` unless one is injected) and mounts the API.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import store
+from app.api import api_router
+from app.api.events import Broadcaster
+from app.db import init_db
+from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """Answer 413 to request bodies over ``max_bytes`` (by Content-Length, or while reading)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._reject(send)
+                return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": f"request body larger than {self.max_bytes} bytes"},
+            status_code=413,
+        )
+        await response({"type": "http"}, _empty_receive, send)
+
+
+async def _empty_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _default_enqueue(run_id: int) -> Any:
+    # Imported on use: the API needs no broker connection to start or to be tested.
+    return importlib.import_module("app.queue").enqueue_run(run_id)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    await app.state.broadcaster.stop()
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    enqueue: Callable[[int], Any] | None = None,
+    broker_check: Callable[[], Any] | None = None,
+    workers_seen: Callable[[], Any] | None = None,
+    migrate: bool = True,
+    pages: bool = True,
+) -> FastAPI:
+    """Build the app for ``settings`` (default: the environment's).
+
+    ``enqueue(run_id)`` queues a run (default ``app.queue.enqueue_run``); ``broker_check()`` and
+    ``workers_seen()`` feed /api/health (default ``app.queue.broker_ok`` / ``workers_seen``).
+    With ``pages`` the dashboard (``app.pages.install_pages``) is mounted too, when present.
+    """
+    settings = settings or get_settings()
+    settings.ensure_dirs()
+    if migrate:
+        init_db(settings.database_url)
+
+    app = FastAPI(
+        title="bamsprod",
+        summary="Run and compare optimizer experiments on binary neural networks.",
+        version="0.1.0",
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.enqueue = enqueue or _default_enqueue
+    app.state.broker_check = broker_check
+    app.state.workers_seen = workers_seen
+    app.state.broadcaster = Broadcaster(settings.database_url, settings.sse_poll_seconds)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    @app.exception_handler(store.RunNotFound)
+    @app.exception_handler(store.SweepNotFound)
+    async def _not_found(_: Request, exc: LookupError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND)
+
+    @app.exception_handler(store.RunStateError)
+    async def _conflict(_: Request, exc: store.RunStateError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+
+    app.include_router(api_router)
+    if pages and importlib.util.find_spec("app.pages") is not None:
+        from app.pages import install_pages
+
+        install_pages(app)
+    return app

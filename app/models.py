@@ -1,0 +1,404 @@
+"""SQL tables (SQLModel) and the API's body/response models.
+
+Tables: ``Run``, ``EpochMetric`` (unique on run + epoch), ``Sweep``. The schema is created by
+the Alembic migrations in ``app/migrations``; a test checks that they match these models.
+Routes return the ``*Public`` models, never table rows.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import ConfigDict, field_validator
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from core.spec import RunConfig
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.TypeDecorator):
+    """Timezone-aware UTC datetimes on both back ends (SQLite stores naive UTC)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime; use timezone-aware UTC datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(
+        default=None,
+        sa_column=sa.Column(UTCDateTime(), nullable=nullable, index=index),
+    )
+
+
+# --------------------------------------------------------------------------------------- tables
+
+
+class Sweep(SQLModel, table=True):
+    """A grid of runs submitted together."""
+
+    __tablename__ = "sweep"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(default="", max_length=200)
+    spec: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column(JSONType, nullable=False)
+    )
+    n_runs: int = 0
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
+    )
+
+
+class Run(SQLModel, table=True):
+    """One training run: its config, lifecycle and summary of its epochs."""
+
+    __tablename__ = "run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(default="", max_length=200)
+    tags: list[str] = Field(default_factory=list, sa_column=sa.Column(JSONType, nullable=False))
+    state: str = Field(default="queued", max_length=16, index=True)
+    config: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column(JSONType, nullable=False)
+    )
+    schema_version: int = 1
+    config_hash: str = Field(max_length=64, index=True)
+    seed: int = 0
+    optimizer: str = Field(max_length=32, index=True)
+    model: str = Field(max_length=32, index=True)
+    dataset: str = Field(max_length=32, index=True)
+    epochs: int
+    sweep_id: int | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.Integer, sa.ForeignKey("sweep.id", ondelete="SET NULL"), nullable=True, index=True
+        ),
+    )
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False, index=True)
+    )
+    queued_at: datetime | None = _ts()
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+    heartbeat_at: datetime | None = _ts()
+    worker_host: str | None = Field(default=None, max_length=255)
+    device: str | None = Field(default=None, max_length=64)
+    error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    cancel_requested: bool = False
+    attempts: int = 0
+    retries: int = 0
+    # Summary of the epochs so far (kept in step with EpochMetric by store.record_epoch).
+    epochs_done: int = 0
+    last_epoch: int | None = None
+    last_test_acc: float | None = None
+    last_train_loss: float | None = None
+    best_test_acc: float | None = None
+    best_epoch: int | None = None
+    final_quant_error: float | None = None
+    diverged_epoch: int | None = None
+
+
+class EpochMetric(SQLModel, table=True):
+    """One epoch of one run; ``(run_id, epoch)`` is unique and indexed for 'epochs after N'."""
+
+    __tablename__ = "epoch_metric"
+    __table_args__ = (sa.Index("ux_epoch_metric_run_epoch", "run_id", "epoch", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("run.id", ondelete="CASCADE"), nullable=False)
+    )
+    epoch: int
+    train_loss: float | None = None
+    train_acc: float | None = None
+    test_loss: float | None = None
+    test_acc: float | None = None
+    quant_error: float | None = None
+    quant_error_layers: dict[str, float | None] = Field(
+        default_factory=dict, sa_column=sa.Column(JSONType, nullable=False)
+    )
+    flip_rate: float | None = None
+    lr: float | None = None
+    seconds: float | None = None
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
+    )
+
+
+metadata = SQLModel.metadata
+
+METRIC_FIELDS = (
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "quant_error",
+    "flip_rate",
+    "lr",
+    "seconds",
+)
+# Columns GET /api/runs may sort on.
+RUN_SORT_COLUMNS = (
+    "id",
+    "name",
+    "state",
+    "optimizer",
+    "model",
+    "dataset",
+    "seed",
+    "epochs",
+    "created_at",
+    "queued_at",
+    "started_at",
+    "finished_at",
+    "attempts",
+    "epochs_done",
+    "last_epoch",
+    "last_test_acc",
+    "last_train_loss",
+    "best_test_acc",
+    "best_epoch",
+    "final_quant_error",
+    "diverged_epoch",
+)
+
+# ------------------------------------------------------------------------- API bodies/responses
+
+RunCreate = RunConfig  # POST /api/runs takes the run config itself.
+
+
+class RunPublic(SQLModel):
+    """A run as the API returns it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    tags: list[str]
+    state: str
+    config: dict[str, Any]
+    schema_version: int
+    config_hash: str
+    seed: int
+    optimizer: str
+    model: str
+    dataset: str
+    epochs: int
+    sweep_id: int | None
+    created_at: datetime
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    worker_host: str | None
+    device: str | None
+    error: str | None
+    cancel_requested: bool
+    attempts: int
+    retries: int
+    epochs_done: int
+    last_epoch: int | None
+    last_test_acc: float | None
+    last_train_loss: float | None
+    best_test_acc: float | None
+    best_epoch: int | None
+    final_quant_error: float | None
+    diverged_epoch: int | None
+
+
+class RunList(SQLModel):
+    items: list[RunPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
+
+
+class EpochMetricPublic(SQLModel):
+    """One epoch's metrics; accuracies are fractions in [0, 1]; non-finite values are null."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    run_id: int
+    epoch: int
+    train_loss: float | None
+    train_acc: float | None
+    test_loss: float | None
+    test_acc: float | None
+    quant_error: float | None
+    quant_error_layers: dict[str, float | None]
+    flip_rate: float | None
+    lr: float | None
+    seconds: float | None
+    created_at: datetime
+
+    @field_validator(*METRIC_FIELDS)
+    @classmethod
+    def _finite_only(cls, v: float | None) -> float | None:
+        return _finite(v)
+
+
+class MetricList(SQLModel):
+    run_id: int
+    items: list[EpochMetricPublic]
+
+
+class SweepCreate(SQLModel):
+    """A grid sweep: ``base`` run config fields, lists of values per field, and seeds.
+
+    Grid keys are run config fields or ``hparams.<name>`` / ``model_args.<name>``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="", max_length=200)
+    base: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    seeds: list[int] | None = Field(default=None, min_length=1, max_length=1000)
+    n_seeds: int | None = Field(default=None, ge=1, le=1000)
+
+
+class SweepPublic(SQLModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    spec: dict[str, Any]
+    n_runs: int
+    created_at: datetime
+
+
+class SweepList(SQLModel):
+    items: list[SweepPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class SweepDetail(SweepPublic):
+    """A sweep with its runs' states counted."""
+
+    states: dict[str, int]
+    run_ids: list[int]
+
+
+class SweepSubmitted(SQLModel):
+    """Answer to POST /api/sweeps: the run count, and unless a dry run, the sweep and run ids."""
+
+    count: int
+    max_runs: int
+    dry_run: bool
+    sweep: SweepPublic | None = None
+    run_ids: list[int] = Field(default_factory=list)
+
+
+class HealthPart(SQLModel):
+    ok: bool
+    detail: str | None = None
+
+
+class Health(SQLModel):
+    status: str
+    database: HealthPart
+    broker: HealthPart
+    workers: list[str]
+    workers_seen: int
+
+
+class StatPublic(SQLModel):
+    """Mean, sample std (null for n < 2), n, and standard error."""
+
+    mean: float | None
+    std: float | None
+    n: int
+    se: float | None = None
+
+
+class TargetStat(StatPublic):
+    """Epochs (or seconds) to the target accuracy over the runs that reached it."""
+
+    reached: int
+
+
+class DiffStat(StatPublic):
+    """Group minus baseline; ``paired`` when computed from per-seed differences."""
+
+    paired: bool
+
+
+class GroupSeries(SQLModel):
+    """Per-epoch mean/std/n of every metric over a group's runs (columnar)."""
+
+    epoch: list[int]
+    x: list[float | None]
+    n: list[int]
+    mean: dict[str, list[float | None]]
+    std: dict[str, list[float | None]]
+
+
+class CompareGroup(SQLModel):
+    key: str
+    label: str
+    config_hash: str | None
+    fields: dict[str, Any]
+    n: int
+    run_ids: list[int]
+    seeds: list[int | None]
+    series: GroupSeries
+    best: StatPublic
+    final: StatPublic
+    to_target: TargetStat
+    speedup: float | None
+    speedup_paired: StatPublic | None
+    final_diff: DiffStat | None
+
+
+class CompareRun(SQLModel):
+    id: int
+    name: str
+    state: str | None
+    seed: int | None
+    optimizer: str | None
+    config_hash: str
+    group: str
+    series: dict[str, list[float | None]]
+
+
+class CompareResult(SQLModel):
+    """GET /api/compare: aligned runs, group statistics and the paper's two measures."""
+
+    metric: str
+    x: str
+    group_by: list[str] | None
+    fields: list[str]
+    baseline: str | None
+    target: float | None
+    target_source: str | None
+    budget: int | None
+    runs: list[CompareRun]
+    groups: list[CompareGroup]

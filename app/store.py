@@ -1,0 +1,579 @@
+"""Every database operation the API and the worker use.
+
+State changes are single conditional ``UPDATE`` statements (``... WHERE state = 'queued'``), so
+two processes racing for the same run cannot both win: ``claim_run`` returns True to exactly one
+caller. ``record_epoch`` writes the epoch row and the run's summary in one transaction and is
+idempotent per (run, epoch). Functions that change data commit before returning.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Session, col, select
+
+from app.models import (
+    METRIC_FIELDS,
+    RUN_SORT_COLUMNS,
+    EpochMetric,
+    Run,
+    Sweep,
+    utcnow,
+)
+from core.spec import TERMINAL_STATES, RunConfig
+
+__all__ = [
+    "RunNotFound",
+    "RunStateError",
+    "SweepNotFound",
+    "cancel_requested",
+    "claim_run",
+    "create_run",
+    "create_sweep",
+    "delete_run",
+    "finish_run",
+    "get_metrics",
+    "get_run",
+    "get_sweep",
+    "list_runs",
+    "list_sweeps",
+    "metrics_after_many",
+    "poll_runs",
+    "reclaim_run",
+    "release_run",
+    "record_epoch",
+    "request_cancel",
+    "require_run",
+    "requeue_candidates",
+    "retry_run",
+    "runs_of_sweep",
+    "sweep_state_counts",
+    "touch_run",
+]
+
+
+class RunNotFound(LookupError):
+    """No run with that id (the API answers 404)."""
+
+    def __init__(self, run_id: int):
+        super().__init__(f"run {run_id} not found")
+        self.run_id = run_id
+
+
+class SweepNotFound(LookupError):
+    def __init__(self, sweep_id: int):
+        super().__init__(f"sweep {sweep_id} not found")
+        self.sweep_id = sweep_id
+
+
+class RunStateError(RuntimeError):
+    """The run's state forbids the operation (the API answers 409)."""
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _update(session: Session, run_id: int, where: Any, **values: Any) -> bool:
+    """``UPDATE run SET ... WHERE id = run_id AND where``; True when exactly one row changed."""
+    stmt = sa.update(Run).where(col(Run.id) == run_id)
+    if where is not None:
+        stmt = stmt.where(where)
+    result = session.exec(stmt.values(**values))  # type: ignore[call-overload]
+    return result.rowcount == 1
+
+
+# ----------------------------------------------------------------------------- create and read
+
+
+def _new_run(config: RunConfig, sweep_id: int | None, now: datetime) -> Run:
+    return Run(
+        name=config.name,
+        tags=list(config.tags),
+        state="queued",
+        config=config.model_dump(mode="json"),
+        schema_version=config.schema_version,
+        config_hash=config.config_hash(),
+        seed=config.seed,
+        optimizer=config.optimizer,
+        model=config.model,
+        dataset=config.dataset,
+        epochs=config.epochs,
+        sweep_id=sweep_id,
+        created_at=now,
+        queued_at=now,
+    )
+
+
+def create_run(session: Session, config: RunConfig, sweep_id: int | None = None) -> Run:
+    """Insert a ``queued`` run for ``config`` and commit."""
+    run = _new_run(config, sweep_id, utcnow())
+    session.add(run)
+    session.commit()
+    session.refresh(run)
+    return run
+
+
+def create_sweep(
+    session: Session, name: str, grid: dict[str, Any], configs: list[RunConfig]
+) -> tuple[Sweep, list[Run]]:
+    """Insert a sweep (``grid``: the spec as submitted) and one queued run per config; commit."""
+    now = utcnow()
+    sweep = Sweep(name=name, spec=grid, n_runs=len(configs), created_at=now)
+    session.add(sweep)
+    session.flush()
+    runs = [_new_run(c, sweep.id, now) for c in configs]
+    session.add_all(runs)
+    session.commit()
+    for run in runs:
+        session.refresh(run)
+    return sweep, runs
+
+
+def get_run(session: Session, run_id: int) -> Run | None:
+    """The run, read fresh from the database, or None."""
+    return session.get(Run, run_id, populate_existing=True)
+
+
+def require_run(session: Session, run_id: int) -> Run:
+    """The run, or raise ``RunNotFound``."""
+    run = get_run(session, run_id)
+    if run is None:
+        raise RunNotFound(run_id)
+    return run
+
+
+def get_sweep(session: Session, sweep_id: int) -> Sweep:
+    sweep = session.get(Sweep, sweep_id)
+    if sweep is None:
+        raise SweepNotFound(sweep_id)
+    return sweep
+
+
+def list_sweeps(session: Session, *, limit: int = 50, offset: int = 0) -> tuple[list[Sweep], int]:
+    """A page of sweeps, newest first, and their total."""
+    total = session.exec(select(sa.func.count()).select_from(Sweep)).one()
+    stmt = select(Sweep).order_by(col(Sweep.id).desc()).limit(limit).offset(offset)
+    return list(session.exec(stmt)), int(total)
+
+
+def runs_of_sweep(session: Session, sweep_id: int) -> list[Run]:
+    return list(session.exec(select(Run).where(Run.sweep_id == sweep_id).order_by(col(Run.id))))
+
+
+def sweep_state_counts(session: Session, sweep_id: int) -> dict[str, int]:
+    rows = session.exec(
+        select(Run.state, sa.func.count()).where(Run.sweep_id == sweep_id).group_by(Run.state)
+    )
+    return {state: n for state, n in rows}
+
+
+def _tag_filter(session: Session, tag: str) -> Any:
+    if _dialect(session) == "postgresql":
+        return sa.cast(Run.tags, JSONB).contains([tag])
+    each = sa.func.json_each(Run.tags).table_valued("value").alias("tag_each")
+    return sa.exists(sa.select(sa.literal(1)).select_from(each).where(each.c.value == tag))
+
+
+def list_runs(
+    session: Session,
+    *,
+    state: str | Sequence[str] | None = None,
+    optimizer: str | None = None,
+    model: str | None = None,
+    dataset: str | None = None,
+    tag: str | None = None,
+    sweep_id: int | None = None,
+    name_contains: str | None = None,
+    config_hash: str | None = None,
+    sort: str = "id",
+    order: str = "desc",
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Run], int]:
+    """A page of runs matching every given filter, and the total count of matches."""
+    if sort not in RUN_SORT_COLUMNS:
+        raise ValueError(f"cannot sort on {sort!r}; choose one of {', '.join(RUN_SORT_COLUMNS)}")
+    if order not in ("asc", "desc"):
+        raise ValueError("order must be 'asc' or 'desc'")
+    conds: list[Any] = []
+    if state:
+        states = [state] if isinstance(state, str) else list(state)
+        conds.append(col(Run.state).in_(states))
+    for column, value in (
+        (Run.optimizer, optimizer),
+        (Run.model, model),
+        (Run.dataset, dataset),
+        (Run.sweep_id, sweep_id),
+        (Run.config_hash, config_hash),
+    ):
+        if value is not None:
+            conds.append(column == value)
+    if tag:
+        conds.append(_tag_filter(session, tag))
+    if name_contains:
+        escaped = name_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conds.append(col(Run.name).ilike(f"%{escaped}%", escape="\\"))
+    total = session.exec(select(sa.func.count()).select_from(Run).where(*conds)).one()
+    column = getattr(Run, sort)
+    key = column.asc() if order == "asc" else column.desc()
+    tie = col(Run.id).asc() if order == "asc" else col(Run.id).desc()
+    stmt = select(Run).where(*conds).order_by(key.nulls_last(), tie).limit(limit).offset(offset)
+    return list(session.exec(stmt)), int(total)
+
+
+def get_metrics(
+    session: Session, run_id: int, after: int | None = None, limit: int | None = None
+) -> list[EpochMetric]:
+    """The run's epochs in order, only those after epoch ``after`` when given."""
+    stmt = select(EpochMetric).where(EpochMetric.run_id == run_id)
+    if after is not None:
+        stmt = stmt.where(EpochMetric.epoch > after)
+    stmt = stmt.order_by(col(EpochMetric.epoch))
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(session.exec(stmt))
+
+
+def metrics_for_runs(session: Session, run_ids: Iterable[int]) -> dict[int, list[EpochMetric]]:
+    """All epochs of several runs, in one query."""
+    ids = list(run_ids)
+    out: dict[int, list[EpochMetric]] = {i: [] for i in ids}
+    if not ids:
+        return out
+    stmt = (
+        select(EpochMetric)
+        .where(col(EpochMetric.run_id).in_(ids))
+        .order_by(col(EpochMetric.run_id), col(EpochMetric.epoch))
+    )
+    for m in session.exec(stmt):
+        out[m.run_id].append(m)
+    return out
+
+
+def _cursor_expr(cursors: Mapping[int, int | None]) -> Any:
+    """SQL ``CASE run_id WHEN 1 THEN c1 ... END``: each run's 'epochs after' cursor."""
+    return sa.case(
+        {rid: (-1 if c is None else int(c)) for rid, c in cursors.items()},
+        value=EpochMetric.run_id,
+        else_=-1,
+    )
+
+
+def metrics_after_many(
+    session: Session, run_ids: Iterable[int], cursors: Mapping[int, int | None]
+) -> dict[int, list[EpochMetric]]:
+    """New epochs of several runs (each after its own cursor epoch), in ONE query."""
+    ids = list(run_ids)
+    out: dict[int, list[EpochMetric]] = {i: [] for i in ids}
+    if not ids:
+        return out
+    cur = _cursor_expr({i: cursors.get(i) for i in ids})
+    stmt = (
+        select(EpochMetric)
+        .where(col(EpochMetric.run_id).in_(ids), col(EpochMetric.epoch) > cur)
+        .order_by(col(EpochMetric.run_id), col(EpochMetric.epoch))
+    )
+    for m in session.exec(stmt):
+        out[m.run_id].append(m)
+    return out
+
+
+def poll_runs(
+    session: Session, cursors: Mapping[int, int | None]
+) -> dict[int, tuple[Run | None, list[EpochMetric]]]:
+    """For the SSE poller, in ONE query: each run (None if gone) and its epochs after its cursor.
+
+    ``run LEFT JOIN epoch_metric ON run_id = run.id AND epoch > cursor(run)``: the run's state
+    and its new epochs come from the same statement, so a terminal state is never seen before
+    the epochs written ahead of it.
+    """
+    ids = list(cursors)
+    out: dict[int, tuple[Run | None, list[EpochMetric]]] = {i: (None, []) for i in ids}
+    if not ids:
+        return out
+    cur = _cursor_expr(cursors)
+    stmt = (
+        select(Run, EpochMetric)
+        .outerjoin(
+            EpochMetric,
+            sa.and_(col(EpochMetric.run_id) == col(Run.id), col(EpochMetric.epoch) > cur),
+        )
+        .where(col(Run.id).in_(ids))
+        .order_by(col(Run.id), col(EpochMetric.epoch))
+        .execution_options(populate_existing=True)
+    )
+    for run, metric in session.exec(stmt):
+        epochs = out[run.id][1]
+        if metric is not None:
+            epochs.append(metric)
+        out[run.id] = (run, epochs)
+    return out
+
+
+# ------------------------------------------------------------------------------ worker side
+
+
+def claim_run(session: Session, run_id: int, worker_host: str, device: str) -> bool:
+    """Atomically move a ``queued`` run to ``running``; True for exactly one caller."""
+    now = utcnow()
+    ok = _update(
+        session,
+        run_id,
+        col(Run.state) == "queued",
+        state="running",
+        started_at=now,
+        heartbeat_at=now,
+        worker_host=worker_host,
+        device=device,
+        attempts=Run.attempts + 1,
+    )
+    session.commit()
+    return ok
+
+
+def reclaim_run(
+    session: Session, run_id: int, worker_host: str, device: str, stale_before: datetime
+) -> bool:
+    """Take over a ``running`` run whose heartbeat is older than ``stale_before`` (lost worker)."""
+    now = utcnow()
+    stale = sa.or_(col(Run.heartbeat_at).is_(None), col(Run.heartbeat_at) < stale_before)
+    ok = _update(
+        session,
+        run_id,
+        sa.and_(col(Run.state) == "running", stale),
+        heartbeat_at=now,
+        worker_host=worker_host,
+        device=device,
+        attempts=Run.attempts + 1,
+    )
+    session.commit()
+    return ok
+
+
+def release_run(session: Session, run_id: int) -> bool:
+    """Hand a ``running`` run back to the queue (worker shutdown); its epochs stay, so the next
+    worker resumes from its checkpoint. False if it was not running."""
+    ok = _update(
+        session,
+        run_id,
+        col(Run.state) == "running",
+        state="queued",
+        queued_at=utcnow(),
+        heartbeat_at=None,
+        worker_host=None,
+    )
+    session.commit()
+    return ok
+
+
+def touch_run(session: Session, run_id: int) -> None:
+    """Refresh a running run's heartbeat (the worker calls it during long epochs)."""
+    _update(session, run_id, col(Run.state) == "running", heartbeat_at=utcnow())
+    session.commit()
+
+
+def _clean_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def record_epoch(session: Session, run_id: int, metrics: Mapping[str, Any]) -> None:
+    """Write one epoch (``EpochMetrics.to_dict()``) and the run's summary in one transaction.
+
+    Idempotent: a repeated (run, epoch) overwrites the row, never duplicates it. Non-finite
+    values are stored as NULL. Raises ``RunNotFound`` if the run is gone.
+    """
+    epoch = int(metrics["epoch"])
+    row: dict[str, Any] = {k: _clean_float(metrics.get(k)) for k in METRIC_FIELDS}
+    layers = metrics.get("quant_error_layers") or {}
+    row["quant_error_layers"] = {str(k): _clean_float(v) for k, v in layers.items()}
+    now = utcnow()
+    values = {"run_id": run_id, "epoch": epoch, "created_at": now, **row}
+    insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
+    stmt = insert(EpochMetric).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["run_id", "epoch"], set_={**row, "created_at": now}
+    )
+    try:
+        try:
+            session.exec(stmt)  # type: ignore[call-overload]
+        except sa.exc.IntegrityError as exc:  # the foreign key: the run was deleted
+            raise RunNotFound(run_id) from exc
+        # Recompute the summary from the rows, so overwrites and out-of-order epochs stay right.
+        n, last_epoch = session.exec(
+            select(sa.func.count(), sa.func.max(EpochMetric.epoch)).where(
+                EpochMetric.run_id == run_id
+            )
+        ).one()
+        last = session.exec(
+            select(EpochMetric.test_acc, EpochMetric.train_loss, EpochMetric.quant_error).where(
+                EpochMetric.run_id == run_id, EpochMetric.epoch == last_epoch
+            )
+        ).one()
+        best = session.exec(
+            select(EpochMetric.test_acc, EpochMetric.epoch)
+            .where(EpochMetric.run_id == run_id, col(EpochMetric.test_acc).is_not(None))
+            .order_by(col(EpochMetric.test_acc).desc(), col(EpochMetric.epoch).asc())
+            .limit(1)
+        ).first()
+        _update(
+            session,
+            run_id,
+            None,
+            epochs_done=n,
+            last_epoch=last_epoch,
+            last_test_acc=last[0],
+            last_train_loss=last[1],
+            final_quant_error=last[2],
+            best_test_acc=best[0] if best else None,
+            best_epoch=best[1] if best else None,
+            heartbeat_at=now,
+        )
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def finish_run(
+    session: Session,
+    run_id: int,
+    state: str,
+    error: str | None = None,
+    diverged_epoch: int | None = None,
+) -> bool:
+    """End a ``running`` run in terminal ``state``; False if it was not running."""
+    if state not in TERMINAL_STATES:
+        raise ValueError(f"{state!r} is not a terminal state ({', '.join(TERMINAL_STATES)})")
+    ok = _update(
+        session,
+        run_id,
+        col(Run.state) == "running",
+        state=state,
+        finished_at=utcnow(),
+        error=error,
+        diverged_epoch=diverged_epoch,
+    )
+    session.commit()
+    return ok
+
+
+def cancel_requested(session: Session, run_id: int) -> bool:
+    """True when the run should stop: cancel was requested, or the run is gone or not running."""
+    row = session.exec(select(Run.cancel_requested, Run.state).where(Run.id == run_id)).first()
+    session.commit()  # end the read transaction; the worker polls this often
+    if row is None:
+        return True
+    requested, state = row
+    return bool(requested) or state != "running"
+
+
+def requeue_candidates(
+    session: Session, stale_before: datetime, queued_before: datetime | None = None
+) -> list[int]:
+    """Runs whose task may be lost: ``queued`` since before ``queued_before`` (default
+    ``stale_before``) and ``running`` with a heartbeat older than ``stale_before``."""
+    queued_before = queued_before or stale_before
+    stmt = (
+        select(Run.id)
+        .where(
+            sa.or_(
+                sa.and_(col(Run.state) == "queued", col(Run.queued_at) < queued_before),
+                sa.and_(
+                    col(Run.state) == "running",
+                    sa.or_(col(Run.heartbeat_at).is_(None), col(Run.heartbeat_at) < stale_before),
+                ),
+            )
+        )
+        .order_by(col(Run.id))
+    )
+    ids = list(session.exec(stmt))
+    session.commit()
+    return [int(i) for i in ids if i is not None]
+
+
+# ---------------------------------------------------------------------------- user actions
+
+
+def request_cancel(session: Session, run_id: int) -> Run:
+    """Cancel: a queued run ends ``cancelled`` now; a running one is flagged for its worker.
+
+    Raises ``RunNotFound``, or ``RunStateError`` when the run has already finished.
+    """
+    now = utcnow()
+    if not _update(
+        session,
+        run_id,
+        col(Run.state) == "queued",
+        state="cancelled",
+        cancel_requested=True,
+        finished_at=now,
+    ):
+        _update(session, run_id, col(Run.state) == "running", cancel_requested=True)
+    session.commit()
+    run = require_run(session, run_id)
+    if run.state in TERMINAL_STATES and not run.cancel_requested:
+        raise RunStateError(f"run {run_id} has already finished ({run.state})")
+    return run
+
+
+_RESET_SUMMARY: dict[str, Any] = {
+    "epochs_done": 0,
+    "last_epoch": None,
+    "last_test_acc": None,
+    "last_train_loss": None,
+    "best_test_acc": None,
+    "best_epoch": None,
+    "final_quant_error": None,
+    "diverged_epoch": None,
+}
+
+
+def retry_run(session: Session, run_id: int) -> Run:
+    """Queue a finished run again as a fresh attempt: its epochs and summary are cleared and
+    ``retries`` goes up by one (workers key checkpoints on it). ``RunStateError`` unless the
+    run is in a terminal state."""
+    ok = _update(
+        session,
+        run_id,
+        col(Run.state).in_(TERMINAL_STATES),
+        state="queued",
+        queued_at=utcnow(),
+        started_at=None,
+        finished_at=None,
+        heartbeat_at=None,
+        worker_host=None,
+        device=None,
+        error=None,
+        cancel_requested=False,
+        retries=Run.retries + 1,
+        **_RESET_SUMMARY,
+    )
+    if ok:
+        session.exec(sa.delete(EpochMetric).where(col(EpochMetric.run_id) == run_id))  # type: ignore[call-overload]
+    session.commit()
+    run = require_run(session, run_id)
+    if not ok:
+        raise RunStateError(f"run {run_id} is {run.state}; only finished runs can be retried")
+    return run
+
+
+def delete_run(session: Session, run_id: int) -> None:
+    """Delete a run and (by cascade) its epochs; ``RunStateError`` while it is running."""
+    result = session.exec(  # type: ignore[call-overload]
+        sa.delete(Run).where(col(Run.id) == run_id, col(Run.state) != "running")
+    )
+    session.commit()
+    if result.rowcount == 1:
+        return
+    run = require_run(session, run_id)
+    raise RunStateError(f"run {run_id} is {run.state}; cancel it before deleting")

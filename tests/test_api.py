@@ -1,0 +1,414 @@
+"""The REST API on the real app and a real database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app import store
+from app.db import session_scope
+from app.main import create_app
+
+BODY = {
+    "name": "r",
+    "model": "mlp",
+    "dataset": "digits",
+    "optimizer": "bamsprod",
+    "epochs": 3,
+    "batch_size": 64,
+    "lr": 0.001,
+    "seed": 0,
+    "hparams": {"kappa": 2.0},
+}
+
+
+def submit(client: TestClient, **kw) -> dict:
+    r = client.post("/api/runs", json={**BODY, **kw})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def train(db_url: str, run_id: int, accs: list[float], state: str = "succeeded") -> None:
+    """Play a worker: claim, write epochs, finish."""
+    with session_scope(db_url) as s:
+        assert store.claim_run(s, run_id, "test", "cpu")
+        for i, acc in enumerate(accs, 1):
+            store.record_epoch(
+                s,
+                run_id,
+                {
+                    "epoch": i,
+                    "train_loss": 1.0,
+                    "train_acc": acc,
+                    "test_loss": 1.0,
+                    "test_acc": acc,
+                    "quant_error": 0.1,
+                    "quant_error_layers": {"fc1": 0.1},
+                    "flip_rate": 0.0,
+                    "lr": 0.001,
+                    "seconds": 0.25,
+                },
+            )
+        if state != "running":
+            store.finish_run(s, run_id, state)
+
+
+def detail_loc(r) -> list:
+    return r.json()["detail"][0]["loc"]
+
+
+def test_submit_run_returns_201_and_enqueues(client: TestClient, enqueued: list[int]) -> None:
+    run = submit(client)
+    assert run["state"] == "queued" and run["id"] > 0
+    assert run["config"]["hparams"]["kappa"] == 2.0 and run["config"]["schema_version"] == 1
+    assert run["created_at"].endswith("+00:00") or run["created_at"].endswith("Z")
+    assert enqueued == [run["id"]]
+    assert client.get(f"/api/runs/{run['id']}").json()["config_hash"] == run["config_hash"]
+
+
+@pytest.mark.parametrize(
+    ("change", "loc"),
+    [
+        ({"bogus": 1}, ["body", "bogus"]),
+        ({"epochs": 0}, ["body", "epochs"]),
+        ({"lr": -1}, ["body", "lr"]),
+        ({"optimizer": "rmsprop"}, ["body", "optimizer"]),
+        ({"hparams": {"kappa": 1000}}, ["body", "hparams"]),
+        ({"hparams": {"nope": 1}}, ["body", "hparams"]),
+    ],
+)
+def test_rejected_run_body_names_the_field_and_enqueues_nothing(
+    client: TestClient, enqueued: list[int], change: dict, loc: list
+) -> None:
+    r = client.post("/api/runs", json={**BODY, **change})
+    assert r.status_code == 422 and detail_loc(r) == loc
+    assert enqueued == [] and client.get("/api/runs").json()["total"] == 0
+
+
+def test_body_size_limit(client: TestClient, enqueued: list[int]) -> None:
+    r = client.post("/api/runs", json={**BODY, "name": "x" * 2_000_000})
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+    assert enqueued == []
+
+
+def test_broker_down_still_201_and_run_stays_queued(api_settings) -> None:
+    def broken(run_id: int) -> None:
+        raise ConnectionError("broker down")
+
+    with TestClient(create_app(api_settings, enqueue=broken)) as c:
+        run = c.post("/api/runs", json=BODY)
+        assert run.status_code == 201
+        assert c.get(f"/api/runs/{run.json()['id']}").json()["state"] == "queued"
+
+
+def test_list_filter_sort_page(client: TestClient, db_url: str) -> None:
+    a = submit(client, name="alpha", optimizer="adam", hparams={}, tags=["paper"])
+    b = submit(client, name="beta", optimizer="bop", hparams={})
+    c = submit(client, name="alphabet", seed=1)
+    train(db_url, a["id"], [0.5, 0.9])
+    train(db_url, b["id"], [0.7], state="running")
+
+    def ids(query: str) -> list[int]:
+        r = client.get(f"/api/runs?{query}")
+        assert r.status_code == 200, r.text
+        return [x["id"] for x in r.json()["items"]]
+
+    assert ids("") == [c["id"], b["id"], a["id"]]
+    assert ids("state=succeeded") == [a["id"]]
+    assert ids("state=queued,running") == [c["id"], b["id"]]
+    assert ids("state=queued&state=succeeded") == [c["id"], a["id"]]
+    assert ids("optimizer=bop") == [b["id"]] and ids("model=mlp&dataset=digits") != []
+    assert ids("tag=paper") == [a["id"]]
+    assert ids("q=alpha") == [c["id"], a["id"]] and ids("q=ALPHAB") == [c["id"]]
+    assert ids("sort=best_test_acc&order=desc") == [a["id"], b["id"], c["id"]]
+    page = client.get("/api/runs?limit=2&offset=2&order=asc").json()
+    assert page["total"] == 3 and page["limit"] == 2 and page["offset"] == 2
+    assert [x["id"] for x in page["items"]] == [c["id"]]
+    r = client.get("/api/runs?sort=config")
+    assert r.status_code == 422 and detail_loc(r) == ["query", "sort"]
+    r = client.get("/api/runs?limit=501")
+    assert r.status_code == 422 and detail_loc(r) == ["query", "limit"]
+    r = client.get("/api/runs?state=sleeping")
+    assert r.status_code == 422 and detail_loc(r) == ["query", "state"]
+    got = client.get(f"/api/runs/{a['id']}").json()
+    assert (got["best_test_acc"], got["best_epoch"], got["epochs_done"]) == (0.9, 2, 2)
+
+
+def test_unknown_run_is_404_everywhere(client: TestClient) -> None:
+    for method, path in [
+        ("get", "/api/runs/7"),
+        ("get", "/api/runs/7/metrics"),
+        ("get", "/api/runs/7/events"),
+        ("post", "/api/runs/7/cancel"),
+        ("post", "/api/runs/7/retry"),
+        ("delete", "/api/runs/7"),
+        ("get", "/api/compare?runs=7"),
+    ]:
+        r = getattr(client, method)(path)
+        assert r.status_code == 404, (path, r.text)
+        assert r.json() == {"detail": "run 7 not found"}
+    r = client.get("/api/sweeps/9")
+    assert r.status_code == 404 and r.json() == {"detail": "sweep 9 not found"}
+    r = client.get("/api/runs/abc")
+    assert r.status_code == 422 and detail_loc(r) == ["path", "run_id"]
+
+
+def test_metrics_json_csv_and_after(client: TestClient, db_url: str) -> None:
+    run = submit(client)
+    train(db_url, run["id"], [0.2, 0.4, 0.6], state="running")
+    items = client.get(f"/api/runs/{run['id']}/metrics").json()["items"]
+    assert [m["epoch"] for m in items] == [1, 2, 3]
+    assert set(items[0]) >= {
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "quant_error",
+        "quant_error_layers",
+        "flip_rate",
+        "lr",
+        "seconds",
+    }
+    after = client.get(f"/api/runs/{run['id']}/metrics?after=2").json()["items"]
+    assert [m["epoch"] for m in after] == [3]
+    r = client.get(f"/api/runs/{run['id']}/metrics?format=csv&after=1")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert [int(x["epoch"]) for x in rows] == [2, 3] and float(rows[1]["test_acc"]) == 0.6
+    r = client.get(f"/api/runs/{run['id']}/metrics", headers={"Accept": "text/csv"})
+    assert r.text.startswith("run_id,epoch,")
+    r = client.get(f"/api/runs/{run['id']}/metrics?format=xml")
+    assert r.status_code == 422 and detail_loc(r) == ["query", "format"]
+
+
+def test_cancel_retry_delete(client: TestClient, db_url: str, enqueued: list[int]) -> None:
+    queued = submit(client)
+    r = client.post(f"/api/runs/{queued['id']}/cancel")
+    assert r.status_code == 200 and r.json()["state"] == "cancelled"
+
+    running = submit(client)
+    train(db_url, running["id"], [0.5], state="running")
+    r = client.post(f"/api/runs/{running['id']}/cancel")
+    assert r.json()["state"] == "running" and r.json()["cancel_requested"]
+    r = client.delete(f"/api/runs/{running['id']}")
+    assert r.status_code == 409 and "running" in r.json()["detail"]
+    r = client.post(f"/api/runs/{running['id']}/retry")
+    assert r.status_code == 409 and "only finished runs" in r.json()["detail"]
+    with session_scope(db_url) as s:
+        store.finish_run(s, running["id"], "cancelled")
+    r = client.post(f"/api/runs/{running['id']}/cancel")
+    assert r.status_code == 200  # cancelling a cancelled run is a no-op
+
+    enqueued.clear()
+    r = client.post(f"/api/runs/{running['id']}/retry")
+    assert r.status_code == 200 and r.json()["state"] == "queued" and r.json()["epochs_done"] == 0
+    assert enqueued == [running["id"]]
+    assert client.get(f"/api/runs/{running['id']}/metrics").json()["items"] == []
+
+    done = submit(client)
+    train(db_url, done["id"], [0.5])
+    r = client.post(f"/api/runs/{done['id']}/cancel")
+    assert r.status_code == 409 and "already finished" in r.json()["detail"]
+    assert client.delete(f"/api/runs/{done['id']}").status_code == 204
+    assert client.get(f"/api/runs/{done['id']}").status_code == 404
+
+
+SWEEP = {
+    "name": "kappa",
+    "base": {"epochs": 2, "dataset": "digits"},
+    "grid": {"optimizer": ["bamsprod", "adam"], "lr": [0.01, 0.001]},
+    "n_seeds": 2,
+}
+
+
+def test_sweep_expands_the_grid(client: TestClient, enqueued: list[int]) -> None:
+    r = client.post("/api/sweeps", json=SWEEP)
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert out["count"] == 8 and len(out["run_ids"]) == 8 and enqueued == out["run_ids"]
+    sweep = client.get(f"/api/sweeps/{out['sweep']['id']}").json()
+    assert sweep["n_runs"] == 8 and sweep["states"] == {"queued": 8}
+    assert sweep["spec"]["grid"] == SWEEP["grid"]
+    runs = client.get(f"/api/runs?sweep={out['sweep']['id']}&limit=100").json()["items"]
+    combos = {(x["optimizer"], x["config"]["lr"], x["seed"]) for x in runs}
+    assert len(combos) == 8 and {x["seed"] for x in runs} == {0, 1}
+    assert all(x["sweep_id"] == out["sweep"]["id"] for x in runs)
+    # Seeds pool into one config hash per grid point.
+    assert len({x["config_hash"] for x in runs}) == 4
+    assert client.get("/api/sweeps").json()["total"] == 1
+
+
+def test_sweep_nested_keys_seeds_and_dry_run(client: TestClient, enqueued: list[int]) -> None:
+    body = {
+        "name": "k",
+        "base": {"optimizer": "bamsprod", "epochs": 1},
+        "grid": {"hparams.kappa": [0.5, 1.0, 2.0]},
+        "seeds": [3, 4],
+    }
+    r = client.post("/api/sweeps?dry_run=true", json=body)
+    assert r.status_code == 200 and r.json()["count"] == 6 and r.json()["dry_run"]
+    assert enqueued == [] and client.get("/api/runs").json()["total"] == 0
+    r = client.post("/api/sweeps", json=body)
+    assert r.status_code == 201
+    runs = client.get("/api/runs?limit=10").json()["items"]
+    assert sorted((x["config"]["hparams"]["kappa"], x["seed"]) for x in runs) == [
+        (k, s) for k in (0.5, 1.0, 2.0) for s in (3, 4)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"grid": {"nope": [1]}}, ["body", "grid", "nope"]),
+        ({"grid": {"lr": []}}, ["body", "grid", "lr"]),
+        ({"grid": {"lr": [0.1, -1]}}, ["body", "grid", "lr"]),
+        ({"grid": {"hparams.kappa": [1, 1000]}}, ["body", "grid", "hparams.kappa"]),
+        ({"base": {"epochs": 0}, "grid": {"lr": [0.1]}}, ["body", "base", "epochs"]),
+        ({"base": {"bogus": 1}}, ["body", "base", "bogus"]),
+        ({"grid": {"lr": [0.1] * 30, "epochs": [1] * 20}}, ["body", "grid"]),
+        ({"seeds": [1], "n_seeds": 2}, ["body", "n_seeds"]),
+        ({"extra": 1}, ["body", "extra"]),
+    ],
+)
+def test_bad_sweep_is_422_naming_the_field(
+    client: TestClient, enqueued: list[int], body: dict, loc: list
+) -> None:
+    r = client.post("/api/sweeps", json={"name": "bad", **body})
+    assert r.status_code == 422, r.text
+    assert detail_loc(r) == loc
+    assert enqueued == [] and client.get("/api/runs").json()["total"] == 0
+
+
+def test_dry_run_reports_counts_over_the_limit(client: TestClient) -> None:
+    r = client.post(
+        "/api/sweeps?dry_run=true", json={"grid": {"lr": [0.1] * 30, "seed": list(range(20))}}
+    )
+    assert r.status_code == 200 and r.json()["count"] == 600 and r.json()["max_runs"] == 500
+
+
+def test_compare_groups_and_measures(client: TestClient, db_url: str) -> None:
+    out = client.post(
+        "/api/sweeps",
+        json={
+            "name": "c",
+            "base": {"epochs": 3},
+            "grid": {"optimizer": ["adam", "bamsprod"]},
+            "seeds": [0, 1],
+        },
+    ).json()
+    ids = out["run_ids"]
+    curves = {0: [0.5, 0.7, 0.8], 1: [0.5, 0.7, 0.8], 2: [0.7, 0.8, 0.85], 3: [0.6, 0.8, 0.83]}
+    for i, rid in enumerate(ids):
+        train(db_url, rid, curves[i])
+    sweep_id = out["sweep"]["id"]
+    r = client.get(f"/api/compare?sweep={sweep_id}&group_by=optimizer&baseline=adam")
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["baseline"] == "optimizer=adam" and res["target"] == pytest.approx(0.792)
+    adam, bams = res["groups"]
+    assert adam["n"] == 2 and bams["n"] == 2 and adam["to_target"]["mean"] == 3
+    assert bams["to_target"]["mean"] == 2 and bams["speedup"] == pytest.approx(1.5)
+    assert bams["final_diff"]["paired"] and bams["final_diff"]["mean"] == pytest.approx(0.04)
+    assert bams["series"]["n"] == [2, 2, 2]
+    assert len(res["runs"]) == 4 and res["runs"][0]["series"]["test_acc"] == [0.5, 0.7, 0.8]
+    # Default groups: config hash (seeds pooled), the same two groups here.
+    res = client.get(f"/api/compare?runs={','.join(map(str, ids))}").json()
+    assert [g["n"] for g in res["groups"]] == [2, 2] and res["fields"] == ["optimizer"]
+    r = client.get(f"/api/compare?sweep={sweep_id}&group_by=optimizer&format=csv&table=summary")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert [x["group"] for x in rows] == ["optimizer=adam", "optimizer=bamsprod"]
+    r = client.get(f"/api/compare?sweep={sweep_id}&x=time&target=0.8&group_by=optimizer")
+    assert r.json()["groups"][1]["to_target"]["mean"] == 0.5  # seconds: 2 epochs x 0.25 s
+    for query, loc in [
+        ("", ["query", "runs"]),
+        ("runs=1,x", ["query", "runs"]),
+        (f"sweep={sweep_id}&group_by=colour", ["query", "group_by"]),
+        (f"sweep={sweep_id}&baseline=sgd", ["query", "baseline"]),
+        (f"sweep={sweep_id}&target=1.5", ["query", "target"]),
+        (f"sweep={sweep_id}&metric=loss", ["query", "metric"]),
+    ]:
+        r = client.get(f"/api/compare?{query}")
+        assert r.status_code == 422 and detail_loc(r) == loc, (query, r.text)
+
+
+def test_health(api_settings) -> None:
+    with TestClient(
+        create_app(
+            api_settings,
+            enqueue=lambda i: None,
+            broker_check=lambda: True,
+            workers_seen=lambda: ["w1", "w2"],
+        )
+    ) as c:
+        body = c.get("/api/health").json()
+        assert body["status"] == "ok" and body["database"]["ok"] and body["broker"]["ok"]
+        assert body["workers"] == ["w1", "w2"] and body["workers_seen"] == 2
+
+    def down() -> bool:
+        raise ConnectionError("no broker")
+
+    with TestClient(
+        create_app(api_settings, enqueue=lambda i: None, broker_check=down, workers_seen=lambda: 0)
+    ) as c:
+        r = c.get("/api/health")
+        assert r.status_code == 200 and r.json()["status"] == "degraded"
+        assert "no broker" in r.json()["broker"]["detail"] and r.json()["workers_seen"] == 0
+
+
+def test_openapi_and_docs(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for path in [
+        "/api/runs",
+        "/api/runs/{run_id}",
+        "/api/runs/{run_id}/metrics",
+        "/api/runs/{run_id}/events",
+        "/api/runs/{run_id}/cancel",
+        "/api/runs/{run_id}/retry",
+        "/api/sweeps",
+        "/api/sweeps/{sweep_id}",
+        "/api/compare",
+        "/api/health",
+    ]:
+        assert path in spec["paths"], path
+    assert client.get("/docs").status_code == 200
+
+
+def test_compare_runs_without_epochs(client: TestClient) -> None:
+    a, b = submit(client, seed=0), submit(client, seed=1, optimizer="adam", hparams={})
+    r = client.get(f"/api/compare?runs={a['id']},{b['id']}&group_by=optimizer")
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["budget"] is None and res["target"] is None
+    assert [g["n"] for g in res["groups"]] == [1, 1]
+    assert res["groups"][0]["series"]["epoch"] == [] and res["groups"][0]["best"]["n"] == 0
+
+
+def test_the_api_never_imports_torch_or_the_worker(tmp_path) -> None:
+    """Starting the app and serving requests (health included) loads no torch, trainer or
+    worker code: the API validates runs with core.spec alone."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from fastapi.testclient import TestClient
+        from app.main import create_app
+        from app.settings import Settings
+        s = Settings(home={str(tmp_path)!r}, broker_url="memory://")
+        with TestClient(create_app(s, enqueue=lambda i: None)) as c:
+            assert c.post("/api/runs", json={{"epochs": 1}}).status_code == 201
+            assert c.get("/api/health").status_code == 200
+            assert c.get("/api/compare?runs=1").status_code == 200
+        bad = [m for m in sys.modules if m.split(".")[0] in ("torch", "worker")
+               or m in ("core.train", "core.nn", "core.optim", "core.data")]
+        assert not bad, bad
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

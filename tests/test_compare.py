@@ -1,0 +1,177 @@
+"""app.compare on hand-made series: statistics, grouping and the paper's two measures."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from app import compare as cmp
+
+
+def run(
+    rid: int,
+    optimizer: str,
+    seed: int,
+    accs: list[float],
+    seconds: float = 1.0,
+    kappa: float = 1.0,
+    chash: str | None = None,
+) -> dict:
+    config = {
+        "optimizer": optimizer,
+        "seed": seed,
+        "lr": 0.001,
+        "hparams": {"kappa": kappa},
+        "name": f"r{rid}",
+    }
+    return {
+        "id": rid,
+        "name": f"r{rid}",
+        "seed": seed,
+        "state": "succeeded",
+        "config": config,
+        "config_hash": chash or f"{optimizer}-{kappa}",
+        "metrics": [
+            {"epoch": i + 1, "test_acc": a, "train_acc": a, "seconds": seconds}
+            for i, a in enumerate(accs)
+        ],
+    }
+
+
+def test_stat() -> None:
+    s = cmp.stat([1.0, 2.0, 3.0, None, math.nan])
+    assert (s.mean, s.n) == (2.0, 3)
+    assert s.std == pytest.approx(1.0) and s.se == pytest.approx(1 / math.sqrt(3))
+    assert cmp.stat([5.0]) == cmp.Stat(5.0, None, 1)
+    assert cmp.stat([]) == cmp.Stat(None, None, 0)
+
+
+def test_fields_keys_and_labels() -> None:
+    cfg = {"optimizer": "bop", "hparams": {"kappa": 0.5, "on": True}}
+    assert cmp.get_field(cfg, "hparams.kappa") == 0.5 and cmp.get_field(cfg, "hparams.x") is None
+    assert cmp.flatten(cfg) == {"optimizer": "bop", "hparams.kappa": 0.5, "hparams.on": True}
+    assert (
+        cmp.group_key(cfg, ["optimizer", "hparams.kappa"], "h") == "optimizer=bop,hparams.kappa=0.5"
+    )
+    assert cmp.group_key(cfg, None, "h") == "h"
+    configs = [
+        {"optimizer": "a", "seed": 1, "name": "x", "hparams": {"k": 1}},
+        {"optimizer": "a", "seed": 2, "name": "y", "hparams": {"k": 2}},
+    ]
+    assert cmp.varying_fields(configs) == ["hparams.k"]
+    assert cmp.group_label(configs[0], ["hparams.k"]) == "hparams.k=1"
+
+
+def test_run_series_and_aggregate_by_epoch_and_time() -> None:
+    s1 = cmp.run_series(
+        [
+            {"epoch": 2, "test_acc": 0.6, "seconds": 2.0},
+            {"epoch": 1, "test_acc": 0.4, "seconds": 1.0},
+        ],
+        x="time",
+    )
+    assert s1["epoch"] == [1, 2] and s1["x"] == [1.0, 3.0] and s1["test_acc"] == [0.4, 0.6]
+    s2 = cmp.run_series([{"epoch": 1, "test_acc": 0.6, "seconds": 3.0}], x="time")
+    agg = cmp.aggregate([s1, s2], metrics=["test_acc"])
+    assert agg["epoch"] == [1, 2] and agg["n"] == [2, 1]
+    assert agg["x"] == [2.0, 3.0]  # mean elapsed seconds at that epoch
+    assert agg["mean"]["test_acc"] == pytest.approx([0.5, 0.6])
+    assert agg["std"]["test_acc"][0] == pytest.approx(math.sqrt(0.02))
+    assert agg["std"]["test_acc"][1] is None  # n = 1
+
+
+def test_first_reach_and_budget() -> None:
+    xs, ys = [1, 2, 3, 4], [0.1, 0.5, None, 0.9]
+    assert cmp.first_reach(xs, ys, 0.5) == 2
+    assert cmp.first_reach(xs, ys, 0.8) == 4
+    assert cmp.first_reach(xs, ys, 0.8, epochs=xs, budget=3) is None
+    assert cmp.first_reach(xs, ys, 0.95) is None
+
+
+def test_two_claims_on_paired_seeds() -> None:
+    # Adam reaches its best 0.80 by epoch 4; BAMSProd reaches 0.792 (= 0.99 x 0.80) sooner.
+    runs = [
+        run(1, "adam", 0, [0.50, 0.70, 0.78, 0.80]),
+        run(2, "adam", 1, [0.50, 0.70, 0.78, 0.80]),
+        run(3, "bamsprod", 0, [0.60, 0.80, 0.82, 0.84]),
+        run(4, "bamsprod", 1, [0.60, 0.75, 0.80, 0.82]),
+    ]
+    out = cmp.compare(runs, group_by=["optimizer"], baseline="adam")
+    assert out["baseline"] == "optimizer=adam" and out["budget"] == 4
+    assert out["target"] == pytest.approx(0.792)
+    adam, bams = out["groups"]
+    assert adam["to_target"]["mean"] == 4 and adam["speedup"] == 1.0
+    assert bams["to_target"]["mean"] == 2.5  # epochs 2 and 3
+    assert bams["speedup"] == pytest.approx(4 / 2.5)
+    assert bams["speedup_paired"]["mean"] == pytest.approx((4 / 2 + 4 / 3) / 2)
+    assert bams["speedup_paired"]["n"] == 2
+    diff = bams["final_diff"]
+    assert diff["paired"] and diff["n"] == 2
+    assert diff["mean"] == pytest.approx(0.03) and diff["std"] == pytest.approx(math.sqrt(2) * 0.01)
+    assert bams["best"]["mean"] == pytest.approx(0.83) and bams["final"]["n"] == 2
+    assert adam["final_diff"]["mean"] == 0.0
+    assert bams["series"]["mean"]["test_acc"][0] == pytest.approx(0.60)
+    assert [r["group"] for r in out["runs"]] == ["optimizer=adam"] * 2 + ["optimizer=bamsprod"] * 2
+
+
+def test_unpaired_difference_uses_welch_and_budget_is_common() -> None:
+    runs = [
+        run(1, "bop", 0, [0.5, 0.6]),
+        run(2, "bop", 1, [0.5, 0.8]),
+        run(3, "bamsprod", 7, [0.7, 0.9, 0.99]),  # a third epoch past the common budget
+        run(4, "bamsprod", 8, [0.7, 0.8, 0.99]),
+    ]
+    out = cmp.compare(runs, group_by=["optimizer"], baseline="bop", target=0.8)
+    assert out["budget"] == 2 and out["target"] == 0.8 and out["target_source"] == "given"
+    bop, bams = out["groups"]
+    diff = bams["final_diff"]
+    assert not diff["paired"]
+    assert diff["mean"] == pytest.approx(0.85 - 0.7)
+    var_bop, var_bams = 0.02, 0.005  # sample variances of finals 0.6/0.8 and 0.9/0.8
+    assert diff["se"] == pytest.approx(math.sqrt(var_bop / 2 + var_bams / 2))
+    assert diff["std"] == pytest.approx(math.sqrt(var_bop + var_bams))
+    assert bams["best"]["mean"] == pytest.approx(0.85)  # epoch 3 is outside the budget
+    assert bop["to_target"]["reached"] == 1 and bams["to_target"]["reached"] == 2
+    assert bams["speedup_paired"] is None  # no shared seeds
+
+
+def test_default_groups_pool_seeds_and_default_baseline() -> None:
+    runs = [
+        run(1, "bop", 0, [0.5], chash="h1"),
+        run(2, "bop", 1, [0.7], chash="h1"),
+        run(3, "adam", 0, [0.6], chash="h2"),
+    ]
+    out = cmp.compare(runs)
+    assert [g["key"] for g in out["groups"]] == ["h1", "h2"]
+    assert out["baseline"] == "h2"  # Adam, as the spec's speed measure uses
+    assert out["groups"][0]["n"] == 2 and out["groups"][0]["label"] == "optimizer=bop"
+    assert out["fields"] == ["optimizer"]
+    with pytest.raises(ValueError, match="matches no group"):
+        cmp.compare(runs, baseline="sgd")
+    with pytest.raises(ValueError, match="metric"):
+        cmp.compare(runs, metric="train_loss")
+
+
+def test_repeated_seeds_in_a_group_are_not_paired() -> None:
+    # group_by optimizer pools two kappas with the same seeds: pairing would be ambiguous.
+    runs = [
+        run(1, "adam", 0, [0.5]),
+        run(2, "bamsprod", 0, [0.6], kappa=1.0),
+        run(3, "bamsprod", 0, [0.8], kappa=2.0),
+    ]
+    out = cmp.compare(runs, group_by=["optimizer"], baseline="adam")
+    diff = out["groups"][1]["final_diff"]
+    assert not diff["paired"] and diff["mean"] == pytest.approx(0.2)
+    assert out["groups"][1]["n"] == 2
+
+
+def test_csv_rows() -> None:
+    out = cmp.compare(
+        [run(1, "adam", 0, [0.5, 0.6]), run(2, "bop", 0, [0.4, 0.7])], group_by=["optimizer"]
+    )
+    assert len(cmp.series_rows(out)) == 4 and cmp.series_rows(out)[0]["test_acc_mean"] == 0.5
+    summary = cmp.summary_rows(out)
+    assert [r["group"] for r in summary] == ["optimizer=adam", "optimizer=bop"]
+    assert tuple(summary[0]) == cmp.SUMMARY_COLUMNS
+    assert len(cmp.runs_rows(out)) == 4
