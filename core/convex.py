@@ -87,7 +87,7 @@ def run_convex(
             sched.step()
             with torch.no_grad():
                 x.clamp_(-1.0, 1.0)  # the feasible set (BAMSProd's latent clip does the same)
-            trace.x.append(float(x))
+            trace.x.append(x.item())
             trace.avg_regret.append(regret / t)
         traces[name] = trace
     return traces

@@ -83,11 +83,6 @@ def _scheduler(config: RunConfig, optimizer: torch.optim.Optimizer):
     return None
 
 
-def _clips_latent_itself(name: str) -> bool:
-    # BAMSProd clips in its binary group; Bop holds weights at +-1 without latent weights.
-    return name in ("bamsprod", "bop")
-
-
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -144,7 +139,6 @@ def train(
     optimizer = build_optimizer(config.optimizer, model, lr=config.lr, **config.hparams)
     scheduler = _scheduler(config, optimizer)
     latent = binary_weights(model)
-    clip_latent = not _clips_latent_itself(config.optimizer)
     flips = FlipCounter()
     flips.update(latent)  # the initial weights are the first epoch's baseline
 
@@ -188,11 +182,7 @@ def train(
             loss = F.cross_entropy(out, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            if clip_latent:
-                with torch.no_grad():
-                    for w in latent.values():
-                        w.clamp_(-1.0, 1.0)
+            optimizer.step()  # build() clips latent weights to [-1, 1] (BinaryConnect)
             loss_sum += loss.detach().double() * len(idx)
             correct += (out.detach().argmax(1) == y).sum()
             if on_batch is not None:

@@ -1,0 +1,274 @@
+"""Time one optimizer step, side by side in one process, on realistic parameter sets.
+
+Usage::
+
+    .venv/bin/python benchmarks/optimizer_step.py [--quick] [--json out.json]
+        [--sets resnet18,mlp] [--steps N] [--warmup N] [--threads N]
+
+Parameter sets (float32, with fixed random gradients):
+
+- ``resnet18``: the standard CIFAR ResNet-18 shapes (conv1 64x3x3x3, four stages of 3x3 convs
+  64/128/256/512 with 1x1 downsample convs, BatchNorm weight/bias, fc 10x512 + bias), about
+  11.2M parameters. Every conv except conv1 is a binary layer (its weight is a latent weight,
+  in the ``binary`` group); conv1, BatchNorm and fc are real.
+- ``mlp``: the shapes of ``core.nn.models.BinaryMLP`` on 28x28 inputs (784->512 real, two
+  512x512 binary layers, BatchNorm, 512->10 real), about 0.93M parameters.
+
+Every optimizer gets its own copy of the parameters; after ``warmup`` steps each, they are timed
+round-robin (one step each, ``steps`` rounds; the slow single-tensor paths every third round)
+so that load from other processes falls on all of them alike. Columns, from the median step:
+ms/step; the ratio to the fastest torch AMSGrad variant; effective bandwidth, i.e. the bytes an
+ideal single-pass implementation must move (each tensor the algorithm reads, once, plus each
+it writes, once) divided by the step time; and that as a fraction of a measured memory
+bandwidth: the median time of a ``torch.add(a, b, out=c)`` triad over as many float32 elements
+as the set has parameters (3 arrays moved). BAMSProd needs the same tensors as AMSGrad, so its
+ideal byte count is AMSGrad's; it cannot be single-pass (``mean(v^)`` must be known before the
+projection), which is part of why it is slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.optim import AdaBound, BAMSProd, Bop, CaseOptimizer  # noqa: E402
+
+Shape = tuple[int, ...]
+# (shape, is_binary)
+ParamSpec = list[tuple[Shape, bool]]
+
+
+def resnet18_shapes(num_classes: int = 10) -> ParamSpec:
+    """Standard CIFAR ResNet-18: 11,173,962 parameters with 10 classes."""
+    spec: ParamSpec = [((64, 3, 3, 3), False), ((64,), False), ((64,), False)]
+    c_in = 64
+    for c_out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        for block in range(2):
+            first = c_in if block == 0 else c_out
+            spec += [((c_out, first, 3, 3), True), ((c_out,), False), ((c_out,), False)]
+            spec += [((c_out, c_out, 3, 3), True), ((c_out,), False), ((c_out,), False)]
+            if block == 0 and (stride != 1 or first != c_out):
+                spec += [((c_out, first, 1, 1), True), ((c_out,), False), ((c_out,), False)]
+        c_in = c_out
+    spec += [((num_classes, 512), False), ((num_classes,), False)]
+    return spec
+
+
+def mlp_shapes(width: int = 512, depth: int = 2, inputs: int = 784) -> ParamSpec:
+    spec: ParamSpec = [((width, inputs), False), ((width,), False), ((width,), False)]
+    for _ in range(depth):
+        spec += [((width, width), True), ((width,), False), ((width,), False)]
+    spec += [((10, width), False), ((10,), False)]
+    return spec
+
+
+SETS: dict[str, Callable[[], ParamSpec]] = {"resnet18": resnet18_shapes, "mlp": mlp_shapes}
+
+
+def make_params(spec: ParamSpec, seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Fresh (real, binary) parameter lists with fixed random gradients."""
+    gen = torch.Generator().manual_seed(seed)
+    real: list[torch.Tensor] = []
+    binary: list[torch.Tensor] = []
+    for shape, is_binary in spec:
+        p = (torch.randn(shape, generator=gen) * 0.1).requires_grad_()
+        p.grad = torch.randn(shape, generator=gen) * 1e-2
+        (binary if is_binary else real).append(p)
+    return real, binary
+
+
+def _groups(real: list[torch.Tensor], binary: list[torch.Tensor]) -> list[dict]:
+    return [
+        {"params": real},
+        {"params": binary, "binary": True, "latent_clip": 1.0},
+    ]
+
+
+# name -> (factory, ideal bytes per parameter element moved per step)
+Factory = Callable[[list[torch.Tensor], list[torch.Tensor]], torch.optim.Optimizer]
+
+
+def _torch_adam(amsgrad: bool, **kw) -> Factory:
+    return lambda real, binary: torch.optim.Adam(real + binary, amsgrad=amsgrad, **kw)
+
+
+def _bop(real: list[torch.Tensor], binary: list[torch.Tensor]) -> torch.optim.Optimizer:
+    return CaseOptimizer(torch.optim.Adam(real, lr=0.01), Bop(binary))
+
+
+OPTIMIZERS: dict[str, tuple[Factory, float]] = {
+    "bamsprod reference": (lambda r, b: BAMSProd(_groups(r, b), foreach=False), 9),
+    "bamsprod foreach": (lambda r, b: BAMSProd(_groups(r, b), foreach=True), 9),
+    "adabound": (lambda r, b: AdaBound(r + b), 7),
+    "bop (+adam)": (_bop, 0),  # computed per set: 5 per binary element, 7 per real one
+    "adam single-tensor": (_torch_adam(False, foreach=False), 7),
+    "adam foreach": (_torch_adam(False, foreach=True), 7),
+    "adam fused": (_torch_adam(False, fused=True), 7),
+    "amsgrad single-tensor": (_torch_adam(True, foreach=False), 9),
+    "amsgrad foreach": (_torch_adam(True, foreach=True), 9),
+    "amsgrad fused": (_torch_adam(True, fused=True), 9),
+}
+
+
+def time_round_robin(
+    opts: dict[str, torch.optim.Optimizer], warmup: int, steps: int, slow: set[str]
+) -> dict[str, list[float]]:
+    """Seconds per ``step()`` of each optimizer, timed one step each in turn, ``steps`` rounds.
+
+    Interleaving spreads any load from other processes over every optimizer alike. Optimizers
+    in ``slow`` are timed on every third round only.
+    """
+    for opt in opts.values():
+        for _ in range(warmup):
+            opt.step()
+    times: dict[str, list[float]] = {name: [] for name in opts}
+    for i in range(steps):
+        for name, opt in opts.items():
+            if name in slow and i % 3:
+                continue
+            t0 = time.perf_counter()
+            opt.step()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def triad_bandwidth(numel: int, repeats: int) -> float:
+    """Bytes per second of ``c = a + b`` over ``numel`` float32 elements (median time)."""
+    a = torch.randn(numel)
+    b = torch.randn(numel)
+    c = torch.empty(numel)
+    for _ in range(3):
+        torch.add(a, b, out=c)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.add(a, b, out=c)
+        times.append(time.perf_counter() - t0)
+    return 3 * 4 * numel / statistics.median(times)
+
+
+def bench_set(name: str, warmup: int, steps: int) -> dict:
+    spec = SETS[name]()
+    n_real = sum(torch.Size(s).numel() for s, b in spec if not b)
+    n_binary = sum(torch.Size(s).numel() for s, b in spec if b)
+    numel = n_real + n_binary
+    bandwidth = triad_bandwidth(numel, max(steps, 10))
+    opts: dict[str, torch.optim.Optimizer] = {}
+    rows: dict[str, dict] = {}
+    for opt_name, (factory, _) in OPTIMIZERS.items():
+        real, binary = make_params(spec)
+        try:
+            opts[opt_name] = factory(real, binary)
+            opts[opt_name].step()  # fused=True on an unsupported device fails here
+        except (RuntimeError, ValueError) as exc:
+            opts.pop(opt_name, None)
+            rows[opt_name] = {"optimizer": opt_name, "error": str(exc).splitlines()[0]}
+    slow = {n for n in opts if "single-tensor" in n or "reference" in n}
+    times = time_round_robin(opts, warmup, steps, slow)
+    for opt_name, (_, per_elem) in OPTIMIZERS.items():
+        if opt_name not in times:
+            continue
+        seconds = statistics.median(times[opt_name])
+        ideal = per_elem * 4 * numel if per_elem else 4 * (5 * n_binary + 7 * n_real)
+        rows[opt_name] = {
+            "optimizer": opt_name,
+            "ms": seconds * 1e3,
+            "min_ms": min(times[opt_name]) * 1e3,
+            "timed_steps": len(times[opt_name]),
+            "ideal_bytes": ideal,
+            "gbps": ideal / seconds / 1e9,
+        }
+    del opts
+    gc.collect()
+    ordered = [rows[n] for n in OPTIMIZERS if n in rows]
+    amsgrad = [r["ms"] for r in ordered if r["optimizer"].startswith("amsgrad") and "ms" in r]
+    fastest = min(amsgrad)
+    for r in ordered:
+        if "ms" in r:
+            r["x_fastest_amsgrad"] = r["ms"] / fastest
+            r["of_triad"] = r["gbps"] * 1e9 / bandwidth
+    return {
+        "set": name,
+        "params": numel,
+        "binary_params": n_binary,
+        "triad_gbps": bandwidth / 1e9,
+        "fastest_amsgrad_ms": fastest,
+        "rows": ordered,
+    }
+
+
+def print_table(result: dict) -> None:
+    print(
+        f"\n{result['set']}: {result['params']:,} parameters ({result['binary_params']:,} "
+        f"binary), triad bandwidth {result['triad_gbps']:.1f} GB/s"
+    )
+    header = f"{'optimizer':<24}{'ms/step':>10}{'x AMSGrad*':>12}{'GB/s':>8}{'of triad':>10}"
+    print(header)
+    print("-" * len(header))
+    for r in result["rows"]:
+        if "error" in r:
+            print(f"{r['optimizer']:<24}  unavailable: {r['error']}")
+            continue
+        print(
+            f"{r['optimizer']:<24}{r['ms']:>10.2f}{r['x_fastest_amsgrad']:>12.2f}"
+            f"{r['gbps']:>8.1f}{r['of_triad']:>9.0%}"
+        )
+    print("* the fastest torch AMSGrad variant above")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few steps (a smoke run)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--sets", default="resnet18,mlp", help="comma-separated: resnet18,mlp")
+    parser.add_argument("--steps", type=int, help="timed steps (default 30; 5 with --quick)")
+    parser.add_argument("--warmup", type=int, help="untimed steps (default 5; 2 with --quick)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    args = parser.parse_args(argv)
+    steps = args.steps or (5 if args.quick else 30)
+    warmup = args.warmup or (2 if args.quick else 5)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    unknown = [s for s in sets if s not in SETS]
+    if unknown:
+        parser.error(f"unknown set {unknown[0]!r}; known: {', '.join(SETS)}")
+    machine = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_avg": os.getloadavg(),
+    }
+    print(
+        f"torch {machine['torch']}, {machine['threads']} threads, "
+        f"{machine['cpu_capability']}, load average {machine['load_avg'][0]:.2f}; "
+        f"median of {steps} steps after {warmup} warmup"
+    )
+    results = []
+    for name in sets:
+        result = bench_set(name, warmup, steps)
+        print_table(result)
+        results.append(result)
+    if args.json:
+        payload = {"machine": machine, "steps": steps, "warmup": warmup, "sets": results}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

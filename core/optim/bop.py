@@ -1,0 +1,247 @@
+r"""Bop, the binary optimizer (Helwegen et al., NeurIPS 2019), and a larq-style CaseOptimizer.
+
+Bop keeps no latent weights: a binary weight is held at ``+-1`` and flipped when an exponential
+moving average of its gradient is strong enough and points the same way as the weight::
+
+    m <- (1 - gamma) * m + gamma * g
+    w <- -w   where |m| >= threshold and sign(m) == sign(w)     (sign(0) = +1)
+
+Only binary layers' weights belong in Bop. Everything else (BatchNorm, the real first and last
+layers) goes to another optimizer, Adam in the paper; :class:`CaseOptimizer` joins the two into
+one ``torch.optim.Optimizer`` whose ``param_groups`` are the sub-optimizers' own group dicts, so
+LR schedulers, ``zero_grad`` and ``state_dict`` work on the pair. Ways to use it, best first:
+
+1. ``core.optim.build("bop", model)``: binary latent weights to Bop, the rest to Adam.
+2. ``CaseOptimizer(Bop(binary_params), torch.optim.Adam(other_params, lr=0.01))``.
+3. ``Bop(params)`` alone, when every parameter is a binary weight.
+
+Bop binarizes its parameters in place when they are added (``w <- sign(w)``, ``sign(0) = +1``)
+and every step writes ``+-1`` again, so the weights stay exactly binary.
+
+Schedulers: a Bop group has an ``lr`` key only so that LR schedulers can drive it. Bop uses
+``gamma * lr / base_lr`` as its adaptivity rate, where ``base_lr`` is the group's ``lr`` when it
+was added, so a scheduler that decays ``lr`` by 0.1 decays ``gamma`` by 0.1 (the paper's recipe).
+
+Reference: K. Helwegen et al., "Latent Weights Do Not Exist: Rethinking Binarized Neural
+Network Optimization", NeurIPS 2019, https://arxiv.org/abs/1906.02107; larq's
+``larq.optimizers.Bop`` and ``CaseOptimizer``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import Optimizer, ParamsT
+
+__all__ = ["Bop", "CaseOptimizer"]
+
+
+class Bop(Optimizer):
+    r"""Bop: flip a binary weight when its gradient's moving average agrees with its sign.
+
+    .. math::
+        m_t = (1-\gamma) m_{t-1} + \gamma g_t, \qquad
+        w_t = \begin{cases} -w_{t-1} & |m_t| \ge \tau \text{ and }
+              \operatorname{sign}(m_t) = \operatorname{sign}(w_{t-1}) \\
+              w_{t-1} & \text{otherwise} \end{cases}
+
+    Args:
+        params: binary weights only (held at ``+-1``; they are set to ``sign(w)`` here).
+        gamma: adaptivity rate ``gamma`` of the gradient average.
+        threshold: flip threshold ``tau``.
+        lr: a scheduler handle: the rate used is ``gamma * lr / base_lr`` (see module docs).
+
+    State per parameter: ``step`` (int), ``exp_avg`` (the average ``m``).
+    """
+
+    def __init__(
+        self, params: ParamsT, gamma: float = 1e-4, threshold: float = 1e-8, lr: float = 1.0
+    ) -> None:
+        defaults = {"gamma": gamma, "threshold": threshold, "lr": lr}
+        _validate(defaults)
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group (validated), record its ``base_lr`` and binarize its weights."""
+        _validate({**self.defaults, **param_group})
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        group.setdefault("base_lr", group["lr"])
+        with torch.no_grad():
+            for p in group["params"]:
+                p.copy_(torch.where(p >= 0, 1.0, -1.0))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("lr", 1.0)
+            group.setdefault("base_lr", group["lr"])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """Perform one Bop step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            base_lr = group["base_lr"]
+            scale = group["lr"] / base_lr if base_lr != 0 else 0.0
+            gamma = group["gamma"] * scale
+            threshold = group["threshold"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(
+                        "Bop does not support sparse gradients, please use dense gradients"
+                    )
+                state = self.state[p]
+                if len(state) == 0:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] = int(state["step"]) + 1
+                _bop_update(p, p.grad, state["exp_avg"], gamma=gamma, threshold=threshold)
+        return loss
+
+
+def _bop_update(
+    p: Tensor, grad: Tensor, exp_avg: Tensor, *, gamma: float, threshold: float
+) -> None:
+    """One Bop step on one tensor, in place. ``p`` holds ``+-1`` and still does afterwards."""
+    exp_avg.lerp_(grad, gamma)  # m <- (1 - gamma) m + gamma g
+    if threshold > 0:
+        # With p = +-1, m p = +-|m|: "|m| >= tau and sign(m) = sign(p)" is exactly m p >= tau
+        # (m = 0 gives 0 < tau). Float ops only: bool tensors are slow on CPU.
+        flip = torch.mul(exp_avg, p).ge_(threshold)  # 1.0 where the weight flips, else 0.0
+        p.mul_(flip.mul_(-2.0).add_(1.0))
+    else:  # tau = 0: m = 0 must flip only w = +1 (sign(0) = +1), so spell the rule out
+        w_pos = p >= 0
+        flip = (exp_avg >= 0) == w_pos
+        p.copy_(torch.where(w_pos.logical_xor_(flip), 1.0, -1.0))
+
+
+def _validate(group: dict[str, Any]) -> None:
+    if not 0.0 <= group["gamma"] <= 1.0:
+        raise ValueError(f"Invalid gamma value: {group['gamma']} (expected 0 <= gamma <= 1)")
+    if not 0.0 <= group["threshold"]:
+        raise ValueError(f"Invalid threshold value: {group['threshold']}")
+    if not 0.0 <= group["lr"]:
+        raise ValueError(f"Invalid learning rate: {group['lr']}")
+
+
+class CaseOptimizer(Optimizer):
+    """Several optimizers over disjoint parameters, acting as one (after larq's CaseOptimizer).
+
+    ``param_groups`` is the concatenation of the sub-optimizers' group lists: the same dict
+    objects, so an LR scheduler built on the CaseOptimizer moves every sub-optimizer. ``step``
+    calls the closure once, then steps every sub-optimizer. ``state_dict()`` has the standard
+    torch layout (parameter ids numbered across all groups in order) and ``load_state_dict``
+    splits it back to the sub-optimizers.
+
+    Example::
+
+        opt = CaseOptimizer(Bop(binary_params), torch.optim.Adam(other_params, lr=0.01))
+    """
+
+    def __init__(self, *optimizers: Optimizer) -> None:
+        if not optimizers:
+            raise ValueError("CaseOptimizer needs at least one optimizer")
+        seen: set[int] = set()
+        for opt in optimizers:
+            if not isinstance(opt, Optimizer):
+                raise TypeError(f"expected torch.optim.Optimizer, got {type(opt).__name__}")
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if id(p) in seen:
+                        raise ValueError("a parameter appears in more than one optimizer")
+                    seen.add(id(p))
+        self.optimizers = list(optimizers)
+        self._ready = False
+        params = [p for opt in optimizers for g in opt.param_groups for p in g["params"]]
+        super().__init__(params, {})
+        self._relink()
+        self._ready = True
+
+    def _relink(self) -> None:
+        self.param_groups = [g for opt in self.optimizers for g in opt.param_groups]
+
+    @property  # type: ignore[override]
+    def state(self) -> dict[Tensor, Any]:
+        """A merged, read-only view of the sub-optimizers' per-parameter state."""
+        merged: dict[Tensor, Any] = {}
+        for opt in self.optimizers:
+            merged.update(opt.state)
+        return merged
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        # Optimizer.__init__ assigns an empty dict; the real state lives in the sub-optimizers.
+        if value:
+            raise AttributeError("CaseOptimizer.state is read-only; use load_state_dict")
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if getattr(self, "_ready", False):
+            raise TypeError(
+                "CaseOptimizer cannot route a new group; add it to one of .optimizers instead"
+            )
+        super().add_param_group(param_group)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"defaults": self.defaults, "optimizers": self.optimizers}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._relink()
+        self._ready = True
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """Evaluate ``closure`` once (if given), then step every sub-optimizer."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for opt in self.optimizers:
+            opt.step()
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        groups: list[dict[str, Any]] = []
+        state: dict[int, Any] = {}
+        offset = 0
+        for opt in self.optimizers:
+            sd = opt.state_dict()
+            count = sum(len(g["params"]) for g in sd["param_groups"])
+            for g in sd["param_groups"]:
+                groups.append({**g, "params": [i + offset for i in g["params"]]})
+            state.update({i + offset: s for i, s in sd["state"].items()})
+            offset += count
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict["param_groups"]
+        if len(saved) != len(self.param_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        start = 0
+        for opt in self.optimizers:
+            n_groups = len(opt.param_groups)
+            sub_groups = saved[start : start + n_groups]
+            ids = [i for g in sub_groups for i in g["params"]]
+            local = {i: j for j, i in enumerate(ids)}
+            sub = {
+                "state": {local[i]: s for i, s in state_dict["state"].items() if i in local},
+                "param_groups": [
+                    {**g, "params": [local[i] for i in g["params"]]} for g in sub_groups
+                ],
+            }
+            opt.load_state_dict(sub)
+            start += n_groups
+        self._relink()
+
+    def __repr__(self) -> str:
+        inner = ",\n".join("  " + repr(opt).replace("\n", "\n  ") for opt in self.optimizers)
+        return f"CaseOptimizer(\n{inner}\n)"
