@@ -317,7 +317,9 @@ def test_compare_groups_and_measures(client: TestClient, db_url: str) -> None:
     assert len(res["runs"]) == 4 and res["runs"][0]["series"]["test_acc"] == [0.5, 0.7, 0.8]
     # Default groups: config hash (seeds pooled), the same two groups here.
     res = client.get(f"/api/compare?runs={','.join(map(str, ids))}").json()
-    assert [g["n"] for g in res["groups"]] == [2, 2] and res["fields"] == ["optimizer"]
+    assert [g["n"] for g in res["groups"]] == [2, 2]
+    # The groups differ in the optimizer and in BAMSProd's own (default-filled) hyperparameters.
+    assert res["fields"] == ["hparams.gamma", "hparams.kappa", "optimizer"]
     r = client.get(f"/api/compare?sweep={sweep_id}&group_by=optimizer&format=csv&table=summary")
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert [x["group"] for x in rows] == ["optimizer=adam", "optimizer=bamsprod"]

@@ -1,1 +1,4 @@
-"""Celery tasks that train runs with ``core`` and write every epoch to SQL."""
+"""Celery worker: ``worker.tasks`` trains runs, ``worker.reconciler`` re-queues lost ones.
+
+Start one with ``bamsprod worker`` or ``celery -A worker.app worker -Q bamsprod``.
+"""

@@ -1,1 +1,299 @@
-"""Service commands: serve, worker, up, submit, runs, show, cancel."""
+"""Service commands: ``serve``, ``worker``, ``up``; and against a running server ``submit``,
+``runs``, ``show``, ``cancel``.
+
+``up`` is the embedded default: it migrates the database, then starts the API (uvicorn) and one
+Celery worker as child processes, each in its own session, and stops both on Ctrl-C or SIGTERM
+(the worker hands a running run back to the queue; the next ``up`` resumes it). The worker
+runs the reconciler thread (see ``worker.reconciler``), so ``up`` needs nothing else.
+
+The client commands talk HTTP only (``--url``, default ``$BAMSPROD_URL`` or
+http://127.0.0.1:8000); ``BAMSPROD_API_TOKEN`` is sent as a bearer token when set.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app.cli import cli
+from app.commands.core_cmds import COLUMNS, OPTION_FOR_FIELD, _row, config_options
+from app.settings import Settings, get_settings
+
+console = Console()
+err = Console(stderr=True)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+URL_OPTION = typer.Option(DEFAULT_URL, envvar="BAMSPROD_URL", help="the bamsprod server")
+STOP_GRACE_SECONDS = 20.0
+
+# --------------------------------------------------------------------------- processes
+
+
+def worker_argv(s: Settings, concurrency: int = 1, name: str | None = None,
+                loglevel: str = "info") -> list[str]:
+    """The ``celery worker`` command line for ``s`` (solo pool for one process at a time)."""
+    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", s.queue,
+            "--loglevel", loglevel, "--concurrency", str(concurrency),
+            "--pool", "solo" if concurrency == 1 else "prefork"]
+    if name:
+        argv += ["--hostname", name]
+    if s.embedded:
+        # The SQLite broker has no fanout: nothing to gossip or mingle with.
+        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    return argv
+
+
+def api_argv(host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+            "--host", host, "--port", str(port)]
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _stop(procs: list[subprocess.Popen], grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM each child, wait up to ``grace`` seconds, then SIGKILL what is left."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@cli.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="interface to listen on"),
+    port: int = typer.Option(8000, min=1, max=65535, help="port"),
+) -> None:
+    """Start the API server only (workers run elsewhere: ``bamsprod worker``)."""
+    import uvicorn
+
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port)
+
+
+@cli.command()
+def worker(
+    concurrency: int = typer.Option(1, min=1, help="runs trained at once (1: solo pool)"),
+    name: str | None = typer.Option(None, help="worker name, e.g. gpu1@%h"),
+    loglevel: str = typer.Option("info", help="celery log level"),
+) -> None:
+    """Start one Celery worker on the configured broker and database."""
+    s = get_settings()
+    s.ensure_dirs()
+    argv = worker_argv(s, concurrency, name, loglevel)
+    os.execv(argv[0], argv)
+
+
+@cli.command()
+def up(
+    host: str = typer.Option("127.0.0.1", help="interface to listen on"),
+    port: int = typer.Option(8000, min=1, max=65535, help="port"),
+) -> None:
+    """Start the API and one worker (the embedded default); Ctrl-C stops both."""
+    from app.db import init_db
+
+    s = get_settings()
+    s.ensure_dirs()
+    init_db(s.database_url)
+    mode = "embedded: SQLite + SQLite broker" if s.embedded else "external broker"
+    err.print(f"bamsprod home: {s.home}  ({mode})")
+    stop_requested: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop_requested.append(signum)
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        procs["API"] = subprocess.Popen(api_argv(host, port), preexec_fn=_die_with_parent)
+        procs["worker"] = subprocess.Popen(worker_argv(s), preexec_fn=_die_with_parent)
+        console.print(f"bamsprod is up: http://{host}:{port}  (Ctrl-C stops it)")
+        while not stop_requested:
+            dead = [(name, p) for name, p in procs.items() if p.poll() is not None]
+            if dead:
+                name, p = dead[0]
+                err.print(f"[red]the {name} process exited (code {p.returncode}); "
+                          "stopping[/red]")
+                break
+            time.sleep(0.2)
+    finally:
+        err.print("stopping the API and the worker ...")
+        _stop(list(procs.values()))
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if not stop_requested:
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------- client
+
+
+def _client(url: str) -> httpx.Client:
+    headers = {}
+    token = os.environ.get("BAMSPROD_API_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30.0)
+
+
+def _request(url: str, method: str, path: str, **kwargs: Any) -> Any:
+    """One API call; a clear message and exit code 2 on connection or HTTP errors."""
+    try:
+        with _client(url) as c:
+            r = c.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        err.print(f"[red]error:[/red] cannot reach {url} ({exc}); is `bamsprod up` running? "
+                  "(--url / BAMSPROD_URL)")
+        raise typer.Exit(2) from None
+    if r.status_code == 422:
+        message, option = _validation_message(r)
+        raise typer.BadParameter(message, param_hint=option)
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail", r.text)
+        except ValueError:
+            detail = r.text
+        err.print(f"[red]error:[/red] {method} {path}: {r.status_code} {detail}")
+        raise typer.Exit(2 if r.status_code != 404 else 3)
+    return r.json() if r.content else None
+
+
+def _validation_message(r: httpx.Response) -> tuple[str, str | None]:
+    """The first 422 error as (message, the CLI option that sets the field)."""
+    try:
+        detail = r.json()["detail"]
+        first = detail[0] if isinstance(detail, list) else {"msg": str(detail), "loc": []}
+    except (ValueError, KeyError, IndexError, TypeError):
+        return r.text, None
+    loc = [str(x) for x in first.get("loc", []) if x not in ("body",)]
+    field = loc[0] if loc else ""
+    return first.get("msg", "invalid"), OPTION_FOR_FIELD.get(field, field or None)
+
+
+def _fmt(v: Any, spec: str = ".4f") -> str:
+    return "" if v is None else format(v, spec) if isinstance(v, float) else str(v)
+
+
+def _follow(url: str, run_id: int, poll: float = 1.0) -> dict[str, Any]:
+    """Print each new epoch of ``run_id`` until it ends; returns the final run."""
+    after = 0
+    while True:
+        run = _request(url, "GET", f"/api/runs/{run_id}")
+        metrics = _request(url, "GET", f"/api/runs/{run_id}/metrics", params={"after": after})
+        for m in metrics["items"]:
+            console.print("  ".join(f"{c}={v}" for c, v in zip(COLUMNS, _row(m), strict=True)))
+            after = max(after, m["epoch"])
+        if run["state"] not in ("queued", "running"):
+            return run
+        time.sleep(poll)
+
+
+@cli.command()
+def submit(
+    model: str = typer.Option("mlp", help="mlp, binarynet or resnet18"),
+    dataset: str = typer.Option("digits", help="mnist, fashion-mnist, digits, cifar10, synthetic"),
+    optimizer: str = typer.Option("bamsprod", help="bamsprod, bop, adabound, amsbound, adam, "
+                                  "amsgrad or sgd"),
+    epochs: int = typer.Option(5),
+    lr: float | None = typer.Option(None, help="learning rate (default: per optimizer)"),
+    batch_size: int = typer.Option(128),
+    seed: int = typer.Option(0),
+    hp: list[str] = typer.Option([], help="optimizer hyperparameter KEY=VALUE (repeatable)"),
+    model_arg: list[str] = typer.Option([], help="model argument KEY=VALUE (repeatable)"),
+    train_subset: int | None = typer.Option(None, help="use the first N training examples"),
+    test_subset: int | None = typer.Option(None, help="use the first N test examples"),
+    scheduler: str = typer.Option("none", help="none, cosine or step"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    name: str = typer.Option("", help="a name for the run"),
+    tag: list[str] = typer.Option([], help="a tag (repeatable)"),
+    data_dir: str | None = typer.Option(None, help="data directory (cifar10)"),
+    wait: bool = typer.Option(False, "--wait", help="follow the run until it ends"),
+    url: str = URL_OPTION,
+) -> None:
+    """Submit one run to a running server (same options as ``train``)."""
+    config = config_options(model, dataset, optimizer, epochs, lr, batch_size, seed, hp,
+                            model_arg, train_subset, test_subset, scheduler, device, name, tag,
+                            data_dir)
+    run = _request(url, "POST", "/api/runs", json=config.model_dump(mode="json"))
+    console.print(f"run {run['id']} {run['state']}: {url.rstrip('/')}/runs/{run['id']}")
+    if wait:
+        run = _follow(url, run["id"])
+        console.print(f"run {run['id']} {run['state']}"
+                      + (f": {run['error']}" if run.get("error") else ""))
+        if run["state"] != "succeeded":
+            raise typer.Exit(1)
+
+
+@cli.command()
+def runs(
+    state: str | None = typer.Option(None, help="queued, running, succeeded, failed, ..."),
+    optimizer: str | None = typer.Option(None),
+    tag: str | None = typer.Option(None),
+    sort: str = typer.Option("id", help="column to sort on, e.g. best_test_acc"),
+    order: str = typer.Option("desc", help="asc or desc"),
+    limit: int = typer.Option(50, min=1, max=500),
+    url: str = URL_OPTION,
+) -> None:
+    """List runs on the server, newest first."""
+    params = {k: v for k, v in {"state": state, "optimizer": optimizer, "tag": tag,
+                                "sort": sort, "order": order, "limit": limit}.items()
+              if v is not None}
+    page = _request(url, "GET", "/api/runs", params=params)
+    table = Table("id", "name", "state", "optimizer", "model", "dataset", "seed", "epochs",
+                  "best acc", "last acc", "created", title=f"{page['total']} runs")
+    for r in page["items"]:
+        table.add_row(str(r["id"]), r["name"], r["state"], r["optimizer"], r["model"],
+                      r["dataset"], str(r["seed"]), f"{r['epochs_done']}/{r['epochs']}",
+                      _fmt(r["best_test_acc"]), _fmt(r["last_test_acc"]),
+                      str(r["created_at"])[:19])
+    console.print(table)
+
+
+@cli.command()
+def show(
+    run_id: int = typer.Argument(..., help="run id"),
+    url: str = URL_OPTION,
+) -> None:
+    """Show one run: its config, state and every epoch."""
+    run = _request(url, "GET", f"/api/runs/{run_id}")
+    metrics = _request(url, "GET", f"/api/runs/{run_id}/metrics")
+    head = Table(show_header=False, title=f"run {run_id}")
+    for key in ("name", "state", "error", "worker_host", "device", "created_at", "started_at",
+                "finished_at", "epochs_done", "best_test_acc", "best_epoch", "diverged_epoch"):
+        if run.get(key) not in (None, ""):
+            head.add_row(key, _fmt(run[key]))
+    for key, value in run["config"].items():
+        head.add_row(f"config.{key}", str(value))
+    console.print(head)
+    table = Table(*COLUMNS)
+    for m in metrics["items"]:
+        table.add_row(*_row(m))
+    console.print(table)
+
+
+@cli.command()
+def cancel(
+    run_id: int = typer.Argument(..., help="run id"),
+    url: str = URL_OPTION,
+) -> None:
+    """Cancel a queued or running run."""
+    run = _request(url, "POST", f"/api/runs/{run_id}/cancel") or {}
+    console.print(f"run {run_id}: {run.get('state', 'cancel requested')}")

@@ -1,0 +1,269 @@
+"""Fixtures for service tests: real Redis, real PostgreSQL, real Celery worker processes.
+
+Load with ``pytest_plugins = ["tests.service_fixtures"]`` in ``tests/conftest.py``.
+
+- ``redis_url``: a Redis database number of its own (claimed with a key in db 0, so parallel
+  test sessions never share one), flushed before and after.
+- ``pg_url``: a fresh, migrated PostgreSQL database for the test, dropped afterwards.
+- ``service_settings``: ``Settings`` for a fresh home (SQLite or PostgreSQL, Redis broker) with
+  ``app.queue`` configured to it, so ``enqueue_run`` in the test process reaches the workers.
+- ``start_worker(settings, name)``: a ``bamsprod worker`` (``celery -A worker.app worker``)
+  subprocess with that configuration in its environment, returned once it has announced
+  itself; stopped at teardown.
+- ``start_api(settings)``: ``bamsprod serve`` on a free port with that configuration.
+
+Outside CI a missing Redis or PostgreSQL skips the test with the reason; with ``CI=true`` it
+fails instead, so CI never goes green by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+REDIS_URL = os.environ.get("BAMSPROD_TEST_REDIS", "redis://127.0.0.1:6379")
+PG_ADMIN_URL = os.environ.get(
+    "BAMSPROD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+WORKER_READY_SECONDS = 60.0
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def service_missing(what: str, exc: BaseException) -> None:
+    """Skip (or in CI fail) the test because ``what`` is unreachable."""
+    message = f"{what} unreachable: {exc}"
+    if in_ci():
+        pytest.fail(f"{message} (CI=true: service tests must not skip)")
+    pytest.skip(message)
+
+
+# ------------------------------------------------------------------------------------ Redis
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    import redis
+
+    try:
+        admin = redis.Redis.from_url(f"{REDIS_URL}/0", socket_connect_timeout=2)
+        admin.ping()
+    except Exception as exc:
+        service_missing(f"Redis at {REDIS_URL}", exc)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    for db in range(1, 16):
+        if admin.set(f"bamsprod-test:db:{db}", token, nx=True, ex=3600):
+            break
+    else:
+        pytest.fail("no free Redis database number (1-15) for this test")
+    client = redis.Redis.from_url(f"{REDIS_URL}/{db}")
+    client.flushdb()
+    try:
+        yield f"{REDIS_URL}/{db}"
+    finally:
+        client.flushdb()
+        client.close()
+        if admin.get(f"bamsprod-test:db:{db}") == token.encode():
+            admin.delete(f"bamsprod-test:db:{db}")
+        admin.close()
+
+
+# ------------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    import sqlalchemy as sa
+
+    from app.db import dispose_engine, init_db
+
+    name = f"bamsprod_t_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        service_missing(f"PostgreSQL at {PG_ADMIN_URL}", exc)
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        init_db(url)
+        yield url
+    finally:
+        dispose_engine(url)
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+# ------------------------------------------------------------------------- settings, workers
+
+
+def make_settings(home: Path, database_url: str = "", broker_url: str = "", **extra: object
+                  ) -> Settings:
+    """Settings for ``home`` that ignore the caller's ``BAMSPROD_*`` environment."""
+    return Settings(home=home, database_url=database_url, broker_url=broker_url,
+                    queue=f"bamsprod-test-{uuid.uuid4().hex[:8]}", **extra)
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """The environment that gives a subprocess exactly the settings ``s``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAMSPROD_")}
+    env.update(
+        BAMSPROD_HOME=str(s.home),
+        BAMSPROD_DATABASE_URL=s.database_url,
+        BAMSPROD_BROKER_URL=s.broker_url,
+        BAMSPROD_QUEUE=s.queue,
+        BAMSPROD_CHECKPOINT_DIR=str(s.checkpoint_dir),
+        BAMSPROD_RECONCILE_SECONDS=str(s.reconcile_seconds),
+        BAMSPROD_STALE_RUNNING_SECONDS=str(s.stale_running_seconds),
+        OMP_NUM_THREADS="1",  # two cores, several processes: no oversubscription
+        PYTHONPATH=str(ROOT),
+    )
+    if s.data_dir is not None:
+        env["BAMSPROD_DATA_DIR"] = str(s.data_dir)
+    return env
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def service_settings(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str
+                     ) -> Iterator[Settings]:
+    """A migrated database (SQLite file or PostgreSQL) and a Redis broker, in ``app.queue``."""
+    from app import queue
+    from app.db import dispose_engine, init_db
+
+    if request.param == "postgres":
+        db_url = request.getfixturevalue("pg_url")
+    else:
+        db_url = f"sqlite:///{tmp_path / 'home' / 'bamsprod.db'}"
+        init_db(db_url)
+    s = make_settings(tmp_path / "home", db_url, redis_url)
+    s.ensure_dirs()
+    queue.configure(s)
+    try:
+        yield s
+    finally:
+        queue.configure()
+        if request.param == "sqlite":
+            dispose_engine(db_url)
+
+
+class WorkerProcess:
+    """A Celery worker subprocess and its log file."""
+
+    def __init__(self, proc: subprocess.Popen, name: str, log: Path) -> None:
+        self.proc, self.name, self.log = proc, name, log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """``start_worker(settings, name="w1")``: a worker on ``settings``, ready when returned."""
+    from app.queue import workers_seen
+
+    started: list[WorkerProcess] = []
+
+    def start(s: Settings, name: str = "w1", concurrency: int = 1) -> WorkerProcess:
+        node = f"{name}@{uuid.uuid4().hex[:6]}"
+        log = tmp_path / f"worker-{name}.log"
+        # ``bamsprod worker`` execs ``celery -A worker.app worker`` with the queue from settings.
+        argv = [sys.executable, "-m", "app", "worker", "--name", node, "--concurrency",
+                str(concurrency)]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(argv, cwd=ROOT, env=settings_env(s), stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        w = WorkerProcess(proc, node, log)
+        started.append(w)
+        deadline = time.monotonic() + WORKER_READY_SECONDS
+        while node not in workers_seen():
+            if proc.poll() is not None:
+                pytest.fail(f"worker {node} exited with {proc.returncode}:\n{w.output()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"worker {node} not ready in {WORKER_READY_SECONDS}s:\n{w.output()}")
+            time.sleep(0.2)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+@pytest.fixture
+def start_api(tmp_path: Path) -> Iterator[Callable[[Settings], str]]:
+    """``start_api(settings)``: ``bamsprod serve`` on a free port; returns its URL once up."""
+    import socket
+
+    import httpx
+
+    procs: list[subprocess.Popen] = []
+
+    def start(s: Settings) -> str:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        log = tmp_path / f"api-{port}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port)],
+                                    cwd=ROOT, env=settings_env(s), stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"bamsprod serve exited with {proc.returncode}:\n"
+                            f"{log.read_text(errors='replace')}")
+            try:
+                return httpx.get(f"{url}/api/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, 60, "bamsprod serve to answer /api/health")
+        return url
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str,
+             interval: float = 0.2) -> object:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

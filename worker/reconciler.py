@@ -1,0 +1,112 @@
+"""Finds runs whose task went missing and queues them again; announces the worker.
+
+The database is the source of truth and the broker only carries wake-ups, so a message can be
+lost (broker restart, a worker killed mid-run, the API failing to enqueue) without losing the
+run. Every worker process runs :class:`Reconciler` in a thread started on Celery's
+``worker_ready`` signal (no celery beat needed, and ``bamsprod up`` gets it with its worker):
+
+- every ``reconcile_seconds`` (± 20 % jitter, so several workers spread out) it re-enqueues
+  ``running`` runs whose heartbeat is older than ``stale_running_seconds``, and runs left
+  ``queued`` whose message the broker no longer holds (see :func:`reconcile_once`);
+- every few seconds it writes the worker's presence (``app.queue.announce_worker``), which is
+  what ``GET /api/health`` lists as the workers seen, even while the worker is busy training.
+
+Several workers may re-enqueue the same run; the task's atomic claim makes the extra messages
+no-ops.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from celery import signals
+
+from app import store
+from app.queue import PRESENCE_SECONDS, announce_worker, enqueue_run, queue_depth
+from app.settings import Settings, get_settings
+from worker.tasks import db_call
+
+log = logging.getLogger(__name__)
+NEVER = datetime(1970, 1, 1, tzinfo=UTC)  # as queued_before: leaves out every queued run
+
+
+def reconcile_once(settings: Settings | None = None) -> list[int]:
+    """Re-enqueue the runs whose task looks lost; returns their ids.
+
+    ``running`` runs with a stale heartbeat are always re-enqueued (the task re-claims them and
+    resumes from the checkpoint). Runs ``queued`` for longer than ``reconcile_seconds`` are
+    re-enqueued only when the broker holds fewer waiting messages than there are such runs, so
+    a long backlog is not flooded with duplicates every round.
+    """
+    s = settings or get_settings()
+    now = datetime.now(UTC)
+    stale_before = now - timedelta(seconds=s.stale_running_seconds)
+    queued_before = now - timedelta(seconds=s.reconcile_seconds)
+    candidates = db_call(s, "requeue_candidates", store.requeue_candidates, stale_before,
+                         queued_before=queued_before)
+    stale = set(db_call(s, "requeue_candidates", store.requeue_candidates, stale_before,
+                        queued_before=NEVER))
+    waiting = [i for i in candidates if i not in stale]
+    depth = queue_depth()
+    lost = waiting if depth is None or depth < len(waiting) else []
+    run_ids = sorted(stale) + lost
+    for run_id in run_ids:
+        enqueue_run(run_id)
+    if run_ids:
+        log.info("reconciler re-queued runs %s (broker held %s messages)", run_ids, depth)
+    return run_ids
+
+
+class Reconciler(threading.Thread):
+    """The worker's background thread: presence every few seconds, reconcile periodically."""
+
+    def __init__(self, hostname: str, settings: Settings | None = None) -> None:
+        super().__init__(name="bamsprod-reconciler", daemon=True)
+        self.hostname = hostname
+        self.settings = settings or get_settings()
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        s = self.settings
+        next_reconcile = time.monotonic()  # once at start-up: picks up what a crash left
+        while not self.stopping.is_set():
+            try:
+                announce_worker(self.hostname)
+            except Exception as exc:
+                log.warning("could not announce worker %s: %s", self.hostname, exc)
+            if time.monotonic() >= next_reconcile:
+                try:
+                    reconcile_once(s)
+                except Exception as exc:
+                    log.warning("reconcile failed: %s", exc)
+                next_reconcile = time.monotonic() + s.reconcile_seconds * random.uniform(0.8, 1.2)
+            self.stopping.wait(PRESENCE_SECONDS)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=5)
+        try:
+            announce_worker(self.hostname, gone=True)
+        except Exception as exc:
+            log.debug("could not withdraw worker %s: %s", self.hostname, exc)
+
+
+_reconciler: Reconciler | None = None
+
+
+@signals.worker_ready.connect
+def _start(sender: object = None, **_: object) -> None:
+    global _reconciler
+    hostname = getattr(sender, "hostname", None) or "worker"
+    _reconciler = Reconciler(hostname)
+    _reconciler.start()
+
+
+@signals.worker_shutdown.connect
+def _stop(**_: object) -> None:
+    if _reconciler is not None:
+        _reconciler.stop()

@@ -1,0 +1,262 @@
+"""The Celery task that trains one run: claim it, train it with ``core``, write every epoch.
+
+``train_run(run_id)`` is registered as ``bamsprod.train_run`` on ``app.queue.celery_app``. It
+loads the row itself (ids travel, never objects), so it is safe to deliver twice: only the
+delivery that wins the atomic ``queued → running`` claim (or re-claims a running run whose
+heartbeat went stale) trains; every other one returns at once.
+
+Database calls go through :func:`with_db_retry`: a transient error (SQLite "database is
+locked", a dropped PostgreSQL connection) is retried with exponential back-off and full jitter,
+each try in a fresh session. A bad config, a data set error or a NaN loss is never retried: the
+run ends ``failed`` (with the error) or ``diverged``.
+
+When a solo-pool worker (``bamsprod worker``/``up``, concurrency 1) shuts down (Ctrl-C,
+SIGTERM) its running run stops within a batch and is handed back to the queue
+(``running → queued``, checkpoint kept), so the next worker resumes it from its last finished
+epoch. A prefork worker (``--concurrency N > 1``) finishes its runs on a warm shutdown instead;
+on a cold one the reconciler re-queues them once their heartbeat is stale.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from celery import signals
+from celery.concurrency.solo import TaskPool as SoloPool
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from app import store
+from app.db import init_db, session_scope
+from app.models import Run
+from app.queue import TASK_NAME, celery_app, enqueue_run
+from app.settings import Settings, get_settings
+from core.spec import TERMINAL_STATES, RunConfig
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How often should_stop asks the database whether the run was cancelled.
+CANCEL_POLL_SECONDS = 0.5
+DB_RETRY_ATTEMPTS = 8
+DB_RETRY_BASE = 0.05
+DB_RETRY_CAP = 4.0
+
+# Set when the worker process starts shutting down: the running run stops and is handed back.
+shutting_down = threading.Event()
+
+
+@signals.worker_shutting_down.connect
+def _on_shutting_down(**_: object) -> None:
+    shutting_down.set()
+
+
+def _preload_trainer() -> None:
+    # torch takes seconds to import: pay that at start-up, not when the first run arrives.
+    import core.train  # noqa: F401
+
+
+@signals.worker_ready.connect
+def _preload_solo(sender: object = None, **_: object) -> None:
+    if isinstance(getattr(sender, "pool", None), SoloPool):  # the task runs in this process
+        _preload_trainer()
+
+
+signals.worker_process_init.connect(lambda **_: _preload_trainer(), weak=False)  # prefork child
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for database errors worth retrying: locks, busy files, lost connections."""
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def with_db_retry(fn: Callable[[], T], *, what: str = "database call",
+                  attempts: int = DB_RETRY_ATTEMPTS) -> T:
+    """Call ``fn`` (which opens its own session), retrying transient errors with back-off."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_transient(exc) or attempt == attempts - 1:
+                raise
+            delay = random.uniform(0, min(DB_RETRY_CAP, DB_RETRY_BASE * 2**attempt))
+            log.warning("%s failed (%s); retry %d in %.2fs", what, exc.__class__.__name__,
+                        attempt + 1, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def db_call(s: Settings, what: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+    """``fn(session, *args, **kwargs)`` in a fresh session, with transient-error retries."""
+
+    def call() -> T:
+        with session_scope(s.database_url) as session:
+            return fn(session, *args, **kwargs)
+
+    return with_db_retry(call, what=what)
+
+
+def pick_device(config: RunConfig) -> str:
+    """The device the trainer will use for ``config`` (CUDA under ``auto`` when present)."""
+    from core.train import pick_device as trainer_device
+
+    return str(trainer_device(config.device))
+
+
+class _Heartbeat:
+    """Touches the run every ``interval`` seconds from a thread while it trains."""
+
+    def __init__(self, s: Settings, run_id: int, interval: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(s, run_id, interval),
+                                        name=f"heartbeat-{run_id}", daemon=True)
+
+    def _loop(self, s: Settings, run_id: int, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                db_call(s, "touch_run", store.touch_run, run_id)
+            except Exception as exc:  # a missed beat is harmless; the next one may land
+                log.warning("heartbeat for run %s failed: %s", run_id, exc)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class _StopCheck:
+    """``should_stop`` for the trainer: user cancel (read at most every 0.5 s) or shutdown."""
+
+    def __init__(self, s: Settings, run_id: int) -> None:
+        self.s, self.run_id = s, run_id
+        self.cancelled = False
+        self._next = 0.0
+
+    def __call__(self) -> bool:
+        if shutting_down.is_set():
+            return True
+        now = time.monotonic()
+        if not self.cancelled and now >= self._next:
+            self._next = now + CANCEL_POLL_SECONDS
+            try:
+                self.cancelled = bool(db_call(self.s, "cancel_requested", store.cancel_requested,
+                                          self.run_id))
+            except Exception as exc:  # a database blip must not stop a run
+                log.warning("cancel check for run %s failed: %s", self.run_id, exc)
+        return self.cancelled
+
+
+def _claim(s: Settings, run: Run, host: str, device: str) -> bool:
+    """Take ``run``: ``queued → running``, or a ``running`` run whose heartbeat went stale.
+
+    Both are conditional updates, so when the run changed since it was read, this returns False.
+    """
+    if run.state == "queued":
+        return db_call(s, "claim_run", store.claim_run, run.id, host, device)
+    stale_before = datetime.now(UTC) - timedelta(seconds=s.stale_running_seconds)
+    return db_call(s, "reclaim_run", store.reclaim_run, run.id, host, device, stale_before)
+
+
+def execute_run(run_id: int, *, hostname: str | None = None,
+                settings: Settings | None = None) -> str:
+    """Train run ``run_id`` if this call wins the claim; returns what happened.
+
+    Returns the final state, ``"skipped"`` (someone else has it, or it already ended),
+    ``"missing"`` (no such run) or ``"released"`` (the worker shut down mid-run).
+    """
+    s = settings or get_settings()
+    host = hostname or socket.gethostname()
+    run = db_call(s, "get_run", store.get_run, run_id)
+    if run is None:
+        log.warning("run %s does not exist; nothing to do", run_id)
+        return "missing"
+    if run.state in TERMINAL_STATES:
+        log.info("run %s already %s; skipping this delivery", run_id, run.state)
+        return "skipped"
+    config: RunConfig | None = None
+    device, error = "cpu", None
+    try:
+        config = RunConfig.model_validate(run.config)
+        device = pick_device(config)
+    except (ValidationError, RuntimeError) as exc:
+        # A stored config this version cannot read, or CUDA asked of a CPU worker: fail it
+        # once, never retry.
+        error = f"invalid run config: {exc}" if config is None else str(exc)
+    if not _claim(s, run, host, device):
+        log.info("run %s is taken by another worker or finished; skipping this delivery", run_id)
+        return "skipped"
+    ckpt: Path = s.checkpoint_dir / str(run_id)  # type: ignore[operator]
+    if error is not None or config is None:
+        db_call(s, "finish_run", store.finish_run, run_id, "failed", error=error)
+        return "failed"
+    if run.epochs_done == 0:
+        # A fresh start (new run, or a retry): never resume an older attempt's checkpoint.
+        shutil.rmtree(ckpt, ignore_errors=True)
+    log.info("run %s claimed by %s on %s", run_id, host, device)
+    return _train_claimed(s, run_id, config, device, ckpt)
+
+
+def _train_claimed(s: Settings, run_id: int, config: RunConfig, device: str,
+                   ckpt: Path) -> str:
+    from core.data import DatasetError
+    from core.train import train
+
+    stop = _StopCheck(s, run_id)
+    heartbeat_every = max(1.0, min(15.0, s.stale_running_seconds / 10))
+
+    def on_epoch(metrics) -> None:  # type: ignore[no-untyped-def]
+        db_call(s, "record_epoch", store.record_epoch, run_id, metrics.to_dict())
+
+    try:
+        with _Heartbeat(s, run_id, heartbeat_every):
+            result = train(config, on_epoch=on_epoch, should_stop=stop, checkpoint_dir=ckpt,
+                           device=device)
+    except Exception as exc:
+        if is_transient(exc):
+            # The database stayed away past every retry: leave the run ``running`` with its
+            # checkpoint; the reconciler re-queues it once its heartbeat is stale.
+            log.error("run %s: database unavailable, left for the reconciler: %s", run_id, exc)
+            raise
+        error = str(exc) if isinstance(exc, DatasetError) else f"{type(exc).__name__}: {exc}"
+        log.exception("run %s failed", run_id)
+        db_call(s, "finish_run", store.finish_run, run_id, "failed", error=error)
+        shutil.rmtree(ckpt, ignore_errors=True)
+        return "failed"
+
+    if result.state == "cancelled" and not stop.cancelled and shutting_down.is_set():
+        db_call(s, "release_run", store.release_run, run_id)
+        enqueue_run(run_id)
+        log.info("run %s handed back to the queue at epoch %s", run_id, result.epochs_done)
+        return "released"
+    db_call(s, "finish_run", store.finish_run, run_id, result.state, error=result.error,
+            diverged_epoch=result.diverged_epoch)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    log.info("run %s %s after %s epochs", run_id, result.state, result.epochs_done)
+    return result.state
+
+
+_db_ready: set[str] = set()
+
+
+@celery_app.task(name=TASK_NAME, bind=True, ignore_result=True)
+def train_run(self, run_id: int) -> str:  # type: ignore[no-untyped-def]
+    """Train run ``run_id`` (see :func:`execute_run`)."""
+    s = get_settings()
+    if s.database_url not in _db_ready:
+        with_db_retry(lambda: init_db(s.database_url), what="init_db")
+        _db_ready.add(s.database_url)
+    return execute_run(run_id, hostname=self.request.hostname, settings=s)
