@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start the services the tests need (PostgreSQL, Redis, Chromium) when they are not running.
+# Start (or install) what the tests need when it is missing: Redis, PostgreSQL, Chromium.
 set -uo pipefail
 up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if ! up 6379; then
@@ -13,6 +13,11 @@ if ! up 5432; then
     apt-get update -q && apt-get install -y -q postgresql
   fi
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+fi
+# Debian's Chromium for the browser tests (driven by Playwright's Python package; never
+# `playwright install`, which downloads a browser build of its own).
+if [ ! -x /usr/bin/chromium ]; then
+  apt-get update -q && apt-get install -y -q chromium fonts-dejavu-core
 fi
 for _ in $(seq 1 30); do up 6379 && up 5432 && break; sleep 1; done
 up 6379 || { echo "Redis did not start on 127.0.0.1:6379" >&2; exit 1; }

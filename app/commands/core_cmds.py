@@ -124,7 +124,7 @@ COLUMNS = (
 )
 
 
-def _row(m: dict[str, Any]) -> list[str]:
+def format_row(m: dict[str, Any]) -> list[str]:
     return [
         str(m["epoch"]),
         f"{m['train_loss']:.4f}",
@@ -136,6 +136,11 @@ def _row(m: dict[str, Any]) -> list[str]:
         f"{m['lr']:.2e}",
         f"{m['seconds']:.1f}",
     ]
+
+
+def format_line(m: dict[str, Any]) -> str:
+    """One epoch as ``key=value`` pairs on one line."""
+    return "  ".join(f"{c}={v}" for c, v in zip(COLUMNS, format_row(m), strict=True))
 
 
 @cli.command()
@@ -207,10 +212,8 @@ def train(
         if as_json:
             print(json.dumps(d), flush=True)
         else:
-            table.add_row(*_row(d))
-            progress.console.print(
-                "  ".join(f"{c}={v}" for c, v in zip(COLUMNS, _row(d), strict=True))
-            )
+            table.add_row(*format_row(d))
+            progress.console.print(format_line(d))
 
     try:
         with progress:

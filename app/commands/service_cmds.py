@@ -26,7 +26,13 @@ from rich.console import Console
 from rich.table import Table
 
 from app.cli import cli
-from app.commands.core_cmds import COLUMNS, OPTION_FOR_FIELD, _row, config_options
+from app.commands.core_cmds import (
+    COLUMNS,
+    OPTION_FOR_FIELD,
+    config_options,
+    format_line,
+    format_row,
+)
 from app.settings import Settings, get_settings
 
 console = Console()
@@ -199,7 +205,7 @@ def _follow(url: str, run_id: int, poll: float = 1.0) -> dict[str, Any]:
         run = _request(url, "GET", f"/api/runs/{run_id}")
         metrics = _request(url, "GET", f"/api/runs/{run_id}/metrics", params={"after": after})
         for m in metrics["items"]:
-            console.print("  ".join(f"{c}={v}" for c, v in zip(COLUMNS, _row(m), strict=True)))
+            console.print(format_line(m))
             after = max(after, m["epoch"])
         if run["state"] not in ("queued", "running"):
             return run
@@ -285,7 +291,7 @@ def show(
     console.print(head)
     table = Table(*COLUMNS)
     for m in metrics["items"]:
-        table.add_row(*_row(m))
+        table.add_row(*format_row(m))
     console.print(table)
 
 
