@@ -185,7 +185,7 @@ class RunConfig(BaseModel):
     dataset: DatasetName = "digits"
     data_dir: str | None = Field(None, max_length=1000, description="directory for cifar10")
     train_subset: int | None = Field(
-        None, ge=1, le=10_000_000, description="first N train examples"
+        None, ge=2, le=10_000_000, description="first N train examples"
     )
     test_subset: int | None = Field(None, ge=1, le=10_000_000, description="first N test examples")
     optimizer: OptimizerName = "bamsprod"

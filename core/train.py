@@ -145,7 +145,9 @@ def train(
     train_x, train_y = data.train_x.to(dev), data.train_y.to(dev)
     test_x, test_y = data.test_x.to(dev), data.test_y.to(dev)
     n = len(train_x)
-    batches = math.ceil(n / config.batch_size)
+    # A last batch of one example would break BatchNorm's batch statistics: drop it that epoch.
+    batches = n // config.batch_size + (1 if n % config.batch_size > 1 else 0)
+    seen = min(n, batches * config.batch_size)
 
     chash = config.config_hash()
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -187,7 +189,7 @@ def train(
             correct += (out.detach().argmax(1) == y).sum()
             if on_batch is not None:
                 on_batch(b + 1, batches)
-        train_loss = float(loss_sum) / n
+        train_loss = float(loss_sum) / seen
         if not math.isfinite(train_loss):
             result.state = "diverged"
             result.diverged_epoch = epoch
@@ -200,7 +202,7 @@ def train(
         metrics = EpochMetrics(
             epoch=epoch,
             train_loss=train_loss,
-            train_acc=int(correct) / n,
+            train_acc=int(correct) / seen,
             test_loss=test_loss,
             test_acc=test_acc,
             quant_error=sum(layers.values()) / len(layers) if layers else 0.0,
