@@ -1,0 +1,281 @@
+"""The dashboard: HTML pages, static files, and the two small JSON endpoints the pages need.
+
+Pages (templates in ``frontend/templates``, scripts in ``frontend/static``; no build step):
+``/`` runs table, ``/runs/new`` form, ``/runs/{id}`` live run, ``/compare`` groups and the
+paper's measures, ``/convex`` the convex example. Plotly.js is served from the installed
+``plotly`` package at ``/static/plotly.min.js``: nothing is loaded from another host.
+
+JSON: ``GET /api/schema/options`` (the run config's fields and the optimizer / model / data set
+registries the form is built from) and ``GET /api/convex?steps=N`` (runs ``core.convex`` in a
+thread; torch is imported there, never when the app is imported).
+
+Pages get ``app.security``'s Content-Security-Policy (scripts from this server only), so
+templates carry data in ``<script type="application/json">`` blocks, never inline code; user
+text reaches the page through ``textContent`` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from functools import lru_cache
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
+
+from app import store
+from app.db import session_scope
+from core.spec import DATASETS, DEFAULT_LR, MODELS, OPTIMIZERS, RUN_STATES, HParam, RunConfig
+
+FRONTEND = Path(__file__).resolve().parents[1] / "frontend"
+TEMPLATES_DIR = FRONTEND / "templates"
+STATIC_DIR = FRONTEND / "static"
+CONVEX_MAX_STEPS = 20_000
+
+router = APIRouter(include_in_schema=False)
+api = APIRouter(prefix="/api", tags=["dashboard"])
+
+
+# ------------------------------------------------------------------------------ static files
+
+
+def plotly_js_path() -> Path:
+    """The plotly.min.js that ships inside the installed ``plotly`` Python package."""
+    spec = find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the plotly package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "package_data" / "plotly.min.js"
+
+
+@lru_cache(maxsize=256)
+def _file_version(path: str, mtime_ns: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:10]
+
+
+def static_url(name: str) -> str:
+    """``/static/<name>?v=<content hash>``: browsers may cache it until the file changes."""
+    path = plotly_js_path() if name == "plotly.min.js" else STATIC_DIR / name
+    try:
+        version = _file_version(str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return f"/static/{name}"
+    return f"/static/{name}?v={version}"
+
+
+class VersionedStatic(StaticFiles):
+    """Static files; a request carrying ``?v=`` (see ``static_url``) may be cached for a year."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        if response.status_code == 200:
+            versioned = b"v=" in scope.get("query_string", b"")
+            response.headers["Cache-Control"] = (
+                "public, max-age=31536000, immutable" if versioned else "no-cache"
+            )
+            response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+@router.get("/static/plotly.min.js")
+def plotly_js(request: Request) -> FileResponse:
+    """Plotly.js from the installed plotly package (never a CDN)."""
+    versioned = "v" in request.query_params
+    return FileResponse(
+        plotly_js_path(),
+        media_type="text/javascript",
+        headers={
+            "Cache-Control": "public, max-age=31536000, immutable" if versioned else "no-cache",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+# ---------------------------------------------------------------------------- form schema
+
+
+def _hparam(h: HParam) -> dict[str, Any]:
+    kind = "bool" if h.kind is bool else "int" if h.kind is int else "float"
+    return {"default": h.default, "min": h.lo, "max": h.hi, "help": h.help, "type": kind}
+
+
+def _field(name: str, prop: dict[str, Any], required: bool) -> dict[str, Any]:
+    """One run config field, flattened from its JSON schema for the form."""
+    variants = prop.get("anyOf", [prop])
+    nullable = any(v.get("type") == "null" for v in variants)
+    main = next((v for v in variants if v.get("type") != "null"), {})
+    merged = {**prop, **main}
+    kind = merged.get("type", "string")
+    if "enum" in merged:
+        kind = "enum"
+    elif kind == "integer":
+        kind = "int"
+    elif kind == "number":
+        kind = "float"
+    elif kind == "array":
+        kind = "list"
+    elif kind == "string":
+        kind = "str"
+    low = merged.get("minimum", merged.get("exclusiveMinimum"))
+    return {
+        "name": name,
+        "label": name.replace("_", " "),
+        "type": kind,
+        "default": prop.get("default"),
+        "choices": merged.get("enum"),
+        "min": low,
+        "min_exclusive": "exclusiveMinimum" in merged,
+        "max": merged.get("maximum"),
+        "max_length": merged.get("maxLength"),
+        "nullable": nullable,
+        "required": required,
+        "help": prop.get("description", ""),
+    }
+
+
+@lru_cache(maxsize=1)
+def schema_options() -> dict[str, Any]:
+    """Everything the form needs: the run config's fields and the registries."""
+    schema = RunConfig.model_json_schema()
+    required = set(schema.get("required", []))
+    fields = [
+        _field(name, prop, name in required)
+        for name, prop in schema["properties"].items()
+        if name not in ("schema_version", "hparams", "model_args")
+    ]
+    return {
+        "schema_version": schema["properties"]["schema_version"].get("const"),
+        "fields": fields,
+        "optimizers": {
+            name: {
+                "default_lr": DEFAULT_LR.get(name),
+                "hparams": {k: _hparam(h) for k, h in table.items()},
+            }
+            for name, table in OPTIMIZERS.items()
+        },
+        "models": {
+            name: {"args": {k: _hparam(h) for k, h in table.items()}}
+            for name, table in MODELS.items()
+        },
+        "datasets": {
+            name: {**info, "shape": list(info.get("shape", ()))} for name, info in DATASETS.items()
+        },
+        "states": list(RUN_STATES),
+    }
+
+
+@api.get("/schema/options")
+def get_schema_options(request: Request) -> dict[str, Any]:
+    """The run config's fields and the optimizer / model / data set registries (for forms)."""
+    return {**schema_options(), "max_sweep_runs": request.app.state.settings.max_sweep_runs}
+
+
+# ------------------------------------------------------------------------------ convex example
+
+_convex_lock = threading.Lock()
+
+
+def _run_convex(steps: int, c: float) -> dict[str, Any]:
+    from core.convex import run_convex  # torch: imported on use only
+
+    with _convex_lock:  # one at a time: it is CPU-bound
+        traces = run_convex(steps=steps, c=c)
+    return {
+        "steps": steps,
+        "c": c,
+        "optimizers": {
+            name: {
+                "x": t.x,
+                "avg_regret": t.avg_regret,
+                "final_x": t.final_x,
+                "final_regret": t.final_regret,
+            }
+            for name, t in traces.items()
+        },
+    }
+
+
+@api.get("/convex")
+async def get_convex(
+    steps: Annotated[int, Query(ge=1, le=CONVEX_MAX_STEPS)] = 3000,
+    c: Annotated[float, Query(gt=2, le=100, description="the rare gradient's size C")] = 3.0,
+) -> dict[str, Any]:
+    """Run the binary convex counter-example for each optimizer: x_t and average regret."""
+    return await run_in_threadpool(_run_convex, steps, c)
+
+
+# ------------------------------------------------------------------------------------ pages
+
+templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+templates.env.globals["static_url"] = static_url
+templates.env.policies["json.dumps_kwargs"] = {"sort_keys": False}  # keep registry order
+
+
+def _page(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+    return templates.TemplateResponse(
+        request,
+        template,
+        {"page": template.removesuffix(".html"), **context},
+        status_code=status_code,
+    )
+
+
+@router.get("/", response_class=HTMLResponse)
+def runs_page(request: Request) -> Response:
+    return _page(request, "runs.html", options=schema_options())
+
+
+@router.get("/runs/new", response_class=HTMLResponse)
+def new_run_page(request: Request) -> Response:
+    options = {**schema_options(), "max_sweep_runs": request.app.state.settings.max_sweep_runs}
+    return _page(request, "new_run.html", options=options)
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run_page(request: Request, run_id: int) -> Response:
+    def exists() -> bool:
+        with session_scope(request.app.state.settings.database_url) as session:
+            return store.get_run(session, run_id) is not None
+
+    if not exists():
+        return _page(request, "not_found.html", 404, what=f"run {run_id}")
+    return _page(request, "run.html", run_id=run_id)
+
+
+COMPARE_QUERY = ("runs", "sweep", "group_by", "baseline", "target", "metric", "x")
+COMPARE_DEFAULTS = {"metric": "test_acc", "x": "epoch"}
+
+
+def compare_api_url(request: Request) -> str | None:
+    """The ``/api/compare`` URL the page will fetch first (preloaded while Plotly loads)."""
+    q = request.query_params
+    if not (q.get("runs") or q.get("sweep")) or request.app.state.settings.read_token:
+        return None  # nothing to fetch, or reads need a token the preload cannot send
+    params = [(k, q.get(k) or COMPARE_DEFAULTS.get(k, "")) for k in COMPARE_QUERY]
+    return "/api/compare?" + urlencode([(k, v) for k, v in params if v])
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(request: Request) -> Response:
+    return _page(request, "compare.html", preload=compare_api_url(request))
+
+
+@router.get("/convex", response_class=HTMLResponse)
+def convex_page(request: Request) -> Response:
+    return _page(request, "convex.html", max_steps=CONVEX_MAX_STEPS)
+
+
+def install_pages(app: FastAPI) -> None:
+    """Add the dashboard to ``app``: pages, ``/api/schema/options``, ``/api/convex``, static."""
+    if not TEMPLATES_DIR.is_dir():
+        raise RuntimeError(f"dashboard templates missing: {TEMPLATES_DIR}")
+    app.include_router(api)
+    app.include_router(router)
+    app.mount("/static", VersionedStatic(directory=STATIC_DIR), name="static")

@@ -1,0 +1,109 @@
+// Plotly helpers shared by the run, compare and convex pages.
+// Charts are created once; later data goes in with extendTraces / react and a fixed
+// uirevision, so the user's zoom and hidden traces survive every update.
+"use strict";
+
+const C = (window.BC = {});
+
+C.PALETTE = [
+  "#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df",
+  "#bf3989", "#0a7ea4", "#6e7781", "#fb8f44", "#2da44e",
+];
+C.color = (i) => C.PALETTE[i % C.PALETTE.length];
+
+/** rgba() string from a #rrggbb colour. */
+C.alpha = function alpha(hex, a) {
+  const n = parseInt(hex.slice(1), 16);
+  return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${a})`;
+};
+
+C.CONFIG = {
+  responsive: true,
+  displaylogo: false,
+  modeBarButtonsToRemove: ["select2d", "lasso2d"],
+  toImageButtonOptions: { format: "png", scale: 2 },
+};
+
+/** A compact layout with a title and axis titles; uirevision keeps zoom across updates. */
+C.layout = function layout(title, xTitle, yTitle, extra = {}) {
+  const { xaxis = {}, yaxis = {}, ...rest } = extra;
+  return {
+    title: { text: title, font: { size: 14 }, x: 0.02, xanchor: "left" },
+    // Fixed margins (no axis automargin): one layout pass per plot, about half the render time.
+    margin: { l: 66, r: 16, t: 34, b: 76 },
+    height: 320,
+    uirevision: "keep",
+    hovermode: "x unified",
+    legend: {
+      orientation: "h", x: 0, xanchor: "left", yref: "container", y: 0.035, yanchor: "bottom",
+      font: { size: 11 },
+    },
+    xaxis: { title: { text: xTitle, standoff: 6 }, zeroline: false, automargin: false, ...xaxis },
+    yaxis: { title: { text: yTitle, standoff: 4 }, zeroline: false, automargin: false, ...yaxis },
+    paper_bgcolor: "rgba(0,0,0,0)",
+    plot_bgcolor: "#fff",
+    font: { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 12 },
+    ...rest,
+  };
+};
+
+/** Axis settings for an epoch axis up to maxEpoch: whole-number ticks, about 8 of them. */
+C.epochTicks = function epochTicks(maxEpoch) {
+  const raw = Math.max(1, (maxEpoch || 1) / 8);
+  const pow = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 5, 10].map((m) => m * pow).find((v) => v >= raw) || raw;
+  return { tick0: 0, dtick: Math.max(1, Math.round(step)) };
+};
+
+/** Exponential moving average (TensorBoard style, debiased); nulls pass through. */
+C.smooth = function smooth(ys, weight) {
+  if (!weight) return ys;
+  let last = 0;
+  let count = 0;
+  return ys.map((y) => {
+    if (y === null || y === undefined || !Number.isFinite(y)) return null;
+    last = last * weight + (1 - weight) * y;
+    count += 1;
+    return last / (1 - Math.pow(weight, count));
+  });
+};
+
+/**
+ * Three traces for one group: lower edge, upper edge filled to the lower ('tonexty'), mean.
+ * ys: means, sd: standard deviations (null where n < 2), ns: n per point.
+ */
+C.bandTraces = function bandTraces({ name, color, xs, ys, sd, ns, legendgroup, positive = false }) {
+  const lo = [];
+  const hi = [];
+  for (let i = 0; i < ys.length; i++) {
+    const m = ys[i];
+    const s = sd[i];
+    if (m === null || m === undefined) {
+      lo.push(null);
+      hi.push(null);
+      continue;
+    }
+    const d = s === null || s === undefined ? 0 : s;
+    let low = m - d;
+    if (positive && low <= 0) low = m > 0 ? m / 10 : null; // log axes cannot show <= 0
+    lo.push(low);
+    hi.push(m + d);
+  }
+  const common = { x: xs, mode: "lines", legendgroup, type: "scatter" };
+  return [
+    { ...common, y: lo, name: `${name} −σ`, line: { width: 0, color }, showlegend: false, hoverinfo: "skip" },
+    {
+      ...common, y: hi, name: `${name} +σ`, line: { width: 0, color }, fill: "tonexty",
+      fillcolor: C.alpha(color, 0.18), showlegend: false, hoverinfo: "skip",
+    },
+    {
+      ...common, y: ys, name, line: { width: 2, color }, customdata: ns,
+      // Few points: show them as markers too (a single epoch is otherwise invisible).
+      mode: xs.length <= 40 ? "lines+markers" : "lines", marker: { size: 5, color },
+      hovertemplate: `%{y:.4g} (n=%{customdata})<extra>${C.escapeForPlotly(name)}</extra>`,
+    },
+  ];
+};
+
+/** Plotly renders hovertemplate/legend strings as its own HTML subset: escape < and >. */
+C.escapeForPlotly = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");

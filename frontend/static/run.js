@@ -1,0 +1,301 @@
+// One run: header, progress with ETA, live charts fed by Server-Sent Events
+// (GET /api/runs/{id}/events, resumable by epoch), cancel / retry, config.
+// New epochs go in with Plotly.extendTraces: the plots are never re-created, so zoom stays.
+"use strict";
+(function () {
+  const { h, $, api, fmtAcc, fmtNum, fmtSeconds, fmtDate, isActive, pageData } = window.B;
+  const BC = window.BC;
+  const runId = pageData("run-data").run_id;
+
+  // Each chart: traces by metric (extendTraces appends to these indices, in this order).
+  const CHARTS = {
+    "chart-loss": { title: "Loss", y: "loss", traces: [["train_loss", "train"], ["test_loss", "test"]] },
+    "chart-acc": { title: "Accuracy", y: "accuracy", traces: [["train_acc", "train"], ["test_acc", "test"]], yaxis: { tickformat: ".0%" } },
+    "chart-qerr": { title: "Quantization error", y: "mean |w − a·sign(w)|", traces: [["quant_error", "mean"]], yaxis: { type: "log" }, layers: true },
+    "chart-flip": { title: "Sign-flip rate", y: "fraction flipped", traces: [["flip_rate", "flip rate"]], yaxis: { rangemode: "tozero" } },
+  };
+
+  let run = null;
+  let lastEpoch = -1;
+  let seconds = []; // per-epoch durations, for the ETA
+  let es = null;
+  let charts = null; // Promise resolved when the plots exist
+  let layerNames = []; // per-layer quantization error traces, after the mean trace
+  let pending = [];
+  let flushQueued = false;
+
+  // ---------------------------------------------------------------- charts
+
+  async function createCharts(epochs) {
+    await window.B.domReady;
+    const jobs = [];
+    layerNames = layersOf(epochs);
+    for (const [id, spec] of Object.entries(CHARTS)) {
+      const data = spec.traces.map(([metric, label], i) => ({
+        x: epochs.map((m) => m.epoch),
+        y: epochs.map((m) => m[metric]),
+        name: label,
+        mode: "lines+markers",
+        type: "scatter",
+        marker: { size: 4 },
+        line: { width: 2, color: BC.color(i) },
+      }));
+      if (spec.layers) {
+        layerNames.forEach((layer, j) => data.push({
+          x: epochs.map((m) => m.epoch),
+          y: epochs.map((m) => (m.quant_error_layers || {})[layer] ?? null),
+          name: BC.escapeForPlotly(layer),
+          mode: "lines",
+          type: "scatter",
+          line: { width: 1, dash: "dot", color: BC.color(j + 2) },
+        }));
+      }
+      const total = run.epochs;
+      const xaxis = { ...BC.epochTicks(total), range: [0.7, Math.max(total, 1) + 0.3] };
+      const layout = BC.layout(spec.title, "epoch", spec.y, { yaxis: spec.yaxis || {}, xaxis });
+      jobs.push(window.Plotly.newPlot(id, data, layout, BC.CONFIG));
+    }
+    await Promise.all(jobs);
+    window.__bamsprodRendered = performance.now();
+  }
+
+  function layersOf(epochs) {
+    const names = new Set();
+    for (const m of epochs) for (const k of Object.keys(m.quant_error_layers || {})) names.add(k);
+    return [...names].sort();
+  }
+
+  /** Append buffered epochs to every chart, once per animation frame. */
+  function queueEpochs(items) {
+    for (const m of items) {
+      if (m.epoch <= lastEpoch) continue;
+      lastEpoch = m.epoch;
+      if (Number.isFinite(m.seconds)) seconds.push(m.seconds);
+      pending.push(m);
+    }
+    if (pending.length && !flushQueued) {
+      flushQueued = true;
+      requestAnimationFrame(flush);
+    }
+  }
+
+  async function flush() {
+    flushQueued = false;
+    await charts;
+    const items = pending;
+    pending = [];
+    if (!items.length) return;
+    const newLayers = layersOf(items).filter((l) => !layerNames.includes(l));
+    if (newLayers.length) {
+      // Layers seen for the first time: add their (empty) traces, then extend as usual.
+      await window.Plotly.addTraces("chart-qerr", newLayers.map((layer, j) => ({
+        x: [], y: [], name: BC.escapeForPlotly(layer), mode: "lines", type: "scatter",
+        line: { width: 1, dash: "dot", color: BC.color(layerNames.length + j + 2) },
+      })));
+      layerNames = layerNames.concat(newLayers);
+    }
+    for (const [id, spec] of Object.entries(CHARTS)) {
+      const xs = [];
+      const ys = [];
+      const idx = [];
+      spec.traces.forEach(([metric], i) => {
+        xs.push(items.map((m) => m.epoch));
+        ys.push(items.map((m) => m[metric]));
+        idx.push(i);
+      });
+      if (spec.layers) {
+        layerNames.forEach((layer, j) => {
+          xs.push(items.map((m) => m.epoch));
+          ys.push(items.map((m) => (m.quant_error_layers || {})[layer] ?? null));
+          idx.push(spec.traces.length + j);
+        });
+      }
+      window.Plotly.extendTraces(id, { x: xs, y: ys }, idx);
+    }
+    updateSummary(items);
+    renderProgress();
+    renderInfo();
+  }
+
+  /** Keep the run's summary columns in step with the epochs the stream delivered. */
+  function updateSummary(items) {
+    if (!run) return;
+    for (const m of items) {
+      run.epochs_done = Math.max(run.epochs_done || 0, m.epoch);
+      run.last_epoch = m.epoch;
+      run.last_test_acc = m.test_acc;
+      run.final_quant_error = m.quant_error;
+      if (Number.isFinite(m.test_acc) && !(m.test_acc <= (run.best_test_acc ?? -1))) {
+        run.best_test_acc = m.test_acc;
+        run.best_epoch = m.epoch;
+      }
+    }
+  }
+
+  async function resetCharts() {
+    await charts;
+    lastEpoch = -1;
+    seconds = [];
+    pending = [];
+    for (const id of Object.keys(CHARTS)) {
+      const div = document.getElementById(id);
+      const n = div.data.length;
+      const empty = Array.from({ length: n }, () => []);
+      await window.Plotly.restyle(id, { x: empty, y: empty });
+    }
+  }
+
+  // -------------------------------------------------------------- header
+
+  function renderRun() {
+    $("#run-name").textContent = run.name || `run ${run.id}`;
+    $("#run-state").replaceWith(Object.assign(window.B.stateBadge(run.state, run.cancel_requested), { id: "run-state" }));
+    document.title = `${run.name || "Run " + run.id} · ${run.state} · bamsprod`;
+    $("#cancel").hidden = !isActive(run.state) || run.cancel_requested;
+    $("#retry").hidden = isActive(run.state);
+    const err = $("#run-error");
+    let text = run.error || "";
+    if (run.state === "diverged" && run.diverged_epoch !== null) {
+      text = `diverged at epoch ${run.diverged_epoch}` + (text ? `: ${text}` : "");
+    }
+    err.textContent = text;
+    err.hidden = !text;
+    renderProgress();
+    renderInfo();
+  }
+
+  function renderProgress() {
+    if (!run) return;
+    const done = Math.max(run.epochs_done || 0, lastEpoch > 0 ? lastEpoch : 0);
+    const total = run.epochs;
+    const bar = $("#progress");
+    bar.max = total;
+    bar.value = Math.min(done, total);
+    bar.className = `state-${run.state}`;
+    let text = `epoch ${done} of ${total}`;
+    if (run.state === "running" && seconds.length) {
+      const avg = seconds.slice(-10).reduce((a, b) => a + b, 0) / Math.min(seconds.length, 10);
+      text += ` · ${fmtSeconds(avg)}/epoch · ETA ${fmtSeconds(avg * Math.max(0, total - done))}`;
+    } else if (run.state === "queued") {
+      text += " · waiting for a worker";
+    } else if (run.state === "succeeded" && seconds.length) {
+      text += ` · took ${fmtSeconds(seconds.reduce((a, b) => a + b, 0))}`;
+    }
+    $("#progress-text").textContent = text;
+    $("#live").hidden = !isActive(run.state);
+  }
+
+  function kvRows(table, pairs) {
+    table.replaceChildren(...pairs.map(([k, v]) => h("tr", null, h("th", null, k), h("td", null, v))));
+  }
+
+  function renderConfig() {
+    const rows = [];
+    const cfg = run.config || {};
+    for (const [k, v] of Object.entries(cfg)) {
+      if (v && typeof v === "object" && !Array.isArray(v)) {
+        for (const [sk, sv] of Object.entries(v)) rows.push([`${k}.${sk}`, fmtValue(sv)]);
+      } else {
+        rows.push([k, fmtValue(v)]);
+      }
+    }
+    kvRows($("#config-table"), rows);
+  }
+
+  function fmtValue(v) {
+    if (v === null || v === undefined) return "–";
+    if (Array.isArray(v)) return v.length ? v.join(", ") : "–";
+    return String(v);
+  }
+
+  function renderInfo() {
+    kvRows($("#info-table"), [
+      ["state", run.state + (run.cancel_requested && isActive(run.state) ? " (cancel requested)" : "")],
+      ["best test acc", run.best_test_acc === null ? "–" : `${fmtAcc(run.best_test_acc)} (epoch ${run.best_epoch})`],
+      ["last test acc", fmtAcc(run.last_test_acc)],
+      ["final quant error", fmtNum(run.final_quant_error)],
+      ["created", fmtDate(run.created_at)],
+      ["started", fmtDate(run.started_at)],
+      ["finished", fmtDate(run.finished_at)],
+      ["worker", run.worker_host || "–"],
+      ["device", run.device || "–"],
+      ["attempts / retries", `${run.attempts} / ${run.retries}`],
+      ["config hash", run.config_hash],
+      ["sweep", run.sweep_id ? String(run.sweep_id) : "–"],
+    ]);
+    const sweepLink = run.sweep_id ? `/compare?sweep=${run.sweep_id}` : `/compare?runs=${run.id}`;
+    $("#compare-link").href = sweepLink;
+  }
+
+  // --------------------------------------------------------------- events
+
+  function connect() {
+    if (es) es.close();
+    es = new EventSource(`/api/runs/${runId}/events?after=${lastEpoch < 0 ? -1 : lastEpoch}`);
+    es.addEventListener("epoch", (ev) => queueEpochs([JSON.parse(ev.data)]));
+    es.addEventListener("state", (ev) => {
+      const next = JSON.parse(ev.data);
+      const restarted = run && !isActive(run.state) && isActive(next.state);
+      run = next;
+      renderRun();
+      if (!isActive(run.state)) {
+        es.close();
+        es = null;
+      } else if (restarted) {
+        resetCharts();
+      }
+    });
+    es.addEventListener("deleted", () => {
+      es.close();
+      es = null;
+      window.B.toast("this run was deleted", true);
+    });
+    es.onerror = () => {
+      // The browser reconnects on its own (with Last-Event-ID); once the run has ended, stop.
+      if (run && !isActive(run.state) && es) {
+        es.close();
+        es = null;
+      }
+    };
+  }
+
+  async function act(path, label) {
+    try {
+      run = await api(`/api/runs/${runId}/${path}`, { method: "POST" });
+      renderRun();
+      const pending = run.cancel_requested && isActive(run.state);
+      window.B.toast(pending ? "cancel requested: the worker stops the run shortly" : `${label}: run is ${run.state}`);
+      if (path === "retry") {
+        await resetCharts();
+        connect();
+      }
+    } catch (e) {
+      window.B.toast(`${label} failed: ${e.message}`, true);
+    }
+  }
+
+  $("#cancel").addEventListener("click", () => {
+    if (confirm("Cancel this run?")) act("cancel", "cancel");
+  });
+  $("#retry").addEventListener("click", () => act("retry", "retry"));
+
+  async function start() {
+    let metrics;
+    try {
+      [run, metrics] = await Promise.all([api(`/api/runs/${runId}`), api(`/api/runs/${runId}/metrics`)]);
+    } catch (e) {
+      window.B.toast(e.message, true);
+      return;
+    }
+    const items = metrics.items;
+    lastEpoch = items.length ? items[items.length - 1].epoch : -1;
+    seconds = items.map((m) => m.seconds).filter(Number.isFinite);
+    renderRun();
+    renderConfig();
+    charts = createCharts(items);
+    await charts;
+    renderProgress();
+    if (isActive(run.state)) connect();
+  }
+  start();
+})();

@@ -1,0 +1,317 @@
+"""The dashboard in a real browser (headless Chromium) against a real ``bamsprod up``.
+
+One server (API + real Celery worker, SQLite) serves the whole module; the tests run in file
+order and share it. Each page fails its test on any request to another host, any page or
+console error and any dialog (see ``browser_fixtures``). Screenshots of every page go to
+``artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from browser_fixtures import LiveServer
+
+pytest_plugins = ["browser_fixtures"]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+XSS_NAME = "<img src=x onerror=alert(1)>"
+# The live run: long enough that its page sees epochs arrive one by one; it is then cancelled.
+LIVE_EPOCHS = 60
+TINY = {"dataset": "digits", "model": "mlp", "model_args.width": "32"}
+
+COUNT_ACC_POINTS = (
+    "() => { const d = document.getElementById('chart-acc'); "
+    "return d && d.data ? d.data[1].x.length : -1; }"
+)
+
+
+def fill_form(page: Any, values: dict[str, str]) -> None:
+    """Set form fields by key (``epochs``, ``model_args.width``, ...)."""
+    for key, value in values.items():
+        field = page.locator(f'[data-field="{key}"]')
+        select = field.locator("select")
+        if select.count():
+            select.select_option(value)
+        else:
+            field.locator("input").first.fill(value)
+
+
+def open_form(page: Any) -> None:
+    page.goto("/runs/new")
+    page.wait_for_selector("#run-form[data-ready='1']")
+
+
+def api_total(server: LiveServer) -> int:
+    with server.api() as c:
+        return c.get("/api/runs", params={"limit": 1}).json()["total"]
+
+
+def test_form_errors_are_shown_beside_their_fields(
+    page: Any, shoot: Any, live_server: LiveServer
+) -> None:
+    before = api_total(live_server)
+    open_form(page)
+    # Every optimizer hyperparameter is on the form with its default.
+    assert page.locator('[data-field="hparams.kappa"] input').input_value() == "1"
+    page.select_option('[data-field="optimizer"] select', "sgd")
+    assert page.locator('[data-field="hparams.momentum"] input').input_value() == "0.9"
+    assert page.locator('[data-field="hparams.kappa"]').count() == 0
+    page.select_option('[data-field="optimizer"] select', "bamsprod")
+
+    fill_form(page, {"epochs": "0", "lr": "-1", "hparams.gamma": "-1"})
+    page.click("#submit")
+    epochs_err = page.locator('[data-field="epochs"] .field-error')
+    epochs_err.wait_for()
+    assert "greater than or equal to 1" in epochs_err.text_content()
+    assert "greater than 0" in page.locator('[data-field="lr"] .field-error').text_content()
+    gamma_err = page.locator('[data-field="hparams.gamma"] .field-error').text_content()
+    assert "gamma" in gamma_err and ">= 0" in gamma_err
+    assert page.locator('[data-field="name"] .field-error').text_content() == ""
+    assert page.url.endswith("/runs/new")
+    shoot(page, "new_run_errors")
+    assert api_total(live_server) == before
+
+    # Correcting one field clears its error on the next submit; the others stay.
+    fill_form(page, {"epochs": "3"})
+    page.click("#submit")
+    page.locator('[data-field="lr"] .field-error:not(:empty)').wait_for()
+    assert page.locator('[data-field="epochs"] .field-error').text_content() == ""
+
+
+def test_sweep_mode_counts_runs(page: Any, shoot: Any) -> None:
+    open_form(page)
+    page.check("#sweep-mode")
+    page.check('[data-field="optimizer"] input[value="adam"]')
+    fill_form(page, {"epochs": "2, 3", "model_args.width": "32"})
+    page.fill("#f-n_seeds", "2")
+    # 2 optimizers x 2 epoch counts x 2 seeds, confirmed by POST /api/sweeps?dry_run=true
+    page.wait_for_function("() => document.getElementById('sweep-count').textContent === '8'")
+    # Hyperparameters shown are those every chosen optimizer has.
+    assert page.locator('[data-field="hparams.kappa"]').count() == 0
+    assert page.locator('[data-field="hparams.beta1"]').count() == 1
+    fill_form(page, {"epochs": "2, 0"})
+    page.locator('[data-field="epochs"] .field-error:not(:empty)').wait_for()
+    shoot(page, "new_sweep")
+
+
+def test_submitted_run_appears_and_its_charts_grow_live(
+    page: Any, shoot: Any, live_server: LiveServer, watch: Any
+) -> None:
+    open_form(page)
+    fill_form(
+        page,
+        {
+            "name": "live run",
+            "dataset": "digits",
+            "model_args.width": "32",
+            "epochs": str(LIVE_EPOCHS),
+            "batch_size": "3",  # 1437 digits = 479 x 3: no batch of one for BatchNorm
+        },
+    )
+    page.click("#submit")
+    page.wait_for_url(re.compile(r"/runs/\d+$"))
+    run_id = int(page.url.rsplit("/", 1)[1])
+
+    # The runs table lists it.
+    page.goto("/")
+    row = page.locator(f'#runs-body tr[data-run-id="{run_id}"]')
+    row.wait_for()
+    assert row.locator(".run-name").text_content() == "live run"
+    assert row.locator(".state").text_content().split()[0] in ("queued", "running")
+    shoot(page, "runs_table")
+
+    # Its page: the accuracy chart gains points over SSE, without a reload.
+    row.locator(".run-name").click()
+    page.wait_for_url(f"**/runs/{run_id}")
+    page.wait_for_function(f"() => ({COUNT_ACC_POINTS})() >= 0")
+    page.evaluate("() => { window.__sameDocument = true; }")
+    seen = [page.evaluate(COUNT_ACC_POINTS)]
+    deadline = time.monotonic() + 90
+    while len(seen) < 4:
+        assert time.monotonic() < deadline, f"points seen so far: {seen}"
+        time.sleep(0.15)
+        state = page.locator("#run-state").text_content()
+        assert state in ("queued", "running"), (state, page.locator("#run-error").text_content())
+        n = page.evaluate(COUNT_ACC_POINTS)
+        if n != seen[-1]:
+            seen.append(n)
+    assert seen == sorted(seen) and seen[-1] < LIVE_EPOCHS, seen
+    assert page.evaluate("() => window.__sameDocument === true"), "the page was reloaded"
+    text = page.locator("#progress-text").text_content()
+    assert re.match(rf"epoch \d+ of {LIVE_EPOCHS} · .*/epoch · ETA ", text), text
+    assert "(epoch " in page.locator("#info-table").text_content()  # best acc kept up to date
+    shoot(page, "run_live")
+
+    # Cancel from the page: the run stops, its epochs stay on the charts.
+    page.click("#cancel")
+    page.locator("#run-state", has_text="cancelled").wait_for(timeout=30_000)
+    assert watch.confirms == ["Cancel this run?"]
+    done = page.evaluate(COUNT_ACC_POINTS)
+    assert seen[-1] <= done < LIVE_EPOCHS
+    for chart in ("chart-loss", "chart-qerr", "chart-flip"):
+        n = page.evaluate(f"() => document.getElementById('{chart}').data[0].x.length")
+        assert n == done, chart
+    assert page.locator("#retry").is_visible() and not page.locator("#cancel").is_visible()
+    with page.expect_download() as info:
+        page.locator("a", has_text="CSV").click()
+    assert info.value.suggested_filename == f"run-{run_id}-metrics.csv"
+    rows = Path(info.value.path()).read_text().splitlines()
+    assert rows[0].startswith("run_id,epoch,") and len(rows) == 1 + done
+    with live_server.api() as c:
+        assert c.get(f"/api/runs/{run_id}").json()["epochs_done"] == done
+    shoot(page, "run_cancelled")
+
+
+def test_compare_shows_two_groups_with_bands_and_speedup(
+    page: Any, shoot: Any, live_server: LiveServer
+) -> None:
+    # A sweep from the form: bamsprod and adam, 2 seeds each.
+    open_form(page)
+    page.check("#sweep-mode")
+    page.check('[data-field="optimizer"] input[value="adam"]')
+    fill_form(page, {"model_args.width": "32", "epochs": "4", "batch_size": "32"})
+    fill_form(page, {"name": "cmp"})
+    page.fill("#f-sweep_name", "bamsprod vs adam")
+    page.fill("#f-n_seeds", "2")
+    page.wait_for_function("() => document.getElementById('sweep-count').textContent === '4'")
+    page.click("#submit")
+    page.wait_for_url(re.compile(r"/compare\?sweep=\d+$"))
+    sweep_id = int(page.url.rsplit("=", 1)[1])
+    page.wait_for_selector("body[data-rendered='1']")
+    # Live: the page refetches while runs train, until none is left (no reload).
+    page.wait_for_function(
+        "() => !/training/.test(document.getElementById('subtitle').textContent)"
+        " && document.getElementById('live').hidden",
+        timeout=150_000,
+    )
+    with live_server.api() as c:
+        ids = c.get(f"/api/sweeps/{sweep_id}").json()["run_ids"]
+    runs = live_server.wait_runs(ids)
+    assert [r["state"] for r in runs] == ["succeeded"] * 4
+
+    # The shared URL: grouped by optimizer against Adam, a fixed target accuracy.
+    page.goto(f"/compare?sweep={sweep_id}&group_by=optimizer&baseline=adam&target=0.5")
+    page.wait_for_selector("body[data-rendered='1']")
+    rows = page.locator("#summary-body tr")
+    assert rows.count() == 2
+    assert page.locator(".group-n").all_text_contents() == ["2", "2"]
+    labels = page.locator(".group-label").all_text_contents()
+    assert sorted(labels) == ["adam", "bamsprod"]
+    bams = page.locator('#summary-body tr[data-group="optimizer=bamsprod"]')
+    speedup = bams.locator(".speedup").text_content()
+    assert re.fullmatch(r"\d+(\.\d+)?×", speedup), speedup
+    assert re.search(r"[+−]\d+\.\d\d pp", bams.text_content())
+    assert page.locator('#summary-body tr.baseline[data-group="optimizer=adam"]').count() == 1
+    # Two bands (filled between the lower and upper traces) per chart, n in the legend.
+    for chart in ("chart-acc", "chart-loss", "chart-qerr", "chart-flip"):
+        traces = page.evaluate(
+            f"() => document.getElementById('{chart}').data.map(t => [t.fill || '', t.name])"
+        )
+        assert [f for f, _ in traces].count("tonexty") == 2, chart
+        assert any("(n=2)" in name for _, name in traces), chart
+    assert page.input_value("#c-group_by") == "optimizer"
+    assert page.input_value("#c-baseline") == "optimizer=adam"
+    shoot(page, "compare")
+
+    # CSV of exactly what is plotted: every chart's group means, std and band edges.
+    with page.expect_download() as info:
+        page.click("#download-csv")
+    lines = Path(info.value.path()).read_text().splitlines()
+    assert lines[1].startswith("metric,group,label,epoch,x,n,mean,std,lower,upper")
+    assert len(lines) == 2 + 4 * 2 * 4  # comment, header, 4 charts x 2 groups x 4 epochs
+
+    # View state lives in the URL too; x as wall time.
+    page.click('input[name="x"][value="time"]')
+    page.check("#c-logy")
+    page.wait_for_function("() => /x=time/.test(location.search) && /logy=1/.test(location.search)")
+    page.wait_for_function(
+        "() => document.getElementById('chart-acc').layout.xaxis.title.text === 'seconds'"
+    )
+    assert page.evaluate("() => document.getElementById('chart-loss').layout.yaxis.type") == "log"
+
+    # The runs table: filter on a column, sort, select runs and compare them.
+    page.goto(f"/?sweep={sweep_id}&optimizer=adam")
+    page.locator("#runs-body tr").first.wait_for()
+    page.wait_for_function("() => document.querySelectorAll('#runs-body tr').length === 2")
+    opts = page.locator("#runs-body tr td:nth-child(5)").all_text_contents()
+    assert opts == ["adam", "adam"]
+    page.click('th[data-sort="best_test_acc"]')
+    page.wait_for_function("() => /sort=best_test_acc/.test(location.search)")
+    for box in page.locator(".row-select").all():
+        box.check()
+    page.click("#compare-selected")
+    page.wait_for_url(re.compile(r"/compare\?runs=\d+,\d+$"))
+    page.wait_for_selector("body[data-rendered='1']")
+    assert page.locator("#summary-body tr").count() == 1
+
+
+def test_user_text_renders_as_text(
+    page: Any, shoot: Any, live_server: LiveServer, watch: Any
+) -> None:
+    open_form(page)
+    fill_form(page, {**TINY, "name": XSS_NAME, "epochs": "1", "tags": "<b>bold</b>"})
+    page.click("#submit")
+    page.wait_for_url(re.compile(r"/runs/\d+$"))
+    run_id = int(page.url.rsplit("/", 1)[1])
+    name = page.locator("#run-name")
+    name.wait_for()
+    assert name.text_content() == XSS_NAME
+    assert name.is_visible()
+    live_server.wait_runs([run_id])
+
+    page.goto("/")
+    row = page.locator(f'#runs-body tr[data-run-id="{run_id}"]')
+    row.wait_for()
+    assert row.locator(".run-name").text_content() == XSS_NAME
+    assert row.locator(".tag").text_content() == "<b>bold</b>"
+    assert page.get_by_text(XSS_NAME, exact=True).is_visible()
+    assert page.locator("main img, main b").count() == 0
+    shoot(page, "runs_xss")
+
+    page.goto(f"/compare?runs={run_id}&group_by=name&indiv=1")
+    page.wait_for_selector("body[data-rendered='1']")
+    assert page.locator(".group-label").text_content() == f"name={XSS_NAME}"
+    assert page.locator("main img").count() == 0
+    shoot(page, "compare_xss")
+    time.sleep(0.5)  # give a stray onerror handler its chance
+    assert watch.dialogs == [] and watch.confirms == []
+
+
+def test_convex_page_runs_the_example(page: Any, shoot: Any) -> None:
+    page.goto("/convex")
+    page.fill("#steps", "300")
+    page.click("#run")
+    page.wait_for_selector("body[data-rendered='1']", timeout=60_000)
+    names = page.evaluate("() => document.getElementById('chart-x').data.map(t => t.name)")
+    assert names == ["adam", "amsgrad", "sgd", "bamsprod"]
+    n = page.evaluate("() => document.getElementById('chart-regret').data[0].y.length")
+    assert n == 300
+    assert page.locator("#convex-body tr").count() == 4
+    assert "steps=300" in page.url
+    shoot(page, "convex")
+
+
+def test_pages_have_no_inline_scripts_and_plotly_is_local(live_server: LiveServer) -> None:
+    with live_server.api() as c:
+        for path in ("/", "/runs/new", "/compare", "/convex"):
+            r = c.get(path)
+            assert r.status_code == 200, path
+            assert "script-src 'self'" in r.headers["content-security-policy"]
+            for tag in re.findall(r"<script\b[^>]*>", r.text):
+                assert "src=" in tag or 'type="application/json"' in tag, (path, tag)
+            assert "cdn" not in r.text.lower()
+        js = c.get("/static/plotly.min.js")
+        assert js.status_code == 200 and "javascript" in js.headers["content-type"]
+        assert "plotly.js" in js.text[:200]
+        assert c.get("/runs/999999").status_code == 404
+        options = c.get("/api/schema/options").json()
+        assert options["optimizers"]["bamsprod"]["hparams"]["kappa"]["default"] == 1.0
+        assert "epochs" in [f["name"] for f in options["fields"]]
+        assert c.get("/api/convex", params={"steps": 0}).status_code == 422
