@@ -13,7 +13,7 @@
   const CHARTS = [
     { id: "chart-acc", metric: null, title: "Accuracy", y: "accuracy", yaxis: { tickformat: ".0%" } },
     { id: "chart-loss", metric: "train_loss", title: "Train loss", y: "loss", logy: true },
-    { id: "chart-qerr", metric: "quant_error", title: "Quantization error", y: "mean |w − a·sign(w)|", log: true },
+    { id: "chart-qerr", metric: "quant_error", title: "Quantization error", y: "e(w), relative sq. error", log: true },
     { id: "chart-flip", metric: "flip_rate", title: "Sign-flip rate", y: "fraction flipped", logy: true },
   ];
 

@@ -11,7 +11,7 @@
   const CHARTS = {
     "chart-loss": { title: "Loss", y: "loss", traces: [["train_loss", "train"], ["test_loss", "test"]] },
     "chart-acc": { title: "Accuracy", y: "accuracy", traces: [["train_acc", "train"], ["test_acc", "test"]], yaxis: { tickformat: ".0%" } },
-    "chart-qerr": { title: "Quantization error", y: "mean |w − a·sign(w)|", traces: [["quant_error", "mean"]], yaxis: { type: "log" }, layers: true },
+    "chart-qerr": { title: "Quantization error", y: "e(w), relative sq. error", traces: [["quant_error", "mean"]], yaxis: { type: "log" }, layers: true },
     "chart-flip": { title: "Sign-flip rate", y: "fraction flipped", traces: [["flip_rate", "flip rate"]], yaxis: { rangemode: "tozero" } },
   };
 
