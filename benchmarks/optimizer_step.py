@@ -3,7 +3,10 @@
 Usage::
 
     .venv/bin/python benchmarks/optimizer_step.py [--quick] [--json out.json]
-        [--sets resnet18,mlp] [--steps N] [--warmup N] [--threads N]
+        [--sets resnet18,mlp] [--steps N] [--warmup N] [--threads N] [--only NAME,NAME]
+
+The headline (issue 2): BAMSProd's fastest path over torch's fastest AMSGrad on ResNet-18,
+target <= 1.3, and the same ratio for BAMSProd's default path.
 
 Parameter sets (float32, with fixed random gradients):
 
@@ -23,7 +26,11 @@ it writes, once) divided by the step time; and that as a fraction of a measured 
 bandwidth: the median time of a ``torch.add(a, b, out=c)`` triad over as many float32 elements
 as the set has parameters (3 arrays moved). BAMSProd needs the same tensors as AMSGrad, so its
 ideal byte count is AMSGrad's; it cannot be single-pass (``mean(v^)`` must be known before the
-projection), which is part of why it is slower.
+projection): its fused path makes two passes (12 tensor reads and writes per element against
+AMSGrad's 9), its foreach path about 30.
+
+``bamsprod fused`` needs the C++ kernel (``core/optim/_fused.py``); it is built before the
+timings (the first time on a machine: ~10-60 s, then cached) and the row says so if it can't be.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.optim import AdaBound, BAMSProd, Bop, CaseOptimizer  # noqa: E402
+from core.optim import AdaBound, BAMSProd, Bop, CaseOptimizer, _fused  # noqa: E402
 
 Shape = tuple[int, ...]
 # (shape, is_binary)
@@ -96,6 +103,11 @@ def _groups(real: list[torch.Tensor], binary: list[torch.Tensor]) -> list[dict]:
     ]
 
 
+# BAMSProd's default path (BAMSProd(params) with no foreach/fused argument) and its fast paths.
+BAMSPROD_DEFAULT = "bamsprod foreach"
+BAMSPROD_FAST = ("bamsprod foreach", "bamsprod fused")
+TARGET = 1.3
+
 # name -> (factory, ideal bytes per parameter element moved per step)
 Factory = Callable[[list[torch.Tensor], list[torch.Tensor]], torch.optim.Optimizer]
 
@@ -111,6 +123,7 @@ def _bop(real: list[torch.Tensor], binary: list[torch.Tensor]) -> torch.optim.Op
 OPTIMIZERS: dict[str, tuple[Factory, float]] = {
     "bamsprod reference": (lambda r, b: BAMSProd(_groups(r, b), foreach=False), 9),
     "bamsprod foreach": (lambda r, b: BAMSProd(_groups(r, b), foreach=True), 9),
+    "bamsprod fused": (lambda r, b: BAMSProd(_groups(r, b), fused=True), 9),
     "adabound": (lambda r, b: AdaBound(r + b), 7),
     "bop (+adam)": (_bop, 0),  # computed per set: 5 per binary element, 7 per real one
     "adam single-tensor": (_torch_adam(False, foreach=False), 7),
@@ -159,7 +172,17 @@ def triad_bandwidth(numel: int, repeats: int) -> float:
     return 3 * 4 * numel / statistics.median(times)
 
 
-def bench_set(name: str, warmup: int, steps: int) -> dict:
+def kernel_info() -> dict:
+    """Build (or load) the fused kernel now, outside every timing; how long it took, its flags."""
+    t0 = time.perf_counter()
+    ops = _fused.load()
+    info = _fused.status()
+    info["seconds"] = time.perf_counter() - t0
+    info["loaded"] = ops is not None
+    return info
+
+
+def bench_set(name: str, warmup: int, steps: int, only: set[str] | None = None) -> dict:
     spec = SETS[name]()
     n_real = sum(torch.Size(s).numel() for s, b in spec if not b)
     n_binary = sum(torch.Size(s).numel() for s, b in spec if b)
@@ -168,6 +191,12 @@ def bench_set(name: str, warmup: int, steps: int) -> dict:
     opts: dict[str, torch.optim.Optimizer] = {}
     rows: dict[str, dict] = {}
     for opt_name, (factory, _) in OPTIMIZERS.items():
+        if only is not None and opt_name not in only:
+            continue
+        if opt_name == "bamsprod fused" and not _fused.status()["loaded"]:
+            error = _fused.status()["error"] or "the fused kernel is not loaded"
+            rows[opt_name] = {"optimizer": opt_name, "error": f"kernel unavailable: {error}"}
+            continue
         real, binary = make_params(spec)
         try:
             opts[opt_name] = factory(real, binary)
@@ -195,16 +224,26 @@ def bench_set(name: str, warmup: int, steps: int) -> dict:
     ordered = [rows[n] for n in OPTIMIZERS if n in rows]
     amsgrad = [r["ms"] for r in ordered if r["optimizer"].startswith("amsgrad") and "ms" in r]
     fastest = min(amsgrad)
+    fastest_name = next(r["optimizer"] for r in ordered if r.get("ms") == fastest)
     for r in ordered:
         if "ms" in r:
             r["x_fastest_amsgrad"] = r["ms"] / fastest
             r["of_triad"] = r["gbps"] * 1e9 / bandwidth
+    timed = {r["optimizer"]: r for r in ordered if "ms" in r}
+    fast = min((timed[n] for n in BAMSPROD_FAST if n in timed), key=lambda r: r["ms"], default=None)
+    default = timed.get(BAMSPROD_DEFAULT)
     return {
         "set": name,
         "params": numel,
         "binary_params": n_binary,
         "triad_gbps": bandwidth / 1e9,
+        "fastest_amsgrad": fastest_name,
         "fastest_amsgrad_ms": fastest,
+        "bamsprod_fast_path": fast["optimizer"] if fast else None,
+        "bamsprod_fast_ratio": fast["x_fastest_amsgrad"] if fast else None,
+        "bamsprod_default_path": BAMSPROD_DEFAULT if default else None,
+        "bamsprod_default_ratio": default["x_fastest_amsgrad"] if default else None,
+        "target": TARGET,
         "rows": ordered,
     }
 
@@ -225,7 +264,26 @@ def print_table(result: dict) -> None:
             f"{r['optimizer']:<24}{r['ms']:>10.2f}{r['x_fastest_amsgrad']:>12.2f}"
             f"{r['gbps']:>8.1f}{r['of_triad']:>9.0%}"
         )
-    print("* the fastest torch AMSGrad variant above")
+    print(f"* the fastest torch AMSGrad variant above ({result['fastest_amsgrad']})")
+    print(headline(result))
+
+
+def headline(result: dict) -> str:
+    """``BAMSProd fast path / fastest AMSGrad = X (target <= 1.3)`` and the default path's."""
+    if result["bamsprod_fast_ratio"] is None:
+        return "BAMSProd fast path / fastest AMSGrad: not measured"
+    ratio = result["bamsprod_fast_ratio"]
+    verdict = "met" if ratio <= result["target"] else "not met"
+    line = (
+        f"BAMSProd fast path ({result['bamsprod_fast_path']}) / fastest AMSGrad "
+        f"({result['fastest_amsgrad']}) = {ratio:.2f} (target \u2264 {result['target']}: {verdict})"
+    )
+    if result["bamsprod_default_ratio"] is not None:
+        line += (
+            f"; default path ({result['bamsprod_default_path']}) = "
+            f"{result['bamsprod_default_ratio']:.2f}"
+        )
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="timed steps (default 30; 5 with --quick)")
     parser.add_argument("--warmup", type=int, help="untimed steps (default 5; 2 with --quick)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument(
+        "--only",
+        help="comma-separated optimizer names to time (default: all); include an amsgrad one",
+    )
     args = parser.parse_args(argv)
     steps = args.steps or (5 if args.quick else 30)
     warmup = args.warmup or (2 if args.quick else 5)
@@ -245,6 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in sets if s not in SETS]
     if unknown:
         parser.error(f"unknown set {unknown[0]!r}; known: {', '.join(SETS)}")
+    only = {s.strip() for s in args.only.split(",") if s.strip()} if args.only else None
+    if only is not None:
+        bad = sorted(only - set(OPTIMIZERS))
+        if bad:
+            parser.error(f"unknown optimizer {bad[0]!r}; known: {', '.join(OPTIMIZERS)}")
+        if not any(n.startswith("amsgrad") for n in only):
+            parser.error("--only must include an amsgrad variant (the ratios' baseline)")
     machine = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -258,13 +327,24 @@ def main(argv: list[str] | None = None) -> int:
         f"{machine['cpu_capability']}, load average {machine['load_avg'][0]:.2f}; "
         f"median of {steps} steps after {warmup} warmup"
     )
+    kernel = kernel_info() if only is None or "bamsprod fused" in only else None
+    if kernel is not None:
+        state = "loaded" if kernel["loaded"] else f"unavailable ({kernel['error']})"
+        print(f"fused BAMSProd kernel {state} in {kernel['seconds']:.1f} s: {kernel['name']}")
     results = []
     for name in sets:
-        result = bench_set(name, warmup, steps)
+        result = bench_set(name, warmup, steps, only)
         print_table(result)
         results.append(result)
+    machine["load_avg_end"] = os.getloadavg()
     if args.json:
-        payload = {"machine": machine, "steps": steps, "warmup": warmup, "sets": results}
+        payload = {
+            "machine": machine,
+            "steps": steps,
+            "warmup": warmup,
+            "kernel": kernel,
+            "sets": results,
+        }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
         print(f"\nwrote {args.json}")
     return 0

@@ -24,12 +24,20 @@ optimizer is exactly AMSGrad (``torch.optim.Adam(amsgrad=True)``). Late in train
 reach ``zeta`` and each step tends to ``lr * m^ / sqrt(zeta)``: per-tensor normalised SGD with
 momentum whose step shrinks as the quantization error grows.
 
-Two implementations of the same maths, chosen by ``foreach``:
+Three implementations of the same maths, chosen by ``foreach`` and ``fused``:
 
 - :func:`_single_tensor_bamsprod`, a readable per-tensor loop: the reference.
-- :func:`_multi_tensor_bamsprod`, the fast path: ``torch._foreach_*`` ops over all tensors, the
-  per-tensor reductions (``mean(v^)``, ``e(p)``) batched into a few small tensors, no host sync.
-  Tests hold it equal to the reference to 1e-6 relative.
+- :func:`_multi_tensor_bamsprod`, the foreach path: ``torch._foreach_*`` ops over all tensors,
+  the per-tensor reductions (``mean(v^)``, ``e(p)``) batched into a few small tensors, no host
+  sync. Any device.
+- :func:`_fused_bamsprod`, the fused CPU path: a C++ kernel (``csrc/bamsprod_fused.cpp``, built
+  on first use, see :mod:`core.optim._fused`) that makes two passes over each tensor. Pass 1
+  updates ``m``, ``v``, ``v_max`` and sums (into doubles) ``v_max`` and, for binary groups, the
+  per-channel ``S_c = sum|p_c|`` and ``||p||^2``; ``e(p)`` then needs no pass of its own, because
+  with ``a_c = S_c / n_c``, ``sum_c ||p_c - a_c sign(p_c)||^2 = ||p||^2 - sum_c S_c^2 / n_c``.
+  Pass 2 projects ``v^``, steps ``p`` and clips it.
+
+Tests hold both fast paths equal to the reference to 1e-6 relative.
 
 Reference: J. Liu et al., "BAMSProd: A Step towards Generalizing the Adaptive Optimization
 Methods to Deep Binary Model", arXiv:2009.13799 (2020), https://arxiv.org/abs/2009.13799.
@@ -48,6 +56,7 @@ from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
 from core.metrics import quantization_error_tensor
+from core.optim import _fused
 
 __all__ = ["BAMSProd", "bamsprod", "bound_schedule"]
 
@@ -126,6 +135,12 @@ class BAMSProd(Optimizer):
         foreach: ``True`` for the ``torch._foreach_*`` fast path, ``False`` for the per-tensor
             reference; ``None`` picks the fast path when a group's tensors share one device
             and dtype.
+        fused: ``True`` for the fused CPU kernel (float32/float64 CPU parameters only, else a
+            ``RuntimeError``, as torch's Adam). It is compiled on first use (10-60 s, once per
+            machine: the build is cached); if it cannot be built, one warning and the foreach
+            path. Non-contiguous tensors take the foreach path too. ``None`` (default)
+            or ``False``: the ``foreach`` choice, so that a run's numerics never depend on
+            whether a compiler happened to be there.
 
     State per parameter: ``step`` (int), ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``.
 
@@ -145,7 +160,10 @@ class BAMSProd(Optimizer):
         latent_clip: float | None = None,
         *,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
+        if fused and foreach:
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         defaults = {
             "lr": lr,
             "betas": tuple(betas),
@@ -156,6 +174,7 @@ class BAMSProd(Optimizer):
             "binary": binary,
             "latent_clip": latent_clip,
             "foreach": foreach,
+            "fused": fused,
         }
         _validate(defaults)
         super().__init__(params, defaults)
@@ -164,6 +183,16 @@ class BAMSProd(Optimizer):
         """Add a group, validating its hyperparameters (group overrides included)."""
         _validate({**self.defaults, **param_group})
         super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if group["fused"]:
+            if group["foreach"]:
+                raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+            for p in group["params"]:
+                if p.device.type != "cpu" or p.dtype not in _FUSED_DTYPES:
+                    raise RuntimeError(
+                        "BAMSProd `fused=True` requires float32 or float64 CPU parameters, got "
+                        f"{p.dtype} on {p.device}; use foreach=True (any device) instead"
+                    )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -173,6 +202,7 @@ class BAMSProd(Optimizer):
             group.setdefault("binary", False)
             group.setdefault("latent_clip", None)
             group.setdefault("foreach", None)
+            group.setdefault("fused", None)
 
     def _init_group(
         self,
@@ -237,6 +267,7 @@ class BAMSProd(Optimizer):
                 max_exp_avg_sqs,
                 steps,
                 foreach=group["foreach"],
+                fused=group["fused"],
                 lr=group["lr"],
                 beta1=beta1,
                 beta2=beta2,
@@ -267,6 +298,7 @@ def bamsprod(
     state_steps: list[int],
     *,
     foreach: bool | None = None,
+    fused: bool | None = None,
     lr: float,
     beta1: float,
     beta2: float,
@@ -280,10 +312,16 @@ def bamsprod(
     """Functional BAMSProd: update ``params`` and the state tensors in place.
 
     ``state_steps`` holds each tensor's step count ``t`` for this step (already incremented).
+    ``fused=True`` takes the fused CPU kernel (see :class:`BAMSProd`), else ``foreach`` picks.
     """
+    if fused and foreach:
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if foreach is None:
         foreach = _default_foreach(params)
-    func = _multi_tensor_bamsprod if foreach else _single_tensor_bamsprod
+    if fused:
+        func = _fused_bamsprod
+    else:
+        func = _multi_tensor_bamsprod if foreach else _single_tensor_bamsprod
     func(
         params,
         grads,
@@ -458,3 +496,78 @@ def _multi_tensor_bamsprod(
         if binary and latent_clip is not None:
             for p in dev_params:
                 p.clamp_(-latent_clip, latent_clip)
+
+
+_FUSED_DTYPES = (torch.float32, torch.float64)
+
+
+def _fusable(*tensors: Tensor) -> bool:
+    """Whether the fused kernel takes this parameter: CPU, float32/float64, all contiguous."""
+    p = tensors[0]
+    return (
+        p.device.type == "cpu"
+        and p.dtype in _FUSED_DTYPES
+        and all(t.dtype == p.dtype and t.is_contiguous() for t in tensors)
+    )
+
+
+def _fused_bamsprod(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor],
+    state_steps: list[int],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    gamma: float,
+    kappa: float,
+    weight_decay: float,
+    binary: bool,
+    latent_clip: float | None,
+) -> None:
+    """The fused CPU path: two passes per tensor in one C++ call for the whole group.
+
+    Pass 1 updates ``m``, ``v``, ``v_max`` and sums, in double, ``v_max`` and (binary groups)
+    the per-channel ``S_c = sum|p_c|`` and ``||p||^2``; then ``e = max(0, 1 - sum_c S_c^2 / n_c
+    / ||p||^2)``, ``zeta`` and the bounds; pass 2 clamps ``v^``, steps ``p`` and clips it. Threads:
+    ``torch.get_num_threads()``; results do not depend on the thread count. Tensors the kernel
+    cannot take (non-contiguous), and all of them when the kernel cannot be built, go to
+    :func:`_multi_tensor_bamsprod`.
+    """
+    hyper = dict(
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        gamma=gamma,
+        kappa=kappa,
+        weight_decay=weight_decay,
+        binary=binary,
+        latent_clip=latent_clip,
+    )
+    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        # As torch's own in-place ops refuse (the kernel writes through raw pointers).
+        raise RuntimeError(
+            "a leaf Variable that requires grad is being used in an in-place operation: call "
+            "BAMSProd's functional step under torch.no_grad() (Optimizer.step does)"
+        )
+    lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)
+    ops = _fused.load()
+    if ops is None:
+        _multi_tensor_bamsprod(*lists, state_steps, **hyper)
+        return
+    rest = [i for i, ts in enumerate(zip(*lists, strict=True)) if not _fusable(*ts)]
+    if not rest:
+        ops.step(*lists, state_steps, **hyper)
+        return
+    skip = set(rest)
+    take = [i for i in range(len(params)) if i not in skip]
+    if take:
+        ops.step(*([ts[i] for i in take] for ts in lists), [state_steps[i] for i in take], **hyper)
+    _multi_tensor_bamsprod(
+        *([ts[i] for i in rest] for ts in lists), [state_steps[i] for i in rest], **hyper
+    )
