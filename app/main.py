@@ -2,6 +2,7 @@
 
 Nothing is built at import. ``create_app`` migrates the database (Alembic ``upgrade head``),
 wires the queue client (``app.queue.enqueue_run`` unless one is injected) and mounts the API.
+Tokens and security headers: see ``app.security``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from app import store
 from app.api import api_router
 from app.api.events import Broadcaster
 from app.db import init_db
+from app.security import SecurityHeaders
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -124,6 +126,7 @@ def create_app(
     app.state.workers_seen = workers_seen
     app.state.broadcaster = Broadcaster(settings.database_url, settings.sse_poll_seconds)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)  # outermost: 413s get the headers too
 
     @app.exception_handler(store.RunNotFound)
     @app.exception_handler(store.SweepNotFound)

@@ -317,6 +317,12 @@ class SweepSubmitted(SQLModel):
     run_ids: list[int] = Field(default_factory=list)
 
 
+class ErrorDetail(SQLModel):
+    """An error answer (401, 404, 409, 413): what went wrong, in words."""
+
+    detail: str
+
+
 class HealthPart(SQLModel):
     ok: bool
     detail: str | None = None

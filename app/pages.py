@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -33,6 +33,7 @@ from starlette.types import Scope
 
 from app import store
 from app.db import session_scope
+from app.security import require_read
 from core.spec import DATASETS, DEFAULT_LR, MODELS, OPTIMIZERS, RUN_STATES, HParam, RunConfig
 
 FRONTEND = Path(__file__).resolve().parents[1] / "frontend"
@@ -41,7 +42,8 @@ STATIC_DIR = FRONTEND / "static"
 CONVEX_MAX_STEPS = 20_000
 
 router = APIRouter(include_in_schema=False)
-api = APIRouter(prefix="/api", tags=["dashboard"])
+# The dashboard's JSON endpoints are reads: guarded by BAMSPROD_READ_TOKEN when it is set.
+api = APIRouter(prefix="/api", tags=["dashboard"], dependencies=[Depends(require_read)])
 
 
 # ------------------------------------------------------------------------------ static files

@@ -22,10 +22,14 @@ class Settings(BaseSettings):
     database_url: str = ""
     broker_url: str = ""
     queue: str = "bamsprod"
-    api_token: str | None = None
-    read_token: str | None = None
+    # Bearer tokens (see app/security.py): unset, the API is open (the embedded default).
+    api_token: str | None = Field(default=None, repr=False)
+    read_token: str | None = Field(default=None, repr=False)
     data_dir: Path | None = None
     checkpoint_dir: Path | None = None
+    # torch intra-op threads per worker process (unset: torch's default, one per core). Small
+    # BNNs on a shared machine often train faster with 1.
+    torch_threads: int | None = Field(default=None, ge=1, le=1024)
     max_sweep_runs: int = 500
     max_epochs: int = 1000
     # How often the reconciler re-queues runs whose task was lost, and when a run counts as lost.
@@ -43,6 +47,14 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
         self.home = self.home.expanduser()
+        # An empty token (``BAMSPROD_API_TOKEN=``) means none, never "the empty string".
+        self.api_token = (self.api_token or "").strip() or None
+        self.read_token = (self.read_token or "").strip() or None
+        for name in ("api_token", "read_token"):
+            token = getattr(self, name)
+            if token is not None and not (token.isascii() and token.isprintable()):
+                # It travels in an HTTP header: printable ASCII only (e.g. `openssl rand -hex 32`).
+                raise ValueError(f"{name} must be printable ASCII characters")
         if not self.database_url:
             self.database_url = f"sqlite:///{self.home / 'bamsprod.db'}"
         if not self.broker_url:

@@ -41,8 +41,10 @@ __all__ = [
     "get_metrics",
     "get_run",
     "get_sweep",
+    "list_run_rows",
     "list_runs",
     "list_sweeps",
+    "metric_rows",
     "metrics_after_many",
     "poll_runs",
     "reclaim_run",
@@ -52,6 +54,7 @@ __all__ = [
     "require_run",
     "requeue_candidates",
     "retry_run",
+    "run_row",
     "runs_of_sweep",
     "sweep_state_counts",
     "touch_run",
@@ -181,7 +184,7 @@ def _tag_filter(session: Session, tag: str) -> Any:
     return sa.exists(sa.select(sa.literal(1)).select_from(each).where(each.c.value == tag))
 
 
-def list_runs(
+def _run_page(
     session: Session,
     *,
     state: str | Sequence[str] | None = None,
@@ -194,10 +197,8 @@ def list_runs(
     config_hash: str | None = None,
     sort: str = "id",
     order: str = "desc",
-    limit: int = 50,
-    offset: int = 0,
-) -> tuple[list[Run], int]:
-    """A page of runs matching every given filter, and the total count of matches."""
+) -> tuple[list[Any], list[Any], int]:
+    """(WHERE conditions, ORDER BY keys, total count) of a page of runs."""
     if sort not in RUN_SORT_COLUMNS:
         raise ValueError(f"cannot sort on {sort!r}; choose one of {', '.join(RUN_SORT_COLUMNS)}")
     if order not in ("asc", "desc"):
@@ -224,8 +225,28 @@ def list_runs(
     column = getattr(Run, sort)
     key = column.asc() if order == "asc" else column.desc()
     tie = col(Run.id).asc() if order == "asc" else col(Run.id).desc()
-    stmt = select(Run).where(*conds).order_by(key.nulls_last(), tie).limit(limit).offset(offset)
-    return list(session.exec(stmt)), int(total)
+    return conds, [key.nulls_last(), tie], int(total)
+
+
+def list_runs(session: Session, *, limit: int = 50, offset: int = 0, **filters: Any
+              ) -> tuple[list[Run], int]:
+    """A page of runs matching every given filter, and the total count of matches.
+
+    Filters: ``state`` (one or several), ``optimizer``, ``model``, ``dataset``, ``tag``,
+    ``sweep_id``, ``name_contains``, ``config_hash``; ``sort`` (a ``RUN_SORT_COLUMNS`` name)
+    and ``order`` (``asc``/``desc``).
+    """
+    conds, order_by, total = _run_page(session, **filters)
+    stmt = select(Run).where(*conds).order_by(*order_by).limit(limit).offset(offset)
+    return list(session.exec(stmt)), total
+
+
+def list_run_rows(session: Session, *, limit: int = 50, offset: int = 0, **filters: Any
+                  ) -> tuple[list[dict[str, Any]], int]:
+    """``list_runs`` as plain column dicts: no ORM objects (the API's list hot path)."""
+    conds, order_by, total = _run_page(session, **filters)
+    stmt = sa.select(Run.__table__).where(*conds).order_by(*order_by).limit(limit).offset(offset)
+    return [dict(r) for r in session.execute(stmt).mappings()], total
 
 
 def get_metrics(
@@ -239,6 +260,27 @@ def get_metrics(
     if limit is not None:
         stmt = stmt.limit(limit)
     return list(session.exec(stmt))
+
+
+def metric_rows(
+    session: Session, run_id: int, after: int | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """``get_metrics`` as plain column dicts (the API's metrics hot path)."""
+    table = EpochMetric.__table__
+    stmt = sa.select(table).where(table.c.run_id == run_id).order_by(table.c.epoch)
+    if after is not None:
+        stmt = stmt.where(table.c.epoch > after)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [dict(r) for r in session.execute(stmt).mappings()]
+
+
+def run_row(session: Session, run_id: int) -> dict[str, Any]:
+    """The run's columns as a dict; ``RunNotFound`` if there is none."""
+    row = session.execute(sa.select(Run.__table__).where(Run.__table__.c.id == run_id)).first()
+    if row is None:
+        raise RunNotFound(run_id)
+    return dict(row._mapping)
 
 
 def metrics_for_runs(session: Session, run_ids: Iterable[int]) -> dict[int, list[EpochMetric]]:

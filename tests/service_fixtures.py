@@ -134,6 +134,9 @@ def settings_env(s: Settings) -> dict[str, str]:
     )
     if s.data_dir is not None:
         env["BAMSPROD_DATA_DIR"] = str(s.data_dir)
+    for name, token in (("BAMSPROD_API_TOKEN", s.api_token), ("BAMSPROD_READ_TOKEN", s.read_token)):
+        if token:
+            env[name] = token
     return env
 
 

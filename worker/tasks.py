@@ -62,7 +62,13 @@ def _on_shutting_down(**_: object) -> None:
 
 def _preload_trainer() -> None:
     # torch takes seconds to import: pay that at start-up, not when the first run arrives.
+    import torch
+
     import core.train  # noqa: F401
+
+    threads = get_settings().torch_threads
+    if threads is not None:
+        torch.set_num_threads(threads)
 
 
 @signals.worker_ready.connect

@@ -8,12 +8,19 @@ from fastapi import APIRouter, Query, Request, Response
 
 from app import compare as cmp
 from app import store
-from app.api.deps import SessionDep, unprocessable, wants_csv
+from app.api.deps import (
+    AUTH_ERRORS,
+    MAX_ID,
+    READ,
+    SessionDep,
+    unprocessable,
+    wants_csv,
+)
 from app.api.metrics import to_csv
-from app.models import CompareResult, EpochMetricPublic, RunPublic
+from app.models import CompareResult, EpochMetricPublic, ErrorDetail, RunPublic
 from core.spec import RunConfig
 
-router = APIRouter(tags=["compare"])
+router = APIRouter(tags=["compare"], dependencies=READ, responses=AUTH_ERRORS)
 
 MAX_COMPARE_RUNS = 1000
 NESTED = ("hparams", "model_args")
@@ -25,8 +32,10 @@ def _parse_ids(text: str) -> list[int]:
         part = part.strip()
         if not part:
             continue
-        if not part.isdigit():
-            unprocessable(("query", "runs"), f"run ids are integers; got {part!r}", text)
+        ok = part.isascii() and part.isdigit() and len(part) <= 10
+        if not ok or not 1 <= int(part) <= MAX_ID:
+            unprocessable(("query", "runs"), f"run ids are integers 1..{MAX_ID}; got {part!r}",
+                          text)
         ids.append(int(part))
     if len(ids) > MAX_COMPARE_RUNS:
         unprocessable(("query", "runs"), f"at most {MAX_COMPARE_RUNS} runs", len(ids))
@@ -47,17 +56,30 @@ def _parse_group_by(text: str | None) -> list[str] | None:
 @router.get(
     "/compare",
     response_model=CompareResult,
-    responses={200: {"content": {"text/csv": {}}}},
+    responses={
+        200: {"content": {"text/csv": {}}},
+        404: {"model": ErrorDetail, "description": "a run or the sweep does not exist"},
+    },
 )
 def compare_runs(
     session: SessionDep,
     request: Request,
-    runs: Annotated[str | None, Query(description="comma-separated run ids")] = None,
-    sweep: Annotated[int | None, Query(ge=1, description="every run of this sweep")] = None,
-    group_by: Annotated[
-        str | None, Query(description="comma-separated config fields, e.g. optimizer,hparams.kappa")
+    runs: Annotated[
+        str | None, Query(max_length=20_000, description="comma-separated run ids")
     ] = None,
-    baseline: Annotated[str | None, Query(description="group key or optimizer name")] = None,
+    sweep: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="every run of this sweep")
+    ] = None,
+    group_by: Annotated[
+        str | None,
+        Query(
+            max_length=1000,
+            description="comma-separated config fields, e.g. optimizer,hparams.kappa",
+        ),
+    ] = None,
+    baseline: Annotated[
+        str | None, Query(max_length=1000, description="group key or optimizer name")
+    ] = None,
     target: Annotated[float | None, Query(gt=0, le=1, description="target accuracy")] = None,
     metric: Literal["test_acc", "train_acc"] = "test_acc",
     x: Literal["epoch", "time"] = "epoch",

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cache
 from typing import Annotated, Any, NoReturn
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter
 from sqlmodel import Session
 
 from app.db import session_scope
+from app.models import ErrorDetail
+from app.security import require_read, require_write
 from app.settings import Settings
 
 
@@ -25,6 +29,42 @@ def get_db(request: Request) -> Iterator[Session]:
 
 SessionDep = Annotated[Session, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+# Route guards (app.security) and the error answers they document in the OpenAPI schema.
+READ = [Depends(require_read)]
+WRITE = [Depends(require_write)]
+_ERR = {"model": ErrorDetail}
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {**_ERR, "description": "a token is configured and this one is missing or wrong"}
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {**_ERR, "description": "no such run"}}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {**_ERR, "description": "the run's state forbids it"}
+}
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {**_ERR, "description": "the body is not JSON"},
+    413: {**_ERR, "description": "request body too large"},
+}
+# Ids are SQL integers: anything larger can name no row (and would overflow the driver).
+MAX_ID = 2**31 - 1
+RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="run id")]
+
+
+@cache
+def _adapter(model: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(model)
+
+
+def json_response(model: Any, data: Any, status_code: int = 200) -> Response:
+    """``data`` (plain dicts and lists) validated as ``model`` and serialised in one pass.
+
+    The hot read paths build their answer from column dicts and return it this way, skipping
+    ORM objects and FastAPI's second validation of a returned model; the route still declares
+    ``response_model`` for the OpenAPI schema.
+    """
+    adapter = _adapter(model)
+    body = adapter.dump_json(adapter.validate_python(data))
+    return Response(body, status_code=status_code, media_type="application/json")
 
 
 def unprocessable(loc: tuple[str | int, ...], msg: str, value: Any = None) -> NoReturn:

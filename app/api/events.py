@@ -17,21 +17,29 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app import store
-from app.api.deps import unprocessable
+from app.api.deps import AUTH_ERRORS, NOT_FOUND, RunId, unprocessable
+from app.api.metrics import MAX_EPOCH
 from app.db import session_scope
 from app.models import EpochMetricPublic, RunPublic
+from app.security import require_read_or_query_token
 from core.spec import TERMINAL_STATES
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/runs", tags=["events"])
+router = APIRouter(
+    prefix="/runs",
+    tags=["events"],
+    dependencies=[Depends(require_read_or_query_token)],
+    responses=AUTH_ERRORS,
+)
 
 
 def sse(data: Any, event: str | None = None, id: int | None = None) -> str:
@@ -120,7 +128,8 @@ class Broadcaster:
     def n_subscribers(self) -> int:
         return sum(len(s) for s in self.subscribers.values())
 
-    def _query(self, cursors: dict[int, int | None]) -> dict[int, tuple[dict | None, list[dict]]]:
+    def query(self, cursors: dict[int, int | None]) -> dict[int, tuple[dict | None, list[dict]]]:
+        """Each run (JSON-ready, None if gone) and its epochs after its cursor: one query."""
         with session_scope(self.database_url) as session:
             rows = store.poll_runs(session, cursors)
             return {
@@ -134,16 +143,18 @@ class Broadcaster:
     async def tick(self) -> None:
         """One poll: one query for every subscribed run, results fanned out."""
         cursors: dict[int, int | None] = {}
-        for rid, subs in self.subscribers.items():
-            if subs:
-                cs = [s.cursor for s in subs]
-                cursors[rid] = None if None in cs else min(c for c in cs if c is not None)
+        # Only the subscribers present when the query starts get its rows: one that joins
+        # meanwhile was sent a newer snapshot of its own (see ``run_events``).
+        targets = {rid: list(subs) for rid, subs in self.subscribers.items() if subs}
+        for rid, subs in targets.items():
+            cs = [s.cursor for s in subs]
+            cursors[rid] = None if None in cs else min(c for c in cs if c is not None)
         if not cursors:
             return
-        result = await asyncio.to_thread(self._query, cursors)
+        result = await asyncio.to_thread(self.query, cursors)
         self.ticks += 1
         for rid, (run, epochs) in result.items():
-            for sub in list(self.subscribers.get(rid, ())):
+            for sub in targets.get(rid, ()):
                 sub.deliver(run, epochs)
                 if sub.closed:
                     self.unsubscribe(sub)
@@ -172,17 +183,25 @@ class Broadcaster:
 def _parse_last_event_id(value: str | None) -> int | None:
     if value is None or not value.strip():
         return None
-    try:
-        return int(value.strip())
-    except ValueError:
-        unprocessable(("header", "last-event-id"), "Last-Event-ID must be an epoch number", value)
+    text = value.strip()
+    if re.fullmatch(r"-?[0-9]{1,7}", text) and -1 <= int(text) <= MAX_EPOCH:
+        return int(text)
+    unprocessable(("header", "last-event-id"), "Last-Event-ID must be an epoch number", value)
 
 
 async def _stream(
-    broadcaster: Broadcaster, run_id: int, cursor: int | None, heartbeat: float
+    broadcaster: Broadcaster,
+    run_id: int,
+    cursor: int | None,
+    heartbeat: float,
+    first: tuple[dict | None, list[dict]],
 ) -> AsyncIterator[str]:
     # Subscribe only once the response streams, so a client gone before that leaves nothing.
+    # ``first`` (read when the request came in) is sent at once, not at the poller's next tick.
     sub = broadcaster.subscribe(run_id, cursor)
+    sub.deliver(*first)
+    if sub.closed:
+        broadcaster.unsubscribe(sub)
     try:
         yield "retry: 2000\n\n"
         while True:
@@ -201,27 +220,33 @@ async def _stream(
 @router.get(
     "/{run_id}/events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {}}}, **NOT_FOUND},
 )
 async def run_events(
-    run_id: int,
+    run_id: RunId,
     request: Request,
-    after: Annotated[int | None, Query(ge=-1, description="send epochs after this one")] = None,
-    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[
+        int | None, Query(ge=-1, le=MAX_EPOCH, description="send epochs after this one")
+    ] = None,
+    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+    token: Annotated[
+        str | None,
+        Query(max_length=512, description="the read token, for EventSource (no headers)"),
+    ] = None,
 ) -> StreamingResponse:
-    """Live epochs and state changes of one run (Server-Sent Events)."""
+    """Live epochs and state changes of one run (Server-Sent Events).
+
+    When ``BAMSPROD_READ_TOKEN`` is set, send it as a bearer token or as ``?token=``.
+    """
     resume = _parse_last_event_id(last_event_id)
     cursor = resume if resume is not None else after
     settings = request.app.state.settings
-
-    def exists() -> None:
-        with session_scope(settings.database_url) as session:
-            store.require_run(session, run_id)
-
-    await run_in_threadpool(exists)
     broadcaster: Broadcaster = request.app.state.broadcaster
+    first = (await run_in_threadpool(broadcaster.query, {run_id: cursor}))[run_id]
+    if first[0] is None:
+        raise store.RunNotFound(run_id)
     return StreamingResponse(
-        _stream(broadcaster, run_id, cursor, settings.sse_heartbeat_seconds),
+        _stream(broadcaster, run_id, cursor, settings.sse_heartbeat_seconds, first),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

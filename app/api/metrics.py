@@ -10,10 +10,19 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 
 from app import store
-from app.api.deps import SessionDep, wants_csv
+from app.api.deps import (
+    AUTH_ERRORS,
+    NOT_FOUND,
+    READ,
+    RunId,
+    SessionDep,
+    json_response,
+    wants_csv,
+)
 from app.models import METRIC_FIELDS, EpochMetricPublic, MetricList
 
-router = APIRouter(prefix="/runs", tags=["metrics"])
+router = APIRouter(prefix="/runs", tags=["metrics"], dependencies=READ, responses=AUTH_ERRORS)
+MAX_EPOCH = 1_000_000
 
 CSV_COLUMNS = ("run_id", "epoch", *METRIC_FIELDS, "quant_error_layers", "created_at")
 
@@ -35,25 +44,26 @@ def to_csv(rows: list[dict], columns: tuple[str, ...] | list[str]) -> str:
 @router.get(
     "/{run_id}/metrics",
     response_model=MetricList,
-    responses={200: {"content": {"text/csv": {}}}},
+    responses={200: {"content": {"text/csv": {}}}, **NOT_FOUND},
 )
 def get_metrics(
-    run_id: int,
+    run_id: RunId,
     session: SessionDep,
     request: Request,
-    after: Annotated[int | None, Query(ge=-1, description="only epochs after this one")] = None,
+    after: Annotated[
+        int | None, Query(ge=-1, le=MAX_EPOCH, description="only epochs after this one")
+    ] = None,
     limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
     format: Annotated[Literal["json", "csv"] | None, Query()] = None,
-) -> MetricList | Response:
+) -> Response:
     """The run's epochs in order; ``after=N`` gives only newer ones (live charts)."""
     store.require_run(session, run_id)
-    rows = store.get_metrics(session, run_id, after, limit)
-    items = [EpochMetricPublic.model_validate(m) for m in rows]
-    if wants_csv(request, format):
-        data = [m.model_dump(mode="json") for m in items]
-        return Response(
-            to_csv(data, CSV_COLUMNS),
-            media_type="text/csv",
-            headers={"Content-Disposition": f'inline; filename="run-{run_id}-metrics.csv"'},
-        )
-    return MetricList(run_id=run_id, items=items)
+    rows = store.metric_rows(session, run_id, after, limit)
+    if not wants_csv(request, format):
+        return json_response(MetricList, {"run_id": run_id, "items": rows})
+    data = [EpochMetricPublic.model_validate(m).model_dump(mode="json") for m in rows]
+    return Response(
+        to_csv(data, CSV_COLUMNS),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'inline; filename="run-{run_id}-metrics.csv"'},
+    )

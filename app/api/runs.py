@@ -7,24 +7,50 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response, status
 
 from app import store
-from app.api.deps import SessionDep, enqueue, unprocessable
+from app.api.deps import (
+    AUTH_ERRORS,
+    BODY_ERRORS,
+    CONFLICT,
+    MAX_ID,
+    NOT_FOUND,
+    READ,
+    WRITE,
+    RunId,
+    SessionDep,
+    SettingsDep,
+    enqueue,
+    json_response,
+    unprocessable,
+)
 from app.models import RUN_SORT_COLUMNS, RunList, RunPublic
 from core.spec import RUN_STATES, RunConfig
 
-router = APIRouter(prefix="/runs", tags=["runs"])
+router = APIRouter(prefix="/runs", tags=["runs"], responses=AUTH_ERRORS)
+MAX_OFFSET = 10_000_000
 
 SortColumn = Literal[RUN_SORT_COLUMNS]  # type: ignore[valid-type]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=RunPublic)
-def submit_run(config: RunConfig, session: SessionDep, request: Request) -> RunPublic:
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RunPublic,
+    dependencies=WRITE,
+    responses=BODY_ERRORS,
+)
+def submit_run(
+    config: RunConfig, session: SessionDep, settings: SettingsDep, request: Request
+) -> RunPublic:
     """Record a run as ``queued`` and queue it. The body is the run config."""
+    if config.epochs > settings.max_epochs:
+        unprocessable(("body", "epochs"), f"at most {settings.max_epochs} epochs on this server",
+                      config.epochs)
     run = store.create_run(session, config)
     enqueue(request, run.id)  # type: ignore[arg-type]
     return RunPublic.model_validate(run)
 
 
-@router.get("", response_model=RunList)
+@router.get("", response_model=RunList, dependencies=READ)
 def list_runs(
     session: SessionDep,
     state: Annotated[
@@ -34,14 +60,14 @@ def list_runs(
     model: Annotated[str | None, Query(max_length=32)] = None,
     dataset: Annotated[str | None, Query(max_length=32)] = None,
     tag: Annotated[str | None, Query(max_length=64)] = None,
-    sweep: Annotated[int | None, Query(ge=1)] = None,
+    sweep: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     config_hash: Annotated[str | None, Query(max_length=64)] = None,
     q: Annotated[str | None, Query(max_length=200, description="name contains")] = None,
     sort: SortColumn = "id",
     order: Literal["asc", "desc"] = "desc",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> RunList:
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> Response:
     """Runs matching every filter, a page at a time, with the total."""
     states = [s for item in state or [] for s in item.split(",") if s]
     for s in states:
@@ -49,7 +75,7 @@ def list_runs(
             unprocessable(
                 ("query", "state"), f"unknown state {s!r}; one of {', '.join(RUN_STATES)}", s
             )
-    runs, total = store.list_runs(
+    rows, total = store.list_run_rows(
         session,
         state=states or None,
         optimizer=optimizer,
@@ -64,31 +90,46 @@ def list_runs(
         limit=limit,
         offset=offset,
     )
-    items = [RunPublic.model_validate(r) for r in runs]
-    return RunList(items=items, total=total, limit=limit, offset=offset)
+    page = {"items": rows, "total": total, "limit": limit, "offset": offset}
+    return json_response(RunList, page)
 
 
-@router.get("/{run_id}", response_model=RunPublic)
-def get_run(run_id: int, session: SessionDep) -> RunPublic:
-    return RunPublic.model_validate(store.require_run(session, run_id))
+@router.get("/{run_id}", response_model=RunPublic, dependencies=READ, responses=NOT_FOUND)
+def get_run(run_id: RunId, session: SessionDep) -> Response:
+    return json_response(RunPublic, store.run_row(session, run_id))
 
 
-@router.post("/{run_id}/cancel", response_model=RunPublic)
-def cancel_run(run_id: int, session: SessionDep) -> RunPublic:
+@router.post(
+    "/{run_id}/cancel",
+    response_model=RunPublic,
+    dependencies=WRITE,
+    responses={**NOT_FOUND, **CONFLICT},
+)
+def cancel_run(run_id: RunId, session: SessionDep) -> RunPublic:
     """A queued run is cancelled at once; a running one stops at its worker's next check."""
     return RunPublic.model_validate(store.request_cancel(session, run_id))
 
 
-@router.post("/{run_id}/retry", response_model=RunPublic)
-def retry_run(run_id: int, session: SessionDep, request: Request) -> RunPublic:
+@router.post(
+    "/{run_id}/retry",
+    response_model=RunPublic,
+    dependencies=WRITE,
+    responses={**NOT_FOUND, **CONFLICT},
+)
+def retry_run(run_id: RunId, session: SessionDep, request: Request) -> RunPublic:
     """Queue a finished run again from scratch (409 unless it has finished)."""
     run = store.retry_run(session, run_id)
     enqueue(request, run_id)
     return RunPublic.model_validate(run)
 
 
-@router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_run(run_id: int, session: SessionDep) -> Response:
+@router.delete(
+    "/{run_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=WRITE,
+    responses={**NOT_FOUND, **CONFLICT},
+)
+def delete_run(run_id: RunId, session: SessionDep) -> Response:
     """Delete a run and its epochs (409 while it is running: cancel it first)."""
     store.delete_run(session, run_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

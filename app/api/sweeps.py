@@ -8,16 +8,33 @@ import math
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from pydantic import ValidationError
 
 from app import store
-from app.api.deps import SessionDep, SettingsDep, enqueue, unprocessable
+from app.api.deps import (
+    AUTH_ERRORS,
+    BODY_ERRORS,
+    MAX_ID,
+    READ,
+    SessionDep,
+    SettingsDep,
+    enqueue,
+    unprocessable,
+)
 from app.compare import fmt_value
-from app.models import SweepCreate, SweepDetail, SweepList, SweepPublic, SweepSubmitted
+from app.models import (
+    ErrorDetail,
+    SweepCreate,
+    SweepDetail,
+    SweepList,
+    SweepPublic,
+    SweepSubmitted,
+)
+from app.security import require_sweep_access
 from core.spec import RunConfig
 
-router = APIRouter(prefix="/sweeps", tags=["sweeps"])
+router = APIRouter(prefix="/sweeps", tags=["sweeps"], responses=AUTH_ERRORS)
 
 NESTED = ("hparams", "model_args")
 GRID_FIELDS = tuple(f for f in RunConfig.model_fields if f not in ("schema_version", *NESTED))
@@ -115,7 +132,9 @@ def expand(body: SweepCreate) -> list[RunConfig]:
     "",
     response_model=SweepSubmitted,
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"description": "dry run: the count only", "model": SweepSubmitted}},
+    responses={200: {"description": "dry run: the count only", "model": SweepSubmitted},
+               **BODY_ERRORS},
+    dependencies=[Depends(require_sweep_access)],
 )
 def submit_sweep(
     body: SweepCreate,
@@ -136,6 +155,10 @@ def submit_sweep(
     if count > limit:
         unprocessable(("body", "grid"), f"the sweep has {count} runs; the limit is {limit}", count)
     configs = expand(body)
+    longest = max((c.epochs for c in configs), default=0)
+    if longest > settings.max_epochs:
+        loc = ("body", "grid", "epochs") if "epochs" in body.grid else ("body", "base", "epochs")
+        unprocessable(loc, f"at most {settings.max_epochs} epochs on this server", longest)
     spec = body.model_dump(mode="json")
     sweep, runs = store.create_sweep(session, body.name, spec, configs)
     for run in runs:
@@ -149,19 +172,26 @@ def submit_sweep(
     )
 
 
-@router.get("", response_model=SweepList)
+@router.get("", response_model=SweepList, dependencies=READ)
 def list_sweeps(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> SweepList:
     sweeps, total = store.list_sweeps(session, limit=limit, offset=offset)
     items = [SweepPublic.model_validate(s) for s in sweeps]
     return SweepList(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/{sweep_id}", response_model=SweepDetail)
-def get_sweep(sweep_id: int, session: SessionDep) -> SweepDetail:
+@router.get(
+    "/{sweep_id}",
+    response_model=SweepDetail,
+    dependencies=READ,
+    responses={404: {"model": ErrorDetail, "description": "no such sweep"}},
+)
+def get_sweep(
+    sweep_id: Annotated[int, Path(ge=1, le=MAX_ID)], session: SessionDep
+) -> SweepDetail:
     sweep = store.get_sweep(session, sweep_id)
     run_ids = [r.id for r in store.runs_of_sweep(session, sweep_id)]
     return SweepDetail(

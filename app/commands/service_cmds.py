@@ -7,7 +7,8 @@ Celery worker as child processes, each in its own session, and stops both on Ctr
 runs the reconciler thread (see ``worker.reconciler``), so ``up`` needs nothing else.
 
 The client commands talk HTTP only (``--url``, default ``$BAMSPROD_URL`` or
-http://127.0.0.1:8000); ``BAMSPROD_API_TOKEN`` is sent as a bearer token when set.
+http://127.0.0.1:8000); ``--token`` (default ``$BAMSPROD_API_TOKEN``, else
+``$BAMSPROD_READ_TOKEN``) is sent as a bearer token when set.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ err = Console(stderr=True)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_OPTION = typer.Option(DEFAULT_URL, envvar="BAMSPROD_URL", help="the bamsprod server")
+TOKEN_OPTION = typer.Option(
+    None,
+    envvar=["BAMSPROD_API_TOKEN", "BAMSPROD_READ_TOKEN"],
+    show_default=False,
+    help="bearer token, when the server sets one (default: $BAMSPROD_API_TOKEN, else "
+    "$BAMSPROD_READ_TOKEN)",
+)
 STOP_GRACE_SECONDS = 20.0
 
 # --------------------------------------------------------------------------- processes
@@ -152,23 +160,28 @@ def up(
 # ------------------------------------------------------------------------------- client
 
 
-def _client(url: str) -> httpx.Client:
+def _client(url: str, token: str | None = None) -> httpx.Client:
     headers = {}
-    token = os.environ.get("BAMSPROD_API_TOKEN")
+    token = token or os.environ.get("BAMSPROD_API_TOKEN")
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30.0)
 
 
-def _request(url: str, method: str, path: str, **kwargs: Any) -> Any:
+def _request(url: str, method: str, path: str, *, token: str | None = None, **kwargs: Any
+             ) -> Any:
     """One API call; a clear message and exit code 2 on connection or HTTP errors."""
     try:
-        with _client(url) as c:
+        with _client(url, token) as c:
             r = c.request(method, path, **kwargs)
     except httpx.HTTPError as exc:
         err.print(f"[red]error:[/red] cannot reach {url} ({exc}); is `bamsprod up` running? "
                   "(--url / BAMSPROD_URL)")
         raise typer.Exit(2) from None
+    if r.status_code == 401:
+        err.print(f"[red]error:[/red] {method} {path}: the server wants a token; pass --token "
+                  "or set BAMSPROD_API_TOKEN")
+        raise typer.Exit(2)
     if r.status_code == 422:
         message, option = _validation_message(r)
         raise typer.BadParameter(message, param_hint=option)
@@ -198,12 +211,14 @@ def _fmt(v: Any, spec: str = ".4f") -> str:
     return "" if v is None else format(v, spec) if isinstance(v, float) else str(v)
 
 
-def _follow(url: str, run_id: int, poll: float = 1.0) -> dict[str, Any]:
+def _follow(url: str, run_id: int, poll: float = 1.0, token: str | None = None
+            ) -> dict[str, Any]:
     """Print each new epoch of ``run_id`` until it ends; returns the final run."""
     after = 0
     while True:
-        run = _request(url, "GET", f"/api/runs/{run_id}")
-        metrics = _request(url, "GET", f"/api/runs/{run_id}/metrics", params={"after": after})
+        run = _request(url, "GET", f"/api/runs/{run_id}", token=token)
+        metrics = _request(url, "GET", f"/api/runs/{run_id}/metrics", params={"after": after},
+                           token=token)
         for m in metrics["items"]:
             console.print(format_line(m))
             after = max(after, m["epoch"])
@@ -233,15 +248,16 @@ def submit(
     data_dir: str | None = typer.Option(None, help="data directory (cifar10)"),
     wait: bool = typer.Option(False, "--wait", help="follow the run until it ends"),
     url: str = URL_OPTION,
+    token: str | None = TOKEN_OPTION,
 ) -> None:
     """Submit one run to a running server (same options as ``train``)."""
     config = config_options(model, dataset, optimizer, epochs, lr, batch_size, seed, hp,
                             model_arg, train_subset, test_subset, scheduler, device, name, tag,
                             data_dir)
-    run = _request(url, "POST", "/api/runs", json=config.model_dump(mode="json"))
+    run = _request(url, "POST", "/api/runs", json=config.model_dump(mode="json"), token=token)
     console.print(f"run {run['id']} {run['state']}: {url.rstrip('/')}/runs/{run['id']}")
     if wait:
-        run = _follow(url, run["id"])
+        run = _follow(url, run["id"], token=token)
         console.print(f"run {run['id']} {run['state']}"
                       + (f": {run['error']}" if run.get("error") else ""))
         if run["state"] != "succeeded":
@@ -257,12 +273,13 @@ def runs(
     order: str = typer.Option("desc", help="asc or desc"),
     limit: int = typer.Option(50, min=1, max=500),
     url: str = URL_OPTION,
+    token: str | None = TOKEN_OPTION,
 ) -> None:
     """List runs on the server, newest first."""
     params = {k: v for k, v in {"state": state, "optimizer": optimizer, "tag": tag,
                                 "sort": sort, "order": order, "limit": limit}.items()
               if v is not None}
-    page = _request(url, "GET", "/api/runs", params=params)
+    page = _request(url, "GET", "/api/runs", params=params, token=token)
     table = Table("id", "name", "state", "optimizer", "model", "dataset", "seed", "epochs",
                   "best acc", "last acc", "created", title=f"{page['total']} runs")
     for r in page["items"]:
@@ -277,10 +294,11 @@ def runs(
 def show(
     run_id: int = typer.Argument(..., help="run id"),
     url: str = URL_OPTION,
+    token: str | None = TOKEN_OPTION,
 ) -> None:
     """Show one run: its config, state and every epoch."""
-    run = _request(url, "GET", f"/api/runs/{run_id}")
-    metrics = _request(url, "GET", f"/api/runs/{run_id}/metrics")
+    run = _request(url, "GET", f"/api/runs/{run_id}", token=token)
+    metrics = _request(url, "GET", f"/api/runs/{run_id}/metrics", token=token)
     head = Table(show_header=False, title=f"run {run_id}")
     for key in ("name", "state", "error", "worker_host", "device", "created_at", "started_at",
                 "finished_at", "epochs_done", "best_test_acc", "best_epoch", "diverged_epoch"):
@@ -299,7 +317,8 @@ def show(
 def cancel(
     run_id: int = typer.Argument(..., help="run id"),
     url: str = URL_OPTION,
+    token: str | None = TOKEN_OPTION,
 ) -> None:
     """Cancel a queued or running run."""
-    run = _request(url, "POST", f"/api/runs/{run_id}/cancel") or {}
+    run = _request(url, "POST", f"/api/runs/{run_id}/cancel", token=token) or {}
     console.print(f"run {run_id}: {run.get('state', 'cancel requested')}")

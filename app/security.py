@@ -1,0 +1,185 @@
+"""Access control and security headers.
+
+Tokens (both unset by default, so the embedded default on 127.0.0.1 needs none):
+
+- ``BAMSPROD_API_TOKEN``: every endpoint that changes state (submit a run or a sweep, cancel,
+  retry, delete) needs ``Authorization: Bearer <api token>``. A sweep ``dry_run`` changes
+  nothing, so it counts as a read.
+- ``BAMSPROD_READ_TOKEN``: reads (every other ``/api`` route but ``/api/health``) need the read
+  token or the api token. Browsers' ``EventSource`` cannot send headers, so the events stream
+  also takes ``?token=<token>``; that query string can land in proxy and access logs, so prefer a
+  read token there that you would not mind rotating. With only a read token set, writes need it
+  too (whoever may not read may not write).
+
+A missing or wrong token is a 401 with ``WWW-Authenticate: Bearer`` (``error="invalid_token"``
+when a token was sent); tokens are compared with :func:`hmac.compare_digest`. ``/api/health``,
+the HTML pages and the static files stay open: the pages hold no data, and their scripts
+(``frontend/static/auth.js``) ask for the token once when an API call answers 401.
+
+:class:`SecurityHeaders` adds ``Content-Security-Policy`` (scripts from this server only),
+``X-Content-Type-Options``, ``Referrer-Policy`` and ``X-Frame-Options`` to every response that
+does not set them itself. FastAPI's ``/docs`` and ``/redoc`` load Swagger UI / ReDoc from
+jsDelivr with an inline bootstrap script, so they get a looser policy of their own.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.settings import Settings
+
+__all__ = [
+    "CSP",
+    "DOCS_CSP",
+    "SECURITY_HEADERS",
+    "SecurityHeaders",
+    "require_read",
+    "require_read_or_query_token",
+    "require_sweep_access",
+    "require_write",
+    "token_matches",
+]
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+_CDN = "https://cdn.jsdelivr.net"
+DOCS_CSP = (
+    f"default-src 'self'; script-src 'self' 'unsafe-inline' {_CDN}; "
+    f"style-src 'self' 'unsafe-inline' {_CDN}; img-src 'self' data: https://fastapi.tiangolo.com; "
+    "connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS: dict[str, str] = {
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "x-frame-options": "DENY",
+}
+CSP_HEADER = "content-security-policy"
+DOCS_PATHS = ("/docs", "/redoc")
+
+
+class SecurityHeaders:
+    """ASGI middleware: the headers of :data:`SECURITY_HEADERS` on every HTTP response, unless
+    the route set its own (the dashboard pages send their own, stricter-in-places CSP)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        docs = path.startswith(DOCS_PATHS)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    if name not in headers:
+                        headers[name] = DOCS_CSP if docs and name == CSP_HEADER else value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+# ----------------------------------------------------------------------------- tokens
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="BAMSPROD_API_TOKEN for changes; BAMSPROD_READ_TOKEN (or the api token) for "
+    "reads when it is set. Neither is needed when unset (the default).",
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def token_matches(given: str | None, *expected: str | None) -> bool:
+    """True when ``given`` equals one of the configured (non-empty) ``expected`` tokens.
+
+    Constant time in the token's content (``hmac.compare_digest`` on UTF-8 bytes); every
+    configured token is compared, so timing does not tell which one matched.
+    """
+    if not given:
+        return False
+    supplied = given.encode()
+    ok = False
+    for token in expected:
+        if token:
+            ok |= hmac.compare_digest(supplied, token.encode())
+    return ok
+
+
+def _unauthorized(sent: bool, what: str) -> HTTPException:
+    challenge = 'Bearer realm="bamsprod"'
+    if sent:
+        challenge += ', error="invalid_token"'
+    detail = f"{what} needs a valid token: send 'Authorization: Bearer <token>'"
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": challenge}
+    )
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _write_tokens(s: Settings) -> tuple[str | None, ...]:
+    """The tokens that allow a change: the api token, else (only a read token set) that one."""
+    return (s.api_token,) if s.api_token else (s.read_token,) if s.read_token else ()
+
+
+def _check(request: Request, given: str | None, write: bool) -> None:
+    s = _settings(request)
+    if write:
+        tokens = _write_tokens(s)
+        what = "this change"
+    else:
+        tokens = (s.read_token, s.api_token) if s.read_token else ()
+        what = "reading"
+    if tokens and not token_matches(given, *tokens):
+        raise _unauthorized(given is not None, what)
+
+
+def _bearer_token(creds: HTTPAuthorizationCredentials | None) -> str | None:
+    return creds.credentials if creds is not None else None
+
+
+# The guards are ``async``: they do no I/O, so FastAPI runs them on the event loop instead of
+# handing each request to a worker thread and back.
+
+
+async def require_write(request: Request, creds: Credentials) -> None:
+    """Dependency: the api token, when one is configured."""
+    _check(request, _bearer_token(creds), write=True)
+
+
+async def require_read(request: Request, creds: Credentials) -> None:
+    """Dependency: the read (or api) token, when a read token is configured."""
+    _check(request, _bearer_token(creds), write=False)
+
+
+async def require_read_or_query_token(request: Request, creds: Credentials) -> None:
+    """Like :func:`require_read`, also accepting ``?token=`` (for ``EventSource``)."""
+    given = _bearer_token(creds)
+    if given is None:
+        given = request.query_params.get("token")
+    _check(request, given, write=False)
+
+
+_TRUE = {"1", "true", "t", "yes", "y", "on"}
+
+
+async def require_sweep_access(request: Request, creds: Credentials) -> None:
+    """POST /api/sweeps: a write, except ``?dry_run=true`` (only counts), which is a read."""
+    dry_run = request.query_params.get("dry_run", "").strip().lower() in _TRUE
+    _check(request, _bearer_token(creds), write=not dry_run)

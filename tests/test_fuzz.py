@@ -1,0 +1,193 @@
+"""Property-based fuzzing of the OpenAPI schema (schemathesis) against the real ASGI app.
+
+Setup without fakes: the real app from ``create_app`` on a real, migrated SQLite file in a
+temporary directory, seeded with runs, epochs and a sweep so reads find rows; queueing is
+injected as a recorder (dependency injection, the shipped queue is not mocked: the service
+tests exercise it). Every operation gets positive (schema-valid) and negative (schema-violating)
+inputs; each answer must be no 5xx and must match its documented status code, content type and
+response schema. ``GET /api/runs/{id}/events`` streams forever for a running run, so it is left
+out (tests/test_sse.py covers it), and so is ``GET /api/convex`` (seconds of CPU per call; its
+query has bounds the dashboard tests cover).
+
+Then, explicitly, the limits the fuzzing found missing or that it cannot know (the server's own
+``max_epochs`` / ``max_sweep_runs``): ids beyond SQL integers, unbounded offsets and cursors,
+non-ASCII digits, oversize bodies: each a 422 naming the field (or a 413), never a 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+pytestmark = pytest.mark.slow
+
+EXCLUDED = {"GET /api/runs/{run_id}/events", "GET /api/convex"}
+OPERATIONS = [
+    "POST /api/runs",
+    "GET /api/runs",
+    "GET /api/runs/{run_id}",
+    "DELETE /api/runs/{run_id}",
+    "POST /api/runs/{run_id}/cancel",
+    "POST /api/runs/{run_id}/retry",
+    "GET /api/runs/{run_id}/metrics",
+    "POST /api/sweeps",
+    "GET /api/sweeps",
+    "GET /api/sweeps/{sweep_id}",
+    "GET /api/compare",
+    "GET /api/health",
+    "GET /api/schema/options",
+]
+# Nothing to make invalid: no parameters and no body.
+NO_INPUTS = {"GET /api/health", "GET /api/schema/options"}
+# Per operation and mode; the whole module stays well under a minute on two cores.
+MAX_EXAMPLES = 60
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+def _seed(url: str) -> None:
+    """Three runs (finished with epochs, running, queued) and a sweep of two."""
+    from app import store
+    from app.db import session_scope
+    from core.spec import RunConfig
+
+    base = {"dataset": "digits", "model_args": {"width": 32}, "epochs": 3}
+    with session_scope(url) as s:
+        done = store.create_run(s, RunConfig(name="done", **base))
+        store.claim_run(s, done.id, "w", "cpu")
+        for epoch in (1, 2, 3):
+            store.record_epoch(s, done.id, {"epoch": epoch, "train_loss": 1.0 / epoch,
+                                            "test_acc": 0.3 * epoch, "quant_error": 0.1,
+                                            "quant_error_layers": {"fc1": 0.1}})
+        store.finish_run(s, done.id, "succeeded")
+        running = store.create_run(s, RunConfig(name="running", optimizer="adam", **base))
+        store.claim_run(s, running.id, "w", "cpu")
+        store.create_run(s, RunConfig(name="queued", **base))
+        store.create_sweep(s, "sweep", {"grid": {"seed": [0, 1]}},
+                           [RunConfig(seed=i, **base) for i in (0, 1)])
+
+
+@pytest.fixture(scope="module")
+def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from app.db import dispose_engine
+    from app.main import create_app
+    from app.settings import Settings
+
+    tmp: Path = tmp_path_factory.mktemp("fuzz")
+    settings_ = Settings(home=tmp / "home", database_url=f"sqlite:///{tmp / 'fuzz.db'}",
+                         broker_url="memory://", max_sweep_runs=20)
+    enqueued: list[int] = []
+    app = create_app(settings_, enqueue=enqueued.append, broker_check=lambda: True,
+                     workers_seen=lambda: ["fuzz-worker"])
+    _seed(settings_.database_url)
+    yield schemathesis.openapi.from_asgi("/openapi.json", app)
+    dispose_engine(settings_.database_url)
+
+
+def test_every_operation_is_fuzzed(api_schema: Any) -> None:
+    labels = {op.ok().label for op in api_schema.get_all_operations()}
+    assert labels == set(OPERATIONS) | EXCLUDED, "a new endpoint: add it to OPERATIONS"
+
+
+CASES = [
+    pytest.param(label, mode, id=f"{label}-{mode.value}")
+    for label in OPERATIONS
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    if not (mode is GenerationMode.NEGATIVE and label in NO_INPUTS)
+]
+
+
+@pytest.mark.parametrize(("label", "mode"), CASES)
+def test_no_server_error_and_schema_conformance(api_schema: Any, label: str,
+                                                mode: GenerationMode) -> None:
+    method, path = label.split(" ", 1)
+    operation = api_schema[path][method]
+
+    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def check(case: Any) -> None:
+        case.call_and_validate(checks=CHECKS)
+
+    check()
+
+
+# ------------------------------------------------------------------- explicit bad inputs
+
+
+@pytest.fixture
+def strict_client(api_settings: Any, enqueued: list[int]) -> Iterator[Any]:
+    """The app with low limits: at most 10 epochs a run and 4 runs a sweep."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    s = api_settings.model_copy(update={"max_epochs": 10, "max_sweep_runs": 4})
+    with TestClient(create_app(s, enqueue=enqueued.append, broker_check=lambda: True,
+                               workers_seen=lambda: [])) as client:
+        yield client
+
+
+def loc_of(r: Any) -> list[Any]:
+    assert r.status_code == 422, (r.status_code, r.text)
+    return r.json()["detail"][0]["loc"]
+
+
+def test_out_of_range_inputs_are_422_naming_the_field(strict_client: Any,
+                                                      enqueued: list[int]) -> None:
+    c = strict_client
+    big = str(2**63)
+    for path in (f"/api/runs/{big}", f"/api/runs/{big}/metrics", "/api/runs/0",
+                 f"/api/sweeps/{big}"):
+        assert loc_of(c.get(path))[0] == "path", path
+    assert loc_of(c.post(f"/api/runs/{big}/cancel")) == ["path", "run_id"]
+    assert loc_of(c.delete("/api/runs/-1")) == ["path", "run_id"]
+    assert loc_of(c.get(f"/api/runs?offset={big}")) == ["query", "offset"]
+    assert loc_of(c.get(f"/api/runs?sweep={big}")) == ["query", "sweep"]
+    assert loc_of(c.get("/api/runs?state=done")) == ["query", "state"]
+    assert loc_of(c.get("/api/runs/1/metrics?after=-2")) == ["query", "after"]
+    assert loc_of(c.get(f"/api/runs/1/metrics?after={big}")) == ["query", "after"]
+    assert loc_of(c.get(f"/api/runs/1/events?after={big}")) == ["query", "after"]
+    for bad in ("abc", big, "1e3", "²", "--5", "-2"):
+        r = c.get("/api/runs/1/events", headers={"Last-Event-ID": bad.encode()})
+        assert loc_of(r) == ["header", "last-event-id"], bad
+    for runs in ("1,²", "1,x", f"1,{big}", "0", "9" * 5000):
+        assert loc_of(c.get(f"/api/compare?runs={runs}")) == ["query", "runs"], runs[:20]
+    assert loc_of(c.get("/api/compare?runs=1&group_by=__class__")) == ["query", "group_by"]
+    assert loc_of(c.get("/api/compare?runs=1&target=1.5")) == ["query", "target"]
+    assert loc_of(c.get("/api/compare?runs=1&target=0")) == ["query", "target"]
+
+    run = {"dataset": "digits", "epochs": 11}
+    assert loc_of(c.post("/api/runs", json=run)) == ["body", "epochs"]  # the server's limit
+    assert loc_of(c.post("/api/runs", json={**run, "epochs": 1001})) == ["body", "epochs"]
+    assert loc_of(c.post("/api/runs", json={"name": "x" * 201})) == ["body", "name"]
+    assert loc_of(c.post("/api/runs", json={"optimizer": "adamw"})) == ["body", "optimizer"]
+    assert loc_of(c.post("/api/runs", json={"lr": -1})) == ["body", "lr"]
+    assert loc_of(c.post("/api/runs", json={"nope": 1})) == ["body", "nope"]
+    sweep = {"base": {"dataset": "digits", "epochs": 2}, "grid": {"epochs": [2, 20]}}
+    assert loc_of(c.post("/api/sweeps", json=sweep)) == ["body", "grid", "epochs"]
+    sweep = {"base": {"dataset": "digits", "epochs": 20}, "grid": {"seed": [0, 1]}}
+    assert loc_of(c.post("/api/sweeps", json=sweep)) == ["body", "base", "epochs"]
+    sweep = {"base": {"dataset": "digits"}, "grid": {"seed": list(range(5))}}
+    assert loc_of(c.post("/api/sweeps", json=sweep)) == ["body", "grid"]  # 5 runs > 4
+    r = c.post("/api/runs", content=b"{" + b" " * 1_000_001 + b"}",
+               headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    assert enqueued == []  # nothing was queued by any of it
+    assert c.post("/api/runs", json={**run, "epochs": 10}).status_code == 201
