@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
+import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -16,6 +20,7 @@ from app.cli import cli
 from core.spec import RunConfig
 
 console = Console(stderr=True)
+T = TypeVar("T")
 
 data_cli = typer.Typer(help="Install and inspect data sets.", no_args_is_help=True)
 cli.add_typer(data_cli, name="data")
@@ -73,42 +78,71 @@ def build_config(**fields: Any) -> RunConfig:
         ) from None
 
 
-def config_options(
-    model: str,
-    dataset: str,
-    optimizer: str,
-    epochs: int,
-    lr: float | None,
-    batch_size: int,
-    seed: int,
-    hp: list[str],
-    model_arg: list[str],
-    train_subset: int | None,
-    test_subset: int | None,
-    scheduler: str,
-    device: str,
-    name: str,
-    tag: list[str],
-    data_dir: str | None,
-) -> RunConfig:
+# The options that make a RunConfig, declared once and shared by ``train`` and ``submit``.
+RUN_CONFIG_OPTIONS: list[tuple[str, Any, Any]] = [
+    ("model", str, typer.Option("mlp", help="mlp, binarynet or resnet18")),
+    (
+        "dataset",
+        str,
+        typer.Option("digits", help="mnist, fashion-mnist, digits, cifar10, synthetic"),
+    ),
+    (
+        "optimizer",
+        str,
+        typer.Option("bamsprod", help="bamsprod, bop, adabound, amsbound, adam, amsgrad or sgd"),
+    ),
+    ("epochs", int, typer.Option(5)),
+    ("lr", float | None, typer.Option(None, help="learning rate (default: per optimizer)")),
+    ("batch_size", int, typer.Option(128)),
+    ("seed", int, typer.Option(0)),
+    ("hp", list[str], typer.Option([], help="optimizer hyperparameter KEY=VALUE (repeatable)")),
+    ("model_arg", list[str], typer.Option([], help="model argument KEY=VALUE (repeatable)")),
+    ("train_subset", int | None, typer.Option(None, help="use the first N training examples")),
+    ("test_subset", int | None, typer.Option(None, help="use the first N test examples")),
+    ("scheduler", str, typer.Option("none", help="none, cosine or step")),
+    ("device", str, typer.Option("auto", help="auto, cpu or cuda")),
+    ("name", str, typer.Option("", help="a name for the run")),
+    ("tag", list[str], typer.Option([], help="a tag (repeatable)")),
+    ("data_dir", str | None, typer.Option(None, help="data directory (cifar10)")),
+]
+
+
+def config_from_options(options: dict[str, Any]) -> RunConfig:
+    """The RunConfig that the shared options describe (errors name the option)."""
+    fields = {k: v for k, v in options.items() if k not in ("hp", "model_arg", "tag")}
     return build_config(
-        model=model,
-        dataset=dataset,
-        optimizer=optimizer,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        seed=seed,
-        hparams=parse_pairs(hp, "--hp"),
-        model_args=parse_pairs(model_arg, "--model-arg"),
-        train_subset=train_subset,
-        test_subset=test_subset,
-        scheduler=scheduler,
-        device=device,
-        name=name,
-        tags=tag,
-        data_dir=data_dir,
+        **fields,
+        hparams=parse_pairs(options["hp"], "--hp"),
+        model_args=parse_pairs(options["model_arg"], "--model-arg"),
+        tags=options["tag"],
     )
+
+
+def with_run_config(fn: Callable[..., T]) -> Callable[..., T]:
+    """Give a command the shared run-config options; it receives ``config: RunConfig``.
+
+    Typer reads the wrapper's signature: the shared options first, then the command's own.
+    """
+    own = [p for p in inspect.signature(fn).parameters.values() if p.name != "config"]
+    hints = typing.get_type_hints(fn, include_extras=True)
+    shared = [
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=kind)
+        for n, kind, opt in RUN_CONFIG_OPTIONS
+    ]
+    params = shared + [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation))
+        for p in own
+    ]
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> T:
+        options = {n: kwargs.pop(n) for n, _, _ in RUN_CONFIG_OPTIONS}
+        return fn(config=config_from_options(options), **kwargs)
+
+    del command.__wrapped__  # Typer must see the signature below, not ``fn``'s
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command
 
 
 COLUMNS = (
@@ -144,47 +178,13 @@ def format_line(m: dict[str, Any]) -> str:
 
 
 @cli.command()
+@with_run_config
 def train(
-    model: str = typer.Option("mlp", help="mlp, binarynet or resnet18"),
-    dataset: str = typer.Option("digits", help="mnist, fashion-mnist, digits, cifar10, synthetic"),
-    optimizer: str = typer.Option(
-        "bamsprod", help="bamsprod, bop, adabound, amsbound, adam, amsgrad or sgd"
-    ),
-    epochs: int = typer.Option(5),
-    lr: float | None = typer.Option(None, help="learning rate (default: per optimizer)"),
-    batch_size: int = typer.Option(128),
-    seed: int = typer.Option(0),
-    hp: list[str] = typer.Option([], help="optimizer hyperparameter KEY=VALUE (repeatable)"),
-    model_arg: list[str] = typer.Option([], help="model argument KEY=VALUE (repeatable)"),
-    train_subset: int | None = typer.Option(None, help="use the first N training examples"),
-    test_subset: int | None = typer.Option(None, help="use the first N test examples"),
-    scheduler: str = typer.Option("none", help="none, cosine or step"),
-    device: str = typer.Option("auto", help="auto, cpu or cuda"),
-    name: str = typer.Option("", help="a name for the run"),
-    tag: list[str] = typer.Option([], help="a tag (repeatable)"),
-    data_dir: str | None = typer.Option(None, help="data directory (cifar10)"),
+    config: RunConfig,
     checkpoint_dir: Path | None = typer.Option(None, help="save/resume checkpoints here"),
     as_json: bool = typer.Option(False, "--json", help="one JSON line per epoch on stdout"),
 ) -> None:
     """Train one run in this process and print each epoch."""
-    config = config_options(
-        model,
-        dataset,
-        optimizer,
-        epochs,
-        lr,
-        batch_size,
-        seed,
-        hp,
-        model_arg,
-        train_subset,
-        test_subset,
-        scheduler,
-        device,
-        name,
-        tag,
-        data_dir,
-    )
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from core.data import DatasetError

@@ -30,11 +30,12 @@ from app.cli import cli
 from app.commands.core_cmds import (
     COLUMNS,
     OPTION_FOR_FIELD,
-    config_options,
     format_line,
     format_row,
+    with_run_config,
 )
 from app.settings import Settings, get_settings
+from core.spec import RunConfig
 
 console = Console()
 err = Console(stderr=True)
@@ -228,32 +229,14 @@ def _follow(url: str, run_id: int, poll: float = 1.0, token: str | None = None
 
 
 @cli.command()
+@with_run_config
 def submit(
-    model: str = typer.Option("mlp", help="mlp, binarynet or resnet18"),
-    dataset: str = typer.Option("digits", help="mnist, fashion-mnist, digits, cifar10, synthetic"),
-    optimizer: str = typer.Option("bamsprod", help="bamsprod, bop, adabound, amsbound, adam, "
-                                  "amsgrad or sgd"),
-    epochs: int = typer.Option(5),
-    lr: float | None = typer.Option(None, help="learning rate (default: per optimizer)"),
-    batch_size: int = typer.Option(128),
-    seed: int = typer.Option(0),
-    hp: list[str] = typer.Option([], help="optimizer hyperparameter KEY=VALUE (repeatable)"),
-    model_arg: list[str] = typer.Option([], help="model argument KEY=VALUE (repeatable)"),
-    train_subset: int | None = typer.Option(None, help="use the first N training examples"),
-    test_subset: int | None = typer.Option(None, help="use the first N test examples"),
-    scheduler: str = typer.Option("none", help="none, cosine or step"),
-    device: str = typer.Option("auto", help="auto, cpu or cuda"),
-    name: str = typer.Option("", help="a name for the run"),
-    tag: list[str] = typer.Option([], help="a tag (repeatable)"),
-    data_dir: str | None = typer.Option(None, help="data directory (cifar10)"),
+    config: RunConfig,
     wait: bool = typer.Option(False, "--wait", help="follow the run until it ends"),
     url: str = URL_OPTION,
     token: str | None = TOKEN_OPTION,
 ) -> None:
     """Submit one run to a running server (same options as ``train``)."""
-    config = config_options(model, dataset, optimizer, epochs, lr, batch_size, seed, hp,
-                            model_arg, train_subset, test_subset, scheduler, device, name, tag,
-                            data_dir)
     run = _request(url, "POST", "/api/runs", json=config.model_dump(mode="json"), token=token)
     console.print(f"run {run['id']} {run['state']}: {url.rstrip('/')}/runs/{run['id']}")
     if wait:
