@@ -38,12 +38,10 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -54,9 +52,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from queue_latency import free_port, redis_pg_env  # noqa: E402
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS = "redis://127.0.0.1:6379"
 ENDPOINTS = ("list", "run", "metrics", "events")
 OPTIMIZERS = ("bamsprod", "bop", "adam", "amsgrad", "adabound", "sgd")
 SORTS = ("id", "best_test_acc", "created_at", "name", "last_test_acc")
@@ -81,12 +79,6 @@ def children(pid: int) -> dict[str, int]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # ------------------------------------------------------------------------------ services
 
 
@@ -96,28 +88,13 @@ def database(kind: str, home: Path) -> Iterator[dict[str, str]]:
     if kind == "sqlite":
         yield {"BAMSPROD_DATABASE_URL": f"sqlite:///{home / 'bamsprod.db'}"}
         return
-    import psycopg
-    import redis
+    with redis_pg_env() as env:
+        try:
+            yield env
+        finally:
+            from app.db import dispose_engine  # this process seeded it: close its pool first
 
-    name = f"bamsprod_load_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    admin = redis.Redis.from_url(f"{REDIS}/0")
-    token = uuid.uuid4().hex
-    db = next(n for n in range(1, 16)
-              if admin.set(f"bamsprod-test:db:{n}", token, nx=True, ex=3600))
-    redis.Redis.from_url(f"{REDIS}/{db}").flushdb()
-    try:
-        yield {"BAMSPROD_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
-               "BAMSPROD_BROKER_URL": f"{REDIS}/{db}"}
-    finally:
-        redis.Redis.from_url(f"{REDIS}/{db}").flushdb()
-        admin.delete(f"bamsprod-test:db:{db}")
-        from app.db import dispose_engine
-
-        dispose_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            dispose_engine(env["BAMSPROD_DATABASE_URL"])
 
 
 def seed(url: str, n_runs: int, n_epochs: int) -> float:
