@@ -36,16 +36,9 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("BAMSPROD_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+sys.path.insert(0, str(ROOT / "tests"))
+from browser_fixtures import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (one launch recipe)
+
 OPTIMIZERS = ("adam", "bamsprod", "amsgrad", "bop", "sgd")
 TARGET_SECONDS = 2.0
 

@@ -116,6 +116,11 @@ def test_binary_step_by_hand(foreach: bool) -> None:
     ],
 )
 def test_matches_numpy_spec(foreach: bool, binary: bool, clip, wd: float, gamma: float) -> None:
+    assert_matches_numpy_spec(binary, clip, wd, gamma, foreach=foreach)
+
+
+def assert_matches_numpy_spec(binary: bool, clip, wd: float, gamma: float, **path) -> None:
+    """12 steps of BAMSProd (``path``: foreach=/fused=) against the numpy port of the spec."""
     rng = np.random.default_rng(0)
     p0 = rng.normal(size=(3, 5))
     grads = [rng.normal(size=(3, 5)) * rng.uniform(0.01, 3.0, size=(3, 1)) for _ in range(12)]
@@ -124,7 +129,7 @@ def test_matches_numpy_spec(foreach: bool, binary: bool, clip, wd: float, gamma:
     p = torch.tensor(p0, requires_grad=True)
     opt = BAMSProd(
         [{"params": [p], "binary": binary, "latent_clip": clip}],
-        weight_decay=wd, foreach=foreach, **hp,
+        weight_decay=wd, **path, **hp,
     )  # fmt: skip
     run_steps(opt, [p], [[torch.tensor(g)] for g in grads])
     np.testing.assert_allclose(p.detach().numpy(), expected, rtol=1e-10, atol=1e-12)

@@ -129,22 +129,9 @@ def test_fused_equals_reference_over_50_steps(fused_ops) -> None:
      (False, None, 0.1, 0.0), (True, 0.3, 0.0, 1.0)],
 )  # fmt: skip
 def test_fused_matches_numpy_spec(fused_ops, binary: bool, clip, wd: float, gamma: float) -> None:
-    from test_optim_bamsprod import np_bamsprod
+    from test_optim_bamsprod import assert_matches_numpy_spec
 
-    rng = np.random.default_rng(0)
-    p0 = rng.normal(size=(3, 5))
-    grads = [rng.normal(size=(3, 5)) * rng.uniform(0.01, 3.0, size=(3, 1)) for _ in range(12)]
-    hp = dict(lr=0.05, betas=(0.8, 0.95), eps=1e-8, gamma=gamma, kappa=1.5)
-    expected = np_bamsprod(p0, grads, wd=wd, binary=binary, clip=clip, **hp)
-    p = torch.tensor(p0, requires_grad=True)
-    opt = BAMSProd(
-        [{"params": [p], "binary": binary, "latent_clip": clip}],
-        weight_decay=wd, fused=True, **hp,
-    )  # fmt: skip
-    for g in grads:
-        p.grad = torch.tensor(g)
-        opt.step()
-    np.testing.assert_allclose(p.detach().numpy(), expected, rtol=1e-10, atol=1e-12)
+    assert_matches_numpy_spec(binary, clip, wd, gamma, fused=True)
 
 
 def test_fused_binary_step_by_hand(fused_ops) -> None:
