@@ -488,19 +488,30 @@ def test_batched_quantization_error_matches_metric(w: torch.Tensor) -> None:
     assert float(got[0]) == pytest.approx(np_quant_error(w.numpy()), abs=1e-6)
 
 
-def test_fast_path_makes_no_host_sync(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("capturable", [False, True])
+def test_fast_path_makes_no_host_sync(monkeypatch: pytest.MonkeyPatch, capturable: bool) -> None:
+    """No tensor value is read on the host, except (as torch's optimizers do) the CPU-held
+    ``step`` counts when not capturable; nothing is built from a host list per step."""
     groups = _mixed_params(0)
-    opt = BAMSProd(groups, gamma=0.05, foreach=True)
+    opt = BAMSProd(groups, gamma=0.05, foreach=True, capturable=capturable)
     for g in groups:
         for p in g["params"]:
             p.grad = torch.randn_like(p)
     opt.step()  # state creation happens outside the check
+    steps = {id(s["step"]) for s in opt.state.values()} if not capturable else set()
+    item = torch.Tensor.item
 
-    def refuse(*args, **kwargs):
+    def refuse(self, *args, **kwargs):
+        if id(self) in steps:
+            return item(self)
         raise AssertionError("host sync in the fast path")
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("a tensor built from a host list in the fast path")
 
     for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
         monkeypatch.setattr(torch.Tensor, name, refuse)
+    monkeypatch.setattr(torch, "tensor", no_copy)
     opt.step()
 
 

@@ -278,8 +278,11 @@ def test_closed_form_quantization_error_matches_metric(fused_ops, data, dtype) -
     foreach = float(bamsprod_module._quantization_errors([w.double()])[0])
     expected = quantization_error(w.double())
     assert 0.0 <= kernel < 1.0
-    assert kernel == pytest.approx(expected, abs=1e-6)
-    assert kernel == pytest.approx(np_quant_error(w.numpy()), abs=1e-6)
+    # float32 partial sums feed the double accumulators: the closed form's cancellation
+    # (1 - sum S_c^2 / n_c / ||w||^2) costs a few float32 ulps on 70k-element channels.
+    tol = 1e-6 if dtype == torch.float64 else 4e-6
+    assert kernel == pytest.approx(expected, abs=tol)
+    assert kernel == pytest.approx(np_quant_error(w.numpy()), abs=tol)
     assert foreach == pytest.approx(expected, abs=1e-9)
     if dtype == torch.float32 and w.abs().max() > 1e-15:
         # The metric in float32 agrees too (not on tiny weights, where its w^2 underflows).
@@ -350,16 +353,24 @@ def test_unbuildable_kernel_warns_once_and_falls_back(monkeypatch: pytest.Monkey
 # ---------------------------------------------------------------- the API
 
 
-def test_default_does_not_touch_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse():
-        raise AssertionError("fused=None must not load the kernel")
-
-    monkeypatch.setattr(fused_module, "load", refuse)
+def test_default_on_cpu_is_the_kernel_and_fused_false_never_touches_it(
+    fused_ops, monkeypatch: pytest.MonkeyPatch
+) -> None:
     p = torch.randn(3, requires_grad=True)
     opt = BAMSProd([p])
     assert opt.param_groups[0]["fused"] is None
     p.grad = torch.ones(3)
     opt.step()
+    assert opt.paths() == "fused"
+
+    def refuse():
+        raise AssertionError("fused=False must not load the kernel")
+
+    monkeypatch.setattr(fused_module, "load", refuse)
+    for kwargs, path in (({"fused": False}, "foreach"), ({"foreach": False}, "single_tensor")):
+        opt = BAMSProd([p], **kwargs)
+        opt.step()
+        assert opt.paths() == path
 
 
 def test_fused_and_foreach_together_are_refused() -> None:
@@ -388,9 +399,11 @@ def test_functional_fused_step_refuses_grad_mode() -> None:
     hp = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, gamma=1e-3, kappa=1.0,
               weight_decay=0.0, binary=False, latent_clip=None)  # fmt: skip
     with pytest.raises(RuntimeError, match="in-place operation"):
-        bamsprod_module.bamsprod([p], [torch.ones(3)], *state, [1], fused=True, **hp)
+        bamsprod_module.bamsprod([p], [torch.ones(3)], *state, [torch.tensor(0.0)], fused=True, **hp)
     with torch.no_grad():
-        bamsprod_module.bamsprod([p], [torch.ones(3)], *state, [1], fused=True, **hp)
+        step = torch.tensor(0.0)
+        bamsprod_module.bamsprod([p], [torch.ones(3)], *state, [step], fused=True, **hp)
+    assert float(step) == 1.0
 
 
 def test_setstate_backfills_fused() -> None:

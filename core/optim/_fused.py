@@ -127,7 +127,20 @@ def _build() -> Any:
     finally:
         if ninja_dir:
             os.environ["PATH"] = old_path
+    _register_fakes()
     return getattr(torch.ops, _NAMESPACE)
+
+
+def _register_fakes() -> None:
+    """Meta kernels, so Dynamo traces the ops inside a compiled step (``torch.compile``)."""
+
+    @torch.library.register_fake(f"{_NAMESPACE}::step")
+    def _step(*args: Any, **kwargs: Any) -> None:  # mutates its inputs, returns nothing
+        return None
+
+    @torch.library.register_fake(f"{_NAMESPACE}::quantization_errors")
+    def _errors(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return torch.empty(len(tensors), dtype=torch.float64)
 
 
 def _first_error_line(message: str) -> str:

@@ -1,8 +1,9 @@
 r"""BAMSProd: AMSGrad with a second moment projected into bounds set by the quantization error.
 
-The algorithm, per parameter tensor ``p`` with gradient ``g`` at step ``t = 1, 2, ...`` (the
-project's contract, ``shared/spec/bamsprod.md``)::
+The algorithm (stated in full in ``docs/algorithm.md``), per parameter tensor ``p`` with
+gradient ``g`` at step ``t = 1, 2, ...``::
 
+    g   <- -g if maximize                            (torch's convention)
     g   <- g + weight_decay * p                      (L2, as Adam; skipped when 0)
     m   <- beta1 * m + (1 - beta1) * g
     v   <- beta2 * v + (1 - beta2) * g^2
@@ -20,24 +21,20 @@ project's contract, ``shared/spec/bamsprod.md``)::
 
 ``e(w) = sum_c ||w_c - a_c sign(w_c)||^2 / ||w||^2`` with ``a_c = mean|w_c|`` over output
 channels (dim 0); see :func:`core.metrics.quantization_error_tensor`. With ``gamma = 0`` the
-optimizer is exactly AMSGrad (``torch.optim.Adam(amsgrad=True)``). Late in training both bounds
-reach ``zeta`` and each step tends to ``lr * m^ / sqrt(zeta)``: per-tensor normalised SGD with
-momentum whose step shrinks as the quantization error grows.
+optimizer is exactly AMSGrad (``torch.optim.Adam(amsgrad=True)``).
 
-Three implementations of the same maths, chosen by ``foreach`` and ``fused``:
+Four implementations of the same maths (see :mod:`core.optim._paths`), chosen per group:
 
-- :func:`_single_tensor_bamsprod`, a readable per-tensor loop: the reference.
-- :func:`_multi_tensor_bamsprod`, the foreach path: ``torch._foreach_*`` ops over all tensors,
-  the per-tensor reductions (``mean(v^)``, ``e(p)``) batched into a few small tensors, no host
-  sync. Any device.
-- :func:`_fused_bamsprod`, the fused CPU path: a C++ kernel (``csrc/bamsprod_fused.cpp``, built
-  on first use, see :mod:`core.optim._fused`) that makes two passes over each tensor. Pass 1
-  updates ``m``, ``v``, ``v_max`` and sums (into doubles) ``v_max`` and, for binary groups, the
-  per-channel ``S_c = sum|p_c|`` and ``||p||^2``; ``e(p)`` then needs no pass of its own, because
-  with ``a_c = S_c / n_c``, ``sum_c ||p_c - a_c sign(p_c)||^2 = ||p||^2 - sum_c S_c^2 / n_c``.
-  Pass 2 projects ``v^``, steps ``p`` and clips it.
-
-Tests hold both fast paths equal to the reference to 1e-6 relative.
+- :func:`_single_tensor_bamsprod`, the readable per-tensor loop: the reference, and what
+  ``torch.compile`` traces (the ``compiled`` path, the default on CUDA).
+- :func:`_multi_tensor_bamsprod`, ``torch._foreach_*`` ops over all tensors, the per-tensor sums
+  as small device tensors; no host sync. Any device.
+- :func:`_fused_bamsprod`, the CPU kernel ``csrc/bamsprod_fused.cpp`` (the default on CPU): two
+  passes per tensor. Pass 1 updates ``m``, ``v``, ``v_max`` and sums (in double) ``v_max`` and,
+  for binary groups, the per-channel ``S_c = sum|p_c|`` and ``||p||^2``: with ``a_c = S_c / n_c``,
+  ``sum_c ||p_c - a_c sign(p_c)||^2 = ||p||^2 - sum_c S_c^2 / n_c``, so ``e(p)`` needs no pass of
+  its own. Pass 2 projects ``v^``, steps ``p`` and clips it. It registers a fake kernel, so
+  Dynamo traces it inside a compiled step.
 
 Reference: J. Liu et al., "BAMSProd: A Step towards Generalizing the Adaptive Optimization
 Methods to Deep Binary Model", arXiv:2009.13799 (2020), https://arxiv.org/abs/2009.13799.
@@ -53,55 +50,74 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import Optimizer, ParamsT
+from torch.optim.optimizer import (
+    Optimizer,
+    ParamsT,
+    _get_value,
+    _to_scalar,
+    _use_grad_for_differentiable,
+)
 
 from core.metrics import quantization_error_tensor
-from core.optim import _fused
+from core.optim import _fused, _paths
 
 __all__ = ["BAMSProd", "bamsprod", "bound_schedule"]
 
+_FUSED_DTYPES = (torch.float32, torch.float64)
 
-def bound_schedule(target: Any, gamma: float, step: int | float) -> tuple[Any, Any]:
+
+def bound_schedule(target: Any, gamma: float, step: Any) -> tuple[Any, Any]:
     """The bounds ``(lower, upper)`` after ``step`` steps, converging to ``target``.
 
     ``lower = target * (1 - 1 / (gamma * step + 1))`` (0 at step 0, non-decreasing) and
     ``upper = target * (1 + 1 / (gamma * step))`` (+inf at step 0, non-increasing): AdaBound's
     bound shape, which BAMSProd applies to the second moment with ``target = zeta``.
-    ``target`` may be a float or a tensor (then the bounds are tensors too).
+    ``target`` and ``step`` may be floats or tensors.
     """
     gt = gamma * step
     lower = target * (1.0 - 1.0 / (gt + 1.0))
-    if gt > 0:
+    if isinstance(gt, Tensor):
+        upper = target * (1.0 + 1.0 / gt)  # 1 / 0 = inf for tensors
+    elif gt > 0:
         upper = target * (1.0 + 1.0 / gt)
     else:
         upper = torch.full_like(target, math.inf) if isinstance(target, Tensor) else math.inf
     return lower, upper
 
 
-def _check(name: str, value: Any, ok: bool) -> None:
-    if not ok:
-        raise ValueError(f"Invalid {name} value: {value}")
-
-
 def _validate(group: dict[str, Any]) -> None:
     lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-    if not (isinstance(lr, int | float) and 0.0 <= lr):
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        if group["foreach"] and not group["capturable"]:
+            raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+    elif not isinstance(lr, int | float):
+        raise ValueError(f"Invalid learning rate: {lr!r}")
+    if not 0.0 <= lr:
         raise ValueError(f"Invalid learning rate: {lr}")
-    _check("epsilon", eps, 0.0 <= eps)
+    if not 0.0 <= eps:
+        raise ValueError(f"Invalid epsilon value: {eps}")
     betas = group["betas"]
     if len(betas) != 2:
         raise ValueError(f"Invalid betas value: {betas} (expected two numbers)")
     for i, beta in enumerate(betas):
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
-    _check("weight_decay", wd, 0.0 <= wd)
-    _check("gamma", group["gamma"], 0.0 <= group["gamma"] < math.inf)
-    _check("kappa", group["kappa"], 0.0 <= group["kappa"] < math.inf)
+    if not 0.0 <= wd:
+        raise ValueError(f"Invalid weight_decay value: {wd}")
+    for name in ("gamma", "kappa"):
+        if not 0.0 <= group[name] < math.inf:
+            raise ValueError(f"Invalid {name} value: {group[name]}")
     if not isinstance(group["binary"], bool):
         raise ValueError(f"Invalid binary value: {group['binary']!r} (expected True or False)")
     clip = group["latent_clip"]
     if clip is not None and not clip > 0:
         raise ValueError(f"Invalid latent_clip value: {clip} (expected None or > 0)")
+    if group["fused"] and group["foreach"]:
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+    if group["fused"] and group["differentiable"]:
+        raise RuntimeError("`fused` does not support `differentiable`")
 
 
 class BAMSProd(Optimizer):
@@ -118,12 +134,13 @@ class BAMSProd(Optimizer):
         & p_t = p_{t-1} - \frac{\eta}{1-\beta_1^t}\, \frac{m_t}{\sqrt{\tilde V_t} + \epsilon}
         \end{aligned}
 
-    See the module docstring for the full algorithm, including weight decay and the latent clip.
+    See the module docstring (and ``docs/algorithm.md``) for the full algorithm.
 
     Args:
         params: parameters or param groups. Put binary layers' latent weights in a group with
             ``binary=True, latent_clip=1.0`` (``core.optim.build`` does this).
-        lr: learning rate ``eta``, read from ``param_groups[i]["lr"]`` every step.
+        lr: learning rate ``eta`` (a float or a 1-element tensor), read from
+            ``param_groups[i]["lr"]`` every step.
         betas: ``(beta1, beta2)``, the moment decay rates.
         eps: added to the denominator.
         gamma: bound convergence speed; ``0`` disables the projection (plain AMSGrad).
@@ -132,17 +149,20 @@ class BAMSProd(Optimizer):
         binary: per group; measure ``e(p)`` on the group's tensors (else ``e = 0``).
         latent_clip: per group; with ``binary=True``, clip ``p`` to ``[-latent_clip,
             latent_clip]`` after the step. ``None``: no clip.
-        foreach: ``True`` for the ``torch._foreach_*`` fast path, ``False`` for the per-tensor
-            reference; ``None`` picks the fast path when a group's tensors share one device
-            and dtype.
-        fused: ``True`` for the fused CPU kernel (float32/float64 CPU parameters only, else a
-            ``RuntimeError``, as torch's Adam). It is compiled on first use (10-60 s, once per
-            machine: the build is cached); if it cannot be built, one warning and the foreach
-            path. Non-contiguous tensors take the foreach path too. ``None`` (default)
-            or ``False``: the ``foreach`` choice, so that a run's numerics never depend on
-            whether a compiler happened to be there.
+        foreach: ``True`` for the ``torch._foreach_*`` path, ``False`` for the per-tensor
+            reference; ``None`` lets ``fused`` decide.
+        maximize: maximize the objective (step along ``+grad``).
+        capturable: keep ``step`` on the parameters' device and compute every step-dependent
+            factor there, so the step can be captured in a CUDA graph.
+        differentiable: let autograd flow through the step (the reference path only).
+        fused: ``None`` (default) takes the fastest correct path for the device: the compiled
+            path (Inductor, Triton kernels) on CUDA, the C++ kernel on CPU (built on first use
+            and cached; where it can't be built, one warning and the foreach path). ``True``
+            insists on one of those, ``False`` keeps the eager paths. Every path agrees with
+            the reference to 1e-6 relative; :meth:`paths` says which ones ran.
 
-    State per parameter: ``step`` (int), ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``.
+    State per parameter: ``step`` (a 0-d tensor), ``exp_avg``, ``exp_avg_sq``,
+    ``max_exp_avg_sq``.
 
     Reference: https://arxiv.org/abs/2009.13799
     """
@@ -150,7 +170,7 @@ class BAMSProd(Optimizer):
     def __init__(
         self,
         params: ParamsT,
-        lr: float = 1e-3,
+        lr: float | Tensor = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         gamma: float = 1e-3,
@@ -160,13 +180,14 @@ class BAMSProd(Optimizer):
         latent_clip: float | None = None,
         *,
         foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        if fused and foreach:
-            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         defaults = {
             "lr": lr,
-            "betas": tuple(betas),
+            "betas": tuple(_to_scalar(b) for b in betas),
             "eps": eps,
             "gamma": gamma,
             "kappa": kappa,
@@ -174,9 +195,13 @@ class BAMSProd(Optimizer):
             "binary": binary,
             "latent_clip": latent_clip,
             "foreach": foreach,
+            "maximize": maximize,
+            "capturable": capturable,
+            "differentiable": differentiable,
             "fused": fused,
         }
         _validate(defaults)
+        self._paths_taken: set[str] = set()
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -184,25 +209,38 @@ class BAMSProd(Optimizer):
         _validate({**self.defaults, **param_group})
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        if group["fused"]:
-            if group["foreach"]:
-                raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
-            for p in group["params"]:
-                if p.device.type != "cpu" or p.dtype not in _FUSED_DTYPES:
-                    raise RuntimeError(
-                        "BAMSProd `fused=True` requires float32 or float64 CPU parameters, got "
-                        f"{p.dtype} on {p.device}; use foreach=True (any device) instead"
-                    )
+        params = group["params"]
+        if group["fused"] and params and not (_fused_ok(params) or _paths.has_triton()):
+            p = next(p for p in params if not _fused_ok([p]))
+            raise RuntimeError(
+                "BAMSProd `fused=True` requires float32 or float64 CPU parameters (or CUDA "
+                f"with Triton), got {p.dtype} on {p.device}; use foreach=True instead"
+            )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self._paths_taken = set()
         for group in self.param_groups:
-            group.setdefault("gamma", 1e-3)
-            group.setdefault("kappa", 1.0)
-            group.setdefault("binary", False)
-            group.setdefault("latent_clip", None)
-            group.setdefault("foreach", None)
-            group.setdefault("fused", None)
+            for key, value in (
+                ("gamma", 1e-3), ("kappa", 1.0), ("binary", False), ("latent_clip", None),
+                ("foreach", None), ("fused", None), ("maximize", False), ("capturable", False),
+                ("differentiable", False),
+            ):  # fmt: skip
+                group.setdefault(key, value)
+        _paths.tensor_steps(self.state.values())
+
+    @staticmethod
+    def _path_args(group: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "foreach": group["foreach"],
+            "fused": group["fused"],
+            "differentiable": group["differentiable"],
+            "fused_devices": ("cpu",) if _fused_ok(group["params"]) else (),
+        }
+
+    def paths(self) -> str:
+        """The implementation(s) the steps so far took, e.g. ``"fused"`` or ``"compiled"``."""
+        return _paths.describe(self._paths_taken)
 
     def _init_group(
         self,
@@ -212,8 +250,11 @@ class BAMSProd(Optimizer):
         exp_avgs: list[Tensor],
         exp_avg_sqs: list[Tensor],
         max_exp_avg_sqs: list[Tensor],
-        steps: list[int],
+        steps: list[Tensor],
+        on_device: bool,
     ) -> None:
+        # Dynamo runs this method eagerly and reads back the lists it was given, so it keeps
+        # torch's signature: the lists as separate arguments.
         for p in group["params"]:
             if p.grad is None or p.numel() == 0:
                 continue
@@ -229,11 +270,14 @@ class BAMSProd(Optimizer):
                 )
             state = self.state[p]
             if len(state) == 0:  # lazy state initialisation
-                state["step"] = 0
+                state["step"] = _paths.new_step(p, on_device)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["step"] = int(state["step"]) + 1
+            elif not torch.is_tensor(state["step"]):  # set by hand, or an old state dict
+                _paths.tensor_steps([state])
+            if group["differentiable"] and state["step"].requires_grad:
+                raise RuntimeError("`requires_grad` is not supported for `step` in differentiable mode")
             params.append(p)
             grads.append(p.grad)
             exp_avgs.append(state["exp_avg"])
@@ -241,33 +285,28 @@ class BAMSProd(Optimizer):
             max_exp_avg_sqs.append(state["max_exp_avg_sq"])
             steps.append(state["step"])
 
-    @torch.no_grad()
+    @_use_grad_for_differentiable
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        self._accelerator_graph_capture_health_check()
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params: list[Tensor] = []
-            grads: list[Tensor] = []
-            exp_avgs: list[Tensor] = []
-            exp_avg_sqs: list[Tensor] = []
-            max_exp_avg_sqs: list[Tensor] = []
-            steps: list[int] = []
-            self._init_group(group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps)
-            if not params:
+            path = _paths.choose(
+                [p for p in group["params"] if p.grad is not None], **self._path_args(group)
+            )
+            lists: tuple[list[Tensor], ...] = ([], [], [], [], [], [])
+            on_device = group["capturable"] or path == "compiled"
+            self._init_group(group, *lists, on_device)
+            if not lists[0]:
                 continue
+            self._paths_taken.add(path)
             beta1, beta2 = group["betas"]
-            bamsprod(
-                params,
-                grads,
-                exp_avgs,
-                exp_avg_sqs,
-                max_exp_avg_sqs,
-                steps,
-                foreach=group["foreach"],
-                fused=group["fused"],
+            _step(
+                path,
+                *lists,
                 lr=group["lr"],
                 beta1=beta1,
                 beta2=beta2,
@@ -277,16 +316,17 @@ class BAMSProd(Optimizer):
                 weight_decay=group["weight_decay"],
                 binary=group["binary"],
                 latent_clip=group["latent_clip"],
+                maximize=group["maximize"],
+                capturable=group["capturable"],
+                differentiable=group["differentiable"],
             )
         return loss
 
 
-def _default_foreach(params: list[Tensor]) -> bool:
-    """The fast path when every tensor shares one device and dtype (as torch groups them)."""
-    if torch.jit.is_scripting() or not params:
-        return False
-    first = params[0]
-    return all(p.device == first.device and p.dtype == first.dtype for p in params)
+def _fused_ok(params: list[Tensor]) -> bool:
+    """Whether every tensor is one the CPU kernel takes (float32/float64 on the CPU; a
+    non-contiguous one is stepped by the foreach path inside :func:`_fused_bamsprod`)."""
+    return all(p.device.type == "cpu" and p.dtype in _FUSED_DTYPES for p in params)
 
 
 def bamsprod(
@@ -295,11 +335,14 @@ def bamsprod(
     exp_avgs: list[Tensor],
     exp_avg_sqs: list[Tensor],
     max_exp_avg_sqs: list[Tensor],
-    state_steps: list[int],
+    state_steps: list[Tensor],
     *,
     foreach: bool | None = None,
     fused: bool | None = None,
-    lr: float,
+    capturable: bool = False,
+    differentiable: bool = False,
+    maximize: bool = False,
+    lr: float | Tensor,
     beta1: float,
     beta2: float,
     eps: float,
@@ -309,20 +352,25 @@ def bamsprod(
     binary: bool,
     latent_clip: float | None,
 ) -> None:
-    """Functional BAMSProd: update ``params`` and the state tensors in place.
+    """Functional BAMSProd: update ``params``, the state tensors and ``state_steps`` in place.
 
-    ``state_steps`` holds each tensor's step count ``t`` for this step (already incremented).
-    ``fused=True`` takes the fused CPU kernel (see :class:`BAMSProd`), else ``foreach`` picks.
+    ``state_steps`` holds each tensor's step count before this step (0-d tensors, incremented
+    here, as torch's functional optimizers do). ``foreach``/``fused`` choose the path as in
+    :class:`BAMSProd`.
     """
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
-    if foreach is None:
-        foreach = _default_foreach(params)
-    if fused:
-        func = _fused_bamsprod
-    else:
-        func = _multi_tensor_bamsprod if foreach else _single_tensor_bamsprod
-    func(
+    if not all(isinstance(t, Tensor) for t in state_steps):
+        raise RuntimeError("API has changed, `state_steps` argument must contain a list of tensors")
+    path = _paths.choose(
+        params,
+        foreach=foreach,
+        fused=fused,
+        differentiable=differentiable,
+        fused_devices=("cpu",) if _fused_ok(params) else (),
+    )
+    _step(
+        path,
         params,
         grads,
         exp_avgs,
@@ -338,7 +386,21 @@ def bamsprod(
         weight_decay=weight_decay,
         binary=binary,
         latent_clip=latent_clip,
+        maximize=maximize,
+        capturable=capturable,
+        differentiable=differentiable,
     )
+
+
+def _step(path: str, *lists: list[Tensor], **hyper: Any) -> None:
+    if path == "fused":
+        _fused_bamsprod(*lists, **hyper)
+    elif path == "compiled":
+        _paths.compiled(_single_tensor_bamsprod)(*lists, **hyper)
+    elif path == "foreach":
+        _multi_tensor_bamsprod(*lists, **hyper)
+    else:
+        _single_tensor_bamsprod(*lists, **hyper)
 
 
 def _single_tensor_bamsprod(
@@ -347,9 +409,9 @@ def _single_tensor_bamsprod(
     exp_avgs: list[Tensor],
     exp_avg_sqs: list[Tensor],
     max_exp_avg_sqs: list[Tensor],
-    state_steps: list[int],
+    state_steps: list[Tensor],
     *,
-    lr: float,
+    lr: float | Tensor,
     beta1: float,
     beta2: float,
     eps: float,
@@ -358,29 +420,45 @@ def _single_tensor_bamsprod(
     weight_decay: float,
     binary: bool,
     latent_clip: float | None,
+    maximize: bool,
+    capturable: bool,
+    differentiable: bool,
 ) -> None:
-    """The reference: the spec's step, one tensor at a time, line for line."""
-    for p, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, t in zip(
-        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, strict=True
-    ):
+    """The reference: the algorithm's step, one tensor at a time, line for line.
+
+    Step-dependent factors are Python floats in plain eager mode (``step`` lives on the CPU
+    there) and tensors when capturable, differentiable or compiled, so nothing syncs.
+    """
+    for i, p in enumerate(params):
+        grad = grads[i] if not maximize else -grads[i]
+        exp_avg, exp_avg_sq, max_exp_avg_sq, step_t = (
+            exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sqs[i], state_steps[i]
+        )  # fmt: skip
+        step_t += 1
+        t = step_t if capturable or differentiable else _get_value(step_t)
         # e(p) is measured on p before this update.
         e = quantization_error_tensor(p) if binary and gamma > 0 else None
         if weight_decay != 0:
             grad = grad.add(p, alpha=weight_decay)
         exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        bias_correction1 = 1 - beta1**t
-        bias_correction2 = 1 - beta2**t
-        v_hat = max_exp_avg_sq / bias_correction2
+        if differentiable:
+            max_exp_avg_sq.copy_(torch.maximum(max_exp_avg_sq.clone(), exp_avg_sq))
+        else:
+            torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        v_hat = max_exp_avg_sq / (1 - beta2**t)
         if gamma > 0:
             zeta = v_hat.mean()
             if e is not None:
                 zeta = zeta * (1 + kappa * e)
             lower, upper = bound_schedule(zeta, gamma, t)
-            v_hat.clamp_(min=lower, max=upper)
-        denom = v_hat.sqrt_().add_(eps)
-        p.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
+            v_hat = torch.clamp(v_hat, lower, upper)
+        denom = v_hat.sqrt() + eps
+        step_size = lr / (1 - beta1**t)
+        if isinstance(step_size, Tensor):
+            p.sub_(exp_avg.clone() / denom * step_size if differentiable else exp_avg / denom * step_size)
+        else:
+            p.addcdiv_(exp_avg, denom, value=-step_size)
         if binary and latent_clip is not None:
             p.clamp_(-latent_clip, latent_clip)
 
@@ -392,21 +470,20 @@ def _quantization_errors(params: list[Tensor]) -> Tensor:
     ``sum_c ||w_c - a_c sign(w_c)||^2 = ||w||^2 - sum_c S_c^2 / n_c``, so
     ``e = 1 - (sum_c S_c^2 / n_c) / ||w||^2`` (0 when ``||w|| = 0``).
     """
-    l1_sq, l2_sq, n_c = [], [], []
+    l1_sq, l2_sq = [], []
     for p in params:
         flat = p.reshape(p.shape[0] if p.dim() > 1 else 1, -1)
         s = flat.abs().sum(dim=1)  # S_c: abs + row sums beat vector_norm(ord=1) on CPU
-        l1_sq.append(torch.linalg.vecdot(s, s))
+        l1_sq.append(torch.linalg.vecdot(s, s) / max(flat.shape[1], 1))
         w = flat.reshape(-1)
         l2_sq.append(torch.linalg.vecdot(w, w))
-        n_c.append(max(flat.shape[1], 1))
     l1 = torch.stack(l1_sq)
     l2 = torch.stack(l2_sq)
-    ratio = l1.div_(torch.tensor(n_c, dtype=l1.dtype, device=l1.device)).div_(l2)
+    ratio = l1.div_(l2)
     return torch.where(l2 > 0, (1 - ratio).clamp_(min=0), 0.0)
 
 
-# The fast path works through a group's tensors in buckets of at most this many elements (a
+# The foreach path works through a group's tensors in buckets of at most this many elements (a
 # bigger tensor is a bucket of its own), so its temporaries (the denominators, the decayed
 # gradients) are never allocated for the whole model at once: on CPU, freeing tens of MB per
 # step hands the pages back to the OS and page-faults them in again on the next step.
@@ -428,15 +505,50 @@ def _buckets(tensors: list[Tensor], max_numel: int) -> list[list[int]]:
     return out
 
 
+def _step_factors(
+    steps: list[Tensor], numels: list[int], *, lr: float | Tensor, beta1: float, beta2: float,
+    eps: float, gamma: float, capturable: bool,
+) -> tuple[list[Any], list[Any], list[Any], list[Any]]:  # fmt: skip
+    """Per tensor: the step size ``-lr sqrt(bc2) / bc1``, ``eps sqrt(bc2)``, and the bounds'
+    coefficients on ``sum(v_max)`` (``(1 - 1/(gt+1)) / n`` and ``(1 + 1/(gt)) / n``).
+
+    Python floats from CPU steps; 0-d tensors on the steps' device when ``capturable``.
+    """
+    if capturable:
+        bc1 = torch._foreach_pow(beta1, steps)
+        torch._foreach_sub_(bc1, 1)  # bc1 - 1 = -(1 - beta1^t)
+        bc2_sqrt = torch._foreach_pow(beta2, steps)
+        torch._foreach_neg_(bc2_sqrt)
+        torch._foreach_add_(bc2_sqrt, 1)
+        torch._foreach_sqrt_(bc2_sqrt)
+        sizes = torch._foreach_div(bc2_sqrt, bc1)
+        torch._foreach_mul_(sizes, lr)
+        epss = torch._foreach_mul(bc2_sqrt, eps)
+        gt = torch._foreach_mul(steps, gamma)
+        uppers = torch._foreach_reciprocal(gt)
+        torch._foreach_add_(uppers, 1)  # 1 + 1 / (gt)
+        lowers = torch._foreach_reciprocal(uppers)  # gt / (gt + 1) = 1 - 1 / (gt + 1)
+        inv_n = [1.0 / n for n in numels]
+        torch._foreach_mul_(uppers, inv_n)
+        torch._foreach_mul_(lowers, inv_n)
+        return sizes, epss, lowers, uppers
+    lr = _get_value(lr)
+    ts = [_get_value(s) for s in steps]
+    roots = [math.sqrt(1 - beta2**t) for t in ts]
+    sizes = [-lr * r / (1 - beta1**t) for r, t in zip(roots, ts, strict=True)]
+    bounds = [bound_schedule(1.0 / n, gamma, t) for n, t in zip(numels, ts, strict=True)]
+    return sizes, [eps * r for r in roots], [b[0] for b in bounds], [b[1] for b in bounds]
+
+
 def _multi_tensor_bamsprod(
     params: list[Tensor],
     grads: list[Tensor],
     exp_avgs: list[Tensor],
     exp_avg_sqs: list[Tensor],
     max_exp_avg_sqs: list[Tensor],
-    state_steps: list[int],
+    state_steps: list[Tensor],
     *,
-    lr: float,
+    lr: float | Tensor,
     beta1: float,
     beta2: float,
     eps: float,
@@ -445,23 +557,35 @@ def _multi_tensor_bamsprod(
     weight_decay: float,
     binary: bool,
     latent_clip: float | None,
+    maximize: bool,
+    capturable: bool,
+    differentiable: bool,
 ) -> None:
-    """The fast path: the same step with ``torch._foreach_*`` ops over buckets of tensors.
+    """The foreach path: the same step with ``torch._foreach_*`` ops over buckets of tensors.
 
     The projection is applied to ``v_max`` directly with bounds scaled by ``1 - beta2^t``, and
     the bias correction of ``v`` is folded into the step size, as torch's Adam does:
     ``m / (sqrt(v_max / bc2) + eps) = sqrt(bc2) * m / (sqrt(v_max) + eps * sqrt(bc2))``.
-    Per-tensor reductions (``sum(v_max)``, ``e(p)``) stay on the device as small tensors.
+    Per-tensor sums stay on the device as small tensors.
     """
+    if differentiable:
+        raise RuntimeError("the foreach path does not support differentiable=True")
+    torch._foreach_add_(state_steps, 1)
     for idx in _buckets(params, _BUCKET_NUMEL):
         dev_params = [params[i] for i in idx]
         dev_grads = [grads[i] for i in idx]
         dev_exp_avgs = [exp_avgs[i] for i in idx]
         dev_exp_avg_sqs = [exp_avg_sqs[i] for i in idx]
         dev_max = [max_exp_avg_sqs[i] for i in idx]
-        steps = [state_steps[i] for i in idx]
+        sizes, epss, lower_c, upper_c = _step_factors(
+            [state_steps[i] for i in idx],
+            [max(p.numel(), 1) for p in dev_params],
+            lr=lr, beta1=beta1, beta2=beta2, eps=eps, gamma=gamma, capturable=capturable,
+        )  # fmt: skip
 
         errors = _quantization_errors(dev_params) if binary and gamma > 0 else None
+        if maximize:
+            dev_grads = torch._foreach_neg(dev_grads)
         if weight_decay != 0:
             dev_grads = torch._foreach_add(dev_grads, dev_params, alpha=weight_decay)
         torch._foreach_lerp_(dev_exp_avgs, dev_grads, 1 - beta1)
@@ -470,45 +594,31 @@ def _multi_tensor_bamsprod(
         torch._foreach_maximum_(dev_max, dev_exp_avg_sqs)
         del dev_grads
 
-        bc2_sqrt = [math.sqrt(1 - beta2**t) for t in steps]
-        step_sizes = [-lr * s / (1 - beta1**t) for s, t in zip(bc2_sqrt, steps, strict=True)]
         if gamma > 0:
             # Bounds on v_max (= bounds on v^ times bc2): zeta * bc2 = sum(v_max) / n * (1 + k e).
-            coefs = [
-                bound_schedule(1.0 / max(p.numel(), 1), gamma, t)
-                for p, t in zip(dev_params, steps, strict=True)
-            ]
-            p0 = dev_params[0]
-            coef = torch.tensor(coefs, dtype=p0.dtype, device=p0.device)
-            target = torch.stack([v.sum() for v in dev_max])
+            # torch.sum's cascade summation: _foreach_norm(ord=1) drifts from it on big tensors
+            sums = torch.stack([v.sum() for v in dev_max])
             if errors is not None:
-                target = target * (1 + kappa * errors)
-            lowers, uppers = coef.mul_(target.unsqueeze(1)).unbind(1)
+                sums.mul_(errors.mul_(kappa).add_(1))
+            sums = sums.unbind(0)
+            lowers = torch._foreach_mul(sums, lower_c)
+            uppers = torch._foreach_mul(sums, upper_c)
             # Two one-sided clamps: torch.clamp with tensor bounds is not vectorised on CPU.
-            denom = torch._foreach_maximum(dev_max, lowers.unbind(0))
-            torch._foreach_minimum_(denom, uppers.unbind(0))
+            denom = torch._foreach_maximum(dev_max, lowers)
+            torch._foreach_minimum_(denom, uppers)
             torch._foreach_sqrt_(denom)
         else:
             denom = torch._foreach_sqrt(dev_max)
-        torch._foreach_add_(denom, [eps * s for s in bc2_sqrt])
-        torch._foreach_addcdiv_(dev_params, dev_exp_avgs, denom, step_sizes)
+        torch._foreach_add_(denom, epss)
+        if capturable:
+            torch._foreach_div_(denom, sizes)
+            torch._foreach_addcdiv_(dev_params, dev_exp_avgs, denom)
+        else:
+            torch._foreach_addcdiv_(dev_params, dev_exp_avgs, denom, sizes)
         del denom
         if binary and latent_clip is not None:
-            for p in dev_params:
-                p.clamp_(-latent_clip, latent_clip)
-
-
-_FUSED_DTYPES = (torch.float32, torch.float64)
-
-
-def _fusable(*tensors: Tensor) -> bool:
-    """Whether the fused kernel takes this parameter: CPU, float32/float64, all contiguous."""
-    p = tensors[0]
-    return (
-        p.device.type == "cpu"
-        and p.dtype in _FUSED_DTYPES
-        and all(t.dtype == p.dtype and t.is_contiguous() for t in tensors)
-    )
+            torch._foreach_clamp_min_(dev_params, -latent_clip)
+            torch._foreach_clamp_max_(dev_params, latent_clip)
 
 
 def _fused_bamsprod(
@@ -517,9 +627,9 @@ def _fused_bamsprod(
     exp_avgs: list[Tensor],
     exp_avg_sqs: list[Tensor],
     max_exp_avg_sqs: list[Tensor],
-    state_steps: list[int],
+    state_steps: list[Tensor],
     *,
-    lr: float,
+    lr: float | Tensor,
     beta1: float,
     beta2: float,
     eps: float,
@@ -528,46 +638,54 @@ def _fused_bamsprod(
     weight_decay: float,
     binary: bool,
     latent_clip: float | None,
+    maximize: bool,
+    capturable: bool,
+    differentiable: bool,
 ) -> None:
     """The fused CPU path: two passes per tensor in one C++ call for the whole group.
 
     Pass 1 updates ``m``, ``v``, ``v_max`` and sums, in double, ``v_max`` and (binary groups)
     the per-channel ``S_c = sum|p_c|`` and ``||p||^2``; then ``e = max(0, 1 - sum_c S_c^2 / n_c
-    / ||p||^2)``, ``zeta`` and the bounds; pass 2 clamps ``v^``, steps ``p`` and clips it. Threads:
-    ``torch.get_num_threads()``; results do not depend on the thread count. Tensors the kernel
-    cannot take (non-contiguous), and all of them when the kernel cannot be built, go to
-    :func:`_multi_tensor_bamsprod`.
+    / ||p||^2)``, ``zeta`` and the bounds; pass 2 clamps ``v^``, steps ``p`` and clips it.
+    Threads: ``torch.get_num_threads()``; results do not depend on the thread count. When the
+    kernel cannot be built, the foreach path.
     """
     hyper = dict(
-        lr=lr,
-        beta1=beta1,
-        beta2=beta2,
-        eps=eps,
-        gamma=gamma,
-        kappa=kappa,
-        weight_decay=weight_decay,
-        binary=binary,
-        latent_clip=latent_clip,
-    )
+        beta1=beta1, beta2=beta2, eps=eps, gamma=gamma, kappa=kappa, weight_decay=weight_decay,
+        binary=binary, latent_clip=latent_clip,
+    )  # fmt: skip
+    ops = _fused.load()
+    if ops is None:
+        _multi_tensor_bamsprod(
+            params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr=lr,
+            maximize=maximize, capturable=capturable, differentiable=differentiable, **hyper,
+        )  # fmt: skip
+        return
     if torch.is_grad_enabled() and any(p.requires_grad for p in params):
         # As torch's own in-place ops refuse (the kernel writes through raw pointers).
         raise RuntimeError(
             "a leaf Variable that requires grad is being used in an in-place operation: call "
             "BAMSProd's functional step under torch.no_grad() (Optimizer.step does)"
         )
-    lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)
-    ops = _fused.load()
-    if ops is None:
-        _multi_tensor_bamsprod(*lists, state_steps, **hyper)
-        return
-    rest = [i for i, ts in enumerate(zip(*lists, strict=True)) if not _fusable(*ts)]
-    if not rest:
-        ops.step(*lists, state_steps, **hyper)
-        return
-    skip = set(rest)
-    take = [i for i in range(len(params)) if i not in skip]
-    if take:
-        ops.step(*([ts[i] for i in take] for ts in lists), [state_steps[i] for i in take], **hyper)
-    _multi_tensor_bamsprod(
-        *([ts[i] for i in rest] for ts in lists), [state_steps[i] for i in rest], **hyper
-    )
+    lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)
+    strided = [i for i, p in enumerate(params) if not p.is_contiguous()]
+    if strided:  # the kernel walks memory linearly: these take the foreach path
+        take = [i for i in range(len(params)) if i not in set(strided)]
+        _multi_tensor_bamsprod(
+            *([ts[i] for i in strided] for ts in lists), lr=lr, maximize=maximize,
+            capturable=capturable, differentiable=differentiable, **hyper,
+        )  # fmt: skip
+        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps = (
+            [ts[i] for i in take] for ts in lists
+        )
+        if not params:
+            return
+    if maximize:
+        grads = torch._foreach_neg(grads)
+    grads = [g.contiguous() for g in grads]
+    torch._foreach_add_(state_steps, 1)
+    ops.step(
+        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
+        float(lr) if isinstance(lr, Tensor) and not torch.compiler.is_compiling() else lr,
+        **hyper,
+    )  # fmt: skip

@@ -1,6 +1,6 @@
 // Fused CPU step of BAMSProd (core/optim/bamsprod.py, `fused=True`): two passes per tensor.
 //
-// The contract is shared/spec/bamsprod.md. Per parameter tensor p (gradient g, step t):
+// The algorithm is docs/algorithm.md. Per parameter tensor p (gradient g, step t):
 //
 //   pass 1 (reads g, m, v, v_max, p; writes m, v, v_max):
 //       g <- g + wd p;  m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  v_max <- max(v_max, v)
@@ -320,7 +320,7 @@ void check_tensor(const at::Tensor& t, const at::Tensor& p, const char* what) {
 
 void fused_step(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                 at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
-                at::IntArrayRef steps, double lr, double beta1, double beta2, double eps,
+                at::TensorList steps, double lr, double beta1, double beta2, double eps,
                 double gamma, double kappa, double weight_decay, bool binary,
                 std::optional<double> latent_clip) {
   const size_t count = params.size();
@@ -344,7 +344,10 @@ void fused_step(at::TensorList params, at::TensorList grads, at::TensorList exp_
     check_tensor(exp_avgs[i], p, "exp_avg");
     check_tensor(exp_avg_sqs[i], p, "exp_avg_sq");
     check_tensor(max_exp_avg_sqs[i], p, "max_exp_avg_sq");
-    TORCH_CHECK(steps[i] >= 1, "bamsprod fused: step counts start at 1");
+    TORCH_CHECK(steps[i].numel() == 1 && steps[i].device().is_cpu(),
+                "bamsprod fused: each step count must be a one-element CPU tensor");
+    const int64_t step = static_cast<int64_t>(steps[i].item<double>());
+    TORCH_CHECK(step >= 1, "bamsprod fused: step counts start at 1");
     const int64_t n = p.numel();
     if (n == 0) continue;
     Slot s{};
@@ -356,7 +359,7 @@ void fused_step(at::TensorList params, at::TensorList grads, at::TensorList exp_
     s.is_double = p.scalar_type() == at::kDouble;
     s.numel = n;
     s.channel = p.dim() > 1 ? n / p.size(0) : n;
-    s.step = steps[i];
+    s.step = step;
     slot_items.push_back(static_cast<int64_t>(items.size()));
     make_items(s, static_cast<int64_t>(slots.size()), h.qerr, items);
     slots.push_back(s);
@@ -480,7 +483,7 @@ at::Tensor quantization_errors(at::TensorList tensors) {
 TORCH_LIBRARY(bamsprod_fused, m) {
   m.def(
       "step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
-      "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] max_exp_avg_sqs, int[] steps, float lr, "
+      "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] max_exp_avg_sqs, Tensor[] steps, float lr, "
       "float beta1, float beta2, float eps, float gamma, float kappa, float weight_decay, "
       "bool binary, float? latent_clip) -> ()");
   m.def("quantization_errors(Tensor[] tensors) -> Tensor");

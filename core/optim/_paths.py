@@ -1,0 +1,110 @@
+"""Which implementation an optimizer step takes, per device, and the compiled one.
+
+Every optimizer here has up to four implementations of one step, all held equal to the
+per-tensor reference by tests (1e-6 relative):
+
+- ``single_tensor``: a readable loop over tensors, the reference; also what a user's own
+  ``torch.compile(opt.step)`` traces, and the only path with ``differentiable=True``.
+- ``foreach``: ``torch._foreach_*`` ops over all tensors, no host sync; any device.
+- ``compiled``: the reference compiled once per process by ``torch.compile`` (Inductor: Triton
+  kernels on CUDA), the default on CUDA. Each distinct parameter list compiles once; learning
+  rates, betas and step counts enter as values, not constants, so schedulers do not recompile.
+- ``fused``: a hand-written kernel (BAMSProd on CPU only, ``csrc/bamsprod_fused.cpp``).
+
+``fused=None`` (the default) picks the fastest correct path for the group's device:
+:func:`choose` says which, and :func:`describe` names the path an optimizer took, so a run
+can record it next to its device.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+__all__ = ["Path", "choose", "compiled", "describe", "has_triton", "new_step"]
+
+Path = Literal["single_tensor", "foreach", "compiled", "fused"]
+
+
+@functools.cache
+def has_triton() -> bool:
+    """Whether Inductor can generate GPU kernels here (Triton importable, a CUDA device)."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        from torch.utils._triton import has_triton as torch_has_triton
+    except ImportError:  # pragma: no cover - every supported torch has it
+        return False
+    return bool(torch_has_triton())
+
+
+def choose(
+    params: list[Tensor],
+    *,
+    foreach: bool | None,
+    fused: bool | None,
+    differentiable: bool,
+    fused_devices: tuple[str, ...] = (),
+) -> Path:
+    """The path one group's step takes.
+
+    ``fused=True`` asks for the device's fastest path (the kernel where ``fused_devices`` holds
+    the device type, else the compiled path on CUDA); ``fused=False`` or ``foreach`` set
+    explicitly keep the eager paths; ``None`` picks: the compiled path on CUDA, the kernel on
+    devices in ``fused_devices``, else ``foreach`` when the tensors share one device and dtype.
+    Inside a ``torch.compile`` of the caller, the reference (the compiler fuses it itself).
+    """
+    if differentiable or torch.jit.is_scripting() or not params:
+        return "single_tensor"
+    first = params[0]
+    uniform = all(p.device == first.device and p.dtype == first.dtype for p in params)
+    kind = first.device.type
+    if fused or (fused is None and foreach is None):
+        if kind in fused_devices:  # the caller checked that its kernel takes every tensor
+            return "fused"
+        if torch.compiler.is_compiling():
+            return "single_tensor"
+        if kind == "cuda" and uniform and has_triton():
+            return "compiled"
+        if fused:
+            raise RuntimeError(
+                f"fused=True needs parameters on one of {sorted({*fused_devices, 'cuda'})} "
+                f"(CUDA with Triton), got {first.device}; use foreach=True instead"
+            )
+    if foreach is False or torch.compiler.is_compiling():
+        return "single_tensor"
+    return "foreach" if uniform else "single_tensor"
+
+
+@functools.cache
+def compiled(fn: Callable[..., None]) -> Callable[..., None]:
+    """``fn`` compiled once per process (``fullgraph``, static shapes; Inductor)."""
+    return torch.compile(fn, fullgraph=True, dynamic=False)
+
+
+def new_step(p: Tensor, on_device: bool) -> Tensor:
+    """A fresh 0-d ``step`` tensor, as torch's optimizers keep it: on ``p``'s device when the
+    step is captured or compiled for it (``on_device``), else on the CPU."""
+    from torch.optim.optimizer import _get_scalar_dtype
+
+    device = p.device if on_device else torch.device("cpu")
+    return torch.zeros((), dtype=_get_scalar_dtype(), device=device)
+
+
+def tensor_steps(state: Iterable[dict[str, Any]]) -> None:
+    """Turn ``int`` step counts of an older state dict into 0-d CPU tensors, in place."""
+    from torch.optim.optimizer import _get_scalar_dtype
+
+    for s in state:
+        if "step" in s and not torch.is_tensor(s["step"]):
+            s["step"] = torch.tensor(float(s["step"]), dtype=_get_scalar_dtype())
+
+
+def describe(paths: Iterable[str]) -> str:
+    """One label for the paths an optimizer's groups took (``"fused"``, ``"compiled+foreach"``)."""
+    seen = sorted(set(paths))
+    return "+".join(seen) if seen else "none"
