@@ -399,7 +399,8 @@ def test_functional_fused_step_refuses_grad_mode() -> None:
     hp = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, gamma=1e-3, kappa=1.0,
               weight_decay=0.0, binary=False, latent_clip=None)  # fmt: skip
     with pytest.raises(RuntimeError, match="in-place operation"):
-        bamsprod_module.bamsprod([p], [torch.ones(3)], *state, [torch.tensor(0.0)], fused=True, **hp)
+        steps = [torch.tensor(0.0)]
+        bamsprod_module.bamsprod([p], [torch.ones(3)], *state, steps, fused=True, **hp)
     with torch.no_grad():
         step = torch.tensor(0.0)
         bamsprod_module.bamsprod([p], [torch.ones(3)], *state, [step], fused=True, **hp)

@@ -91,7 +91,9 @@ def _validate(group: dict[str, Any]) -> None:
         if lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
         if group["foreach"] and not group["capturable"]:
-            raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+            raise ValueError(
+                "lr as a Tensor is not supported for capturable=False and foreach=True"
+            )
     elif not isinstance(lr, int | float):
         raise ValueError(f"Invalid learning rate: {lr!r}")
     if not 0.0 <= lr:
@@ -277,7 +279,9 @@ class BAMSProd(Optimizer):
             elif not torch.is_tensor(state["step"]):  # set by hand, or an old state dict
                 _paths.tensor_steps([state])
             if group["differentiable"] and state["step"].requires_grad:
-                raise RuntimeError("`requires_grad` is not supported for `step` in differentiable mode")
+                raise RuntimeError(
+                    "`requires_grad` is not supported for `step` in differentiable mode"
+                )
             params.append(p)
             grads.append(p.grad)
             exp_avgs.append(state["exp_avg"])
@@ -456,7 +460,8 @@ def _single_tensor_bamsprod(
         denom = v_hat.sqrt() + eps
         step_size = lr / (1 - beta1**t)
         if isinstance(step_size, Tensor):
-            p.sub_(exp_avg.clone() / denom * step_size if differentiable else exp_avg / denom * step_size)
+            m = exp_avg.clone() if differentiable else exp_avg
+            p.sub_(m / denom * step_size)
         else:
             p.addcdiv_(exp_avg, denom, value=-step_size)
         if binary and latent_clip is not None:
