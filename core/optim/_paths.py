@@ -56,7 +56,8 @@ def choose(
     the device type, else the compiled path on CUDA); ``fused=False`` or ``foreach`` set
     explicitly keep the eager paths; ``None`` picks: the compiled path on CUDA, the kernel on
     devices in ``fused_devices``, else ``foreach`` when the tensors share one device and dtype.
-    Inside a ``torch.compile`` of the caller, the reference (the compiler fuses it itself).
+    Inside a ``torch.compile`` of the caller, the reference (the compiler fuses it itself)
+    unless ``fused=True``.
     """
     if differentiable or torch.jit.is_scripting() or not params:
         return "single_tensor"
@@ -64,10 +65,12 @@ def choose(
     uniform = all(p.device == first.device and p.dtype == first.dtype for p in params)
     kind = first.device.type
     if fused or (fused is None and foreach is None):
+        if torch.compiler.is_compiling() and not fused:
+            # Inductor fuses the reference itself; a kernel's float arguments (the lr) would
+            # be baked into the graph as constants and recompile whenever a scheduler moves them.
+            return "single_tensor"
         if kind in fused_devices:  # the caller checked that its kernel takes every tensor
             return "fused"
-        if torch.compiler.is_compiling():
-            return "single_tensor"
         if kind == "cuda" and uniform and has_triton():
             return "compiled"
         if fused:

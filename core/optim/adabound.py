@@ -1,6 +1,6 @@
 r"""AdaBound and AMSBound (Luo et al., ICLR 2019): Adam whose per-element step is clipped.
 
-Per parameter tensor at step ``t`` (the project's spec, "Baselines")::
+Per parameter tensor at step ``t`` (``docs/algorithm.md``, "Baselines")::
 
     g   <- g + weight_decay * p                       (L2; skipped when 0)
     m   <- beta1 * m + (1 - beta1) * g
@@ -16,6 +16,9 @@ Per parameter tensor at step ``t`` (the project's spec, "Baselines")::
 survives ``state_dict``). With ``gamma = 0`` the bounds are ``[0, inf)`` and the method is Adam
 (with ``eps`` added to the uncorrected ``sqrt(v)``, as in the paper's code).
 
+Paths as BAMSProd's (:mod:`core.optim._paths`): the per-tensor reference, a foreach path, and
+the reference compiled by ``torch.compile`` (the default on CUDA).
+
 Reference: L. Luo, Y. Xiong, Y. Liu, X. Sun, "Adaptive Gradient Methods with Dynamic Bound of
 Learning Rate", ICLR 2019, https://arxiv.org/abs/1902.09843 (code: Luolc/AdaBound).
 """
@@ -28,19 +31,24 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import Optimizer, ParamsT
+from torch.optim.optimizer import Optimizer, ParamsT, _get_value, _use_grad_for_differentiable
 
+from core.optim import _paths
 from core.optim.bamsprod import bound_schedule
 
-__all__ = ["AdaBound", "adabound_bounds"]
+__all__ = ["AdaBound", "adabound", "adabound_bounds"]
 
 
 def adabound_bounds(
-    final_lr: float, gamma: float, step: int, lr: float = 1.0, base_lr: float = 1.0
-) -> tuple[float, float]:
+    final_lr: float, gamma: float, step: Any, lr: Any = 1.0, base_lr: float = 1.0
+) -> tuple[Any, Any]:
     """``(lower, upper)`` on AdaBound's step size at ``step``, with ``final_lr * lr / base_lr``."""
     target = final_lr * lr / base_lr if base_lr != 0 else 0.0
     return bound_schedule(target, gamma, step)
+
+
+def _sqrt(x: Any) -> Any:
+    return x.sqrt() if isinstance(x, Tensor) else math.sqrt(x)
 
 
 class AdaBound(Optimizer):
@@ -55,7 +63,7 @@ class AdaBound(Optimizer):
 
     Args:
         params: parameters or param groups.
-        lr: Adam learning rate ``alpha``.
+        lr: Adam learning rate ``alpha`` (a float or a 1-element tensor).
         betas: ``(beta1, beta2)``.
         final_lr: the SGD learning rate ``alpha*`` the bounds converge to, scaled by
             ``lr / base_lr`` at each step.
@@ -63,21 +71,29 @@ class AdaBound(Optimizer):
         eps: added to ``sqrt(v)``.
         weight_decay: L2 penalty added to the gradient.
         amsbound: use the running max of ``v`` (AMSBound).
+        foreach, maximize, capturable, differentiable, fused: as in :class:`BAMSProd`
+            (``fused=None``: the compiled path on CUDA, else foreach).
 
-    State per parameter: ``step`` (int), ``exp_avg``, ``exp_avg_sq`` and, for AMSBound,
-    ``max_exp_avg_sq``.
+    State per parameter: ``step`` (a 0-d tensor), ``exp_avg``, ``exp_avg_sq`` and, for
+    AMSBound, ``max_exp_avg_sq``.
     """
 
     def __init__(
         self,
         params: ParamsT,
-        lr: float = 1e-3,
+        lr: float | Tensor = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         final_lr: float = 0.1,
         gamma: float = 1e-3,
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         amsbound: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -87,8 +103,14 @@ class AdaBound(Optimizer):
             "eps": eps,
             "weight_decay": weight_decay,
             "amsbound": amsbound,
+            "foreach": foreach,
+            "maximize": maximize,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "fused": fused,
         }
         _validate(defaults)
+        self._paths_taken: set[str] = set()
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -96,70 +118,131 @@ class AdaBound(Optimizer):
         _validate({**self.defaults, **param_group})
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        group.setdefault("base_lr", group["lr"])
+        group.setdefault("base_lr", float(group["lr"]))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self._paths_taken = set()
         for group in self.param_groups:
             group.setdefault("amsbound", False)
             group.setdefault("base_lr", group["lr"])
+            for key in ("maximize", "capturable", "differentiable"):
+                group.setdefault(key, False)
+            group.setdefault("foreach", None)
+            group.setdefault("fused", None)
+        _paths.tensor_steps(self.state.values())
 
-    @torch.no_grad()
+    def paths(self) -> str:
+        """The implementation(s) the steps so far took (see :mod:`core.optim._paths`)."""
+        return _paths.describe(self._paths_taken)
+
+    def _init_group(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        exp_avgs: list[Tensor],
+        exp_avg_sqs: list[Tensor],
+        max_exp_avg_sqs: list[Tensor],
+        steps: list[Tensor],
+        on_device: bool,
+    ) -> None:
+        # Keeps torch's signature (the lists as separate arguments): Dynamo runs it eagerly.
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(
+                    "AdaBound does not support sparse gradients, please use dense gradients "
+                    "or torch.optim.SparseAdam instead"
+                )
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = _paths.new_step(p, on_device)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if group["amsbound"]:
+                    state["max_exp_avg_sq"] = torch.zeros_like(
+                        p, memory_format=torch.preserve_format
+                    )
+            elif not torch.is_tensor(state["step"]):
+                _paths.tensor_steps([state])
+            params.append(p)
+            grads.append(p.grad)
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            if group["amsbound"]:
+                max_exp_avg_sqs.append(state["max_exp_avg_sq"])
+            steps.append(state["step"])
+
+    @_use_grad_for_differentiable
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        self._accelerator_graph_capture_health_check()
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            path = _paths.choose(
+                [p for p in group["params"] if p.grad is not None],
+                foreach=group["foreach"],
+                fused=group["fused"],
+                differentiable=group["differentiable"],
+            )
+            lists: tuple[list[Tensor], ...] = ([], [], [], [], [], [])
+            self._init_group(group, *lists, group["capturable"] or path == "compiled")
+            if not lists[0]:
+                continue
+            self._paths_taken.add(path)
             beta1, beta2 = group["betas"]
-            amsbound = group["amsbound"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(
-                        "AdaBound does not support sparse gradients, please use dense gradients "
-                        "or torch.optim.SparseAdam instead"
-                    )
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    if amsbound:
-                        state["max_exp_avg_sq"] = torch.zeros_like(
-                            p, memory_format=torch.preserve_format
-                        )
-                state["step"] = int(state["step"]) + 1
-                _adabound_update(
-                    p,
-                    p.grad,
-                    state["exp_avg"],
-                    state["exp_avg_sq"],
-                    state.get("max_exp_avg_sq") if amsbound else None,
-                    state["step"],
-                    lr=group["lr"],
-                    base_lr=group["base_lr"],
-                    final_lr=group["final_lr"],
-                    beta1=beta1,
-                    beta2=beta2,
-                    gamma=group["gamma"],
-                    eps=group["eps"],
-                    weight_decay=group["weight_decay"],
-                )
+            adabound(
+                *lists,
+                path=path,
+                lr=group["lr"],
+                base_lr=group["base_lr"],
+                final_lr=group["final_lr"],
+                beta1=beta1,
+                beta2=beta2,
+                gamma=group["gamma"],
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                amsbound=group["amsbound"],
+                maximize=group["maximize"],
+                capturable=group["capturable"],
+                differentiable=group["differentiable"],
+            )
         return loss
 
 
-def _adabound_update(
-    p: Tensor,
-    grad: Tensor,
-    exp_avg: Tensor,
-    exp_avg_sq: Tensor,
-    max_exp_avg_sq: Tensor | None,
-    t: int,
+def adabound(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
     *,
-    lr: float,
+    path: str = "single_tensor",
+    **hyper: Any,
+) -> None:
+    """Functional AdaBound over tensor lists (``max_exp_avg_sqs`` empty unless AMSBound);
+    ``path`` is one of :data:`core.optim._paths.Path` but ``fused``."""
+    fn = _multi_tensor_adabound if path == "foreach" else _single_tensor_adabound
+    if path == "compiled":
+        fn = _paths.compiled(_single_tensor_adabound)
+    fn(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, **hyper)
+
+
+def _single_tensor_adabound(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    lr: float | Tensor,
     base_lr: float,
     final_lr: float,
     beta1: float,
@@ -167,26 +250,119 @@ def _adabound_update(
     gamma: float,
     eps: float,
     weight_decay: float,
+    amsbound: bool,
+    maximize: bool,
+    capturable: bool,
+    differentiable: bool,
 ) -> None:
-    """One AdaBound step on one tensor, in place (AMSBound when ``max_exp_avg_sq`` is given)."""
+    """The reference: one AdaBound step per tensor, in place (AMSBound with ``v_max``)."""
+    for i, p in enumerate(params):
+        grad = grads[i] if not maximize else -grads[i]
+        exp_avg, exp_avg_sq, step_t = exp_avgs[i], exp_avg_sqs[i], state_steps[i]
+        step_t += 1
+        t = step_t if capturable or differentiable else _get_value(step_t)
+        if weight_decay != 0:
+            grad = grad.add(p, alpha=weight_decay)
+        exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        second = exp_avg_sq
+        if amsbound:
+            max_sq = max_exp_avg_sqs[i]
+            if differentiable:
+                max_sq.copy_(torch.maximum(max_sq.clone(), exp_avg_sq))
+            else:
+                torch.maximum(max_sq, exp_avg_sq, out=max_sq)
+            second = max_sq
+        step_size = lr * _sqrt(1 - beta2**t) / (1 - beta1**t)
+        # step = clamp(step_size / (sqrt(v) + eps), lower, upper)
+        step = step_size / (second.sqrt() + eps)
+        if gamma > 0:
+            lower, upper = adabound_bounds(final_lr, gamma, t, lr, base_lr)
+            step = step.clamp(lower, upper)
+        p.sub_(step * (exp_avg.clone() if differentiable else exp_avg))
+
+
+def _multi_tensor_adabound(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    lr: float | Tensor,
+    base_lr: float,
+    final_lr: float,
+    beta1: float,
+    beta2: float,
+    gamma: float,
+    eps: float,
+    weight_decay: float,
+    amsbound: bool,
+    maximize: bool,
+    capturable: bool,
+    differentiable: bool,
+) -> None:
+    """The foreach path: the same step with ``torch._foreach_*`` ops, no host sync."""
+    if differentiable:
+        raise RuntimeError("the foreach path does not support differentiable=True")
+    torch._foreach_add_(state_steps, 1)
+    if capturable:
+        bc1 = torch._foreach_pow(beta1, state_steps)
+        torch._foreach_neg_(bc1)
+        torch._foreach_add_(bc1, 1)
+        sizes = torch._foreach_pow(beta2, state_steps)
+        torch._foreach_neg_(sizes)
+        torch._foreach_add_(sizes, 1)
+        torch._foreach_sqrt_(sizes)
+        torch._foreach_div_(sizes, bc1)
+        torch._foreach_mul_(sizes, lr)
+        gt = torch._foreach_mul(state_steps, gamma)
+        uppers = torch._foreach_reciprocal(gt)
+        torch._foreach_add_(uppers, 1)  # 1 + 1 / (gt)
+        lowers = torch._foreach_reciprocal(uppers)  # 1 - 1 / (gt + 1)
+        target = final_lr * lr / base_lr if base_lr != 0 else 0.0
+        torch._foreach_mul_(lowers, target)
+        torch._foreach_mul_(uppers, target)
+    else:
+        lr = _get_value(lr)
+        ts = [_get_value(s) for s in state_steps]
+        sizes = [lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) for t in ts]
+        bounds = [adabound_bounds(final_lr, gamma, t, lr, base_lr) for t in ts]
+        lowers, uppers = [b[0] for b in bounds], [b[1] for b in bounds]
+    if maximize:
+        grads = torch._foreach_neg(grads)
     if weight_decay != 0:
-        grad = grad.add(p, alpha=weight_decay)
-    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    second = exp_avg_sq
-    if max_exp_avg_sq is not None:
-        torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        second = max_exp_avg_sq
-    step_size = lr * math.sqrt(1 - beta2**t) / (1 - beta1**t)
-    lower, upper = adabound_bounds(final_lr, gamma, t, lr, base_lr)
-    # step = clamp(step_size / (sqrt(v) + eps), lower, upper), built in one buffer
-    step = second.sqrt().add_(eps).reciprocal_().mul_(step_size).clamp_(lower, upper)
-    p.addcmul_(step, exp_avg, value=-1.0)
+        grads = torch._foreach_add(grads, params, alpha=weight_decay)
+    torch._foreach_mul_(exp_avgs, beta1)
+    torch._foreach_add_(exp_avgs, grads, alpha=1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    second = exp_avg_sqs
+    if amsbound:
+        torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
+        second = max_exp_avg_sqs
+    step = torch._foreach_sqrt(second)
+    torch._foreach_add_(step, eps)
+    torch._foreach_reciprocal_(step)
+    torch._foreach_mul_(step, sizes)
+    if gamma > 0:
+        if capturable:
+            torch._foreach_maximum_(step, lowers)
+            torch._foreach_minimum_(step, uppers)
+        else:
+            torch._foreach_clamp_min_(step, lowers)
+            torch._foreach_clamp_max_(step, uppers)
+    torch._foreach_mul_(step, exp_avgs)
+    torch._foreach_sub_(params, step)
 
 
 def _validate(group: dict[str, Any]) -> None:
-    if not 0.0 <= group["lr"]:
-        raise ValueError(f"Invalid learning rate: {group['lr']}")
+    lr = group["lr"]
+    if isinstance(lr, Tensor) and lr.numel() != 1:
+        raise ValueError("Tensor lr must be 1-element")
+    if not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
     if not 0.0 <= group["eps"]:
         raise ValueError(f"Invalid epsilon value: {group['eps']}")
     betas = group["betas"]
@@ -199,3 +375,5 @@ def _validate(group: dict[str, Any]) -> None:
         raise ValueError(f"Invalid gamma value: {group['gamma']}")
     if not 0.0 <= group["weight_decay"]:
         raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+    if group["fused"] and group["foreach"]:
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")

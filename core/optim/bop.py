@@ -34,7 +34,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import Optimizer, ParamsT
+from torch.optim.optimizer import Optimizer, ParamsT, _use_grad_for_differentiable
+
+from core.optim import _paths
 
 __all__ = ["Bop", "CaseOptimizer"]
 
@@ -53,15 +55,38 @@ class Bop(Optimizer):
         gamma: adaptivity rate ``gamma`` of the gradient average.
         threshold: flip threshold ``tau``.
         lr: a scheduler handle: the rate used is ``gamma * lr / base_lr`` (see module docs).
+        foreach, maximize, capturable, differentiable, fused: torch's conventions; the paths
+            are the per-tensor reference and, by default on CUDA, that reference compiled
+            (:mod:`core.optim._paths`). ``foreach=True`` takes the reference too.
 
-    State per parameter: ``step`` (int), ``exp_avg`` (the average ``m``).
+    State per parameter: ``step`` (a 0-d tensor), ``exp_avg`` (the average ``m``).
     """
 
     def __init__(
-        self, params: ParamsT, gamma: float = 1e-4, threshold: float = 1e-8, lr: float = 1.0
+        self,
+        params: ParamsT,
+        gamma: float = 1e-4,
+        threshold: float = 1e-8,
+        lr: float | Tensor = 1.0,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
-        defaults = {"gamma": gamma, "threshold": threshold, "lr": lr}
+        defaults = {
+            "gamma": gamma,
+            "threshold": threshold,
+            "lr": lr,
+            "foreach": foreach,
+            "maximize": maximize,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "fused": fused,
+        }
         _validate(defaults)
+        self._paths_taken: set[str] = set()
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -69,59 +94,112 @@ class Bop(Optimizer):
         _validate({**self.defaults, **param_group})
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        group.setdefault("base_lr", group["lr"])
+        group.setdefault("base_lr", float(group["lr"]))
         with torch.no_grad():
             for p in group["params"]:
                 p.copy_(torch.where(p >= 0, 1.0, -1.0))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self._paths_taken = set()
         for group in self.param_groups:
             group.setdefault("lr", 1.0)
             group.setdefault("base_lr", group["lr"])
+            for key in ("maximize", "capturable", "differentiable"):
+                group.setdefault(key, False)
+            group.setdefault("foreach", None)
+            group.setdefault("fused", None)
+        _paths.tensor_steps(self.state.values())
 
-    @torch.no_grad()
+    def paths(self) -> str:
+        """The implementation(s) the steps so far took (see :mod:`core.optim._paths`)."""
+        return _paths.describe(self._paths_taken)
+
+    def _init_group(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        exp_avgs: list[Tensor],
+        steps: list[Tensor],
+        on_device: bool,
+    ) -> None:
+        # Keeps torch's signature (the lists as separate arguments): Dynamo runs it eagerly.
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(
+                    "Bop does not support sparse gradients, please use dense gradients"
+                )
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = _paths.new_step(p, on_device)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            elif not torch.is_tensor(state["step"]):
+                _paths.tensor_steps([state])
+            params.append(p)
+            grads.append(p.grad)
+            exp_avgs.append(state["exp_avg"])
+            steps.append(state["step"])
+
+    @_use_grad_for_differentiable
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Perform one Bop step; ``closure`` re-evaluates the model and returns the loss."""
+        self._accelerator_graph_capture_health_check()
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            path = _paths.choose(
+                [p for p in group["params"] if p.grad is not None],
+                foreach=group["foreach"],
+                fused=group["fused"],
+                differentiable=group["differentiable"],
+            )
+            path = "compiled" if path == "compiled" else "single_tensor"
+            lists: tuple[list[Tensor], ...] = ([], [], [], [])
+            self._init_group(group, *lists, group["capturable"] or path == "compiled")
+            if not lists[0]:
+                continue
+            self._paths_taken.add(path)
             base_lr = group["base_lr"]
-            scale = group["lr"] / base_lr if base_lr != 0 else 0.0
-            gamma = group["gamma"] * scale
-            threshold = group["threshold"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(
-                        "Bop does not support sparse gradients, please use dense gradients"
-                    )
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] = int(state["step"]) + 1
-                _bop_update(p, p.grad, state["exp_avg"], gamma=gamma, threshold=threshold)
+            fn = _paths.compiled(_single_tensor_bop) if path == "compiled" else _single_tensor_bop
+            fn(
+                *lists,
+                gamma=group["gamma"] * (group["lr"] / base_lr if base_lr != 0 else 0.0),
+                threshold=group["threshold"],
+                maximize=group["maximize"],
+            )
         return loss
 
 
-def _bop_update(
-    p: Tensor, grad: Tensor, exp_avg: Tensor, *, gamma: float, threshold: float
+def _single_tensor_bop(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    gamma: float | Tensor,
+    threshold: float,
+    maximize: bool,
 ) -> None:
-    """One Bop step on one tensor, in place. ``p`` holds ``+-1`` and still does afterwards."""
-    exp_avg.lerp_(grad, gamma)  # m <- (1 - gamma) m + gamma g
-    if threshold > 0:
-        # With p = +-1, m p = +-|m|: "|m| >= tau and sign(m) = sign(p)" is exactly m p >= tau
-        # (m = 0 gives 0 < tau). Float ops only: bool tensors are slow on CPU.
-        flip = torch.mul(exp_avg, p).ge_(threshold)  # 1.0 where the weight flips, else 0.0
-        p.mul_(flip.mul_(-2.0).add_(1.0))
-    else:  # tau = 0: m = 0 must flip only w = +1 (sign(0) = +1), so spell the rule out
-        w_pos = p >= 0
-        flip = (exp_avg >= 0) == w_pos
-        p.copy_(torch.where(w_pos.logical_xor_(flip), 1.0, -1.0))
+    """One Bop step per tensor, in place. Each ``p`` holds ``+-1`` and still does afterwards."""
+    for p, grad, exp_avg, step_t in zip(params, grads, exp_avgs, state_steps, strict=True):
+        step_t += 1
+        # m <- (1 - gamma) m + gamma g, as tensor-scalar products: under torch.compile a
+        # Scalar argument (lerp's weight) would bake the lr-dependent gamma into the graph.
+        exp_avg.mul_(1 - gamma).add_((-grad if maximize else grad) * gamma)
+        if threshold > 0:
+            # With p = +-1, m p = +-|m|: "|m| >= tau and sign(m) = sign(p)" is exactly m p >= tau
+            # (m = 0 gives 0 < tau). Float ops only: bool tensors are slow on CPU.
+            flip = torch.mul(exp_avg, p).ge_(threshold)  # 1.0 where the weight flips, else 0.0
+            p.mul_(flip.mul_(-2.0).add_(1.0))
+        else:  # tau = 0: m = 0 must flip only w = +1 (sign(0) = +1), so spell the rule out
+            w_pos = p >= 0
+            flip = (exp_avg >= 0) == w_pos
+            p.copy_(torch.where(w_pos.logical_xor_(flip), 1.0, -1.0))
 
 
 def _validate(group: dict[str, Any]) -> None:
