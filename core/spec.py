@@ -29,6 +29,9 @@ DatasetName = Literal["mnist", "fashion-mnist", "digits", "cifar10", "synthetic"
 OptimizerName = Literal["bamsprod", "bop", "adabound", "amsbound", "adam", "amsgrad", "sgd"]
 SchedulerName = Literal["none", "cosine", "step"]
 DeviceName = Literal["auto", "cpu", "cuda"]
+# torch.compile of the train step: "off", or a torch.compile mode ("reduce-overhead" adds CUDA
+# graphs on a GPU).
+CompileMode = Literal["off", "default", "reduce-overhead"]
 
 RUN_STATES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled")
 TERMINAL_STATES = ("succeeded", "failed", "diverged", "cancelled")
@@ -198,6 +201,9 @@ class RunConfig(BaseModel):
     batch_size: int = Field(128, ge=1, le=8192)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: DeviceName = "auto"
+    compile: CompileMode = Field(
+        "off", description="torch.compile the train step (reduce-overhead: CUDA graphs too)"
+    )
 
     @field_validator("tags")
     @classmethod
@@ -231,7 +237,8 @@ class RunConfig(BaseModel):
         return config_hash(self)
 
 
-_HASH_EXCLUDES = {"seed", "name", "tags", "device", "data_dir"}
+# What a run was trained on and how it was executed, not what it computes.
+_HASH_EXCLUDES = {"seed", "name", "tags", "device", "data_dir", "compile"}
 
 
 def config_hash(config: RunConfig) -> str:

@@ -6,7 +6,12 @@ Contract (the worker and the CLI rely on it):
 - ``on_epoch(EpochMetrics)`` is called after each finished epoch, before that epoch's
   checkpoint is written; so a crash between the two repeats the epoch, never skips it, and the
   repeated epoch has identical metrics (training is deterministic per config + seed + epoch).
-- ``should_stop()`` is polled between batches; when it returns True the run ends ``cancelled``.
+- ``should_stop()`` is polled before each epoch's first batch and then between batches at most
+  every ``poll_seconds`` of wall time (it must not touch the device, so the batch loop never
+  waits for the GPU); when it returns True the run ends ``cancelled``.
+- ``config.compile`` other than ``"off"`` runs the model and the optimizer step through
+  ``torch.compile`` in that mode (``reduce-overhead``: CUDA graphs too, with the optimizer made
+  ``capturable``). ``TrainResult.optimizer_path`` names the optimizer implementation that ran.
 - With ``checkpoint_dir`` a checkpoint is written after every epoch and training resumes from
   the newest one; resumed runs reproduce the uninterrupted run's metrics exactly.
 - A NaN/inf training loss ends the run ``diverged`` at that epoch; earlier epochs stand.
@@ -60,9 +65,42 @@ class TrainResult:
     state: Literal["succeeded", "diverged", "cancelled"]
     epochs_done: int
     device: str
+    optimizer_path: str = ""
     diverged_epoch: int | None = None
     error: str | None = None
     history: list[EpochMetrics] = field(default_factory=list)
+
+
+# How often, at most, the batch loop asks ``should_stop`` (it is also asked before each epoch).
+STOP_POLL_SECONDS = 0.25
+
+
+def optimizer_path(optimizer: torch.optim.Optimizer) -> str:
+    """The implementation an optimizer's steps took: ours report it (``paths()``), torch's are
+    named by their ``fused``/``foreach`` flags (``torch:fused``, ``torch:foreach``, ...)."""
+    subs = getattr(optimizer, "optimizers", [optimizer])  # a CaseOptimizer's parts
+    names = []
+    for opt in subs:
+        if hasattr(opt, "paths"):
+            names.append(opt.paths())
+            continue
+        group = opt.param_groups[0]
+        flag = "fused" if group.get("fused") else "foreach" if group.get("foreach") else "default"
+        names.append(f"torch:{flag}")
+    return "+".join(dict.fromkeys(names))
+
+
+def _compiled(config: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer):
+    """``(forward, step)``: the model's call and ``optimizer.step``, compiled when asked."""
+    if config.compile == "off":
+        return model, optimizer.step
+    forward = torch.compile(model, mode=config.compile)
+
+    @torch.compile(mode=config.compile)
+    def step() -> None:
+        optimizer.step()
+
+    return forward, step
 
 
 def pick_device(requested: str | None = "auto") -> torch.device:
@@ -125,6 +163,7 @@ def train(
     checkpoint_dir: Path | str | None = None,
     device: str | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    poll_seconds: float = STOP_POLL_SECONDS,
 ) -> TrainResult:
     """Train ``config``; see the module docstring for the contract."""
     dev = pick_device(device or config.device)
@@ -136,7 +175,11 @@ def train(
     )
     torch.manual_seed(config.seed)
     model = build_model(config.model, data.shape, data.classes, **config.model_args).to(dev)
-    optimizer = build_optimizer(config.optimizer, model, lr=config.lr, **config.hparams)
+    # CUDA graphs need the optimizer's step counts on the device.
+    capturable = config.compile == "reduce-overhead" and dev.type == "cuda"
+    optimizer = build_optimizer(
+        config.optimizer, model, lr=config.lr, capturable=capturable, **config.hparams
+    )
     scheduler = _scheduler(config, optimizer)
     latent = binary_weights(model)
     flips = FlipCounter()
@@ -165,6 +208,7 @@ def train(
         history = [EpochMetrics(**h) for h in state["history"]]
         start = state["epoch"] + 1
 
+    forward, optimizer_step = _compiled(config, model, optimizer)
     result = TrainResult("succeeded", start - 1, str(dev), history=history)
     for epoch in range(start, config.epochs + 1):
         t0 = time.perf_counter()
@@ -174,22 +218,27 @@ def train(
         loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
         correct = torch.zeros((), device=dev, dtype=torch.int64)
         lr = float(optimizer.param_groups[0]["lr"])
+        next_poll = 0.0  # ask before the epoch's first batch
         for b in range(batches):
-            if should_stop is not None and should_stop():
-                result.state = "cancelled"
-                return result
+            if should_stop is not None and (now := time.monotonic()) >= next_poll:
+                next_poll = now + poll_seconds
+                if should_stop():
+                    result.state = "cancelled"
+                    result.optimizer_path = optimizer_path(optimizer)
+                    return result
             idx = order[b * config.batch_size : (b + 1) * config.batch_size]
             x, y = train_x[idx], train_y[idx]
-            out = model(x)
+            out = forward(x)
             loss = F.cross_entropy(out, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()  # build() clips latent weights to [-1, 1] (BinaryConnect)
+            optimizer_step()  # build() clips latent weights to [-1, 1] (BinaryConnect)
             loss_sum += loss.detach().double() * len(idx)
             correct += (out.detach().argmax(1) == y).sum()
             if on_batch is not None:
                 on_batch(b + 1, batches)
-        train_loss = float(loss_sum) / seen
+        train_loss = float(loss_sum) / seen  # the epoch's one wait for the device
+        result.optimizer_path = optimizer_path(optimizer)
         if not math.isfinite(train_loss):
             result.state = "diverged"
             result.diverged_epoch = epoch

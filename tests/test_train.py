@@ -88,9 +88,20 @@ def test_cancel_is_checked_between_batches():
         return calls["n"] > 5  # after five batches of epoch 1
 
     epochs: list[int] = []
-    result = train(_cfg(epochs=3), should_stop=stop, on_epoch=lambda m: epochs.append(m.epoch))
+    result = train(
+        _cfg(epochs=3), should_stop=stop, on_epoch=lambda m: epochs.append(m.epoch), poll_seconds=0
+    )
     assert result.state == "cancelled"
     assert result.epochs_done == 0 and epochs == []
+
+
+def test_cancel_is_polled_by_wall_time_and_once_per_epoch():
+    # With a poll interval longer than the run, should_stop is asked once per epoch, before its
+    # first batch: the batch loop does not call it (nor wait on the device for it) per batch.
+    calls: list[int] = []
+    result = train(_cfg(epochs=3), should_stop=lambda: calls.append(1) or False, poll_seconds=3600)
+    assert result.state == "succeeded" and len(calls) == 3
+    assert result.optimizer_path == "fused"  # BAMSProd's CPU default, recorded with the run
 
 
 def test_nan_loss_ends_run_diverged_and_keeps_earlier_epochs():

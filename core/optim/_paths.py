@@ -19,13 +19,14 @@ can record it next to its device.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-__all__ = ["Path", "choose", "compiled", "describe", "has_triton", "new_step"]
+__all__ = ["Path", "choose", "compiled", "describe", "has_triton", "new_step", "run_compiled"]
 
 Path = Literal["single_tensor", "foreach", "compiled", "fused"]
 
@@ -85,8 +86,41 @@ def choose(
 
 @functools.cache
 def compiled(fn: Callable[..., None]) -> Callable[..., None]:
-    """``fn`` compiled once per process (``fullgraph``, static shapes; Inductor)."""
-    return torch.compile(fn, fullgraph=True, dynamic=False)
+    """``fn`` compiled once per process (``fullgraph``, static shapes; Inductor).
+
+    Loop reordering after fusion is off: with it, Inductor (torch 2.11, CUDA) failed an
+    internal assertion on BAMSProd's step.
+    """
+    return torch.compile(
+        fn, fullgraph=True, dynamic=False, options={"loop_ordering_after_fusion": False}
+    )
+
+
+_compile_error: list[str] = []
+
+
+def run_compiled(fn: Callable[..., None], fallback: Callable[..., None], *args, **kwargs) -> str:
+    """Run ``compiled(fn)``; where compiling fails (no working Triton or C++ toolchain), warn
+    once and run ``fallback`` for the rest of the process. Returns the path that ran.
+
+    Compiling happens before the compiled code runs, so a failure has changed nothing yet.
+    """
+    if not _compile_error:
+        try:
+            compiled(fn)(*args, **kwargs)
+            return "compiled"
+        except Exception as exc:  # BackendCompilerFailed, a missing compiler, ...
+            if isinstance(exc, RuntimeError) and "in-place" in str(exc):
+                raise
+            _compile_error.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+            warnings.warn(
+                f"torch.compile of the optimizer step failed ({_compile_error[0]}); using the "
+                "foreach path instead (same results, slower)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    fallback(*args, **kwargs)
+    return "foreach"
 
 
 def new_step(p: Tensor, on_device: bool) -> Tensor:

@@ -194,9 +194,8 @@ class AdaBound(Optimizer):
             self._init_group(group, *lists, group["capturable"] or path == "compiled")
             if not lists[0]:
                 continue
-            self._paths_taken.add(path)
             beta1, beta2 = group["betas"]
-            adabound(
+            path = adabound(
                 *lists,
                 path=path,
                 lr=group["lr"],
@@ -212,6 +211,7 @@ class AdaBound(Optimizer):
                 capturable=group["capturable"],
                 differentiable=group["differentiable"],
             )
+            self._paths_taken.add(path)
         return loss
 
 
@@ -225,13 +225,17 @@ def adabound(
     *,
     path: str = "single_tensor",
     **hyper: Any,
-) -> None:
+) -> str:
     """Functional AdaBound over tensor lists (``max_exp_avg_sqs`` empty unless AMSBound);
-    ``path`` is one of :data:`core.optim._paths.Path` but ``fused``."""
-    fn = _multi_tensor_adabound if path == "foreach" else _single_tensor_adabound
+    ``path`` is one of :data:`core.optim._paths.Path` but ``fused``. Returns the path taken."""
+    lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)
     if path == "compiled":
-        fn = _paths.compiled(_single_tensor_adabound)
-    fn(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, **hyper)
+        return _paths.run_compiled(
+            _single_tensor_adabound, _multi_tensor_adabound, *lists, **hyper
+        )
+    fn = _multi_tensor_adabound if path == "foreach" else _single_tensor_adabound
+    fn(*lists, **hyper)
+    return path
 
 
 def _single_tensor_adabound(

@@ -306,9 +306,8 @@ class BAMSProd(Optimizer):
             self._init_group(group, *lists, on_device)
             if not lists[0]:
                 continue
-            self._paths_taken.add(path)
             beta1, beta2 = group["betas"]
-            _step(
+            path = _step(
                 path,
                 *lists,
                 lr=group["lr"],
@@ -324,6 +323,7 @@ class BAMSProd(Optimizer):
                 capturable=group["capturable"],
                 differentiable=group["differentiable"],
             )
+            self._paths_taken.add(path)
         return loss
 
 
@@ -396,15 +396,19 @@ def bamsprod(
     )
 
 
-def _step(path: str, *lists: list[Tensor], **hyper: Any) -> None:
+def _step(path: str, *lists: list[Tensor], **hyper: Any) -> str:
+    """Run one group's step on ``path``; returns the path that ran (after any fallback)."""
+    if path == "compiled":
+        return _paths.run_compiled(
+            _single_tensor_bamsprod, _multi_tensor_bamsprod, *lists, **hyper
+        )
     if path == "fused":
-        _fused_bamsprod(*lists, **hyper)
-    elif path == "compiled":
-        _paths.compiled(_single_tensor_bamsprod)(*lists, **hyper)
-    elif path == "foreach":
+        return _fused_bamsprod(*lists, **hyper)
+    if path == "foreach":
         _multi_tensor_bamsprod(*lists, **hyper)
     else:
         _single_tensor_bamsprod(*lists, **hyper)
+    return path
 
 
 def _single_tensor_bamsprod(
@@ -646,7 +650,7 @@ def _fused_bamsprod(
     maximize: bool,
     capturable: bool,
     differentiable: bool,
-) -> None:
+) -> str:
     """The fused CPU path: two passes per tensor in one C++ call for the whole group.
 
     Pass 1 updates ``m``, ``v``, ``v_max`` and sums, in double, ``v_max`` and (binary groups)
@@ -665,7 +669,7 @@ def _fused_bamsprod(
             params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr=lr,
             maximize=maximize, capturable=capturable, differentiable=differentiable, **hyper,
         )  # fmt: skip
-        return
+        return "foreach"
     if torch.is_grad_enabled() and any(p.requires_grad for p in params):
         # As torch's own in-place ops refuse (the kernel writes through raw pointers).
         raise RuntimeError(
@@ -684,7 +688,7 @@ def _fused_bamsprod(
             [ts[i] for i in take] for ts in lists
         )
         if not params:
-            return
+            return "foreach"
     if maximize:
         grads = torch._foreach_neg(grads)
     grads = [g.contiguous() for g in grads]
@@ -694,3 +698,4 @@ def _fused_bamsprod(
         float(lr) if isinstance(lr, Tensor) and not torch.compiler.is_compiling() else lr,
         **hyper,
     )  # fmt: skip
+    return "fused"

@@ -163,15 +163,18 @@ class Bop(Optimizer):
             self._init_group(group, *lists, group["capturable"] or path == "compiled")
             if not lists[0]:
                 continue
-            self._paths_taken.add(path)
             base_lr = group["base_lr"]
-            fn = _paths.compiled(_single_tensor_bop) if path == "compiled" else _single_tensor_bop
-            fn(
-                *lists,
-                gamma=group["gamma"] * (group["lr"] / base_lr if base_lr != 0 else 0.0),
-                threshold=group["threshold"],
-                maximize=group["maximize"],
-            )
+            hyper = {
+                "gamma": group["gamma"] * (group["lr"] / base_lr if base_lr != 0 else 0.0),
+                "threshold": group["threshold"],
+                "maximize": group["maximize"],
+            }
+            if path == "compiled":
+                path = _paths.run_compiled(_single_tensor_bop, _single_tensor_bop, *lists, **hyper)
+                path = "compiled" if path == "compiled" else "single_tensor"
+            else:
+                _single_tensor_bop(*lists, **hyper)
+            self._paths_taken.add(path)
         return loss
 
 

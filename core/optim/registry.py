@@ -143,10 +143,11 @@ def _bop(groups: Groups, lr: float, h: dict[str, Any]) -> Optimizer:
     optimizers: list[Optimizer] = []
     for group in groups:
         params = group["params"]
+        capturable = group.get("capturable", False)
         if group.get("binary"):
             optimizers.append(
                 Bop(
-                    [{"name": "binary", "params": params}],
+                    [{"name": "binary", "params": params, "capturable": capturable}],
                     gamma=h["gamma"],
                     threshold=h["threshold"],
                     lr=lr,
@@ -155,7 +156,10 @@ def _bop(groups: Groups, lr: float, h: dict[str, Any]) -> Optimizer:
         else:
             optimizers.append(
                 torch.optim.Adam(
-                    [{"name": "real", "params": params}], lr=lr, betas=_betas(h), eps=h["eps"]
+                    [{"name": "real", "params": params, "capturable": capturable}],
+                    lr=lr,
+                    betas=_betas(h),
+                    eps=h["eps"],
                 )
             )
     return CaseOptimizer(*optimizers)
@@ -174,7 +178,14 @@ _BUILDERS: dict[str, Callable[[Groups, float, dict[str, Any]], Optimizer]] = {
 OPTIMIZER_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
-def build(name: str, model: nn.Module, lr: float | None = None, **hparams: Any) -> Optimizer:
+def build(
+    name: str,
+    model: nn.Module,
+    lr: float | None = None,
+    *,
+    capturable: bool = False,
+    **hparams: Any,
+) -> Optimizer:
     """The optimizer ``name`` for ``model``, with spec-level hyperparameters.
 
     The names are those of ``core.spec.OPTIMIZERS`` (a test checks the two agree).
@@ -183,6 +194,7 @@ def build(name: str, model: nn.Module, lr: float | None = None, **hparams: Any) 
         name: one of :data:`OPTIMIZER_NAMES` (the keys of ``core.spec.OPTIMIZERS``).
         model: the model; its binary layers' latent weights get their own group.
         lr: learning rate; ``None`` takes ``core.spec.DEFAULT_LR[name]``.
+        capturable: torch's ``capturable`` for every optimizer built (CUDA graphs).
         **hparams: hyperparameters by their spec names (e.g. ``beta1``, ``gamma``); unknown or
             out-of-range ones raise ``ValueError``.
     """
@@ -193,4 +205,7 @@ def build(name: str, model: nn.Module, lr: float | None = None, **hparams: Any) 
         lr = DEFAULT_LR[name]
     if not lr >= 0:
         raise ValueError(f"Invalid learning rate: {lr}")
-    return _BUILDERS[name](param_groups(model), float(lr), resolved)
+    groups = param_groups(model)
+    if capturable:  # a group key: torch's and our optimizers all read it per group
+        groups = [{**g, "capturable": True} for g in groups]
+    return _BUILDERS[name](groups, float(lr), resolved)
