@@ -310,6 +310,19 @@ def test_pages_have_no_inline_scripts_and_plotly_is_local(live_server: LiveServe
         js = c.get("/static/plotly.min.js")
         assert js.status_code == 200 and "javascript" in js.headers["content-type"]
         assert "plotly.js" in js.text[:200]
+        # The only bundle the plotly package ships is the full one: sent gzipped (about 30%),
+        # immutable under ?v=, revalidated by ETag without it.
+        assert js.headers["content-encoding"] == "gzip"
+        assert int(js.headers["content-length"]) < 0.4 * len(js.content)
+        assert js.headers["cache-control"] == "no-cache"
+        again = c.get("/static/plotly.min.js", headers={"If-None-Match": js.headers["etag"]})
+        assert again.status_code == 304 and not again.content
+        plain = c.get("/static/plotly.min.js", headers={"Accept-Encoding": "identity"})
+        assert "content-encoding" not in plain.headers and plain.content == js.content
+        versioned = re.search(r'src="(/static/plotly\.min\.js\?v=\w+)"', c.get("/compare").text)
+        assert versioned, "the page links a versioned plotly.min.js"
+        cached = c.get(versioned.group(1)).headers["cache-control"]
+        assert cached == "public, max-age=31536000, immutable"
         assert c.get("/runs/999999").status_code == 404
         options = c.get("/api/schema/options").json()
         assert options["optimizers"]["bamsprod"]["hparams"]["kappa"]["default"] == 1.0
