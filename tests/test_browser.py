@@ -328,3 +328,133 @@ def test_pages_have_no_inline_scripts_and_plotly_is_local(live_server: LiveServe
         assert options["optimizers"]["bamsprod"]["hparams"]["kappa"]["default"] == 1.0
         assert "epochs" in [f["name"] for f in options["fields"]]
         assert c.get("/api/convex", params={"steps": 0}).status_code == 422
+
+
+# ------------------------------------------------------------ empty and zero states, legends
+
+LONG = "binary MLP on the 8x8 digits, width 32, two epochs: a group name long enough to wrap"
+BLOCKER = {**{k: v for k, v in TINY.items() if "." not in k}, "model_args": {"width": 32},
+           "epochs": LIVE_EPOCHS, "batch_size": 3, "name": "blocker"}
+OVERLAP = (
+    "(id) => { const d = document.getElementById(id); const box = (s) => "
+    "d.querySelector(s).getBoundingClientRect(); const l = box('.legend'), t = box('.xtitle'), "
+    "c = d.getBoundingClientRect(); return {legendTop: l.top, legendBottom: l.bottom, "
+    "legendHeight: l.height, titleBottom: t.bottom, chartBottom: c.bottom}; }"
+)
+
+
+def assert_legend_clear(page: Any, chart: str) -> dict[str, float]:
+    """The chart's legend lies below its x-axis title and inside the chart; its boxes."""
+    box = page.evaluate(OVERLAP, chart)
+    assert box["legendTop"] >= box["titleBottom"], (chart, box)
+    assert box["legendBottom"] <= box["chartBottom"], (chart, box)
+    return box
+
+
+def qerr_trace_names(page: Any, run_id: int) -> list[str]:
+    """The quantization error traces' names on the page of a finished 2-epoch run."""
+    page.goto(f"/runs/{run_id}")
+    page.wait_for_function(f"() => ({COUNT_ACC_POINTS})() === 2")
+    return page.evaluate("() => document.getElementById('chart-qerr').data.map(t => t.name)")
+
+
+@pytest.fixture(scope="module")
+def waiting_runs(live_server: LiveServer) -> Any:
+    """A long run holding the worker, then a Bop and a BAMSProd run queued behind it."""
+    with live_server.api() as c:
+        blocker = c.post("/api/runs", json=BLOCKER).json()["id"]
+        deadline = time.monotonic() + 60
+        while c.get(f"/api/runs/{blocker}").json()["state"] != "running":
+            assert time.monotonic() < deadline, "the blocker run never started"
+            time.sleep(0.2)
+        ids = {"blocker": blocker}
+        for opt in ("bop", "bamsprod"):
+            body = {**BLOCKER, "optimizer": opt, "epochs": 2, "batch_size": 32,
+                    "name": f"{opt} · {LONG}"}
+            ids[opt] = c.post("/api/runs", json=body).json()["id"]
+    yield ids
+    with live_server.api() as c:
+        for run_id in ids.values():
+            c.post(f"/api/runs/{run_id}/cancel")
+
+
+def test_before_epoch_1_the_pages_say_what_is_coming(
+    page: Any, shoot: Any, live_server: LiveServer, waiting_runs: dict[str, int]
+) -> None:
+    bop, bams = waiting_runs["bop"], waiting_runs["bamsprod"]
+    with live_server.api() as c:
+        ahead = {k: c.get(f"/api/runs/{i}").json()["queued_ahead"] for k, i in waiting_runs.items()}
+    assert ahead == {"blocker": None, "bop": 0, "bamsprod": 1}
+
+    page.goto(f"/compare?runs={bop},{bams}")
+    page.wait_for_selector("body[data-empty='1']")
+    title = page.locator("#empty-state .empty-title").text_content()
+    assert title == "Waiting for epoch 1 — 2 runs queued, the first next in line"
+    assert not page.locator(".charts").is_visible()  # no meaningless axes
+    shoot(page, "compare_waiting_for_epoch_1")
+
+    page.goto(f"/runs/{bams}")
+    empty = page.locator("#empty-state")
+    empty.wait_for()
+    title = empty.locator(".empty-title").text_content()
+    assert title == "Waiting for epoch 1 — queued, 2nd in line"
+    assert not page.locator(".charts").is_visible()
+    shoot(page, "run_waiting_for_epoch_1")
+
+    # The blocker stops; both runs train; the open page draws its charts as epoch 1 arrives.
+    with live_server.api() as c:
+        c.post(f"/api/runs/{waiting_runs['blocker']}/cancel")
+    page.wait_for_function(f"() => ({COUNT_ACC_POINTS})() >= 1", timeout=120_000)
+    assert not empty.is_visible() and page.locator("#chart-acc").is_visible()
+    live_server.wait_runs([bop, bams])
+
+
+def test_zero_quantization_error_is_named_in_the_legend(
+    page: Any, shoot: Any, live_server: LiveServer, waiting_runs: dict[str, int]
+) -> None:
+    bop, bams = waiting_runs["bop"], waiting_runs["bamsprod"]
+    with live_server.api() as c:
+        c.post(f"/api/runs/{waiting_runs['blocker']}/cancel")
+    runs = live_server.wait_runs([bop, bams])
+    assert runs[0]["final_quant_error"] == 0 and runs[1]["final_quant_error"] > 0
+
+    page.goto(f"/compare?runs={bop},{bams}&group_by=optimizer")
+    page.wait_for_selector("body[data-rendered='1']")
+    shown = page.locator("#chart-qerr .legend .legendtext").all_text_contents()
+    assert shown == ["bop (n=1): e = 0, not drawn on log axis"]
+    assert page.locator("#chart-loss .legend").count() == 0  # the table's swatches are its key
+    assert_legend_clear(page, "chart-qerr")
+    shoot(page, "compare_zero_quant_error")
+
+    names = qerr_trace_names(page, bop)
+    assert names[0] == "mean (e = 0, not drawn on log axis)"
+    assert all(n.endswith("(e = 0, not drawn on log axis)") for n in names)
+    assert_legend_clear(page, "chart-qerr")
+    shoot(page, "run_bop_zero_quant_error")
+
+    names = qerr_trace_names(page, bams)
+    assert not any("e = 0" in n for n in names), names
+
+
+def test_compare_legend_with_long_names_clears_the_axis_title(
+    page: Any, shoot: Any, live_server: LiveServer, waiting_runs: dict[str, int]
+) -> None:
+    bop, bams = waiting_runs["bop"], waiting_runs["bamsprod"]
+    live_server.wait_runs([bop, bams])
+    page.goto(f"/compare?runs={bop},{bams}&group_by=name")
+    page.wait_for_selector("body[data-rendered='1']")
+    names = page.locator("#chart-acc .legend .legendtext").all_text_contents()
+    assert len(names) == 2 and all(LONG in n for n in names)
+    page.wait_for_function(
+        f"() => {{ const b = ({OVERLAP})('chart-acc'); return b.legendTop >= b.titleBottom; }}"
+    )
+    box = assert_legend_clear(page, "chart-acc")
+    assert box["legendHeight"] > 30, box  # the names wrap onto more than one row
+    shoot(page, "compare_long_legend")
+
+    # A narrower window wraps the names differently: the legend still clears the title.
+    page.set_viewport_size({"width": 560, "height": 1000})
+    page.wait_for_function(
+        f"() => {{ const b = ({OVERLAP})('chart-acc'); return b.legendTop >= b.titleBottom; }}"
+    )
+    shoot(page, "compare_long_legend_narrow")
