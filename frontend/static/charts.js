@@ -164,32 +164,29 @@ C.markZeroTraces = function markZeroTraces(el, baseNames) {
 
 // ------------------------------------------------------------------ legend placement
 
-const LEGEND_GAP = 6; // px between the x-axis title and the legend below it
-
 /**
- * Keep a bottom legend clear of the x-axis title: the legend sits at the bottom of the
- * container and wraps onto more rows when names are long, so after every draw the bottom
- * margin (and the height, so the plot area keeps its size) grows or shrinks to fit it.
+ * Keep a bottom legend clear of the x-axis title. The layout's bottom margin holds one legend
+ * row; long names wrap onto more rows, which Plotly would fit by pushing the axis title up onto
+ * the tick labels. So after every draw the margin (and the height, so the plot area keeps its
+ * size) gets one row's height more for each extra row.
  */
 C.fitLegend = function fitLegend(el) {
   if (el.__legendBase) return;
   el.__legendBase = { b: el.layout.margin.b, height: el.layout.height };
   let busy = false;
   const fit = async () => {
-    if (busy) return;
+    const legend = el.querySelector(".legend");
+    if (busy || !legend || el.layout.showlegend === false) return;
+    const rows = new Set(Array.from(legend.querySelectorAll(".traces"),
+      (g) => Math.round(g.getBoundingClientRect().top))).size;
+    if (!rows) return;
+    const extra = Math.ceil((legend.getBBox().height * (rows - 1)) / rows);
+    const b = el.__legendBase.b + extra;
+    if (b === el.layout.margin.b) return;
+    el.__legendRoom = { "margin.b": b, height: el.__legendBase.height + extra };
     busy = true;
     try {
-      for (let i = 0; i < 3; i++) { // the legend moves a little with the height: re-measure
-        const legend = el.querySelector(".legend");
-        const title = el.querySelector(".xtitle");
-        if (!legend || !title || el.layout.showlegend === false) return;
-        const gap = legend.getBoundingClientRect().top - title.getBoundingClientRect().bottom;
-        const b = el.layout.margin.b;
-        const next = Math.max(el.__legendBase.b, Math.ceil(b + LEGEND_GAP - gap));
-        if (Math.abs(next - b) < 2) return;
-        el.__legendRoom = { "margin.b": next, height: el.__legendBase.height + next - el.__legendBase.b };
-        await window.Plotly.relayout(el, el.__legendRoom);
-      }
+      await window.Plotly.relayout(el, el.__legendRoom);
     } finally {
       busy = false;
     }
