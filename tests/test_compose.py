@@ -86,6 +86,19 @@ def test_worker_concurrency_is_one_variable(tmp_path: Path, compose: dict[str, A
     assert env["BAMSPROD_WORKER_CONCURRENCY"] == "4"
 
 
+@pytest.mark.parametrize("service_settings", ["sqlite"], indirect=True)
+def test_bamsprod_worker_reads_its_concurrency_from_the_environment(
+    service_settings: Settings, start_worker: Any
+) -> None:
+    """What the compose worker runs: ``bamsprod worker`` with BAMSPROD_WORKER_CONCURRENCY=2."""
+    from app.queue import celery_app
+
+    s = service_settings.model_copy(update={"worker_concurrency": 2})
+    w = start_worker(s, concurrency=None)
+    stats = celery_app.control.inspect([w.name], timeout=5).stats() or {}
+    assert stats[w.name]["pool"]["max-concurrency"] == 2, stats
+
+
 def env_of(service: dict[str, Any]) -> dict[str, str]:
     env = service.get("environment", {})
     if isinstance(env, list):
