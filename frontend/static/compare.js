@@ -136,11 +136,11 @@
   }
 
   const hasEpochs = () => result.groups.some((g) => g.series.epoch.length);
+  const countState = (s) => result.runs.filter((r) => r.state === s).length;
 
   /** No run has an epoch yet: say what is coming instead of drawing empty axes. */
   async function renderEmpty() {
-    const count = (state) => result.runs.filter((r) => r.state === state).length;
-    const [queued, running] = [count("queued"), count("running")];
+    const [queued, running] = [countState("queued"), countState("running")];
     const parts = [];
     if (running) parts.push(`${running} run${running === 1 ? "" : "s"} training`);
     if (queued) {
@@ -182,10 +182,10 @@
   // ---------------------------------------------------------------------- meta
 
   function renderMeta() {
-    const active = result.runs.filter((r) => window.B.isActive(r.state)).length;
     const parts = [`${result.runs.length} runs in ${result.groups.length} group${result.groups.length === 1 ? "" : "s"}`];
     if (state.sweep) parts.unshift(`sweep ${state.sweep}`);
-    if (active) parts.push(`${active} training`);
+    if (countState("running")) parts.push(`${countState("running")} training`);
+    if (countState("queued")) parts.push(`${countState("queued")} queued`);
     $("#subtitle").textContent = parts.join(" · ");
     const sel = $("#c-baseline");
     sel.replaceChildren(h("option", { value: "" }, "auto (Adam, else first)"),
