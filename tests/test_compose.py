@@ -29,7 +29,8 @@ def compose_config(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[st
     """``docker-compose config`` on the file with exactly ``env`` (no ``.env``, no BAMSPROD_*)."""
     exe = shutil.which("docker-compose")
     if exe is None:
-        service_missing("docker-compose", FileNotFoundError("apt-get install docker-compose"))
+        service_missing("docker-compose", FileNotFoundError(
+            "not on PATH (scripts/services.sh installs it: apt-get install docker-compose)"))
     empty = tmp_path / "empty.env"
     empty.write_text("")
     base = {k: v for k, v in os.environ.items()
