@@ -399,7 +399,7 @@ def test_before_epoch_1_the_pages_say_what_is_coming(
     page.goto(f"/compare?runs={bop},{bams}")
     page.wait_for_selector("body[data-empty='1']")
     title = page.locator("#empty-state .empty-title").text_content()
-    assert title == "Waiting for epoch 1 — 2 runs queued, the first next in line"
+    assert title == "Waiting for epoch 1 — 2 runs queued, the first is next in line"
     subtitle = page.locator("#subtitle").text_content()
     assert subtitle.endswith("· 2 queued") and "training" not in subtitle, subtitle
     assert not page.locator(".charts").is_visible()  # no meaningless axes

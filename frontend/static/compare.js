@@ -149,7 +149,7 @@
         // The first queued run's place in the whole queue (other users' runs may go first).
         const first = Math.min(...result.runs.filter((r) => r.state === "queued").map((r) => r.id));
         const ahead = (await api(`/api/runs/${first}`)).queued_ahead;
-        if (Number.isInteger(ahead)) where = `, the first ${BC.inLine(ahead)}`;
+        if (Number.isInteger(ahead)) where = `, the first is ${BC.inLine(ahead)}`;
       }
       parts.push(`${queued}${running ? "" : ` run${queued === 1 ? "" : "s"}`} queued${where}`);
     }
