@@ -3,7 +3,8 @@
 Pages (templates in ``frontend/templates``, scripts in ``frontend/static``; no build step):
 ``/`` runs table, ``/runs/new`` form, ``/runs/{id}`` live run, ``/compare`` groups and the
 paper's measures, ``/convex`` the convex example. Plotly.js is served from the installed
-``plotly`` package at ``/static/plotly.min.js``: nothing is loaded from another host.
+``plotly`` package at ``/static/plotly.min.js`` (gzipped, with an ETag): nothing is loaded from
+another host.
 
 JSON: ``GET /api/schema/options`` (the run config's fields and the optimizer / model / data set
 registries the form is built from) and ``GET /api/convex?steps=N`` (runs ``core.convex`` in a
