@@ -226,6 +226,11 @@ class RunPublic(SQLModel):
     best_epoch: int | None
     final_quant_error: float | None
     diverged_epoch: int | None
+    queued_ahead: int | None = Field(
+        default=None,
+        description="queued runs a worker takes before this one (GET /api/runs/{id}, "
+        "while it is queued; null otherwise)",
+    )
 
 
 class RunList(SQLModel):

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     # torch intra-op threads per worker process (unset: torch's default, one per core). Small
     # BNNs on a shared machine often train faster with 1.
     torch_threads: int | None = Field(default=None, ge=1, le=1024)
+    # Runs one `bamsprod worker` trains at once (its --concurrency default); unset: 1, the solo
+    # pool. docker-compose.yml sets it per GPU worker.
+    worker_concurrency: int | None = Field(default=None, ge=1, le=64)
     max_sweep_runs: int = 500
     max_epochs: int = 1000
     # How often the reconciler re-queues runs whose task was lost, and when a run counts as lost.

@@ -283,6 +283,19 @@ def run_row(session: Session, run_id: int) -> dict[str, Any]:
     return dict(row._mapping)
 
 
+def queued_ahead(session: Session, run: Mapping[str, Any]) -> int | None:
+    """How many queued runs a worker takes before ``run`` (queued first, then lower id first);
+    None unless ``run`` (a ``run_row``) is queued. One count on the indexed ``state`` column."""
+    if run["state"] != "queued":
+        return None
+    t = Run.__table__.c
+    earlier = sa.or_(
+        t.queued_at < run["queued_at"], sa.and_(t.queued_at == run["queued_at"], t.id < run["id"])
+    )
+    stmt = sa.select(sa.func.count()).where(t.state == "queued", earlier)
+    return int(session.execute(stmt).scalar_one())
+
+
 def metrics_for_runs(session: Session, run_ids: Iterable[int]) -> dict[int, list[EpochMetric]]:
     """All epochs of several runs, in one query."""
     ids = list(run_ids)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start (or install) what the tests need when it is missing: Redis, PostgreSQL, Chromium.
+# Start (or install) what the tests need when it is missing: Redis, PostgreSQL, Chromium,
+# docker-compose.
 set -uo pipefail
 up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if ! up 6379; then
@@ -19,6 +20,9 @@ fi
 if [ ! -x /usr/bin/chromium ]; then
   apt-get update -q && apt-get install -y -q chromium fonts-dejavu-core
 fi
+# Debian's docker-compose (v1) for tests/test_compose.py: it only interpolates and validates the
+# compose file (`docker-compose config`); no container engine is needed.
+command -v docker-compose >/dev/null || { apt-get update -q && apt-get install -y -q docker-compose; }
 for _ in $(seq 1 30); do up 6379 && up 5432 && break; sleep 1; done
 up 6379 || { echo "Redis did not start on 127.0.0.1:6379" >&2; exit 1; }
 up 5432 || { echo "PostgreSQL did not start on 127.0.0.1:5432" >&2; exit 1; }

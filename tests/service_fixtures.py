@@ -134,6 +134,8 @@ def settings_env(s: Settings) -> dict[str, str]:
     )
     if s.data_dir is not None:
         env["BAMSPROD_DATA_DIR"] = str(s.data_dir)
+    if s.worker_concurrency is not None:
+        env["BAMSPROD_WORKER_CONCURRENCY"] = str(s.worker_concurrency)
     for name, token in (("BAMSPROD_API_TOKEN", s.api_token), ("BAMSPROD_READ_TOKEN", s.read_token)):
         if token:
             env[name] = token
@@ -185,17 +187,20 @@ class WorkerProcess:
 
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """``start_worker(settings, name="w1")``: a worker on ``settings``, ready when returned."""
+    """``start_worker(settings, name="w1")``: a worker on ``settings``, ready when returned.
+
+    ``concurrency=None`` leaves ``--concurrency`` out (``settings.worker_concurrency`` or 1)."""
     from app.queue import workers_seen
 
     started: list[WorkerProcess] = []
 
-    def start(s: Settings, name: str = "w1", concurrency: int = 1) -> WorkerProcess:
+    def start(s: Settings, name: str = "w1", concurrency: int | None = 1) -> WorkerProcess:
         node = f"{name}@{uuid.uuid4().hex[:6]}"
         log = tmp_path / f"worker-{name}.log"
         # ``bamsprod worker`` execs ``celery -A worker.app worker`` with the queue from settings.
-        argv = [sys.executable, "-m", "app", "worker", "--name", node, "--concurrency",
-                str(concurrency)]
+        argv = [sys.executable, "-m", "app", "worker", "--name", node]
+        if concurrency is not None:
+            argv += ["--concurrency", str(concurrency)]
         with open(log, "wb") as out:
             proc = subprocess.Popen(argv, cwd=ROOT, env=settings_env(s), stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)

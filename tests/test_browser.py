@@ -8,6 +8,7 @@ console error and any dialog (see ``browser_fixtures``). Screenshots of every pa
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from pathlib import Path
@@ -310,8 +311,152 @@ def test_pages_have_no_inline_scripts_and_plotly_is_local(live_server: LiveServe
         js = c.get("/static/plotly.min.js")
         assert js.status_code == 200 and "javascript" in js.headers["content-type"]
         assert "plotly.js" in js.text[:200]
+        # The only bundle the plotly package ships is the full one: sent gzipped (about 30%),
+        # immutable under ?v=, revalidated by ETag without it.
+        assert js.headers["content-encoding"] == "gzip"
+        assert int(js.headers["content-length"]) < 0.4 * len(js.content)
+        assert js.headers["cache-control"] == "no-cache"
+        again = c.get("/static/plotly.min.js", headers={"If-None-Match": js.headers["etag"]})
+        assert again.status_code == 304 and not again.content
+        plain = c.get("/static/plotly.min.js", headers={"Accept-Encoding": "identity"})
+        assert "content-encoding" not in plain.headers and plain.content == js.content
+        versioned = re.search(r'src="(/static/plotly\.min\.js\?v=\w+)"', c.get("/compare").text)
+        assert versioned, "the page links a versioned plotly.min.js"
+        cached = c.get(versioned.group(1)).headers["cache-control"]
+        assert cached == "public, max-age=31536000, immutable"
         assert c.get("/runs/999999").status_code == 404
         options = c.get("/api/schema/options").json()
         assert options["optimizers"]["bamsprod"]["hparams"]["kappa"]["default"] == 1.0
         assert "epochs" in [f["name"] for f in options["fields"]]
         assert c.get("/api/convex", params={"steps": 0}).status_code == 422
+
+
+# ------------------------------------------------------------ empty and zero states, legends
+
+LONG = "binary MLP on the 8x8 digits, width 32, two epochs: a group name long enough to wrap"
+BLOCKER = {**{k: v for k, v in TINY.items() if "." not in k}, "model_args": {"width": 32},
+           "epochs": LIVE_EPOCHS, "batch_size": 3, "name": "blocker"}
+# Bounding boxes in a chart, top to bottom: x tick labels, x-axis title, legend, chart edge.
+OVERLAP = (
+    "(id) => { const d = document.getElementById(id); const box = (s) => "
+    "d.querySelector(s).getBoundingClientRect(); const l = box('.legend'), t = box('.xtitle'), "
+    "c = d.getBoundingClientRect(), ticks = [...d.querySelectorAll('.xtick text')]"
+    ".map((e) => e.getBoundingClientRect().bottom); return {ticksBottom: Math.max(...ticks), "
+    "titleTop: t.top, titleBottom: t.bottom, legendTop: l.top, legendBottom: l.bottom, "
+    "legendHeight: l.height, chartBottom: c.bottom}; }"
+)
+CLEAR = "(b) => b.ticksBottom <= b.titleTop && b.titleBottom < b.legendTop"
+
+
+def assert_legend_clear(page: Any, chart: str) -> dict[str, float]:
+    """Tick labels, then the x-axis title, then the legend, inside the chart; their boxes."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    with contextlib.suppress(PlaywrightTimeout):  # the refit after a draw; then say what is off
+        page.wait_for_function(f"() => ({CLEAR})(({OVERLAP})('{chart}'))", timeout=5_000)
+    box = page.evaluate(OVERLAP, chart)
+    assert box["ticksBottom"] <= box["titleTop"], (chart, box)
+    assert box["titleBottom"] < box["legendTop"], (chart, box)
+    assert box["legendBottom"] <= box["chartBottom"], (chart, box)
+    return box
+
+
+def qerr_trace_names(page: Any, run_id: int) -> list[str]:
+    """The quantization error traces' names on the page of a finished 2-epoch run."""
+    page.goto(f"/runs/{run_id}")
+    page.wait_for_function(f"() => ({COUNT_ACC_POINTS})() === 2")
+    return page.evaluate("() => document.getElementById('chart-qerr').data.map(t => t.name)")
+
+
+@pytest.fixture(scope="module")
+def waiting_runs(live_server: LiveServer) -> Any:
+    """A long run holding the worker, then a Bop and a BAMSProd run queued behind it."""
+    with live_server.api() as c:
+        blocker = c.post("/api/runs", json=BLOCKER).json()["id"]
+        deadline = time.monotonic() + 60
+        while c.get(f"/api/runs/{blocker}").json()["state"] != "running":
+            assert time.monotonic() < deadline, "the blocker run never started"
+            time.sleep(0.2)
+        ids = {"blocker": blocker}
+        for opt in ("bop", "bamsprod"):
+            body = {**BLOCKER, "optimizer": opt, "epochs": 2, "batch_size": 32,
+                    "name": f"{opt} · {LONG}"}
+            ids[opt] = c.post("/api/runs", json=body).json()["id"]
+    yield ids
+    with live_server.api() as c:
+        for run_id in ids.values():
+            c.post(f"/api/runs/{run_id}/cancel")
+
+
+def test_before_epoch_1_the_pages_say_what_is_coming(
+    page: Any, shoot: Any, live_server: LiveServer, waiting_runs: dict[str, int]
+) -> None:
+    bop, bams = waiting_runs["bop"], waiting_runs["bamsprod"]
+    with live_server.api() as c:
+        ahead = {k: c.get(f"/api/runs/{i}").json()["queued_ahead"] for k, i in waiting_runs.items()}
+    assert ahead == {"blocker": None, "bop": 0, "bamsprod": 1}
+
+    page.goto(f"/compare?runs={bop},{bams}")
+    page.wait_for_selector("body[data-empty='1']")
+    title = page.locator("#empty-state .empty-title").text_content()
+    assert title == "Waiting for epoch 1 — 2 runs queued, the first is next in line"
+    subtitle = page.locator("#subtitle").text_content()
+    assert subtitle.endswith("· 2 queued") and "training" not in subtitle, subtitle
+    assert not page.locator(".charts").is_visible()  # no meaningless axes
+    shoot(page, "compare_waiting_for_epoch_1")
+
+    page.goto(f"/runs/{bams}")
+    empty = page.locator("#empty-state")
+    empty.wait_for()
+    title = empty.locator(".empty-title").text_content()
+    assert title == "Waiting for epoch 1 — queued, 2nd in line"
+    assert not page.locator(".charts").is_visible()
+    shoot(page, "run_waiting_for_epoch_1")
+
+    # The blocker stops; both runs train; the open page draws its charts as epoch 1 arrives.
+    with live_server.api() as c:
+        c.post(f"/api/runs/{waiting_runs['blocker']}/cancel")
+    page.wait_for_function(f"() => ({COUNT_ACC_POINTS})() >= 1", timeout=120_000)
+    assert not empty.is_visible() and page.locator("#chart-acc").is_visible()
+    live_server.wait_runs([bop, bams])
+
+
+def test_zero_quantization_error_is_named_in_the_legend(
+    page: Any, shoot: Any, live_server: LiveServer, waiting_runs: dict[str, int]
+) -> None:
+    bop, bams = waiting_runs["bop"], waiting_runs["bamsprod"]
+    with live_server.api() as c:
+        c.post(f"/api/runs/{waiting_runs['blocker']}/cancel")
+    runs = live_server.wait_runs([bop, bams])
+    assert runs[0]["final_quant_error"] == 0 and runs[1]["final_quant_error"] > 0
+
+    page.goto(f"/compare?runs={bop},{bams}&group_by=optimizer")
+    page.wait_for_selector("body[data-rendered='1']")
+    shown = page.locator("#chart-qerr .legend .legendtext").all_text_contents()
+    assert shown == ["bop (n=1): e = 0, not drawn on log axis"]
+    assert page.locator("#chart-loss .legend").count() == 0  # the table's swatches are its key
+    assert_legend_clear(page, "chart-qerr")
+    shoot(page, "compare_zero_quant_error")
+
+    names = qerr_trace_names(page, bop)
+    assert names[0] == "mean (e = 0, not drawn on log axis)"
+    assert all(n.endswith("(e = 0, not drawn on log axis)") for n in names)
+    assert_legend_clear(page, "chart-qerr")
+    shoot(page, "run_bop_zero_quant_error")
+
+    names = qerr_trace_names(page, bams)
+    assert not any("e = 0" in n for n in names), names
+
+
+def test_compare_legend_with_long_names_clears_the_axis_title(
+    page: Any, shoot: Any, live_server: LiveServer, waiting_runs: dict[str, int]
+) -> None:
+    bop, bams = waiting_runs["bop"], waiting_runs["bamsprod"]
+    live_server.wait_runs([bop, bams])
+    page.goto(f"/compare?runs={bop},{bams}&group_by=name")
+    page.wait_for_selector("body[data-rendered='1']")
+    names = page.locator("#chart-acc .legend .legendtext").all_text_contents()
+    assert len(names) == 2 and all(LONG in n for n in names)
+    box = assert_legend_clear(page, "chart-acc")
+    assert box["legendHeight"] > 30, box  # the names wrap onto more than one row
+    shoot(page, "compare_long_legend")

@@ -167,6 +167,20 @@ def test_finish_only_from_running(session) -> None:
         store.finish_run(session, run.id, "running")
 
 
+def test_queued_ahead_counts_queued_runs_before_this_one(session) -> None:
+    first, second, third = (store.create_run(session, cfg()) for _ in range(3))
+
+    def ahead(run: Run) -> int | None:
+        return store.queued_ahead(session, store.run_row(session, run.id))
+
+    assert [ahead(r) for r in (first, second, third)] == [0, 1, 2]
+    assert store.claim_run(session, first.id, "h", "cpu")  # running: no longer in line
+    store.request_cancel(session, second.id)
+    assert ahead(first) is None and ahead(second) is None and ahead(third) == 0
+    store.retry_run(session, second.id)  # queued again: behind the third
+    assert ahead(second) == 1 and ahead(third) == 0
+
+
 def test_cancel_queued_running_and_finished(session) -> None:
     queued = store.create_run(session, cfg())
     r = store.request_cancel(session, queued.id)

@@ -96,7 +96,9 @@ def list_runs(
 
 @router.get("/{run_id}", response_model=RunPublic, dependencies=READ, responses=NOT_FOUND)
 def get_run(run_id: RunId, session: SessionDep) -> Response:
-    return json_response(RunPublic, store.run_row(session, run_id))
+    """The run; while it is queued, ``queued_ahead`` says how many runs go before it."""
+    row = store.run_row(session, run_id)
+    return json_response(RunPublic, {**row, "queued_ahead": store.queued_ahead(session, row)})
 
 
 @router.post(

@@ -106,14 +106,16 @@ def serve(
 
 @cli.command()
 def worker(
-    concurrency: int = typer.Option(1, min=1, help="runs trained at once (1: solo pool)"),
+    concurrency: int | None = typer.Option(
+        None, min=1, help="runs trained at once [default: $BAMSPROD_WORKER_CONCURRENCY, else 1]"
+    ),
     name: str | None = typer.Option(None, help="worker name, e.g. gpu1@%h"),
     loglevel: str = typer.Option("info", help="celery log level"),
 ) -> None:
     """Start one Celery worker on the configured broker and database."""
     s = get_settings()
     s.ensure_dirs()
-    argv = worker_argv(s, concurrency, name, loglevel)
+    argv = worker_argv(s, concurrency or s.worker_concurrency or 1, name, loglevel)
     os.execv(argv[0], argv)
 
 

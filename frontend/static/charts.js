@@ -107,3 +107,97 @@ C.bandTraces = function bandTraces({ name, color, xs, ys, sd, ns, legendgroup, p
 
 /** Plotly renders hovertemplate/legend strings as its own HTML subset: escape < and >. */
 C.escapeForPlotly = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+
+// ------------------------------------------------------------- empty and zero states
+
+/**
+ * Before the first epoch there is nothing to draw: hide the charts (empty axes say nothing)
+ * and show #empty-state with a title and a detail line. `title` null shows the charts again.
+ */
+C.setEmpty = function setEmpty(title, detail = "") {
+  const box = document.getElementById("empty-state");
+  const charts = document.querySelector(".charts");
+  if (!box || !charts) return;
+  box.hidden = title === null;
+  charts.hidden = title !== null;
+  if (title === null) return;
+  box.querySelector(".empty-title").textContent = title;
+  box.querySelector(".empty-detail").textContent = detail;
+};
+
+/** "1st", "2nd", "3rd", "4th", ..., "11th", "12th", "13th", "21st". */
+C.ordinal = function ordinal(n) {
+  const tens = n % 100;
+  const suffix = tens >= 11 && tens <= 13 ? "th" : ["th", "st", "nd", "rd"][n % 10] || "th";
+  return `${n}${suffix}`;
+};
+
+/** A place in the queue from the API's queued_ahead: "next in line", "2nd in line", ... */
+C.inLine = (ahead) => (ahead === 0 ? "next in line" : `${C.ordinal(ahead + 1)} in line`);
+
+/** Log axes cannot draw 0: said in the legend of a trace whose every value is exactly 0. */
+C.ZERO_NOTE = "e = 0, not drawn on log axis";
+
+/** True when ys has at least one value and every value is exactly 0 (nulls aside). */
+C.allZero = function allZero(ys) {
+  const vals = (ys || []).filter((y) => y !== null && y !== undefined);
+  return vals.length > 0 && vals.every((y) => y === 0);
+};
+
+/**
+ * On a log chart, append ZERO_NOTE to the name of each trace whose values are all 0 (and take
+ * it off again when a non-zero value arrives). baseNames: each trace's name without the note.
+ */
+C.markZeroTraces = function markZeroTraces(el, baseNames) {
+  const names = [];
+  const idx = [];
+  el.data.forEach((t, i) => {
+    if (baseNames[i] === undefined) return;
+    const name = C.allZero(t.y) ? `${baseNames[i]} (${C.ZERO_NOTE})` : baseNames[i];
+    if (name !== t.name) {
+      names.push(name);
+      idx.push(i);
+    }
+  });
+  return idx.length ? window.Plotly.restyle(el, { name: names }, idx) : Promise.resolve();
+};
+
+// ------------------------------------------------------------------ legend placement
+
+/**
+ * Keep a bottom legend clear of the x-axis title. The layout's bottom margin holds one legend
+ * row; long names wrap onto more rows, which Plotly would fit by pushing the axis title up onto
+ * the tick labels. So after every draw the margin (and the height, so the plot area keeps its
+ * size) gets one row's height more for each extra row.
+ */
+C.fitLegend = function fitLegend(el) {
+  if (el.__legendBase) return;
+  el.__legendBase = { b: el.layout.margin.b, height: el.layout.height };
+  let busy = false;
+  const fit = async () => {
+    const legend = el.querySelector(".legend");
+    if (busy || !legend || el.layout.showlegend === false) return;
+    const rows = new Set(Array.from(legend.querySelectorAll(".traces"),
+      (g) => Math.round(g.getBoundingClientRect().top))).size;
+    if (!rows) return;
+    const extra = Math.ceil((legend.getBBox().height * (rows - 1)) / rows);
+    const b = el.__legendBase.b + extra;
+    if (b === el.layout.margin.b) return;
+    el.__legendRoom = { "margin.b": b, height: el.__legendBase.height + extra };
+    busy = true;
+    try {
+      await window.Plotly.relayout(el, el.__legendRoom);
+    } finally {
+      busy = false;
+    }
+  };
+  el.on("plotly_afterplot", fit);
+  return fit(); // the first draw is already done
+};
+
+/** A layout for Plotly.react that keeps the room fitLegend made for el's legend. */
+C.keepLegendRoom = function keepLegendRoom(el, layout) {
+  const room = el && el.__legendRoom;
+  if (!room || layout.showlegend === false) return layout;
+  return { ...layout, height: room.height, margin: { ...layout.margin, b: room["margin.b"] } };
+};

@@ -125,8 +125,43 @@
     $("#results").hidden = false;
     renderMeta();
     renderTable();
-    await renderCharts();
+    if (hasEpochs()) {
+      BC.setEmpty(null);
+      delete document.body.dataset.empty;
+      await renderCharts();
+    } else {
+      await renderEmpty();
+    }
     setLive(result.runs.some((r) => window.B.isActive(r.state)));
+  }
+
+  const hasEpochs = () => result.groups.some((g) => g.series.epoch.length);
+  const countState = (s) => result.runs.filter((r) => r.state === s).length;
+
+  /** No run has an epoch yet: say what is coming instead of drawing empty axes. */
+  async function renderEmpty() {
+    const [queued, running] = [countState("queued"), countState("running")];
+    const parts = [];
+    if (running) parts.push(`${running} run${running === 1 ? "" : "s"} training`);
+    if (queued) {
+      let where = "";
+      if (!running) {
+        // The first queued run's place in the whole queue (other users' runs may go first).
+        const first = Math.min(...result.runs.filter((r) => r.state === "queued").map((r) => r.id));
+        const ahead = (await api(`/api/runs/${first}`)).queued_ahead;
+        if (Number.isInteger(ahead)) where = `, the first is ${BC.inLine(ahead)}`;
+      }
+      parts.push(`${queued}${running ? "" : ` run${queued === 1 ? "" : "s"}`} queued${where}`);
+    }
+    if (parts.length) {
+      BC.setEmpty(`Waiting for epoch 1 — ${parts.join(", ")}`,
+        "Accuracy, loss, quantization error and sign-flip rate appear here after each epoch.");
+    } else {
+      BC.setEmpty("No epochs: these runs ended before their first epoch",
+        "Retry them from their run pages to train them from the start.");
+    }
+    document.body.dataset.empty = "1";
+    document.body.dataset.rendered = "1";
   }
 
   function showError(msg) {
@@ -147,10 +182,10 @@
   // ---------------------------------------------------------------------- meta
 
   function renderMeta() {
-    const active = result.runs.filter((r) => window.B.isActive(r.state)).length;
     const parts = [`${result.runs.length} runs in ${result.groups.length} group${result.groups.length === 1 ? "" : "s"}`];
     if (state.sweep) parts.unshift(`sweep ${state.sweep}`);
-    if (active) parts.push(`${active} training`);
+    if (countState("running")) parts.push(`${countState("running")} training`);
+    if (countState("queued")) parts.push(`${countState("queued")} queued`);
     $("#subtitle").textContent = parts.join(" · ");
     const sel = $("#c-baseline");
     sel.replaceChildren(h("option", { value: "" }, "auto (Adam, else first)"),
@@ -229,6 +264,7 @@
   function chartData(chart) {
     const metric = chart.metric || result.metric;
     const positive = !!(chart.log || (chart.logy && state.logy));
+    let zeros = 0; // groups whose values are all 0: a log axis cannot draw them
     const traces = [];
     const rows = [];
     const groupIndex = new Map(result.groups.map((g, i) => [g.key, i]));
@@ -248,9 +284,18 @@
       const mean = BC.smooth(s.mean[metric], state.smooth);
       const sd = BC.smooth(s.std[metric], state.smooth);
       const label = `${shortLabel(g)} (n=${g.n})`;
-      traces.push(...BC.bandTraces({
+      const bands = BC.bandTraces({
         name: BC.escapeForPlotly(label), color: BC.color(i), xs: s.x, ys: mean, sd, ns: s.n, legendgroup: g.key, positive,
-      }));
+      });
+      if (positive) {
+        // On a log axis only the all-zero groups get a legend entry, saying why nothing shows.
+        const zero = BC.allZero(mean);
+        zeros += zero;
+        const line = bands[2];
+        line.showlegend = zero;
+        if (zero) line.name = `${line.name}: ${chart.log ? BC.ZERO_NOTE : "all 0, not drawn on log axis"}`;
+      }
+      traces.push(...bands);
       for (let k = 0; k < s.epoch.length; k++) {
         const m = mean[k];
         const d = sd[k];
@@ -258,10 +303,14 @@
           isNum(m) ? m - (isNum(d) ? d : 0) : null, isNum(m) ? m + (isNum(d) ? d : 0) : null]);
       }
     });
-    return { traces, rows, metric };
+    return { traces, rows, metric, zeros };
   }
 
+  /** The other charts have no legend, unless an all-zero group needs its note. */
+  const sideLayout = (zeros) => (zeros ? {} : { showlegend: false, margin: { l: 66, r: 16, t: 34, b: 44 } });
+
   async function renderCharts() {
+    if (!hasEpochs()) return; // the empty state stands (see renderEmpty)
     await window.B.domReady;
     if (firstRender) performance.mark("bamsprod:plotly");
     const xTitle = result.x === "time" ? "seconds" : "epoch";
@@ -269,7 +318,7 @@
     const jobs = [];
     plotted = [];
     for (const chart of CHARTS) {
-      const { traces, rows, metric } = chartData(chart);
+      const { traces, rows, metric, zeros } = chartData(chart);
       plotted.push(...rows);
       const ylog = chart.log || (chart.logy && state.logy);
       const title = chart.metric ? chart.title : `${chart.title} (${metric.replace("_", " ")})`;
@@ -281,12 +330,12 @@
         uirevision: `${result.x}|${state.logx}|${ylog}`,
         // One legend (on the accuracy chart; click a group there to hide it): the table's
         // colour swatches are the key for the others, which get the height back.
-        ...(chart === CHARTS[0] ? {} : { showlegend: false, margin: { l: 66, r: 16, t: 34, b: 44 } }),
+        ...(chart === CHARTS[0] ? {} : sideLayout(zeros)),
       });
       const el = document.getElementById(chart.id);
       jobs.push(firstRender
-        ? window.Plotly.newPlot(el, traces, layout, BC.CONFIG)
-        : window.Plotly.react(el, traces, layout, BC.CONFIG));
+        ? window.Plotly.newPlot(el, traces, layout, BC.CONFIG).then(BC.fitLegend)
+        : window.Plotly.react(el, traces, BC.keepLegendRoom(el, layout), BC.CONFIG));
     }
     await Promise.all(jobs);
     if (firstRender) {

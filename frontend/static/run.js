@@ -1,6 +1,7 @@
 // One run: header, progress with ETA, live charts fed by Server-Sent Events
 // (GET /api/runs/{id}/events, resumable by epoch), cancel / retry, config.
 // New epochs go in with Plotly.extendTraces: the plots are never re-created, so zoom stays.
+// Until the first epoch the charts are not drawn: an empty state says what is coming.
 "use strict";
 (function () {
   const { h, $, api, fmtAcc, fmtNum, fmtSeconds, fmtDate, isActive, pageData } = window.B;
@@ -19,7 +20,8 @@
   let lastEpoch = -1;
   let seconds = []; // per-epoch durations, for the ETA
   let es = null;
-  let charts = null; // Promise resolved when the plots exist
+  let charts = null; // Promise resolved when the plots exist (null before the first epoch)
+  let queuePoll = null; // refreshes queued_ahead while the run waits in the queue
   let layerNames = []; // per-layer quantization error traces, after the mean trace
   let pending = [];
   let flushQueued = false;
@@ -53,10 +55,17 @@
       const total = run.epochs;
       const xaxis = { ...BC.epochTicks(total), range: [0.7, Math.max(total, 1) + 0.3] };
       const layout = BC.layout(spec.title, "epoch", spec.y, { yaxis: spec.yaxis || {}, xaxis });
-      jobs.push(window.Plotly.newPlot(id, data, layout, BC.CONFIG));
+      jobs.push(window.Plotly.newPlot(id, data, layout, BC.CONFIG).then(BC.fitLegend));
     }
     await Promise.all(jobs);
+    await markZeros();
     window.__bamsprodRendered = performance.now();
+  }
+
+  /** Bop's weights are ±1: its quantization error is exactly 0, which a log axis cannot draw. */
+  function markZeros() {
+    const names = ["mean", ...layerNames.map((l) => BC.escapeForPlotly(l))];
+    return BC.markZeroTraces(document.getElementById("chart-qerr"), names);
   }
 
   function layersOf(epochs) {
@@ -81,10 +90,23 @@
 
   async function flush() {
     flushQueued = false;
-    await charts;
     const items = pending;
     pending = [];
     if (!items.length) return;
+    if (!charts) { // the first epoch: draw the charts now
+      BC.setEmpty(null);
+      charts = createCharts(items);
+      await charts;
+    } else {
+      await charts;
+      await extendCharts(items);
+    }
+    updateSummary(items);
+    renderProgress();
+    renderInfo();
+  }
+
+  async function extendCharts(items) {
     const newLayers = layersOf(items).filter((l) => !layerNames.includes(l));
     if (newLayers.length) {
       // Layers seen for the first time: add their (empty) traces, then extend as usual.
@@ -112,9 +134,7 @@
       }
       window.Plotly.extendTraces(id, { x: xs, y: ys }, idx);
     }
-    updateSummary(items);
-    renderProgress();
-    renderInfo();
+    await markZeros();
   }
 
   /** Keep the run's summary columns in step with the epochs the stream delivered. */
@@ -132,16 +152,50 @@
     }
   }
 
+  /** Back to the empty state (a retried run starts from epoch 1 again). */
   async function resetCharts() {
-    await charts;
+    const drawn = charts;
+    charts = null;
     lastEpoch = -1;
     seconds = [];
     pending = [];
-    for (const id of Object.keys(CHARTS)) {
-      const div = document.getElementById(id);
-      const n = div.data.length;
-      const empty = Array.from({ length: n }, () => []);
-      await window.Plotly.restyle(id, { x: empty, y: empty });
+    if (drawn) {
+      await drawn;
+      for (const id of Object.keys(CHARTS)) {
+        const div = document.getElementById(id);
+        window.Plotly.purge(div);
+        delete div.__legendBase;
+        delete div.__legendRoom;
+      }
+    }
+    renderEmpty();
+  }
+
+  /** What is coming, while there is no epoch to draw. */
+  function renderEmpty() {
+    if (!run) return;
+    const waiting = run.state === "queued" && !charts;
+    if (waiting && !queuePoll) {
+      queuePoll = window.B.every(3000, async () => {
+        const fresh = await api(`/api/runs/${runId}`);
+        if (run.state === "queued" && fresh.state === "queued") run.queued_ahead = fresh.queued_ahead;
+        renderEmpty();
+      });
+    } else if (!waiting && queuePoll) {
+      queuePoll.stop();
+      queuePoll = null;
+    }
+    if (charts) return;
+    const coming = "Loss, accuracy, quantization error and sign-flip rate appear here after each epoch.";
+    if (run.state === "queued") {
+      const ahead = run.queued_ahead;
+      const where = Number.isInteger(ahead) ? `queued, ${BC.inLine(ahead)}` : "queued";
+      BC.setEmpty(`Waiting for epoch 1 — ${where}`, coming);
+    } else if (run.state === "running") {
+      BC.setEmpty(`Waiting for epoch 1 — training on ${run.worker_host || "a worker"}`, coming);
+    } else {
+      BC.setEmpty(`No epochs: the run ended (${run.state}) before its first epoch`,
+        run.error ? "The error is shown above." : "Retry it to train it from the start.");
     }
   }
 
@@ -162,6 +216,7 @@
     err.hidden = !text;
     renderProgress();
     renderInfo();
+    renderEmpty();
   }
 
   function renderProgress() {
@@ -235,6 +290,8 @@
     es.addEventListener("epoch", (ev) => queueEpochs([JSON.parse(ev.data)]));
     es.addEventListener("state", (ev) => {
       const next = JSON.parse(ev.data);
+      // The stream's run carries no queue position: keep the last one read while still queued.
+      if (run && next.state === "queued" && !Number.isInteger(next.queued_ahead)) next.queued_ahead = run.queued_ahead;
       const restarted = run && !isActive(run.state) && isActive(next.state);
       run = next;
       renderRun();
@@ -290,9 +347,9 @@
     const items = metrics.items;
     lastEpoch = items.length ? items[items.length - 1].epoch : -1;
     seconds = items.map((m) => m.seconds).filter(Number.isFinite);
+    if (items.length) charts = createCharts(items); // before renderRun: no empty state then
     renderRun();
     renderConfig();
-    charts = createCharts(items);
     await charts;
     renderProgress();
     if (isActive(run.state)) connect();
