@@ -75,9 +75,10 @@ class TrainResult:
 STOP_POLL_SECONDS = 0.25
 
 
-def optimizer_path(optimizer: torch.optim.Optimizer) -> str:
+def optimizer_path(optimizer: torch.optim.Optimizer, compile_mode: str = "off") -> str:
     """The implementation an optimizer's steps took: ours report it (``paths()``), torch's are
-    named by their ``fused``/``foreach`` flags (``torch:fused``, ``torch:foreach``, ...)."""
+    named by their ``fused``/``foreach`` flags (``torch:fused``, ``torch:foreach``, ...); inside
+    a compiled train step, prefixed ``compiled-step(<mode>):``."""
     subs = getattr(optimizer, "optimizers", [optimizer])  # a CaseOptimizer's parts
     names = []
     for opt in subs:
@@ -87,7 +88,8 @@ def optimizer_path(optimizer: torch.optim.Optimizer) -> str:
         group = opt.param_groups[0]
         flag = "fused" if group.get("fused") else "foreach" if group.get("foreach") else "default"
         names.append(f"torch:{flag}")
-    return "+".join(dict.fromkeys(names))
+    path = "+".join(dict.fromkeys(names))
+    return path if compile_mode == "off" else f"compiled-step({compile_mode}):{path}"
 
 
 def _compiled(config: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer):
@@ -224,7 +226,7 @@ def train(
                 next_poll = now + poll_seconds
                 if should_stop():
                     result.state = "cancelled"
-                    result.optimizer_path = optimizer_path(optimizer)
+                    result.optimizer_path = optimizer_path(optimizer, config.compile)
                     return result
             idx = order[b * config.batch_size : (b + 1) * config.batch_size]
             x, y = train_x[idx], train_y[idx]
@@ -238,7 +240,7 @@ def train(
             if on_batch is not None:
                 on_batch(b + 1, batches)
         train_loss = float(loss_sum) / seen  # the epoch's one wait for the device
-        result.optimizer_path = optimizer_path(optimizer)
+        result.optimizer_path = optimizer_path(optimizer, config.compile)
         if not math.isfinite(train_loss):
             result.state = "diverged"
             result.diverged_epoch = epoch

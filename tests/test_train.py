@@ -121,3 +121,18 @@ def test_a_last_batch_of_one_example_is_skipped_not_fatal():
     result = train(_cfg(epochs=1, batch_size=2, train_subset=9))
     assert result.state == "succeeded"
     assert 0.0 <= result.history[0].train_acc <= 1.0
+
+
+@pytest.mark.slow
+def test_compiled_train_step_trains_resumes_and_says_so(tmp_path):
+    # compile="default": the model and the optimizer step run through torch.compile (Inductor's
+    # C++ on this CPU); checkpoints keep the plain module's keys, so a resume (compiled or not)
+    # loads them, and the run records how its optimizer ran.
+    cfg = _cfg(epochs=2, compile="default")
+    first = train(cfg.model_copy(update={"epochs": 1}), checkpoint_dir=tmp_path)
+    assert first.state == "succeeded"
+    assert first.optimizer_path == "compiled-step(default):single_tensor"
+    resumed = train(cfg.model_copy(update={"compile": "off"}), checkpoint_dir=tmp_path)
+    assert [m.epoch for m in resumed.history] == [1, 2]
+    assert resumed.history[-1].test_acc > 0.5
+    assert resumed.optimizer_path == "fused"
