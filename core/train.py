@@ -6,7 +6,8 @@ Contract (the worker and the CLI rely on it):
 - ``on_epoch(EpochMetrics)`` is called after each finished epoch, before that epoch's
   checkpoint is written; so a crash between the two repeats the epoch, never skips it, and the
   repeated epoch has identical metrics (training is deterministic per config + seed + epoch).
-- ``should_stop()`` is polled between batches; when it returns True the run ends ``cancelled``.
+- ``should_stop()`` is polled after loading the data, after building the model and between
+  batches; when it returns True the run ends ``cancelled``.
 - With ``checkpoint_dir`` a checkpoint is written after every epoch and training resumes from
   the newest one; resumed runs reproduce the uninterrupted run's metrics exactly.
 - A NaN/inf training loss ends the run ``diverged`` at that epoch; earlier epochs stand.
@@ -128,15 +129,23 @@ def train(
 ) -> TrainResult:
     """Train ``config``; see the module docstring for the contract."""
     dev = pick_device(device or config.device)
+
+    def stopped() -> bool:
+        return should_stop is not None and should_stop()
+
     data = load_dataset(
         config.dataset,
         data_dir=config.data_dir,
         train_subset=config.train_subset,
         test_subset=config.test_subset,
     )
+    if stopped():  # cancelled while the data loaded: don't build the model
+        return TrainResult("cancelled", 0, str(dev))
     torch.manual_seed(config.seed)
     model = build_model(config.model, data.shape, data.classes, **config.model_args).to(dev)
     optimizer = build_optimizer(config.optimizer, model, lr=config.lr, **config.hparams)
+    if stopped():
+        return TrainResult("cancelled", 0, str(dev))
     scheduler = _scheduler(config, optimizer)
     latent = binary_weights(model)
     flips = FlipCounter()

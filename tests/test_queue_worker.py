@@ -146,7 +146,7 @@ def test_worker_shutdown_hands_the_run_back_and_it_resumes(service_settings: Set
         rows = {m.epoch: m.created_at for m in store.get_metrics(session, run_id)}
     assert all(rows[e] == kept[e] for e in kept)  # resumed after them, not trained again
     run = wait_state(s, run_id, TERMINAL_STATES, timeout=10)
-    assert run.state == "cancelled" and run.attempts == 2
+    assert run.state == "cancelled" and run.attempts == 1  # a clean hand-over is no new try
 
 
 @pytest.mark.parametrize("service_settings", ["postgres"], indirect=True)
@@ -354,3 +354,27 @@ def test_prefork_worker_trains_runs_side_by_side(service_settings: Settings,
         run = wait_state(s, run_id, TERMINAL_STATES, timeout=120)
         assert run.state == "succeeded", (run.error, w.output()[-3000:])
         assert run.worker_host == w.name and epochs_of(s, run_id) == [1, 2]
+
+
+@pytest.mark.parametrize("service_settings", ["sqlite"], indirect=True)
+def test_cancel_during_data_loading_skips_building_the_model(service_settings: Settings,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """Cancelled while its data set loads: the worker ends the run before the model is built."""
+    import core.train
+
+    s = service_settings
+    run_id = submit(s, tiny(epochs=3), enqueue=False)
+    real_load, built = core.train.load_dataset, []
+
+    def load_then_cancel(*args, **kwargs):  # type: ignore[no-untyped-def]
+        data = real_load(*args, **kwargs)
+        with session_scope(s.database_url) as session:  # the user cancels meanwhile
+            store.request_cancel(session, run_id, stale_before=s.stale_before())
+        return data
+
+    monkeypatch.setattr(core.train, "load_dataset", load_then_cancel)
+    monkeypatch.setattr(core.train, "build_model", lambda *a, **k: built.append(a))
+    assert execute_run(run_id, hostname="me@host", settings=s) == "cancelled"
+    run = run_row(s, run_id)
+    assert run.state == "cancelled" and run.epochs_done == 0 and built == []
