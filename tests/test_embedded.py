@@ -1,7 +1,9 @@
 """The embedded default end to end: ``bamsprod up`` with nothing but a temporary BAMSPROD_HOME.
 
 No database or broker is configured, so this is exactly the README's first command: SQLite and
-the SQLite-backed broker under the home, the API and one worker as child processes.
+the SQLite-backed broker under the home, the API and one worker as child processes. A killed
+worker child is started again by ``up`` and resumes its run; so does a killed and restarted
+``up``.
 """
 
 from __future__ import annotations

@@ -2,8 +2,11 @@
 
 Real Redis, SQLite/PostgreSQL and ``bamsprod worker`` subprocesses (``service_fixtures``):
 
-- a worker SIGKILLed mid-epoch: the reconciler re-queues the run once its heartbeat is stale,
-  another worker re-claims it and resumes from the last checkpoint;
+- a worker SIGKILLed mid-epoch: another worker re-claims the run once its heartbeat is stale
+  (15 s), or the killed node started again takes it back at once; it resumes from the last
+  checkpoint and its next epoch lands within 30 s of the kill;
+- a run whose worker is gone can be cancelled or deleted at once; a warm hand-over does not
+  count as an attempt; crafted CIFAR files do not grow the worker's memory;
 - the broker loses its queue (Redis ``FLUSHDB`` with runs queued and no worker): the reconciler
   re-sends them from the database;
 - the database goes away mid-run (PostgreSQL: every connection terminated, again and again;
