@@ -378,3 +378,16 @@ def test_cancel_during_data_loading_skips_building_the_model(service_settings: S
     assert execute_run(run_id, hostname="me@host", settings=s) == "cancelled"
     run = run_row(s, run_id)
     assert run.state == "cancelled" and run.epochs_done == 0 and built == []
+
+
+@pytest.mark.parametrize("service_settings", ["sqlite"], indirect=True)
+def test_worker_fails_a_stored_run_too_large_for_its_memory_limit(service_settings: Settings
+                                                                  ) -> None:
+    """A run stored past the API's check (queued before the limit was lowered) fails on the
+    worker with the reason, before any allocation."""
+    s = service_settings.model_copy(update={"max_param_bytes": 2**20})
+    run_id = submit(s, tiny(epochs=1, model_args={"width": 512}), enqueue=False)
+    assert execute_run(run_id, hostname="me@host", settings=s) == "failed"
+    run = run_row(s, run_id)
+    assert run.state == "failed" and run.attempts == 1 and epochs_of(s, run_id) == []
+    assert "parameter memory" in run.error and "width <= " in run.error

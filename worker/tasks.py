@@ -44,6 +44,7 @@ from app.db import init_db, session_scope
 from app.models import Run
 from app.queue import TASK_NAME, celery_app, enqueue_run
 from app.settings import Settings, get_settings
+from core.model_size import too_large
 from core.spec import TERMINAL_STATES, RunConfig
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,9 @@ def execute_run(run_id: int, *, hostname: str | None = None,
         # A stored config this version cannot read, or CUDA asked of a CPU worker: fail it
         # once, never retry.
         error = f"invalid run config: {exc}" if config is None else str(exc)
+    if config is not None and error is None:
+        # Queued before the limit was lowered, or stored by another path: never allocate it.
+        error = too_large(config, s.max_param_bytes)
     if not _claim(s, run, host, device):
         log.info("run %s is taken by another worker or finished; skipping this delivery", run_id)
         return "skipped"
