@@ -391,3 +391,33 @@ def test_worker_fails_a_stored_run_too_large_for_its_memory_limit(service_settin
     run = run_row(s, run_id)
     assert run.state == "failed" and run.attempts == 1 and epochs_of(s, run_id) == []
     assert "parameter memory" in run.error and "width <= " in run.error
+
+
+@pytest.mark.parametrize("service_settings", ["sqlite"], indirect=True)
+def test_a_worker_whose_run_was_taken_stops_training_it(service_settings: Settings) -> None:
+    """Re-claimed by another worker (this one looked dead): this one stops within a beat or two
+    and leaves the run, its epochs and its checkpoint to the new holder."""
+    from datetime import UTC, datetime, timedelta
+
+    s = service_settings.model_copy(update={"stale_running_seconds": 2.0})  # beats every 0.2 s
+    run_id = submit(s, tiny(epochs=500, batch_size=32), enqueue=False)
+    outcome: list[str] = []
+    worker = threading.Thread(target=lambda: outcome.append(
+        execute_run(run_id, hostname="slow@host", settings=s)))
+    worker.start()
+    try:
+        wait_for(lambda: epochs_of(s, run_id), 60, f"run {run_id}'s first epoch")
+        with session_scope(s.database_url) as session:
+            future = datetime.now(UTC) + timedelta(hours=1)  # take it, stale or not
+            assert store.reclaim_run(session, run_id, "new@host", "cpu", future)
+        t0 = time.monotonic()
+        worker.join(timeout=10)
+        assert not worker.is_alive() and outcome == ["lost"]
+        assert time.monotonic() - t0 < 3
+    finally:
+        with session_scope(s.database_url) as session:
+            store.request_cancel(session, run_id)
+        worker.join(timeout=10)
+    run = run_row(s, run_id)
+    assert run.worker_host == "new@host" and run.state == "running" and run.attempts == 2
+    assert (s.checkpoint_dir / str(run_id) / "checkpoint.pt").is_file()
