@@ -363,6 +363,14 @@ def poll_runs(
 # ------------------------------------------------------------------------------ worker side
 
 
+def _stale(stale_before: datetime | None) -> Any:
+    """SQL: the run is ``running`` and its heartbeat is older than ``stale_before``."""
+    if stale_before is None:
+        return sa.false()
+    old = sa.or_(col(Run.heartbeat_at).is_(None), col(Run.heartbeat_at) < stale_before)
+    return sa.and_(col(Run.state) == "running", old)
+
+
 def claim_run(session: Session, run_id: int, worker_host: str, device: str) -> bool:
     """Atomically move a ``queued`` run to ``running``; True for exactly one caller."""
     now = utcnow()
@@ -386,11 +394,10 @@ def reclaim_run(
 ) -> bool:
     """Take over a ``running`` run whose heartbeat is older than ``stale_before`` (lost worker)."""
     now = utcnow()
-    stale = sa.or_(col(Run.heartbeat_at).is_(None), col(Run.heartbeat_at) < stale_before)
     ok = _update(
         session,
         run_id,
-        sa.and_(col(Run.state) == "running", stale),
+        _stale(stale_before),
         heartbeat_at=now,
         worker_host=worker_host,
         device=device,
@@ -558,10 +565,7 @@ def requeue_candidates(
         .where(
             sa.or_(
                 sa.and_(col(Run.state) == "queued", col(Run.queued_at) < queued_before),
-                sa.and_(
-                    col(Run.state) == "running",
-                    sa.or_(col(Run.heartbeat_at).is_(None), col(Run.heartbeat_at) < stale_before),
-                ),
+                _stale(stale_before),
             )
         )
         .order_by(col(Run.id))
@@ -572,14 +576,6 @@ def requeue_candidates(
 
 
 # ---------------------------------------------------------------------------- user actions
-
-
-def _stale(stale_before: datetime | None) -> Any:
-    """SQL: the run is ``running`` and its heartbeat is older than ``stale_before``."""
-    if stale_before is None:
-        return sa.false()
-    old = sa.or_(col(Run.heartbeat_at).is_(None), col(Run.heartbeat_at) < stale_before)
-    return sa.and_(col(Run.state) == "running", old)
 
 
 def request_cancel(session: Session, run_id: int, stale_before: datetime | None = None) -> Run:
