@@ -7,6 +7,7 @@ under ``BAMSPROD_HOME``. Scale-out sets ``BAMSPROD_DATABASE_URL`` (PostgreSQL) a
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,9 +36,16 @@ class Settings(BaseSettings):
     worker_concurrency: int | None = Field(default=None, ge=1, le=64)
     max_sweep_runs: int = 500
     max_epochs: int = 1000
-    # How often the reconciler re-queues runs whose task was lost, and when a run counts as lost.
+    # How often the reconciler re-queues runs whose message was lost (queued for this long).
     reconcile_seconds: float = 30.0
-    stale_running_seconds: float = 300.0
+    # A running run whose worker has not beaten its heartbeat for this long is stale: the
+    # reconciler re-queues it, and cancel or delete end it at once. Workers beat every tenth.
+    stale_running_seconds: float = Field(default=15.0, gt=0, le=30)
+    # The worker's cache of decoded data sets, least recently used evicted beyond this many
+    # bytes (unset: core.data's default, 512 MiB; 0: no cache).
+    data_cache_bytes: int | None = Field(default=None, ge=0)
+    # Parameter memory (weights, gradients, optimizer state) a submitted run may need.
+    max_param_bytes: int = Field(default=4 * 2**30, ge=1)
     # Server-Sent Events: how often the shared poller reads new epochs.
     sse_poll_seconds: float = 0.25
     # Server-Sent Events: a comment line this often keeps idle connections open through proxies.
@@ -69,6 +77,10 @@ class Settings(BaseSettings):
         if self.checkpoint_dir is None:
             self.checkpoint_dir = self.home / "checkpoints"
         return self
+
+    def stale_before(self) -> datetime:
+        """Running runs whose heartbeat is older than this are stale."""
+        return datetime.now(UTC) - timedelta(seconds=self.stale_running_seconds)
 
     @property
     def embedded(self) -> bool:

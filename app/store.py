@@ -37,6 +37,7 @@ __all__ = [
     "create_run",
     "create_sweep",
     "delete_run",
+    "expire_runs_of",
     "finish_run",
     "get_metrics",
     "get_run",
@@ -375,6 +376,14 @@ def poll_runs(
 # ------------------------------------------------------------------------------ worker side
 
 
+def _stale(stale_before: datetime | None) -> Any:
+    """SQL: the run is ``running`` and its heartbeat is older than ``stale_before``."""
+    if stale_before is None:
+        return sa.false()
+    old = sa.or_(col(Run.heartbeat_at).is_(None), col(Run.heartbeat_at) < stale_before)
+    return sa.and_(col(Run.state) == "running", old)
+
+
 def claim_run(session: Session, run_id: int, worker_host: str, device: str) -> bool:
     """Atomically move a ``queued`` run to ``running``; True for exactly one caller."""
     now = utcnow()
@@ -398,11 +407,10 @@ def reclaim_run(
 ) -> bool:
     """Take over a ``running`` run whose heartbeat is older than ``stale_before`` (lost worker)."""
     now = utcnow()
-    stale = sa.or_(col(Run.heartbeat_at).is_(None), col(Run.heartbeat_at) < stale_before)
     ok = _update(
         session,
         run_id,
-        sa.and_(col(Run.state) == "running", stale),
+        _stale(stale_before),
         heartbeat_at=now,
         worker_host=worker_host,
         device=device,
@@ -414,7 +422,8 @@ def reclaim_run(
 
 def release_run(session: Session, run_id: int) -> bool:
     """Hand a ``running`` run back to the queue (worker shutdown); its epochs stay, so the next
-    worker resumes from its checkpoint. False if it was not running."""
+    worker resumes from its checkpoint. The attempt is given back too: a clean hand-over is not
+    a failed try, so the next claim does not count twice. False if it was not running."""
     ok = _update(
         session,
         run_id,
@@ -423,15 +432,41 @@ def release_run(session: Session, run_id: int) -> bool:
         queued_at=utcnow(),
         heartbeat_at=None,
         worker_host=None,
+        attempts=sa.case((col(Run.attempts) > 0, Run.attempts - 1), else_=0),
     )
     session.commit()
     return ok
 
 
-def touch_run(session: Session, run_id: int) -> None:
-    """Refresh a running run's heartbeat (the worker calls it during long epochs)."""
-    _update(session, run_id, col(Run.state) == "running", heartbeat_at=utcnow())
+def touch_run(session: Session, run_id: int, worker_host: str | None = None) -> bool:
+    """Refresh a running run's heartbeat (a worker thread beats every few seconds).
+
+    With ``worker_host``, only while that worker still holds the run: False tells a worker that
+    the run was taken from it (cancelled, deleted, or re-claimed after it looked dead).
+    """
+    where = col(Run.state) == "running"
+    if worker_host is not None:
+        where = sa.and_(where, col(Run.worker_host) == worker_host)
+    ok = _update(session, run_id, where, heartbeat_at=utcnow())
     session.commit()
+    return ok
+
+
+def expire_runs_of(session: Session, worker_host: str) -> list[int]:
+    """Mark stale every ``running`` run held under ``worker_host``; returns their ids.
+
+    A worker that starts calls this with its own node name: whatever that name held was left
+    by a process that is gone (a crash, a kill, ``bamsprod up`` restarted), so the reconciler
+    may take it back at once instead of waiting for the heartbeat to age.
+    """
+    held = col(Run.state) == "running", col(Run.worker_host) == worker_host
+    ids = [int(i) for i in session.exec(select(Run.id).where(*held)) if i is not None]
+    if ids:
+        session.exec(  # type: ignore[call-overload]
+            sa.update(Run).where(col(Run.id).in_(ids), *held).values(heartbeat_at=None)
+        )
+    session.commit()
+    return ids
 
 
 def _clean_float(value: Any) -> float | None:
@@ -543,10 +578,7 @@ def requeue_candidates(
         .where(
             sa.or_(
                 sa.and_(col(Run.state) == "queued", col(Run.queued_at) < queued_before),
-                sa.and_(
-                    col(Run.state) == "running",
-                    sa.or_(col(Run.heartbeat_at).is_(None), col(Run.heartbeat_at) < stale_before),
-                ),
+                _stale(stale_before),
             )
         )
         .order_by(col(Run.id))
@@ -559,8 +591,9 @@ def requeue_candidates(
 # ---------------------------------------------------------------------------- user actions
 
 
-def request_cancel(session: Session, run_id: int) -> Run:
-    """Cancel: a queued run ends ``cancelled`` now; a running one is flagged for its worker.
+def request_cancel(session: Session, run_id: int, stale_before: datetime | None = None) -> Run:
+    """Cancel: a queued run, or a running one whose heartbeat is older than ``stale_before``
+    (its worker is gone), ends ``cancelled`` now; a live running one is flagged for its worker.
 
     Raises ``RunNotFound``, or ``RunStateError`` when the run has already finished.
     """
@@ -568,7 +601,7 @@ def request_cancel(session: Session, run_id: int) -> Run:
     if not _update(
         session,
         run_id,
-        col(Run.state) == "queued",
+        sa.or_(col(Run.state) == "queued", _stale(stale_before)),
         state="cancelled",
         cancel_requested=True,
         finished_at=now,
@@ -622,10 +655,13 @@ def retry_run(session: Session, run_id: int) -> Run:
     return run
 
 
-def delete_run(session: Session, run_id: int) -> None:
-    """Delete a run and (by cascade) its epochs; ``RunStateError`` while it is running."""
+def delete_run(session: Session, run_id: int, stale_before: datetime | None = None) -> None:
+    """Delete a run and (by cascade) its epochs; ``RunStateError`` while it is running, unless
+    its heartbeat is older than ``stale_before`` (its worker is gone)."""
     result = session.exec(  # type: ignore[call-overload]
-        sa.delete(Run).where(col(Run.id) == run_id, col(Run.state) != "running")
+        sa.delete(Run).where(
+            col(Run.id) == run_id, sa.or_(col(Run.state) != "running", _stale(stale_before))
+        )
     )
     session.commit()
     if result.rowcount == 1:

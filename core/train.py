@@ -6,9 +6,10 @@ Contract (the worker and the CLI rely on it):
 - ``on_epoch(EpochMetrics)`` is called after each finished epoch, before that epoch's
   checkpoint is written; so a crash between the two repeats the epoch, never skips it, and the
   repeated epoch has identical metrics (training is deterministic per config + seed + epoch).
-- ``should_stop()`` is polled before each epoch's first batch and then between batches at most
-  every ``poll_seconds`` of wall time (it must not touch the device, so the batch loop never
-  waits for the GPU); when it returns True the run ends ``cancelled``.
+- ``should_stop()`` is polled after loading the data, after building the model, before each
+  epoch's first batch and then between batches at most every ``poll_seconds`` of wall time (it
+  must not touch the device, so the batch loop never waits for the GPU); when it returns True
+  the run ends ``cancelled``.
 - ``config.compile`` other than ``"off"`` runs the model and the optimizer step through
   ``torch.compile`` in that mode (``reduce-overhead``: CUDA graphs too, with the optimizer made
   ``capturable``). ``TrainResult.optimizer_path`` names the optimizer implementation that ran.
@@ -169,12 +170,18 @@ def train(
 ) -> TrainResult:
     """Train ``config``; see the module docstring for the contract."""
     dev = pick_device(device or config.device)
+
+    def stopped() -> bool:
+        return should_stop is not None and should_stop()
+
     data = load_dataset(
         config.dataset,
         data_dir=config.data_dir,
         train_subset=config.train_subset,
         test_subset=config.test_subset,
     )
+    if stopped():  # cancelled while the data loaded: don't build the model
+        return TrainResult("cancelled", 0, str(dev))
     torch.manual_seed(config.seed)
     model = build_model(config.model, data.shape, data.classes, **config.model_args).to(dev)
     # CUDA graphs need the optimizer's step counts on the device.
@@ -182,6 +189,8 @@ def train(
     optimizer = build_optimizer(
         config.optimizer, model, lr=config.lr, capturable=capturable, **config.hparams
     )
+    if stopped():
+        return TrainResult("cancelled", 0, str(dev))
     scheduler = _scheduler(config, optimizer)
     latent = binary_weights(model)
     flips = FlipCounter()

@@ -9,7 +9,8 @@ Load with ``pytest_plugins = ["tests.service_fixtures"]`` in ``tests/conftest.py
   ``app.queue`` configured to it, so ``enqueue_run`` in the test process reaches the workers.
 - ``start_worker(settings, name)``: a ``bamsprod worker`` (``celery -A worker.app worker``)
   subprocess with that configuration in its environment, returned once it has announced
-  itself; stopped at teardown.
+  itself; stopped at teardown. ``node=`` gives the full node name (e.g. a killed worker's, to
+  start it again).
 - ``start_api(settings)``: ``bamsprod serve`` on a free port with that configuration.
 
 Outside CI a missing Redis or PostgreSQL skips the test with the reason; with ``CI=true`` it
@@ -187,16 +188,19 @@ class WorkerProcess:
 
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """``start_worker(settings, name="w1")``: a worker on ``settings``, ready when returned.
+    """``start_worker(settings, name="w1", node=None)``: a worker on ``settings``, ready when
+    returned.
 
-    ``concurrency=None`` leaves ``--concurrency`` out (``settings.worker_concurrency`` or 1)."""
+    ``concurrency=None`` leaves ``--concurrency`` out (``settings.worker_concurrency`` or 1);
+    ``node`` restarts a killed node under its own name."""
     from app.queue import workers_seen
 
     started: list[WorkerProcess] = []
 
-    def start(s: Settings, name: str = "w1", concurrency: int | None = 1) -> WorkerProcess:
-        node = f"{name}@{uuid.uuid4().hex[:6]}"
-        log = tmp_path / f"worker-{name}.log"
+    def start(s: Settings, name: str = "w1", concurrency: int | None = 1,
+              node: str | None = None) -> WorkerProcess:
+        node = node or f"{name}@{uuid.uuid4().hex[:6]}"
+        log = tmp_path / f"worker-{name}-{len(started)}.log"
         # ``bamsprod worker`` execs ``celery -A worker.app worker`` with the queue from settings.
         argv = [sys.executable, "-m", "app", "worker", "--name", node]
         if concurrency is not None:

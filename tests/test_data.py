@@ -332,6 +332,102 @@ def test_cifar10_pickle_cannot_run_code(tmp_path: Path) -> None:
         cifar.read_batch(path)
 
 
+class _Declared:
+    """Pickles as ``numpy.ndarray(*args)``: an array the file declares but does not hold."""
+
+    def __init__(self, *args: object) -> None:
+        self.args = args
+
+    def __reduce__(self) -> tuple:
+        return (np.ndarray, self.args)
+
+
+def crafted_batch(path: Path, n: int = 250_000) -> Path:
+    """A tiny batch file declaring ``n`` images as a zero-stride view of one byte."""
+    data = _Declared((n, 3072), np.dtype(np.uint8), b"\x00", 0, (0, 0))
+    path.write_bytes(pickle.dumps({b"data": data, b"labels": [0] * 10}, protocol=2))
+    return path
+
+
+def crafted_cifar_dir(d: Path, n: int = 250_000) -> Path:
+    d.mkdir(parents=True)
+    for name in (*cifar.TRAIN_BATCHES, cifar.TEST_BATCH):
+        crafted_batch(d / name, n)
+    return d
+
+
+_SHARED = np.zeros((64, 3072), np.uint8)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {b"data": _Declared((250_000, 3072), np.dtype(np.uint8), b"\x00", 0, (0, 0))},
+        {b"data": _Declared((250_000, 3072), np.dtype(np.uint8))},  # uninitialised, huge
+        {b"data": _Declared((1000, 3072), np.dtype(np.uint8), bytes(3072 * 1000), 0, (0, 1))},
+        {b"data": _SHARED, b"labels": [_SHARED] * 200},  # one array referenced 200 times
+        {b"data": [_SHARED] * 200, b"labels": [0] * 200},
+    ],
+    ids=["zero-stride", "unbacked", "stride-mismatch", "shared-labels", "shared-data"],
+)
+def test_cifar10_batch_declaring_more_than_it_holds_is_rejected(tmp_path: Path,
+                                                                obj: dict) -> None:
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"labels": [0] * 10, **obj}, protocol=2))
+    assert path.stat().st_size < 3_500_000
+    with pytest.raises(DatasetError, match=f"CIFAR-10 batch {path}"):
+        cifar.read_batch(path)
+
+
+def test_crafted_cifar_dir_fails_naming_the_file_and_caches_nothing(tmp_path: Path) -> None:
+    d = crafted_cifar_dir(tmp_path / "crafted")
+    registry.clear_cache()
+    with pytest.raises(DatasetError, match="declares an array of 768000000 bytes") as e:
+        load_dataset("cifar10", data_dir=d)
+    assert str(d / "data_batch_1") in str(e.value)
+    assert registry._arrays.nbytes == 0
+
+
+def test_array_cache_evicts_least_recently_used_beyond_its_bytes() -> None:
+    from core.data.cache import ArrayCache
+
+    kb = np.zeros(1024, np.uint8)
+    cache = ArrayCache(limit=3 * 1024)
+    for key in "abc":
+        cache.put(key, (kb.copy(),))
+    assert cache.get("a") is not None  # a is now the most recently used
+    cache.put("d", (kb.copy(),))
+    assert cache.keys() == ["c", "a", "d"] and cache.nbytes == 3 * 1024  # b went first
+    cache.put("huge", (np.zeros(4 * 1024, np.uint8),))  # larger than the limit: not kept
+    assert cache.get("huge") is None and cache.nbytes == 3 * 1024
+    cache.set_limit(1024)
+    assert cache.keys() == ["d"] and cache.nbytes == 1024
+    with pytest.raises(ValueError, match="limit"):
+        cache.set_limit(-1)
+
+
+def test_dataset_cache_is_bounded_by_bytes(tmp_path: Path) -> None:
+    dirs = [tmp_path / f"c{i}" for i in range(3)]
+    for d in dirs:
+        write_cifar(d, n=50, n_test=10)
+    one = 260 * 3072 + 260 * 8  # images and int64 labels of one directory
+    registry.clear_cache()
+    registry.set_cache_limit(2 * one)
+    try:
+        first = load_dataset("cifar10", data_dir=dirs[0])
+        load_dataset("cifar10", data_dir=dirs[1])
+        load_dataset("cifar10", data_dir=dirs[0])  # a hit: dirs[0] is the most recent now
+        load_dataset("cifar10", data_dir=dirs[2])  # evicts dirs[1]
+        cached = {k[1][0][0] for k in registry._arrays.keys()}
+        assert cached == {str((d / "data_batch_1").resolve()) for d in (dirs[0], dirs[2])}
+        assert registry._arrays.nbytes == 2 * one
+        again = load_dataset("cifar10", data_dir=dirs[0])
+        assert torch.equal(again.train_x, first.train_x)
+    finally:
+        registry.set_cache_limit(None)
+        registry.clear_cache()
+
+
 # --- built-in data sets --------------------------------------------------------------------
 
 

@@ -1,11 +1,14 @@
 """The embedded default end to end: ``bamsprod up`` with nothing but a temporary BAMSPROD_HOME.
 
 No database or broker is configured, so this is exactly the README's first command: SQLite and
-the SQLite-backed broker under the home, the API and one worker as child processes.
+the SQLite-backed broker under the home, the API and one worker as child processes. A killed
+worker child is started again by ``up`` and resumes its run; so does a killed and restarted
+``up``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -64,39 +67,49 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("embedded") / "home"
-    port = free_port()
+def healthy(srv: Server) -> bool:
+    """The API answers and reports its database, broker and a worker as ok."""
+    if srv.proc.poll() is not None:
+        pytest.fail(f"bamsprod up exited with {srv.proc.returncode}:\n{srv.output()}")
+    try:
+        h = httpx.get(f"{srv.url}/api/health", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    return h.get("status") == "ok" and bool(h.get("workers"))
+
+
+def start_up(home: Path, port: int, log: Path) -> Server:
+    """``bamsprod up`` on ``home`` and ``port``, returned once healthy with a worker."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BAMSPROD_")}
     env.update(BAMSPROD_HOME=str(home), OMP_NUM_THREADS="1")
-    log = home.parent / "up.log"
-    with open(log, "wb") as out:
+    with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "app", "up", "--port", str(port)],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     srv = Server(f"http://127.0.0.1:{port}", proc, home, log, env)
+    wait_for(lambda: healthy(srv), 90, "bamsprod up to report a healthy API and a worker")
+    return srv
 
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"bamsprod up exited with {proc.returncode}:\n{srv.output()}")
+
+def stop_up(srv: Server) -> None:
+    proc = srv.proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
         try:
-            h = httpx.get(f"{srv.url}/api/health", timeout=2).json()
-        except (httpx.HTTPError, ValueError):
-            return False
-        return h.get("status") == "ok" and bool(h.get("workers"))
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            for child in children_of(proc.pid):
+                os.kill(child, signal.SIGKILL)
 
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("embedded") / "home"
+    srv = start_up(home, free_port(), home.parent / "up.log")
     try:
-        wait_for(healthy, 90, "bamsprod up to report a healthy API and a worker")
         yield srv
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                for child in children_of(proc.pid):
-                    os.kill(child, signal.SIGKILL)
+        stop_up(srv)
 
 
 def cli(srv: Server, *args: str) -> subprocess.CompletedProcess[str]:
@@ -177,3 +190,84 @@ def test_ctrl_c_stops_api_and_worker(server: Server) -> None:
     wait_for(lambda: not any(alive(c) for c in children), 10, "both children to exit")
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{server.url}/api/health", timeout=2)
+
+
+def worker_child(srv: Server) -> int:
+    """The pid of ``up``'s Celery worker child."""
+    for pid in children_of(srv.proc.pid):
+        try:
+            if b"celery" in Path(f"/proc/{pid}/cmdline").read_bytes() and alive(pid):
+                return pid
+        except OSError:
+            continue
+    pytest.fail("up has no worker child")
+
+
+def epochs(srv: Server, run_id: int) -> list[int]:
+    items = httpx.get(f"{srv.url}/api/runs/{run_id}/metrics", timeout=10).json()["items"]
+    return [m["epoch"] for m in items]
+
+
+def kill_mid_epoch(srv: Server, run_id: int, pids: list[int]) -> tuple[float, int]:
+    """Once a new epoch has landed, SIGKILL ``pids`` in that order a moment into the next
+    epoch; returns (when, epochs stored at the kill)."""
+    base = len(epochs(srv, run_id))
+    wait_for(lambda: len(epochs(srv, run_id)) > base, 120, "an epoch before the kill",
+             interval=0.05)
+    time.sleep(0.3)  # into the next epoch
+    done = len(epochs(srv, run_id))
+    t0 = time.monotonic()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return t0, done
+
+
+RECOVERY = {**RUN, "epochs": 12, "batch_size": 16, "model_args": {"width": 512}}
+
+
+def test_killed_worker_comes_back_and_the_run_goes_on(tmp_path: Path) -> None:
+    """SIGKILL of ``up``'s worker child mid-epoch: the API keeps serving, ``up`` starts the
+    worker again, and it takes the run back at once (same node name). Then a hard kill of the
+    whole embedded default and a restart on the same home: the same again."""
+    home, port, log = tmp_path / "home", free_port(), tmp_path / "up.log"
+    srv = start_up(home, port, log)
+    times: list[float] = []
+    try:
+        run_id = httpx.post(f"{srv.url}/api/runs", json=RECOVERY).json()["id"]
+        victim = worker_child(srv)
+        t0, done = kill_mid_epoch(srv, run_id, [victim])
+        answered = []
+        while len(epochs(srv, run_id)) <= done:  # the API answers all along
+            answered.append(httpx.get(f"{srv.url}/api/health", timeout=5).status_code)
+            assert time.monotonic() - t0 < 60, srv.output()[-3000:]
+            time.sleep(0.2)
+        times.append(time.monotonic() - t0)
+        assert set(answered) <= {200, 503} and srv.proc.poll() is None
+        assert worker_child(srv) != victim and not alive(victim)
+        assert "the worker exited" in srv.output()
+
+        # A hard kill of everything (the worker first, so it cannot hand the run back), then
+        # `up` again on the same home: its worker has the same node name.
+        children = children_of(srv.proc.pid)
+        t0, done = kill_mid_epoch(srv, run_id, [worker_child(srv), srv.proc.pid, *children])
+        wait_for(lambda: not any(alive(p) for p in children), 10, "everything to die")
+        srv = start_up(home, port, log)
+        wait_for(lambda: len(epochs(srv, run_id)) > done, 60, "the next epoch after a restart",
+                 interval=0.1)
+        times.append(time.monotonic() - t0)
+
+        def finished() -> dict | None:
+            run = httpx.get(f"{srv.url}/api/runs/{run_id}").json()
+            return run if run["state"] not in ("queued", "running") else None
+
+        run = wait_for(finished, 180, "the run to finish")
+        stored = epochs(srv, run_id)
+    finally:
+        stop_up(srv)
+    print(f"\nembedded: SIGKILL -> next epoch: worker child {times[0]:.1f}s, "
+          f"whole up + restart {times[1]:.1f}s")
+    assert run["state"] == "succeeded", (run, srv.output()[-3000:])
+    assert stored == list(range(1, RECOVERY["epochs"] + 1))  # every epoch, exactly once
+    assert all(t < 30 for t in times), times
+    assert run["attempts"] == 3 and run["epochs_done"] == RECOVERY["epochs"]

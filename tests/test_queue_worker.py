@@ -146,7 +146,7 @@ def test_worker_shutdown_hands_the_run_back_and_it_resumes(service_settings: Set
         rows = {m.epoch: m.created_at for m in store.get_metrics(session, run_id)}
     assert all(rows[e] == kept[e] for e in kept)  # resumed after them, not trained again
     run = wait_state(s, run_id, TERMINAL_STATES, timeout=10)
-    assert run.state == "cancelled" and run.attempts == 2
+    assert run.state == "cancelled" and run.attempts == 1  # a clean hand-over is no new try
 
 
 @pytest.mark.parametrize("service_settings", ["postgres"], indirect=True)
@@ -354,3 +354,70 @@ def test_prefork_worker_trains_runs_side_by_side(service_settings: Settings,
         run = wait_state(s, run_id, TERMINAL_STATES, timeout=120)
         assert run.state == "succeeded", (run.error, w.output()[-3000:])
         assert run.worker_host == w.name and epochs_of(s, run_id) == [1, 2]
+
+
+@pytest.mark.parametrize("service_settings", ["sqlite"], indirect=True)
+def test_cancel_during_data_loading_skips_building_the_model(service_settings: Settings,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """Cancelled while its data set loads: the worker ends the run before the model is built."""
+    import core.train
+
+    s = service_settings
+    run_id = submit(s, tiny(epochs=3), enqueue=False)
+    real_load, built = core.train.load_dataset, []
+
+    def load_then_cancel(*args, **kwargs):  # type: ignore[no-untyped-def]
+        data = real_load(*args, **kwargs)
+        with session_scope(s.database_url) as session:  # the user cancels meanwhile
+            store.request_cancel(session, run_id, stale_before=s.stale_before())
+        return data
+
+    monkeypatch.setattr(core.train, "load_dataset", load_then_cancel)
+    monkeypatch.setattr(core.train, "build_model", lambda *a, **k: built.append(a))
+    assert execute_run(run_id, hostname="me@host", settings=s) == "cancelled"
+    run = run_row(s, run_id)
+    assert run.state == "cancelled" and run.epochs_done == 0 and built == []
+
+
+@pytest.mark.parametrize("service_settings", ["sqlite"], indirect=True)
+def test_worker_fails_a_stored_run_too_large_for_its_memory_limit(service_settings: Settings
+                                                                  ) -> None:
+    """A run stored past the API's check (queued before the limit was lowered) fails on the
+    worker with the reason, before any allocation."""
+    s = service_settings.model_copy(update={"max_param_bytes": 2**20})
+    run_id = submit(s, tiny(epochs=1, model_args={"width": 512}), enqueue=False)
+    assert execute_run(run_id, hostname="me@host", settings=s) == "failed"
+    run = run_row(s, run_id)
+    assert run.state == "failed" and run.attempts == 1 and epochs_of(s, run_id) == []
+    assert "parameter memory" in run.error and "width <= " in run.error
+
+
+@pytest.mark.parametrize("service_settings", ["sqlite"], indirect=True)
+def test_a_worker_whose_run_was_taken_stops_training_it(service_settings: Settings) -> None:
+    """Re-claimed by another worker (this one looked dead): this one stops within a beat or two
+    and leaves the run, its epochs and its checkpoint to the new holder."""
+    from datetime import UTC, datetime, timedelta
+
+    s = service_settings.model_copy(update={"stale_running_seconds": 2.0})  # beats every 0.2 s
+    run_id = submit(s, tiny(epochs=500, batch_size=32), enqueue=False)
+    outcome: list[str] = []
+    worker = threading.Thread(target=lambda: outcome.append(
+        execute_run(run_id, hostname="slow@host", settings=s)))
+    worker.start()
+    try:
+        wait_for(lambda: epochs_of(s, run_id), 60, f"run {run_id}'s first epoch")
+        with session_scope(s.database_url) as session:
+            future = datetime.now(UTC) + timedelta(hours=1)  # take it, stale or not
+            assert store.reclaim_run(session, run_id, "new@host", "cpu", future)
+        t0 = time.monotonic()
+        worker.join(timeout=10)
+        assert not worker.is_alive() and outcome == ["lost"]
+        assert time.monotonic() - t0 < 3
+    finally:
+        with session_scope(s.database_url) as session:
+            store.request_cancel(session, run_id)
+        worker.join(timeout=10)
+    run = run_row(s, run_id)
+    assert run.worker_host == "new@host" and run.state == "running" and run.attempts == 2
+    assert (s.checkpoint_dir / str(run_id) / "checkpoint.pt").is_file()

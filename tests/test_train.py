@@ -96,11 +96,12 @@ def test_cancel_is_checked_between_batches():
 
 
 def test_cancel_is_polled_by_wall_time_and_once_per_epoch():
-    # With a poll interval longer than the run, should_stop is asked once per epoch, before its
-    # first batch: the batch loop does not call it (nor wait on the device for it) per batch.
+    # With a poll interval longer than the run, should_stop is asked after loading the data,
+    # after building the model and once per epoch, before its first batch: the batch loop does
+    # not call it (nor wait on the device for it) per batch.
     calls: list[int] = []
     result = train(_cfg(epochs=3), should_stop=lambda: calls.append(1) or False, poll_seconds=3600)
-    assert result.state == "succeeded" and len(calls) == 3
+    assert result.state == "succeeded" and len(calls) == 2 + 3
     assert result.optimizer_path == "fused"  # BAMSProd's CPU default, recorded with the run
 
 

@@ -5,11 +5,15 @@ lost (broker restart, a worker killed mid-run, the API failing to enqueue) witho
 run. Every worker process runs :class:`Reconciler` in a thread started on Celery's
 ``worker_ready`` signal (no celery beat needed, and ``bamsprod up`` gets it with its worker):
 
-- every ``reconcile_seconds`` (± 20 % jitter, so several workers spread out) it re-enqueues
-  ``running`` runs whose heartbeat is older than ``stale_running_seconds``, and runs left
-  ``queued`` whose message the broker no longer holds (see :func:`reconcile_once`);
-- every few seconds it writes the worker's presence (``app.queue.announce_worker``), which is
-  what ``GET /api/health`` lists as the workers seen, even while the worker is busy training.
+- at start it takes back the runs still held under its own node name (a worker of that name
+  that crashed, or ``bamsprod up`` restarted): they count as stale at once;
+- every few seconds (a tenth of ``stale_running_seconds``, at most 5 s) it re-enqueues
+  ``running`` runs whose heartbeat is older than ``stale_running_seconds``, each at most once per
+  ``reconcile_seconds`` (see :func:`requeue_stale`), and writes the worker's presence
+  (``app.queue.announce_worker``), which is what ``GET /api/health`` lists as the workers seen,
+  even while the worker is busy training;
+- every ``reconcile_seconds`` (± 20 % jitter, so several workers spread out) it also re-enqueues
+  runs left ``queued`` whose message the broker no longer holds (see :func:`reconcile_once`).
 
 Several workers may re-enqueue the same run; the task's atomic claim makes the extra messages
 no-ops.
@@ -18,6 +22,7 @@ no-ops.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -44,7 +49,7 @@ def reconcile_once(settings: Settings | None = None) -> list[int]:
     """
     s = settings or get_settings()
     now = datetime.now(UTC)
-    stale_before = now - timedelta(seconds=s.stale_running_seconds)
+    stale_before = s.stale_before()
     queued_before = now - timedelta(seconds=s.reconcile_seconds)
     candidates = db_call(s, "requeue_candidates", store.requeue_candidates, stale_before,
                          queued_before=queued_before)
@@ -61,30 +66,69 @@ def reconcile_once(settings: Settings | None = None) -> list[int]:
     return run_ids
 
 
+def requeue_stale(settings: Settings, sent: dict[int, float]) -> list[int]:
+    """Re-enqueue ``running`` runs with a stale heartbeat; returns their ids.
+
+    ``sent`` (run id -> monotonic time of this worker's last send) keeps a run that waits for a
+    free worker from being sent again before ``reconcile_seconds`` have passed.
+    """
+    s = settings
+    now = time.monotonic()
+    stale = db_call(s, "requeue_candidates", store.requeue_candidates, s.stale_before(),
+                    queued_before=NEVER)
+    for run_id in list(sent):
+        if run_id not in stale:
+            del sent[run_id]
+    due = [i for i in stale if now - sent.get(i, -math.inf) >= s.reconcile_seconds]
+    for run_id in due:
+        if enqueue_run(run_id):
+            sent[run_id] = now
+    if due:
+        log.info("reconciler re-queued runs %s (stale heartbeat)", due)
+    return due
+
+
 class Reconciler(threading.Thread):
-    """The worker's background thread: presence every few seconds, reconcile periodically."""
+    """The worker's background thread: take back its node's runs at start, then presence and
+    stale runs every few seconds, lost messages every ``reconcile_seconds``."""
 
     def __init__(self, hostname: str, settings: Settings | None = None) -> None:
         super().__init__(name="bamsprod-reconciler", daemon=True)
         self.hostname = hostname
         self.settings = settings or get_settings()
         self.stopping = threading.Event()
+        self.sent: dict[int, float] = {}
+
+    def take_back_own_runs(self) -> list[int]:
+        """Runs left ``running`` under this node name by a process that is gone."""
+        ids = db_call(self.settings, "expire_runs_of", store.expire_runs_of, self.hostname)
+        if ids:
+            log.info("worker %s takes back runs %s it held before a restart", self.hostname, ids)
+        return ids
 
     def run(self) -> None:
         s = self.settings
+        tick = min(PRESENCE_SECONDS, s.stale_running_seconds / 10)
+        try:
+            self.take_back_own_runs()
+        except Exception as exc:
+            log.warning("could not take back the runs of %s: %s", self.hostname, exc)
         next_reconcile = time.monotonic()  # once at start-up: picks up what a crash left
         while not self.stopping.is_set():
             try:
                 announce_worker(self.hostname)
             except Exception as exc:
                 log.warning("could not announce worker %s: %s", self.hostname, exc)
-            if time.monotonic() >= next_reconcile:
-                try:
-                    reconcile_once(s)
-                except Exception as exc:
-                    log.warning("reconcile failed: %s", exc)
-                next_reconcile = time.monotonic() + s.reconcile_seconds * random.uniform(0.8, 1.2)
-            self.stopping.wait(PRESENCE_SECONDS)
+            try:
+                if time.monotonic() >= next_reconcile:
+                    self.sent.update(dict.fromkeys(reconcile_once(s), time.monotonic()))
+                    next_reconcile = (time.monotonic()
+                                      + s.reconcile_seconds * random.uniform(0.8, 1.2))
+                else:
+                    requeue_stale(s, self.sent)
+            except Exception as exc:
+                log.warning("reconcile failed: %s", exc)
+            self.stopping.wait(tick)
 
     def stop(self) -> None:
         self.stopping.set()

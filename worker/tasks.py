@@ -15,6 +15,11 @@ SIGTERM) its running run stops within a batch and is handed back to the queue
 (``running → queued``, checkpoint kept), so the next worker resumes it from its last finished
 epoch. A prefork worker (``--concurrency N > 1``) finishes its runs on a warm shutdown instead;
 on a cold one the reconciler re-queues them once their heartbeat is stale.
+
+Liveness: a thread beats the run's heartbeat every tenth of ``stale_running_seconds`` (so a
+long batch never starves it). When a beat finds the run no longer held by this worker
+(cancelled or deleted while it looked dead, or re-claimed by another worker), the trainer
+stops and the run is left to whoever holds it now.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,6 +44,7 @@ from app.db import init_db, session_scope
 from app.models import Run
 from app.queue import TASK_NAME, celery_app, enqueue_run
 from app.settings import Settings, get_settings
+from core.model_size import too_large
 from core.spec import TERMINAL_STATES, RunConfig
 
 log = logging.getLogger(__name__)
@@ -120,18 +125,30 @@ def pick_device(config: RunConfig) -> str:
     return str(trainer_device(config.device))
 
 
-class _Heartbeat:
-    """Touches the run every ``interval`` seconds from a thread while it trains."""
+def heartbeat_interval(s: Settings) -> float:
+    """Seconds between heartbeats: ten beats per ``stale_running_seconds``, 0.2 s to 3 s."""
+    return max(0.2, min(3.0, s.stale_running_seconds / 10))
 
-    def __init__(self, s: Settings, run_id: int, interval: float) -> None:
+
+class _Heartbeat:
+    """Touches the run every ``interval`` seconds from a thread while ``host`` holds it.
+
+    ``lost`` is set once a beat finds the run no longer held by ``host``.
+    """
+
+    def __init__(self, s: Settings, run_id: int, host: str, interval: float) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, args=(s, run_id, interval),
+        self.lost = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(s, run_id, host, interval),
                                         name=f"heartbeat-{run_id}", daemon=True)
 
-    def _loop(self, s: Settings, run_id: int, interval: float) -> None:
+    def _loop(self, s: Settings, run_id: int, host: str, interval: float) -> None:
         while not self._stop.wait(interval):
             try:
-                db_call(s, "touch_run", store.touch_run, run_id)
+                if not db_call(s, "touch_run", store.touch_run, run_id, host):
+                    log.warning("run %s is no longer held by %s; stopping it here", run_id, host)
+                    self.lost.set()
+                    return
             except Exception as exc:  # a missed beat is harmless; the next one may land
                 log.warning("heartbeat for run %s failed: %s", run_id, exc)
 
@@ -145,15 +162,16 @@ class _Heartbeat:
 
 
 class _StopCheck:
-    """``should_stop`` for the trainer: user cancel (read at most every 0.5 s) or shutdown."""
+    """``should_stop`` for the trainer: user cancel (read at most every 0.5 s), shutdown, or
+    the run taken from this worker (``lost``)."""
 
-    def __init__(self, s: Settings, run_id: int) -> None:
-        self.s, self.run_id = s, run_id
+    def __init__(self, s: Settings, run_id: int, lost: threading.Event) -> None:
+        self.s, self.run_id, self.lost = s, run_id, lost
         self.cancelled = False
         self._next = 0.0
 
     def __call__(self) -> bool:
-        if shutting_down.is_set():
+        if shutting_down.is_set() or self.lost.is_set():
             return True
         now = time.monotonic()
         if not self.cancelled and now >= self._next:
@@ -173,8 +191,7 @@ def _claim(s: Settings, run: Run, host: str, device: str) -> bool:
     """
     if run.state == "queued":
         return db_call(s, "claim_run", store.claim_run, run.id, host, device)
-    stale_before = datetime.now(UTC) - timedelta(seconds=s.stale_running_seconds)
-    return db_call(s, "reclaim_run", store.reclaim_run, run.id, host, device, stale_before)
+    return db_call(s, "reclaim_run", store.reclaim_run, run.id, host, device, s.stale_before())
 
 
 def execute_run(run_id: int, *, hostname: str | None = None,
@@ -202,6 +219,9 @@ def execute_run(run_id: int, *, hostname: str | None = None,
         # A stored config this version cannot read, or CUDA asked of a CPU worker: fail it
         # once, never retry.
         error = f"invalid run config: {exc}" if config is None else str(exc)
+    if config is not None and error is None:
+        # Queued before the limit was lowered, or stored by another path: never allocate it.
+        error = too_large(config, s.max_param_bytes)
     if not _claim(s, run, host, device):
         log.info("run %s is taken by another worker or finished; skipping this delivery", run_id)
         return "skipped"
@@ -213,22 +233,23 @@ def execute_run(run_id: int, *, hostname: str | None = None,
         # A fresh start (new run, or a retry): never resume an older attempt's checkpoint.
         shutil.rmtree(ckpt, ignore_errors=True)
     log.info("run %s claimed by %s on %s", run_id, host, device)
-    return _train_claimed(s, run_id, config, device, ckpt)
+    return _train_claimed(s, run_id, host, config, device, ckpt)
 
 
-def _train_claimed(s: Settings, run_id: int, config: RunConfig, device: str,
+def _train_claimed(s: Settings, run_id: int, host: str, config: RunConfig, device: str,
                    ckpt: Path) -> str:
-    from core.data import DatasetError
+    from core.data import DatasetError, set_cache_limit
     from core.train import train
 
-    stop = _StopCheck(s, run_id)
-    heartbeat_every = max(1.0, min(15.0, s.stale_running_seconds / 10))
+    set_cache_limit(s.data_cache_bytes)
+    heartbeat = _Heartbeat(s, run_id, host, heartbeat_interval(s))
+    stop = _StopCheck(s, run_id, heartbeat.lost)
 
     def on_epoch(metrics) -> None:  # type: ignore[no-untyped-def]
         db_call(s, "record_epoch", store.record_epoch, run_id, metrics.to_dict())
 
     try:
-        with _Heartbeat(s, run_id, heartbeat_every):
+        with heartbeat:
             result = train(config, on_epoch=on_epoch, should_stop=stop, checkpoint_dir=ckpt,
                            device=device)
     except Exception as exc:
@@ -243,6 +264,12 @@ def _train_claimed(s: Settings, run_id: int, config: RunConfig, device: str,
         shutil.rmtree(ckpt, ignore_errors=True)
         return "failed"
 
+    if result.state == "cancelled" and heartbeat.lost.is_set():
+        now = db_call(s, "get_run", store.get_run, run_id)
+        if now is None or now.state in TERMINAL_STATES:  # cancelled or deleted meanwhile
+            shutil.rmtree(ckpt, ignore_errors=True)
+        log.info("run %s is no longer ours; stopped at epoch %s", run_id, result.epochs_done)
+        return "lost"
     if result.state == "cancelled" and not stop.cancelled and shutting_down.is_set():
         db_call(s, "release_run", store.release_run, run_id)
         enqueue_run(run_id)

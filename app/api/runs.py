@@ -23,6 +23,7 @@ from app.api.deps import (
     unprocessable,
 )
 from app.models import RUN_SORT_COLUMNS, RunList, RunPublic
+from core.model_size import SIZE_ARG, too_large
 from core.spec import RUN_STATES, RunConfig
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=AUTH_ERRORS)
@@ -45,6 +46,9 @@ def submit_run(
     if config.epochs > settings.max_epochs:
         unprocessable(("body", "epochs"), f"at most {settings.max_epochs} epochs on this server",
                       config.epochs)
+    if (why := too_large(config, settings.max_param_bytes)) is not None:
+        name = SIZE_ARG[config.model]
+        unprocessable(("body", "model_args", name), why, config.model_args[name])
     run = store.create_run(session, config)
     enqueue(request, run.id)  # type: ignore[arg-type]
     return RunPublic.model_validate(run)
@@ -107,9 +111,11 @@ def get_run(run_id: RunId, session: SessionDep) -> Response:
     dependencies=WRITE,
     responses={**NOT_FOUND, **CONFLICT},
 )
-def cancel_run(run_id: RunId, session: SessionDep) -> RunPublic:
-    """A queued run is cancelled at once; a running one stops at its worker's next check."""
-    return RunPublic.model_validate(store.request_cancel(session, run_id))
+def cancel_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> RunPublic:
+    """A queued run, or a running one whose worker is gone (stale heartbeat), is cancelled at
+    once; a live running one stops at its worker's next check."""
+    run = store.request_cancel(session, run_id, stale_before=settings.stale_before())
+    return RunPublic.model_validate(run)
 
 
 @router.post(
@@ -131,7 +137,7 @@ def retry_run(run_id: RunId, session: SessionDep, request: Request) -> RunPublic
     dependencies=WRITE,
     responses={**NOT_FOUND, **CONFLICT},
 )
-def delete_run(run_id: RunId, session: SessionDep) -> Response:
-    """Delete a run and its epochs (409 while it is running: cancel it first)."""
-    store.delete_run(session, run_id)
+def delete_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> Response:
+    """Delete a run and its epochs (409 while a live worker runs it: cancel it first)."""
+    store.delete_run(session, run_id, stale_before=settings.stale_before())
     return Response(status_code=status.HTTP_204_NO_CONTENT)

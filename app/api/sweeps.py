@@ -32,6 +32,7 @@ from app.models import (
     SweepSubmitted,
 )
 from app.security import require_sweep_access
+from core.model_size import SIZE_ARG, too_large
 from core.spec import RunConfig
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], responses=AUTH_ERRORS)
@@ -159,6 +160,12 @@ def submit_sweep(
     if longest > settings.max_epochs:
         loc = ("body", "grid", "epochs") if "epochs" in body.grid else ("body", "base", "epochs")
         unprocessable(loc, f"at most {settings.max_epochs} epochs on this server", longest)
+    for config in configs:
+        if (why := too_large(config, settings.max_param_bytes)) is not None:
+            arg = SIZE_ARG[config.model]
+            key = f"model_args.{arg}"
+            loc = ("body", "grid", key) if key in body.grid else ("body", "base", "model_args", arg)
+            unprocessable(loc, f"{why} (run {config.name!r})", config.model_args[arg])
     spec = body.model_dump(mode="json")
     sweep, runs = store.create_sweep(session, body.name, spec, configs)
     for run in runs:

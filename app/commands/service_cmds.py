@@ -3,8 +3,11 @@
 
 ``up`` is the embedded default: it migrates the database, then starts the API (uvicorn) and one
 Celery worker as child processes, each in its own session, and stops both on Ctrl-C or SIGTERM
-(the worker hands a running run back to the queue; the next ``up`` resumes it). The worker
-runs the reconciler thread (see ``worker.reconciler``), so ``up`` needs nothing else.
+(the worker hands a running run back to the queue; the next ``up`` resumes it). It supervises
+the worker: a worker that dies (killed, out of memory) is started again, with back-off, while
+the API goes on serving; the new worker has the same node name, so it takes back the run the
+dead one held at once. The worker runs the reconciler thread (see ``worker.reconciler``), so
+``up`` needs nothing else.
 
 The client commands talk HTTP only (``--url``, default ``$BAMSPROD_URL`` or
 http://127.0.0.1:8000); ``--token`` (default ``$BAMSPROD_API_TOKEN``, else
@@ -50,6 +53,10 @@ TOKEN_OPTION = typer.Option(
     "$BAMSPROD_READ_TOKEN)",
 )
 STOP_GRACE_SECONDS = 20.0
+# A worker that dies is restarted after 1 s, then 2, 4, ... up to 30 s while it keeps dying
+# within a minute of its start.
+RESTART_DELAYS = (1.0, 30.0)
+RESTART_RESET_SECONDS = 60.0
 
 # --------------------------------------------------------------------------- processes
 
@@ -142,14 +149,25 @@ def up(
     try:
         procs["API"] = subprocess.Popen(api_argv(host, port), preexec_fn=_die_with_parent)
         procs["worker"] = subprocess.Popen(worker_argv(s), preexec_fn=_die_with_parent)
+        started, delay = time.monotonic(), RESTART_DELAYS[0]
         console.print(f"bamsprod is up: http://{host}:{port}  (Ctrl-C stops it)")
         while not stop_requested:
-            dead = [(name, p) for name, p in procs.items() if p.poll() is not None]
-            if dead:
-                name, p = dead[0]
-                err.print(f"[red]the {name} process exited (code {p.returncode}); "
-                          "stopping[/red]")
+            api, work = procs["API"], procs["worker"]
+            if api.poll() is not None:
+                err.print(f"[red]the API process exited (code {api.returncode}); stopping[/red]")
                 break
+            if work.poll() is not None:
+                if time.monotonic() - started > RESTART_RESET_SECONDS:
+                    delay = RESTART_DELAYS[0]
+                err.print(f"[yellow]the worker exited (code {work.returncode}); starting it "
+                          f"again in {delay:.0f}s[/yellow]")
+                deadline = time.monotonic() + delay
+                while not stop_requested and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if stop_requested:
+                    break
+                procs["worker"] = subprocess.Popen(worker_argv(s), preexec_fn=_die_with_parent)
+                started, delay = time.monotonic(), min(delay * 2, RESTART_DELAYS[1])
             time.sleep(0.2)
     finally:
         err.print("stopping the API and the worker ...")

@@ -17,7 +17,14 @@ See ``docs/datasets.md`` for sources, layout and checksums.
 from core.data.errors import DatasetError
 from core.data.install import install
 from core.data.paths import ENV_VAR, data_root, default_root
-from core.data.registry import Dataset, DatasetStatus, dataset_names, load_dataset, status
+from core.data.registry import (
+    Dataset,
+    DatasetStatus,
+    dataset_names,
+    load_dataset,
+    set_cache_limit,
+    status,
+)
 
 __all__ = [
     "ENV_VAR",
@@ -29,5 +36,6 @@ __all__ = [
     "default_root",
     "install",
     "load_dataset",
+    "set_cache_limit",
     "status",
 ]

@@ -4,11 +4,14 @@ Each batch file (``data_batch_1`` .. ``data_batch_5``, ``test_batch``) is a pick
 ``b"data"``: uint8 ``N x 3072`` (1024 red, 1024 green, 1024 blue values per image, row-major
 32x32) and ``b"labels"``: N ints in 0..9. No package ships CIFAR-10, so the checksum is not
 fixed; the structure and shapes are validated instead. Unpickling only admits the numpy
-globals an array needs, so a hostile file cannot run code.
+globals an array needs, so a hostile file cannot run code; and every array the file declares
+must fit in the file's own bytes and be laid out contiguously, so a tiny file cannot declare a
+huge (e.g. zero-stride) array that costs memory once it is copied.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 from pathlib import Path
@@ -48,12 +51,50 @@ _ALLOWED = {
 
 
 class _ArrayUnpickler(pickle.Unpickler):
+    """Admits only ``_ALLOWED``; arrays are built through :meth:`_ndarray` and
+    :meth:`_reconstruct`, which refuse what the file's ``max_bytes`` cannot hold."""
+
+    def __init__(self, file: Any, max_bytes: int) -> None:
+        super().__init__(file, encoding="bytes")
+        self.max_bytes = max_bytes
+
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _ALLOWED:
             raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
         if module.startswith("numpy.core."):
             module = "numpy._core." + module[len("numpy.core.") :]
-        return super().find_class(module, name)
+        found = super().find_class(module, name)
+        if found is np.ndarray:
+            return self._ndarray
+        if name == "_reconstruct":
+            return self._reconstruct
+        return found
+
+    def _check_size(self, shape: Any, dtype: Any) -> None:
+        dims = (shape,) if isinstance(shape, int) else tuple(shape)
+        nbytes = math.prod(int(d) for d in dims) * np.dtype(dtype).itemsize
+        if nbytes > self.max_bytes:
+            raise pickle.UnpicklingError(
+                f"it declares an array of {nbytes} bytes (shape {dims}) in a file of "
+                f"{self.max_bytes} bytes"
+            )
+
+    def _ndarray(self, shape: Any, dtype: Any = float, buffer: Any = None, offset: int = 0,
+                 strides: Any = None, order: Any = None) -> np.ndarray:
+        self._check_size(shape, dtype)
+        a = np.ndarray(shape, dtype, buffer, offset, strides, order)
+        if a.size > 1 and not (a.flags.c_contiguous or a.flags.f_contiguous):
+            raise pickle.UnpicklingError(
+                f"it declares an array of shape {a.shape} with strides {a.strides}, which do "
+                "not match its shape"
+            )
+        return a
+
+    def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+        if subtype != self._ndarray:
+            raise pickle.UnpicklingError("only plain numpy arrays are allowed")
+        self._check_size(shape, dtype)
+        return np.ndarray.__new__(np.ndarray, shape, dtype)
 
 
 def find_cifar_dir(candidates: list[Path]) -> Path | None:
@@ -75,7 +116,7 @@ def read_batch(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     hint = install_hint("cifar10")
     try:
         with p.open("rb") as f:
-            obj = _ArrayUnpickler(f, encoding="bytes").load()
+            obj = _ArrayUnpickler(f, max_bytes=os.fstat(f.fileno()).st_size).load()
     except (
         OSError,
         EOFError,
@@ -93,8 +134,14 @@ def read_batch(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     labels = obj.get(b"labels", obj.get("labels"))
     if data is None or labels is None:
         raise DatasetError(f"CIFAR-10 batch {p} lacks b'data' or b'labels'; {hint}")
-    data = np.asarray(data)
-    labels = np.asarray(labels)
+    # Arrays already (built through the checks above), or plain ints: never a list of arrays,
+    # which shared pickle references could make far larger than the file.
+    if not isinstance(data, np.ndarray):
+        raise DatasetError(f"CIFAR-10 batch {p}: b'data' is not an array; {hint}")
+    if not isinstance(labels, np.ndarray):
+        if not isinstance(labels, list | tuple) or not all(type(v) is int for v in labels):
+            raise DatasetError(f"CIFAR-10 batch {p}: b'labels' must be a list of ints; {hint}")
+        labels = np.asarray(labels, dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DatasetError(
             f"CIFAR-10 batch {p}: b'data' must be uint8 N x 3072, got {data.dtype} "

@@ -12,14 +12,14 @@ batches by indexing; no DataLoader):
 
 Images are float32 ``N x C x H x W`` scaled to [0, 1] and normalised with the data set's usual
 mean and std; labels are int64. Verified checksums and decoded arrays are cached per process, so
-a second load costs only the tensor conversion. Anything missing or corrupt raises
-:class:`~core.data.errors.DatasetError` naming the file and ``bamsprod data install NAME``.
+a second load costs only the tensor conversion; the arrays' cache is bounded by bytes, least
+recently used first out (``set_cache_limit``, 512 MiB by default). Anything missing or corrupt
+raises :class:`~core.data.errors.DatasetError` naming the file and ``bamsprod data install NAME``.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from core.data import builtin, cifar
+from core.data.cache import DEFAULT_CACHE_BYTES, ArrayCache
 from core.data.checksums import verify_file
 from core.data.errors import DatasetError, install_hint
 from core.data.idx import read_idx
@@ -44,6 +45,7 @@ __all__ = [
     "status",
     "find_idx_files",
     "clear_cache",
+    "set_cache_limit",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -84,14 +86,17 @@ def dataset_names() -> list[str]:
     return list(DATASETS)
 
 
-_arrays: dict[tuple, tuple[np.ndarray, ...]] = {}
-_lock = threading.Lock()
+_arrays = ArrayCache()
 
 
 def clear_cache() -> None:
     """Forget decoded arrays (checksums are cached separately in ``core.data.checksums``)."""
-    with _lock:
-        _arrays.clear()
+    _arrays.clear()
+
+
+def set_cache_limit(limit_bytes: int | None) -> None:
+    """Bound the decoded arrays kept per process to ``limit_bytes`` (None: the default)."""
+    _arrays.set_limit(DEFAULT_CACHE_BYTES if limit_bytes is None else limit_bytes)
 
 
 def _stat_key(paths: list[Path]) -> tuple:
@@ -149,8 +154,7 @@ def _verify_idx(name: str, paths: list[Path]) -> None:
 def _idx_arrays(name: str, data_dir: PathLike | None) -> tuple[np.ndarray, ...]:
     paths = find_idx_files(name, data_dir)
     key = (name, _stat_key(paths))
-    with _lock:
-        hit = _arrays.get(key)
+    hit = _arrays.get(key)
     if hit is not None:
         return hit
     _verify_idx(name, paths)
@@ -163,8 +167,7 @@ def _idx_arrays(name: str, data_dir: PathLike | None) -> tuple[np.ndarray, ...]:
         if y.ndim != 1 or y.shape[0] != x.shape[0]:
             raise DatasetError(f"{name}: labels do not match the {x.shape[0]} images of {p}")
     out = (tr_x, tr_y.astype(np.int64), te_x, te_y.astype(np.int64))
-    with _lock:
-        _arrays[key] = out
+    _arrays.put(key, out)
     return out
 
 
@@ -183,13 +186,11 @@ def _cifar_arrays(data_dir: PathLike | None) -> tuple[np.ndarray, ...]:
         if not p.is_file():
             raise DatasetError(f"cifar10: file {p} not found; {install_hint('cifar10')}")
     key = ("cifar10", _stat_key(paths))
-    with _lock:
-        hit = _arrays.get(key)
+    hit = _arrays.get(key)
     if hit is not None:
         return hit
     out = cifar.read_cifar10(found)
-    with _lock:
-        _arrays[key] = out
+    _arrays.put(key, out)
     return out
 
 

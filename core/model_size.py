@@ -1,0 +1,123 @@
+"""A run's parameter count and parameter memory in closed form: no torch, no model built.
+
+The API checks every submitted run against a memory limit with these, so an ``mlp`` of width
+8192 and depth 16 (over a billion parameters, 8 GB of weights alone) is refused at submit
+instead of being allocated on a worker. The counts follow ``core.nn.models`` layer by layer (a
+test compares them with the built models); the memory is float32 weights, their gradients,
+the optimizer's state and the trainer's flip-rate copy, per parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from core.spec import DATASETS, MODELS, RunConfig, resolve_model_args
+
+__all__ = ["SIZE_ARG", "fitting_size", "param_bytes", "param_count", "too_large"]
+
+# Per-parameter float32 tensors an optimizer keeps (an upper bound: Bop's Adam side for the
+# real layers, AMSGrad's running max for the *ms* ones, SGD's momentum buffer).
+STATE_SLOTS = {"bamsprod": 3, "amsgrad": 3, "amsbound": 3, "adabound": 2, "adam": 2, "bop": 2,
+               "sgd": 1}
+# The argument that scales each model, searched for the largest size that fits.
+SIZE_ARG = {"mlp": "width", "binarynet": "width_mult", "resnet18": "width_mult"}
+
+
+def _ch(base: int, width_mult: float) -> int:
+    return max(1, int(round(base * width_mult)))
+
+
+def _mlp(shape: tuple[int, int, int], k: int, width: int, depth: int, **_: Any) -> int:
+    c, h, w = shape
+    layer = width * width + 2 * width  # binary linear (no bias) + BatchNorm
+    return c * h * w * width + 2 * width + depth * layer + width * k + k
+
+
+def _binarynet(shape: tuple[int, int, int], k: int, width_mult: float, **_: Any) -> int:
+    c_in, h, w = shape
+    c1, c2, c3 = (_ch(b, width_mult) for b in (128, 256, 512))
+    fc = _ch(1024, width_mult)
+    n = c_in * c1 * 9 + 2 * c1
+    for i, o, pool in ((c1, c1, True), (c1, c2, False), (c2, c2, True), (c2, c3, False),
+                       (c3, c3, True)):
+        n += i * o * 9 + 2 * o
+        if pool and min(h, w) >= 2:
+            h, w = h // 2, w // 2
+    flat = c3 * min(h, 4) * min(w, 4)
+    return n + flat * fc + 2 * fc + fc * fc + 2 * fc + fc * k + 2 * k
+
+
+def _resnet18(shape: tuple[int, int, int], k: int, width_mult: float, **_: Any) -> int:
+    c_in, h, w = shape
+    widths = [_ch(b, width_mult) for b in (64, 128, 256, 512)]
+
+    def unit(ci: int, co: int, stride: int) -> int:  # binary 3x3 + BN (+ 1x1 shortcut + BN)
+        shortcut = 0 if stride == 1 and ci == co else ci * co + 2 * co
+        return ci * co * 9 + 2 * co + shortcut
+
+    n = c_in * widths[0] * 9 + 2 * widths[0]
+    prev = widths[0]
+    for i, width in enumerate(widths):  # two basic blocks of two units per stage
+        stride = 2 if i > 0 and min(h, w) > 1 else 1
+        h, w = (h - 1) // stride + 1, (w - 1) // stride + 1
+        n += unit(prev, width, stride) + 3 * unit(width, width, 1)
+        prev = width
+    return n + prev * k + k
+
+
+_COUNTS: dict[str, Callable[..., int]] = {"mlp": _mlp, "binarynet": _binarynet,
+                                          "resnet18": _resnet18}
+
+
+def param_count(model: str, dataset: str, model_args: dict[str, Any]) -> int:
+    """Trainable parameters of ``model`` built for ``dataset`` with ``model_args``."""
+    meta = DATASETS[dataset]
+    args = resolve_model_args(model, model_args)
+    return _COUNTS[model](tuple(meta["shape"]), int(meta["classes"]), **args)
+
+
+def param_bytes(config: RunConfig) -> int:
+    """Bytes of parameter memory ``config`` needs on its device (see the module docstring)."""
+    n = param_count(config.model, config.dataset, config.model_args)
+    return 4 * n * (3 + STATE_SLOTS[config.optimizer])
+
+
+def fitting_size(config: RunConfig, limit: int) -> float | int | None:
+    """The largest value of the model's ``SIZE_ARG`` (others as given) within ``limit`` bytes;
+    None when even the smallest does not fit."""
+    name = SIZE_ARG[config.model]
+    spec = MODELS[config.model][name]
+    lo_hi = (int(spec.lo or 1), int(spec.hi or 1)) if spec.kind is int else (1, 128)
+    to_value = (lambda i: i) if spec.kind is int else (lambda i: i / 32)  # multiples of 1/32
+
+    def fits(i: int) -> bool:
+        args = {**config.model_args, name: to_value(i)}
+        return param_bytes(config.model_copy(update={"model_args": args})) <= limit
+
+    lo, hi = lo_hi
+    if not fits(lo):
+        return None
+    while lo < hi:  # the largest i with fits(i): sizes grow with the argument
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return to_value(lo)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def too_large(config: RunConfig, limit: int) -> str | None:
+    """Why ``config``'s model does not fit in ``limit`` bytes and what would; None if it fits."""
+    need = param_bytes(config)
+    if need <= limit:
+        return None
+    name = SIZE_ARG[config.model]
+    fit = fitting_size(config, limit)
+    n = param_count(config.model, config.dataset, config.model_args)
+    hint = (f"{name} <= {fit} fits" if fit is not None
+            else f"even the smallest {name} does not fit: change the other model_args")
+    return (f"{config.model} on {config.dataset} needs about {_gib(need)} of parameter memory "
+            f"({n:,} parameters, with gradients and {config.optimizer} state); this server "
+            f"allows {_gib(limit)}; with these other model_args, {hint}")
