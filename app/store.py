@@ -540,10 +540,13 @@ def finish_run(
     state: str,
     error: str | None = None,
     diverged_epoch: int | None = None,
+    device: str | None = None,
 ) -> bool:
-    """End a ``running`` run in terminal ``state``; False if it was not running."""
+    """End a ``running`` run in terminal ``state``; False if it was not running. ``device``,
+    when given, replaces the claim's device with what trained it (device and optimizer path)."""
     if state not in TERMINAL_STATES:
         raise ValueError(f"{state!r} is not a terminal state ({', '.join(TERMINAL_STATES)})")
+    extra = {"device": device[:64]} if device else {}
     ok = _update(
         session,
         run_id,
@@ -552,6 +555,7 @@ def finish_run(
         finished_at=utcnow(),
         error=error,
         diverged_epoch=diverged_epoch,
+        **extra,
     )
     session.commit()
     return ok

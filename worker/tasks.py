@@ -275,8 +275,11 @@ def _train_claimed(s: Settings, run_id: int, host: str, config: RunConfig, devic
         enqueue_run(run_id)
         log.info("run %s handed back to the queue at epoch %s", run_id, result.epochs_done)
         return "released"
+    # The device info says which optimizer implementation trained the run ("cpu · fused"),
+    # so its numbers can be reproduced with the same path.
+    trained_on = f"{device} · {result.optimizer_path}" if result.optimizer_path else None
     db_call(s, "finish_run", store.finish_run, run_id, result.state, error=result.error,
-            diverged_epoch=result.diverged_epoch)
+            diverged_epoch=result.diverged_epoch, device=trained_on)
     shutil.rmtree(ckpt, ignore_errors=True)
     log.info("run %s %s after %s epochs", run_id, result.state, result.epochs_done)
     return result.state
