@@ -355,6 +355,12 @@ def test_prefork_worker_trains_runs_side_by_side(service_settings: Settings,
         run = wait_state(s, run_id, TERMINAL_STATES, timeout=120)
         assert run.state == "succeeded", (run.error, w.output()[-3000:])
         assert run.worker_host == w.name and epochs_of(s, run_id) == [1, 2]
+    # Several runs per GPU rely on this: the pool's parent never loads torch, so it can never
+    # have initialised CUDA when it forks a child; each child makes its own CUDA context.
+    maps = Path(f"/proc/{w.proc.pid}/maps").read_text()
+    assert "libtorch" not in maps
+    children = Path(f"/proc/{w.proc.pid}/task/{w.proc.pid}/children").read_text().split()
+    assert any("libtorch" in Path(f"/proc/{c}/maps").read_text() for c in children)
 
 
 @pytest.mark.parametrize("service_settings", ["sqlite"], indirect=True)
