@@ -22,7 +22,8 @@ from pydantic import (
     model_validator,
 )
 
-SCHEMA_VERSION = 1
+# 2 added val_split; a stored version-1 config has none (it trained on the whole train set).
+SCHEMA_VERSION = 2
 
 ModelName = Literal["mlp", "binarynet", "resnet18"]
 DatasetName = Literal["mnist", "fashion-mnist", "digits", "cifar10", "synthetic"]
@@ -180,7 +181,7 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     name: str = Field("", max_length=200, description="free text shown in tables")
     tags: list[str] = Field(default_factory=list, max_length=20)
     model: ModelName = "mlp"
@@ -191,6 +192,13 @@ class RunConfig(BaseModel):
         None, ge=2, le=10_000_000, description="first N train examples"
     )
     test_subset: int | None = Field(None, ge=1, le=10_000_000, description="first N test examples")
+    val_split: float = Field(
+        0.1,
+        ge=0.0,
+        le=0.5,
+        description="fraction of the training set held out for validation (fixed split; "
+        "tuning reads validation, never test)",
+    )
     optimizer: OptimizerName = "bamsprod"
     lr: float | None = Field(
         None, gt=0, le=10, description="learning rate; None: per-optimizer default"
@@ -204,6 +212,15 @@ class RunConfig(BaseModel):
     compile: CompileMode = Field(
         "off", description="torch.compile the train step (reduce-overhead: CUDA graphs too)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_no_split(cls, data: Any) -> Any:
+        # A version-1 config (stored before val_split existed) trained on all of its train set.
+        if isinstance(data, dict) and data.get("schema_version") == 1:
+            data = {**data}
+            data.setdefault("val_split", 0.0)
+        return data
 
     @field_validator("tags")
     @classmethod
@@ -242,6 +259,10 @@ _HASH_EXCLUDES = {"seed", "name", "tags", "device", "data_dir", "compile"}
 
 
 def config_hash(config: RunConfig) -> str:
-    data = config.model_dump(mode="json", exclude=_HASH_EXCLUDES)
+    # A version-1 config hashes as it did before val_split existed (its checkpoints still match).
+    legacy = {"val_split", "schema_version"} if config.schema_version == 1 else set()
+    data = config.model_dump(mode="json", exclude=_HASH_EXCLUDES | legacy)
+    if config.schema_version == 1:
+        data["schema_version"] = 1
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.data import load_dataset
+from core.data.split import validation_split
 from core.metrics import FlipCounter, quantization_error
 from core.nn import binary_weights, build_model
 from core.optim import build as build_optimizer
@@ -52,6 +53,8 @@ class EpochMetrics:
     test_loss: float
     test_acc: float
     quant_error: float
+    val_loss: float | None = None  # None when the run holds out no validation split
+    val_acc: float | None = None
     quant_error_layers: dict[str, float] = field(default_factory=dict)
     flip_rate: float = 0.0
     lr: float = 0.0
@@ -196,7 +199,9 @@ def train(
     flips = FlipCounter()
     flips.update(latent)  # the initial weights are the first epoch's baseline
 
-    train_x, train_y = data.train_x.to(dev), data.train_y.to(dev)
+    train_x, train_y, val_x, val_y = validation_split(data.train_x, data.train_y, config.val_split)
+    train_x, train_y = train_x.to(dev), train_y.to(dev)
+    val_x, val_y = val_x.to(dev), val_y.to(dev)
     test_x, test_y = data.test_x.to(dev), data.test_y.to(dev)
     n = len(train_x)
     # A last batch of one example would break BatchNorm's batch statistics: drop it that epoch.
@@ -256,6 +261,7 @@ def train(
             result.error = f"training loss became {train_loss} in epoch {epoch}"
             return result
         test_loss, test_acc = evaluate(model, test_x, test_y)
+        val_loss, val_acc = evaluate(model, val_x, val_y) if len(val_x) else (None, None)
         if scheduler is not None:
             scheduler.step()
         layers = {name: quantization_error(w) for name, w in latent.items()}
@@ -265,6 +271,8 @@ def train(
             train_acc=int(correct) / seen,
             test_loss=test_loss,
             test_acc=test_acc,
+            val_loss=val_loss,
+            val_acc=val_acc,
             quant_error=sum(layers.values()) / len(layers) if layers else 0.0,
             quant_error_layers=layers,
             flip_rate=flips.update(latent) or 0.0,
