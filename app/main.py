@@ -15,13 +15,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import store
 from app.api import api_router
 from app.api.events import Broadcaster
 from app.db import init_db
+from app.safejson import dumps
 from app.security import SecurityHeaders
 from app.settings import Settings, get_settings
 
@@ -136,6 +138,13 @@ def create_app(
     @app.exception_handler(store.RunStateError)
     async def _conflict(_: Request, exc: store.RunStateError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        # The rejected input goes back in the answer; it may hold NaN or a lone surrogate,
+        # which plain JSON cannot carry, so it is scrubbed (``app.safejson``): never a 500.
+        return Response(dumps({"detail": exc.errors()}), status_code=422,
+                        media_type="application/json")
 
     app.include_router(api_router)
     if pages and importlib.util.find_spec("app.pages") is not None:

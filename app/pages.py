@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
 from app import store
+from app.api.deps import MAX_ID
 from app.db import session_scope
 from app.security import require_read
 from core.spec import DATASETS, DEFAULT_LR, MODELS, OPTIMIZERS, RUN_STATES, HParam, RunConfig
@@ -243,6 +244,8 @@ def new_run_page(request: Request) -> Response:
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(request: Request, run_id: int) -> Response:
     def exists() -> bool:
+        if not 1 <= run_id <= MAX_ID:  # beyond SQL integers: no such run (not an overflow)
+            return False
         with session_scope(request.app.state.settings.database_url) as session:
             return store.get_run(session, run_id) is not None
 

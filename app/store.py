@@ -37,6 +37,7 @@ __all__ = [
     "create_run",
     "create_sweep",
     "delete_run",
+    "delete_sweep",
     "finish_run",
     "get_metrics",
     "get_run",
@@ -549,7 +550,7 @@ def requeue_candidates(
 def request_cancel(session: Session, run_id: int) -> Run:
     """Cancel: a queued run ends ``cancelled`` now; a running one is flagged for its worker.
 
-    Raises ``RunNotFound``, or ``RunStateError`` when the run has already finished.
+    Raises ``RunNotFound``, or ``RunStateError`` when the run has finished other than cancelled.
     """
     now = utcnow()
     if not _update(
@@ -563,7 +564,9 @@ def request_cancel(session: Session, run_id: int) -> Run:
         _update(session, run_id, col(Run.state) == "running", cancel_requested=True)
     session.commit()
     run = require_run(session, run_id)
-    if run.state in TERMINAL_STATES and not run.cancel_requested:
+    # Cancelling a cancelled run is a no-op; any other end (even one reached after a cancel
+    # request, when the worker finished first) is final.
+    if run.state in TERMINAL_STATES and run.state != "cancelled":
         raise RunStateError(f"run {run_id} has already finished ({run.state})")
     return run
 
@@ -619,3 +622,37 @@ def delete_run(session: Session, run_id: int) -> None:
         return
     run = require_run(session, run_id)
     raise RunStateError(f"run {run_id} is {run.state}; cancel it before deleting")
+
+
+LIVE_STATES = ("queued", "running")
+
+
+def delete_sweep(session: Session, sweep_id: int) -> list[int]:
+    """Delete a sweep and its runs (their epochs by cascade); returns the deleted run ids.
+
+    ``SweepNotFound``, or ``RunStateError`` (nothing deleted) while any of its runs is queued or
+    running: cancel them first. The check and the delete share one transaction; a run that
+    starts meanwhile is left alone and the sweep stays.
+    """
+    get_sweep(session, sweep_id)
+    live = session.exec(
+        select(sa.func.count()).where(Run.sweep_id == sweep_id, col(Run.state).in_(LIVE_STATES))
+    ).one()
+    if live:
+        session.rollback()
+        raise RunStateError(
+            f"sweep {sweep_id} has {live} queued or running runs; cancel them first"
+        )
+    ids = [int(i) for i in session.exec(
+        select(Run.id).where(Run.sweep_id == sweep_id, col(Run.state).not_in(LIVE_STATES))
+    )]
+    session.exec(  # type: ignore[call-overload]
+        sa.delete(Run).where(col(Run.sweep_id) == sweep_id, col(Run.state).not_in(LIVE_STATES))
+    )
+    left = session.exec(select(sa.func.count()).where(Run.sweep_id == sweep_id)).one()
+    if left:
+        session.rollback()
+        raise RunStateError(f"sweep {sweep_id} has a run that just started; cancel it first")
+    session.exec(sa.delete(Sweep).where(col(Sweep.id) == sweep_id))  # type: ignore[call-overload]
+    session.commit()
+    return ids

@@ -414,3 +414,65 @@ def test_the_api_never_imports_torch_or_the_worker(tmp_path) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_delete_sweep_with_its_runs_refused_while_one_is_live(
+    client: TestClient, db_url: str, api_settings
+) -> None:
+    out = client.post("/api/sweeps", json={"name": "d", "grid": {"seed": [0, 1]}}).json()
+    sweep_id, (a, b) = out["sweep"]["id"], out["run_ids"]
+    other = submit(client)  # not in the sweep: untouched
+    ckpt = api_settings.checkpoint_dir / str(a)
+    ckpt.mkdir(parents=True)
+    (ckpt / "checkpoint.pt").write_bytes(b"x")
+    train(db_url, a, [0.5], state="running")
+    r = client.delete(f"/api/sweeps/{sweep_id}")
+    assert r.status_code == 409 and "cancel them first" in r.json()["detail"]
+    assert client.get(f"/api/sweeps/{sweep_id}").json()["run_ids"] == [a, b]  # nothing gone
+    with session_scope(db_url) as s:
+        store.finish_run(s, a, "succeeded")
+    assert client.post(f"/api/runs/{b}/cancel").status_code == 200
+    assert client.delete(f"/api/sweeps/{sweep_id}").status_code == 204
+    assert client.get(f"/api/sweeps/{sweep_id}").status_code == 404
+    assert [client.get(f"/api/runs/{i}").status_code for i in (a, b)] == [404, 404]
+    assert client.get(f"/api/runs/{other['id']}").status_code == 200
+    assert not ckpt.exists()  # the run's checkpoint went with it
+    assert client.delete(f"/api/sweeps/{sweep_id}").status_code == 404
+    assert client.get("/api/sweeps").json()["total"] == 0
+
+
+def test_delete_removes_the_checkpoint(client: TestClient, db_url: str, api_settings) -> None:
+    run = submit(client)
+    train(db_url, run["id"], [0.5])
+    ckpt = api_settings.checkpoint_dir / str(run["id"])
+    ckpt.mkdir(parents=True)
+    (ckpt / "checkpoint.pt").write_bytes(b"x")
+    keep = api_settings.checkpoint_dir / str(run["id"] + 1)
+    keep.mkdir()
+    assert client.delete(f"/api/runs/{run['id']}").status_code == 204
+    assert not ckpt.exists() and keep.exists()
+
+
+def test_cancel_after_the_worker_finished_first_is_409(client: TestClient, db_url: str) -> None:
+    run = submit(client)
+    train(db_url, run["id"], [0.5], state="running")
+    assert client.post(f"/api/runs/{run['id']}/cancel").json()["cancel_requested"]
+    with session_scope(db_url) as s:  # the last epoch ended before the worker saw the flag
+        store.finish_run(s, run["id"], "succeeded")
+    r = client.post(f"/api/runs/{run['id']}/cancel")
+    assert r.status_code == 409 and "already finished (succeeded)" in r.json()["detail"]
+
+
+def test_group_by_names_only_existing_fields(client: TestClient) -> None:
+    run = submit(client)
+    for bad in ("hparams.nope", "model_args.nope", "hparams.kappa.x", "seeds", "nope.kappa"):
+        r = client.get(f"/api/compare?runs={run['id']}&group_by=optimizer,{bad}")
+        assert r.status_code == 422 and detail_loc(r) == ["query", "group_by"], bad
+        assert repr(bad) in r.json()["detail"][0]["msg"]
+    r = client.get(f"/api/compare?runs={run['id']}&group_by=hparams.kappa,model_args.width")
+    assert r.status_code == 200, r.text
+
+
+def test_run_page_with_a_huge_id_is_404(client: TestClient) -> None:
+    for run_id in (2**31, 2**63, 10**30):
+        assert client.get(f"/runs/{run_id}").status_code == 404

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -30,6 +29,7 @@ from app.api.deps import AUTH_ERRORS, NOT_FOUND, RunId, unprocessable
 from app.api.metrics import MAX_EPOCH
 from app.db import session_scope
 from app.models import EpochMetricPublic, RunPublic
+from app.safejson import dumps
 from app.security import require_read_or_query_token
 from core.spec import TERMINAL_STATES
 
@@ -49,7 +49,7 @@ def sse(data: Any, event: str | None = None, id: int | None = None) -> str:
         lines.append(f"id: {id}")
     if event:
         lines.append(f"event: {event}")
-    lines.append("data: " + json.dumps(data, separators=(",", ":")))
+    lines.append("data: " + dumps(data).decode())  # never NaN or a lone surrogate
     return "\n".join(lines) + "\n\n"
 
 
