@@ -60,6 +60,7 @@ class Sweep(SQLModel, table=True):
     """A grid of runs submitted together."""
 
     __tablename__ = "sweep"
+    __table_args__ = {"sqlite_autoincrement": True}  # a deleted id is never reused
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(default="", max_length=200)
@@ -76,6 +77,7 @@ class Run(SQLModel, table=True):
     """One training run: its config, lifecycle and summary of its epochs."""
 
     __tablename__ = "run"
+    __table_args__ = {"sqlite_autoincrement": True}  # a deleted id is never reused
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(default="", max_length=200)

@@ -463,6 +463,19 @@ def test_cancel_after_the_worker_finished_first_is_409(client: TestClient, db_ur
     assert r.status_code == 409 and "already finished (succeeded)" in r.json()["detail"]
 
 
+def test_deleted_newest_run_id_is_not_reused(client: TestClient) -> None:
+    first, newest = submit(client), submit(client)
+    assert client.post(f"/api/runs/{newest['id']}/cancel").status_code == 200
+    assert client.delete(f"/api/runs/{newest['id']}").status_code == 204
+    again = submit(client)
+    assert again["id"] > newest["id"] > first["id"]
+    out = client.post("/api/sweeps", json={"grid": {"seed": [0]}}).json()
+    assert client.post(f"/api/runs/{out['run_ids'][0]}/cancel").status_code == 200
+    assert client.delete(f"/api/sweeps/{out['sweep']['id']}").status_code == 204
+    out2 = client.post("/api/sweeps", json={"grid": {"seed": [0]}}).json()
+    assert out2["sweep"]["id"] > out["sweep"]["id"]
+
+
 def test_group_by_names_only_existing_fields(client: TestClient) -> None:
     run = submit(client)
     for bad in ("hparams.nope", "model_args.nope", "hparams.kappa.x", "seeds", "nope.kappa"):
