@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import store
@@ -24,7 +25,7 @@ from app.api import api_router
 from app.api.events import Broadcaster
 from app.db import init_db
 from app.safejson import dumps
-from app.security import SecurityHeaders
+from app.security import CSRFGuard, SecurityHeaders
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,9 @@ def create_app(
     app.state.workers_seen = workers_seen
     app.state.broadcaster = Broadcaster(settings.database_url, settings.sse_poll_seconds)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(SecurityHeaders)  # outermost: 413s get the headers too
+    app.add_middleware(CSRFGuard)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(SecurityHeaders)  # outermost: 400s, 403s and 413s get the headers too
 
     @app.exception_handler(store.RunNotFound)
     @app.exception_handler(store.SweepNotFound)

@@ -136,7 +136,7 @@ def test_no_server_error_and_schema_conformance(api_schema: Any, label: str,
               suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy(generation_mode=mode))
     def check(case: Any) -> None:
-        case.call_and_validate(checks=CHECKS)
+        case.call_and_validate(checks=CHECKS, headers={"X-Requested-With": "fuzz"})
 
     check()
 
@@ -153,7 +153,8 @@ def strict_client(api_settings: Any, enqueued: list[int]) -> Iterator[Any]:
 
     s = api_settings.model_copy(update={"max_epochs": 10, "max_sweep_runs": 4})
     with TestClient(create_app(s, enqueue=enqueued.append, broker_check=lambda: True,
-                               workers_seen=lambda: [])) as client:
+                               workers_seen=lambda: []),
+                    headers={"X-Requested-With": "test"}) as client:
         yield client
 
 

@@ -68,7 +68,7 @@ def make_client(api_settings: Settings, enqueued: list[int]
         s = api_settings.model_copy(update=tokens)
         app = create_app(s, enqueue=enqueued.append, broker_check=lambda: True,
                          workers_seen=lambda: ["w"])
-        client = TestClient(app)
+        client = TestClient(app, headers={"X-Requested-With": "test"})
         clients.append(client)
         with session_scope(s.database_url) as session:
             ids = _runs(session)
@@ -108,6 +108,81 @@ def assert_401(r: httpx.Response, sent: bool) -> None:
     assert challenge.startswith("Bearer")
     assert ('error="invalid_token"' in challenge) is sent
     assert "Authorization: Bearer" in r.json()["detail"]
+
+
+# ------------------------------------------------------------------ cross-site and Host
+
+
+def test_a_change_a_foreign_page_could_forge_is_403_and_changes_nothing(make_client) -> None:
+    client, ids = make_client()
+    bare = TestClient(client.app)  # no X-Requested-With: what a cross-site form can send
+    forged = {"Origin": "https://evil.example", "Content-Type": "text/plain"}
+    before = client.get(f"/api/runs/{ids['done']}").json()
+    for method, path, kw in writes(ids):
+        for headers in (forged, {"Content-Type": "text/plain"}, {},
+                        {"Content-Type": "application/x-www-form-urlencoded"}):
+            r = bare.request(method, path, headers=headers, content=b"")
+            assert r.status_code == 403, (method, path, headers, r.text)
+        # A custom header or a JSON body is not enough from another site.
+        r = bare.request(method, path, headers={"Origin": "http://evil.example",
+                                                "X-Requested-With": "x"}, **kw)
+        assert r.status_code == 403 and "cross-origin" in r.json()["detail"]
+        r = client.request(method, path, headers={"Sec-Fetch-Site": "cross-site"}, **kw)
+        assert r.status_code == 403 and "cross-site" in r.json()["detail"]
+    assert "X-Requested-With" in bare.post(f"/api/runs/{ids['done']}/retry").json()["detail"]
+    after = client.get(f"/api/runs/{ids['done']}").json()
+    assert after == before and len(client.get(f"/api/runs/{ids['done']}/metrics").json()[
+        "items"]) == 3  # retry wiped nothing
+    assert client.get("/api/runs").json()["total"] == 2
+    # Reads are not changes: a foreign Origin may read an open instance (CORS still hides it).
+    assert bare.get("/api/runs", headers={"Origin": "https://evil.example"}).status_code == 200
+    # Each way to show it is not a forged form: X-Requested-With, a JSON body, a bearer
+    # header, the same origin (default port or not).
+    queued = ids["queued"]
+    assert bare.post(f"/api/runs/{queued}/cancel",
+                     headers={"X-Requested-With": "fetch"}).status_code == 200
+    assert bare.post(f"/api/runs/{queued}/cancel", json={}).status_code == 200
+    assert bare.post(f"/api/runs/{queued}/cancel", headers=bearer("x")).status_code == 200
+    for origin, host in (("http://testserver", "testserver"),
+                         ("http://127.0.0.1:8000", "127.0.0.1:8000"),
+                         ("https://localhost", "localhost:443")):
+        r = bare.post(f"/api/runs/{queued}/cancel", json={},
+                      headers={"Origin": origin, "Host": host})
+        assert r.status_code == 200, (origin, r.text)
+    r = bare.post(f"/api/runs/{queued}/cancel", json={}, headers={"Origin": "null"})
+    assert r.status_code == 403
+
+
+def test_only_trusted_host_names_are_served(make_client) -> None:
+    client, ids = make_client()
+    for host in ("127.0.0.1:8000", "localhost", "[::1]:8000", "testserver"):
+        assert client.get("/api/runs", headers={"Host": host}).status_code == 200, host
+    for host in ("evil.example", "127.0.0.1.evil.example", "attacker.localhost.example"):
+        r = client.get("/api/runs", headers={"Host": host})
+        assert r.status_code == 400 and r.headers["x-frame-options"] == "DENY", host
+        assert client.get("/", headers={"Host": host}).status_code == 400
+    lab, _ = make_client(allowed_hosts=["lab.example.org", "*.lab.example"])
+    assert lab.get("/api/runs", headers={"Host": "lab.example.org"}).status_code == 200
+    assert lab.get("/api/runs", headers={"Host": "gpu1.lab.example:8000"}).status_code == 200
+    assert lab.get("/api/runs", headers={"Host": "localhost"}).status_code == 400
+    anyone, _ = make_client(allowed_hosts=["*"])
+    assert anyone.get("/api/runs", headers={"Host": "whatever.example"}).status_code == 200
+
+
+def test_settings_hosts_and_the_exposure_warning(monkeypatch) -> None:
+    monkeypatch.setenv("BAMSPROD_ALLOWED_HOSTS", "lab.example, 127.0.0.1")
+    assert Settings().allowed_hosts == ["lab.example", "127.0.0.1"]
+    monkeypatch.setenv("BAMSPROD_ALLOWED_HOSTS", '["a.example"]')
+    assert Settings().allowed_hosts == ["a.example"]
+    monkeypatch.delenv("BAMSPROD_ALLOWED_HOSTS")
+    assert "localhost" in Settings().allowed_hosts and "[::1]" in Settings().allowed_hosts
+    open_ = Settings(api_token=None)
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert security.exposure_warning(host, open_) is None
+    for host in ("0.0.0.0", "::", "192.168.1.5"):
+        warning = security.exposure_warning(host, open_)
+        assert warning and "BAMSPROD_API_TOKEN" in warning and host in warning
+    assert security.exposure_warning("0.0.0.0", Settings(api_token="t0ken")) is None
 
 
 # ----------------------------------------------------------------------------- API tokens

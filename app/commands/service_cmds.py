@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from app.cli import cli
@@ -93,6 +94,14 @@ def _stop(procs: list[subprocess.Popen], grace: float = STOP_GRACE_SECONDS) -> N
             p.wait()
 
 
+def _warn_if_exposed(host: str) -> None:
+    from app.security import exposure_warning
+
+    warning = exposure_warning(host, get_settings())
+    if warning:
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+
+
 @cli.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="interface to listen on"),
@@ -101,6 +110,7 @@ def serve(
     """Start the API server only (workers run elsewhere: ``bamsprod worker``)."""
     import uvicorn
 
+    _warn_if_exposed(host)
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port)
 
 
@@ -130,6 +140,7 @@ def up(
     init_db(s.database_url)
     mode = "embedded: SQLite + SQLite broker" if s.embedded else "external broker"
     err.print(f"bamsprod home: {s.home}  ({mode})")
+    _warn_if_exposed(host)
     stop_requested: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -162,7 +173,7 @@ def up(
 
 
 def _client(url: str, token: str | None = None) -> httpx.Client:
-    headers = {}
+    headers = {"X-Requested-With": "bamsprod-cli"}  # not a cross-site form (app.security)
     token = token or os.environ.get("BAMSPROD_API_TOKEN")
     if token:
         headers["Authorization"] = f"Bearer {token}"

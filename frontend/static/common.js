@@ -14,9 +14,10 @@ class ApiError extends Error {
 }
 B.ApiError = ApiError;
 
-/** Fetch JSON from the API; throws ApiError on a non-2xx answer. */
+/** Fetch JSON from the API; throws ApiError on a non-2xx answer. Every call carries
+ * X-Requested-With, which the server asks of changes (a cross-site form cannot send it). */
 B.api = async function api(path, { method = "GET", body, signal } = {}) {
-  const opts = { method, headers: { Accept: "application/json" }, signal };
+  const opts = { method, headers: { Accept: "application/json", "X-Requested-With": "fetch" }, signal };
   if (body !== undefined) {
     opts.headers["Content-Type"] = "application/json";
     opts.body = JSON.stringify(body);
