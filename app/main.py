@@ -25,7 +25,7 @@ from app.api import api_router
 from app.api.events import Broadcaster
 from app.db import init_db
 from app.safejson import dumps
-from app.security import CSRFGuard, SecurityHeaders
+from app.security import CSRFGuard, SecurityHeaders, install_log_redaction
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,7 @@ def create_app(
         lifespan=_lifespan,
     )
     app.state.settings = settings
+    install_log_redaction()  # no ?ticket= in access logs
     app.state.enqueue = enqueue or _default_enqueue
     app.state.broker_check = broker_check
     app.state.workers_seen = workers_seen

@@ -334,11 +334,14 @@ class HealthPart(SQLModel):
 
 
 class Health(SQLModel):
+    """``status``: ok, degraded (no broker) or down (no database). The parts are left out for
+    callers without a token on a token-protected instance."""
+
     status: str
-    database: HealthPart
-    broker: HealthPart
-    workers: list[str]
-    workers_seen: int
+    database: HealthPart | None = None
+    broker: HealthPart | None = None
+    workers: list[str] | None = None
+    workers_seen: int | None = None
 
 
 class StatPublic(SQLModel):

@@ -50,6 +50,7 @@ OPERATIONS = [
     "POST /api/runs/{run_id}/cancel",
     "POST /api/runs/{run_id}/retry",
     "GET /api/runs/{run_id}/metrics",
+    "POST /api/runs/{run_id}/events/ticket",
     "POST /api/sweeps",
     "GET /api/sweeps",
     "GET /api/sweeps/{sweep_id}",

@@ -3,8 +3,10 @@
 In-process (the real app on SQLite and PostgreSQL, queueing injected as a recorder): with
 ``BAMSPROD_API_TOKEN`` set every change needs the bearer token (401 + ``WWW-Authenticate``
 otherwise, nothing changed); reads stay open until ``BAMSPROD_READ_TOKEN`` is set too; the
-events stream alone also takes ``?token=``; tokens are compared with ``hmac.compare_digest``;
-every response carries the security headers; templates escape user text.
+events stream takes a short-lived, run-scoped ticket, never a token in its URL; tokens are
+compared with ``hmac.compare_digest``; health tells strangers only up or down; every response
+carries the security headers; templates escape user text; changes a foreign page could forge
+are refused, and only trusted Host names are served.
 
 Against a real ``bamsprod serve`` subprocess with both tokens set: the ``bamsprod`` client
 commands send ``--token`` / ``$BAMSPROD_API_TOKEN``; in headless Chromium the dashboard asks for
@@ -236,7 +238,7 @@ def test_api_token_guards_every_change_and_nothing_changes_without_it(
     assert len(enqueued) == 4  # one run, two sweep runs, one retry
 
 
-def test_read_token_guards_reads_and_the_event_stream_takes_it_in_the_query(
+def test_read_token_guards_reads_and_the_event_stream_takes_a_ticket_not_the_token(
     make_client,
 ) -> None:
     client, ids = make_client(api_token=API, read_token=READ)
@@ -245,24 +247,46 @@ def test_read_token_guards_reads_and_the_event_stream_takes_it_in_the_query(
         assert_401(client.get(path, headers=bearer("nope")), sent=True)
         assert client.get(path, headers=bearer(READ)).status_code == 200, path
         assert client.get(path, headers=bearer(API)).status_code == 200, path
-    # ?token= is for EventSource only: other reads ignore it.
+    # A token is never taken from a URL, not even by the event stream.
     assert_401(client.get(f"/api/runs?token={READ}"), sent=False)
-    events = f"/api/runs/{ids['done']}/events"
+    done, queued = ids["done"], ids["queued"]
+    events = f"/api/runs/{done}/events"
     assert_401(client.get(events), sent=False)
-    assert_401(client.get(f"{events}?token=nope"), sent=True)
-    for auth in ({"params": {"token": READ}}, {"headers": bearer(READ)},
-                 {"params": {"token": API}}):
+    assert_401(client.get(events, params={"token": READ}), sent=False)
+    assert_401(client.post(f"{events}/ticket"), sent=False)
+    ticket = client.post(f"{events}/ticket", headers=bearer(READ)).json()
+    assert ticket["expires_in"] == 60 and READ not in ticket["ticket"]
+    for auth in ({"params": {"ticket": ticket["ticket"]}}, {"headers": bearer(READ)},
+                 {"headers": bearer(API)}):
         with client.stream("GET", events, **auth) as r:  # a finished run: the stream ends
             assert r.status_code == 200
             body = "".join(r.iter_text())
         assert body.count("event: epoch") == 3 and '"state":"succeeded"' in body
+    # Scoped to its run, unforgeable, and short-lived.
+    assert_401(client.get(f"/api/runs/{queued}/events", params=ticket), sent=True)
+    forged = ticket["ticket"].replace(f"{done}.", f"{queued}.", 1)
+    assert_401(client.get(f"/api/runs/{queued}/events", params={"ticket": forged}), sent=True)
+    for bad in ("", "x", "1.2.3", ticket["ticket"] + "0", ticket["ticket"].upper()):
+        assert_401(client.get(events, params={"ticket": bad}), sent=True)
+    s = client.app.state.settings
+    old = security.issue_ticket(s, done, now=time.time() - 61)
+    assert_401(client.get(events, params={"ticket": old}), sent=True)
+    assert security.ticket_valid(s, security.issue_ticket(s, done), done)
+    assert not security.ticket_valid(s.model_copy(update={"ticket_secret": "other"}),
+                                     security.issue_ticket(s, done), done)
+    assert client.post("/api/runs/999999/events/ticket", headers=bearer(READ)).status_code == 404
 
     dry = writes(ids)[1][2]["json"]
     assert_401(client.post("/api/sweeps?dry_run=1", json=dry), sent=False)
     assert client.post("/api/sweeps?dry_run=1", json=dry, headers=bearer(READ)).status_code == 200
     for method, path, kw in writes(ids):  # the read token cannot change anything
         assert_401(client.request(method, path, headers=bearer(READ), **kw), sent=True)
-    assert client.get("/api/health").status_code == 200  # probes need no token
+    health = client.get("/api/health")  # probes need no token, and learn only up or down
+    assert health.status_code == 200 and health.json() == {
+        "status": "ok", "database": None, "broker": None, "workers": None, "workers_seen": None}
+    full = client.get("/api/health", headers=bearer(READ)).json()
+    assert full["database"] == {"ok": True, "detail": None} and full["workers"] == ["w"]
+    assert client.get("/api/health", headers=bearer("nope")).json()["database"] is None
     for page in ("/", f"/runs/{ids['done']}", "/static/common.js", "/static/auth.js"):
         assert client.get(page).status_code == 200, page  # pages hold no data: they ask
 
@@ -495,9 +519,13 @@ def test_dashboard_asks_for_the_token_once_and_sends_it(browser: Any,
     assert len(watch.prompts) == 1
     watch.collect()
 
-    page.goto(f"/runs/{ids['queued']}")  # fetches and the event stream use the stored token
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    page.goto(f"/runs/{ids['queued']}")  # fetches use the stored token, the stream a ticket
     page.locator("#run-name").wait_for()
     page.wait_for_function("() => document.getElementById('run-name').textContent === 'queued'")
+    wait_for(lambda: any("/events?" in u and "ticket=" in u for u in urls), 20, "the stream")
+    assert not [u for u in urls if "token" in u], urls
     page.click("#cancel")  # a change: the read token is not enough, so it asks once more
     wait_for(lambda: len(watch.prompts) == 2, 20, "the second question")
     assert "did not accept" in watch.prompts[1]

@@ -22,24 +22,20 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from app import store
-from app.api.deps import AUTH_ERRORS, NOT_FOUND, RunId, unprocessable
+from app.api.deps import AUTH_ERRORS, NOT_FOUND, RunId, SessionDep, unprocessable
 from app.api.metrics import MAX_EPOCH
 from app.db import session_scope
 from app.models import EpochMetricPublic, RunPublic
 from app.safejson import dumps
-from app.security import require_read_or_query_token
+from app.security import issue_ticket, require_read, require_read_or_ticket
 from core.spec import TERMINAL_STATES
 
 log = logging.getLogger(__name__)
-router = APIRouter(
-    prefix="/runs",
-    tags=["events"],
-    dependencies=[Depends(require_read_or_query_token)],
-    responses=AUTH_ERRORS,
-)
+router = APIRouter(prefix="/runs", tags=["events"], responses=AUTH_ERRORS)
 
 
 def sse(data: Any, event: str | None = None, id: int | None = None) -> str:
@@ -217,9 +213,32 @@ async def _stream(
         broadcaster.unsubscribe(sub)
 
 
+class EventTicket(BaseModel):
+    """A short-lived ticket for one run's event stream: ``?ticket=<ticket>``."""
+
+    ticket: str
+    expires_in: float
+
+
+@router.post(
+    "/{run_id}/events/ticket",
+    response_model=EventTicket,
+    dependencies=[Depends(require_read)],
+    responses=NOT_FOUND,
+)
+def event_ticket(run_id: RunId, request: Request, session: SessionDep) -> EventTicket:
+    """A ticket for ``GET /api/runs/{run_id}/events?ticket=...`` (``EventSource`` cannot send
+    an Authorization header, and a token in a URL would land in access logs)."""
+    store.require_run(session, run_id)
+    settings = request.app.state.settings
+    return EventTicket(ticket=issue_ticket(settings, run_id),
+                       expires_in=settings.ticket_seconds)
+
+
 @router.get(
     "/{run_id}/events",
     response_class=StreamingResponse,
+    dependencies=[Depends(require_read_or_ticket)],
     responses={200: {"content": {"text/event-stream": {}}}, **NOT_FOUND},
 )
 async def run_events(
@@ -229,14 +248,15 @@ async def run_events(
         int | None, Query(ge=-1, le=MAX_EPOCH, description="send epochs after this one")
     ] = None,
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
-    token: Annotated[
+    ticket: Annotated[
         str | None,
-        Query(max_length=512, description="the read token, for EventSource (no headers)"),
+        Query(max_length=200, description="from POST .../events/ticket, for EventSource"),
     ] = None,
 ) -> StreamingResponse:
     """Live epochs and state changes of one run (Server-Sent Events).
 
-    When ``BAMSPROD_READ_TOKEN`` is set, send it as a bearer token or as ``?token=``.
+    When ``BAMSPROD_READ_TOKEN`` is set, send it as a bearer token, or a ``?ticket=`` from
+    ``POST /api/runs/{run_id}/events/ticket``.
     """
     resume = _parse_last_event_id(last_event_id)
     cursor = resume if resume is not None else after

@@ -38,6 +38,15 @@ B.api = async function api(path, { method = "GET", body, signal } = {}) {
   return data;
 };
 
+/** An EventSource on run runId's event stream. EventSource cannot send headers, and a token in
+ * a URL lands in access logs, so this first asks for a short-lived ticket for that run (a POST
+ * that carries the token like every API call, see auth.js) and puts only the ticket in the URL. */
+B.openEvents = async function openEvents(runId, params = {}) {
+  const { ticket } = await B.api(`/api/runs/${runId}/events/ticket`, { method: "POST" });
+  const query = new URLSearchParams({ ...params, ticket });
+  return new EventSource(`/api/runs/${runId}/events?${query}`);
+};
+
 /** A one-line message from a FastAPI error body. */
 B.errorMessage = function errorMessage(data) {
   if (!data) return "";
