@@ -24,7 +24,6 @@ from typing import Any
 import httpx
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from app.cli import cli
@@ -33,10 +32,12 @@ from app.commands.core_cmds import (
     OPTION_FOR_FIELD,
     format_line,
     format_row,
+    plain,
+    safe,
     with_run_config,
 )
 from app.settings import Settings, get_settings
-from core.spec import RunConfig
+from core.spec import RunConfig, escape_text
 
 console = Console()
 err = Console(stderr=True)
@@ -99,7 +100,7 @@ def _warn_if_exposed(host: str) -> None:
 
     warning = exposure_warning(host, get_settings())
     if warning:
-        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+        err.print(f"[yellow]warning:[/yellow] {safe(warning)}")
 
 
 @cli.command()
@@ -187,8 +188,8 @@ def _request(url: str, method: str, path: str, *, token: str | None = None, **kw
         with _client(url, token) as c:
             r = c.request(method, path, **kwargs)
     except httpx.HTTPError as exc:
-        err.print(f"[red]error:[/red] cannot reach {url} ({exc}); is `bamsprod up` running? "
-                  "(--url / BAMSPROD_URL)")
+        err.print(f"[red]error:[/red] cannot reach {safe(url)} ({safe(exc)}); "
+                  "is `bamsprod up` running? (--url / BAMSPROD_URL)")
         raise typer.Exit(2) from None
     if r.status_code == 401:
         err.print(f"[red]error:[/red] {method} {path}: the server wants a token; pass --token "
@@ -202,7 +203,7 @@ def _request(url: str, method: str, path: str, *, token: str | None = None, **kw
             detail = r.json().get("detail", r.text)
         except ValueError:
             detail = r.text
-        err.print(f"[red]error:[/red] {method} {path}: {r.status_code} {detail}")
+        err.print(f"[red]error:[/red] {method} {safe(path)}: {r.status_code} {safe(detail)}")
         raise typer.Exit(2 if r.status_code != 404 else 3)
     return r.json() if r.content else None
 
@@ -216,7 +217,8 @@ def _validation_message(r: httpx.Response) -> tuple[str, str | None]:
         return r.text, None
     loc = [str(x) for x in first.get("loc", []) if x not in ("body",)]
     field = loc[0] if loc else ""
-    return first.get("msg", "invalid"), OPTION_FOR_FIELD.get(field, field or None)
+    message = escape_text(str(first.get("msg", "invalid")))
+    return message, OPTION_FOR_FIELD.get(field, field or None)
 
 
 def _fmt(v: Any, spec: str = ".4f") -> str:
@@ -253,7 +255,7 @@ def submit(
     if wait:
         run = _follow(url, run["id"], token=token)
         console.print(f"run {run['id']} {run['state']}"
-                      + (f": {run['error']}" if run.get("error") else ""))
+                      + (f": {safe(run['error'])}" if run.get("error") else ""))
         if run["state"] != "succeeded":
             raise typer.Exit(1)
 
@@ -277,7 +279,7 @@ def runs(
     table = Table("id", "name", "state", "optimizer", "model", "dataset", "seed", "epochs",
                   "best acc", "last acc", "created", title=f"{page['total']} runs")
     for r in page["items"]:
-        table.add_row(str(r["id"]), r["name"], r["state"], r["optimizer"], r["model"],
+        table.add_row(str(r["id"]), plain(r["name"]), r["state"], r["optimizer"], r["model"],
                       r["dataset"], str(r["seed"]), f"{r['epochs_done']}/{r['epochs']}",
                       _fmt(r["best_test_acc"]), _fmt(r["last_test_acc"]),
                       str(r["created_at"])[:19])
@@ -297,9 +299,9 @@ def show(
     for key in ("name", "state", "error", "worker_host", "device", "created_at", "started_at",
                 "finished_at", "epochs_done", "best_test_acc", "best_epoch", "diverged_epoch"):
         if run.get(key) not in (None, ""):
-            head.add_row(key, _fmt(run[key]))
+            head.add_row(key, plain(_fmt(run[key])))
     for key, value in run["config"].items():
-        head.add_row(f"config.{key}", str(value))
+        head.add_row(plain(f"config.{key}"), plain(value))
     console.print(head)
     table = Table(*COLUMNS)
     for m in metrics["items"]:
