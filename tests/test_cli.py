@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -125,3 +126,16 @@ def test_user_text_is_printed_plainly(start_api, tmp_path: Path) -> None:
     bad = subprocess.run([*BAMSPROD, "runs", "--url", url, "--tag", "[/bold]\x1b"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "\x1b" not in bad.stderr
+
+
+def test_relative_data_dir_means_this_directory_and_batch_size_one_is_refused(
+        tmp_path: Path) -> None:
+    from app.commands.core_cmds import with_run_config
+
+    seen: list = []
+    command = with_run_config(lambda config: seen.append(config))
+    command(**{**{p.name: p.default.default for p in
+                  inspect.signature(command).parameters.values()}, "data_dir": "cifar"})
+    assert seen[0].data_dir == str(Path.cwd() / "cifar")
+    p = run("train", "--dataset", "digits", "--batch-size", "1", "--epochs", "1", cwd=tmp_path)
+    assert p.returncode == 2 and "--batch-size" in p.stderr, p.stderr

@@ -123,6 +123,10 @@ RUN_CONFIG_OPTIONS: list[tuple[str, Any, Any]] = [
 def config_from_options(options: dict[str, Any]) -> RunConfig:
     """The RunConfig that the shared options describe (errors name the option)."""
     fields = {k: v for k, v in options.items() if k not in ("hp", "model_arg", "tag")}
+    if fields.get("data_dir") and not fields["data_dir"].startswith(("/", "~")):
+        # The config wants an absolute path (workers have their own working directory): a
+        # relative one on the command line means this shell's directory.
+        fields["data_dir"] = str(Path(fields["data_dir"]).absolute())
     return build_config(
         **fields,
         hparams=parse_pairs(options["hp"], "--hp"),
