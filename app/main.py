@@ -25,7 +25,12 @@ from app.api import api_router
 from app.api.events import Broadcaster
 from app.db import init_db
 from app.safejson import dumps
-from app.security import CSRFGuard, SecurityHeaders, install_log_redaction
+from app.security import (
+    CSRFGuard,
+    SecurityHeaders,
+    install_log_redaction,
+    unreadable_body_auth_error,
+)
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -36,7 +41,9 @@ class BodyTooLarge(Exception):
 
 
 class BodySizeLimit:
-    """Answer 413 to request bodies over ``max_bytes`` (by Content-Length, or while reading)."""
+    """Answer 413 to request bodies over ``max_bytes``: by Content-Length, else (a chunked body)
+    by reading it here first, up to the limit, and handing the app the buffered body. (Raising
+    while the app reads would be caught by FastAPI's body parsing and answered 400.)"""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -46,8 +53,13 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+        lengths = [v for n, v in scope.get("headers", []) if n == b"content-length"]
+        if any(v.isdigit() and int(v) > self.max_bytes for v in lengths):
+            await self._reject(send)
+            return
+        if not lengths:
+            receive = await self._buffered(receive)
+            if receive is None:
                 await self._reject(send)
                 return
         seen = 0
@@ -73,6 +85,30 @@ class BodySizeLimit:
         except BodyTooLarge:
             if not started:
                 await self._reject(send)
+
+    async def _buffered(self, receive: Receive) -> Receive | None:
+        """``receive`` with the whole body read ahead (None when it is over the limit)."""
+        chunks: list[bytes] = []
+        size = 0
+        ahead: list[Message] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left: pass that on
+                ahead.append(message)
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        ahead.insert(0, {"type": "http.request", "body": b"".join(chunks), "more_body": False})
+
+        async def replay() -> Message:
+            return ahead.pop(0) if ahead else await receive()
+
+        return replay
 
     async def _reject(self, send: Send) -> None:
         response = JSONResponse(
@@ -144,7 +180,12 @@ def create_app(
         return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            denied = await unreadable_body_auth_error(request)  # the token is checked first
+            if denied is not None:
+                return JSONResponse({"detail": denied.detail}, status_code=denied.status_code,
+                                    headers=denied.headers)
         # The rejected input goes back in the answer; it may hold NaN or a lone surrogate,
         # which plain JSON cannot carry, so it is scrubbed (``app.safejson``): never a 500.
         return Response(dumps({"detail": exc.errors()}), status_code=422,

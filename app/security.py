@@ -264,6 +264,22 @@ async def require_read(request: Request, creds: Credentials) -> None:
     _check(request, _bearer_token(creds), write=False)
 
 
+async def unreadable_body_auth_error(request: Request) -> HTTPException | None:
+    """The 401 a change with a body that is not JSON would get from its route's guard, or None.
+
+    FastAPI decodes the JSON body before it runs the route's dependencies, so without this a
+    caller with no token would learn from a 422 what the body should be before being refused.
+    """
+    if request.method not in UNSAFE_METHODS:
+        return None
+    guard = require_sweep_access if request.url.path.startswith("/api/sweeps") else require_write
+    try:
+        await guard(request, await _bearer(request))
+    except HTTPException as exc:
+        return exc
+    return None
+
+
 # ------------------------------------------------------------------- event-stream tickets
 
 _PROCESS_KEY = secrets.token_bytes(32)

@@ -91,7 +91,18 @@ def test_rejected_run_body_names_the_field_and_enqueues_nothing(
 def test_body_size_limit(client: TestClient, enqueued: list[int]) -> None:
     r = client.post("/api/runs", json={**BODY, "name": "x" * 2_000_000})
     assert r.status_code == 413 and "larger than" in r.json()["detail"]
+
+    def chunks(n: int, size: int = 100_000):  # no Content-Length: sent chunked
+        yield from (b" " * size for _ in range(n))
+
+    json_type = {"Content-Type": "application/json"}
+    r = client.post("/api/runs", content=chunks(100), headers=json_type)  # 10 MB
+    assert r.request.headers["transfer-encoding"] == "chunked"
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
     assert enqueued == []
+    body = b"".join([b'{"epochs": 1,', *chunks(3), b'"seed": 3}'])  # 300 kB: under the limit
+    r = client.post("/api/runs", content=iter([body[:150_000], body[150_000:]]), headers=json_type)
+    assert r.status_code == 201 and r.json()["seed"] == 3
 
 
 def test_broker_down_still_201_and_run_stays_queued(api_settings) -> None:

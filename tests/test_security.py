@@ -291,6 +291,17 @@ def test_read_token_guards_reads_and_the_event_stream_takes_a_ticket_not_the_tok
         assert client.get(page).status_code == 200, page  # pages hold no data: they ask
 
 
+def test_the_token_is_checked_before_the_body_is_read(make_client, enqueued: list[int]) -> None:
+    client, ids = make_client(api_token=API)
+    json_type = {"Content-Type": "application/json"}
+    for path in ("/api/runs", "/api/sweeps"):  # (a dry run is a read: open here)
+        for body in (b"{bad", b"", b"\xff\xfe"):
+            assert_401(client.post(path, content=body, headers=json_type), sent=False)
+            r = client.post(path, content=body, headers={**json_type, **bearer(API)})
+            assert r.status_code == 422, (path, body, r.text)
+    assert enqueued == []
+
+
 def test_only_a_read_token_guards_writes_too(make_client) -> None:
     client, ids = make_client(read_token=READ)
     method, path, kw = writes(ids)[0]
