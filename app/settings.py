@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # Signs the short-lived event-stream tickets; unset, one is drawn at random per process.
     ticket_secret: str | None = Field(default=None, repr=False)
     ticket_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # Open event streams per API process; one more is a 503 with Retry-After (each costs memory
+    # and a share of every poll, and hundreds slowed every request).
+    max_sse_connections: int = Field(default=200, ge=1)
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

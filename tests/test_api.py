@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -500,3 +501,36 @@ def test_group_by_names_only_existing_fields(client: TestClient) -> None:
 def test_run_page_with_a_huge_id_is_404(client: TestClient) -> None:
     for run_id in (2**31, 2**63, 10**30):
         assert client.get(f"/runs/{run_id}").status_code == 404
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # no database involved
+def test_convex_is_computed_once_per_parameters_and_never_queues_up(client: TestClient) -> None:
+    """/api/convex costs seconds of CPU: one computation at a time, other parameters meanwhile
+    get 503 + Retry-After (no pile of threads), the same ones wait for it, then it is cached."""
+    import threading
+    import time
+
+    convex = client.app.state.convex
+    answers: dict[str, Any] = {}
+
+    def call(name: str, steps: int) -> None:
+        answers[name] = client.get("/api/convex", params={"steps": steps, "c": 3.0})
+
+    first = threading.Thread(target=call, args=("first", 1500))  # ~3 s of CPU
+    first.start()
+    deadline = time.monotonic() + 30
+    while not convex.running:
+        assert time.monotonic() < deadline and first.is_alive(), "never started"
+        time.sleep(0.005)
+    busy = client.get("/api/convex", params={"steps": 1501, "c": 3.0})
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "5", busy.text
+    same = threading.Thread(target=call, args=("same", 1500))
+    same.start()
+    first.join(60)
+    same.join(60)
+    assert answers["first"].status_code == answers["same"].status_code == 200
+    assert answers["first"].json() == answers["same"].json()
+    assert list(convex.done) == [(1500, 3.0)] and not convex.running
+    again = client.get("/api/convex", params={"steps": 1500, "c": 3.0})
+    assert again.json() == answers["first"].json() and not convex.running  # from the cache
+    assert client.get("/api/convex", params={"steps": 0}).status_code == 422

@@ -280,3 +280,34 @@ def test_the_access_log_never_shows_a_ticket_or_token(api_settings, db_url: str)
     logged = "\n".join(lines)
     assert "after=0&ticket=***&token=***" in logged, logged
     assert ticket["ticket"].split(".")[-1] not in logged and "read-secret-9" not in logged
+
+
+def test_streams_beyond_the_cap_get_503_with_retry_after(api_settings, db_url: str) -> None:
+    from app.main import create_app
+
+    app = create_app(api_settings.model_copy(update={"max_sse_connections": 3}),
+                     enqueue=lambda i: None)
+    run_id = new_run(db_url)
+    gen = serve(app, log_level="warning")
+    url = next(gen)
+    try:
+        events = f"{url}/api/runs/{run_id}/events"
+        clients = [SSEClient(events) for _ in range(3)]
+        for c in clients:
+            c.wait_for(lambda ev: ev and ev[0]["event"] == "state")
+        r = httpx.get(events, timeout=10)
+        assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+        assert "retry" in r.json()["detail"]
+        assert httpx.get(f"{url}/api/runs/{run_id}").status_code == 200  # other reads go on
+        with session_scope(db_url) as s:
+            store.finish_run(s, run_id, "succeeded")
+        for c in clients:
+            assert c.ended.wait(10)
+        deadline = time.monotonic() + 5
+        while app.state.broadcaster.n_subscribers:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with httpx.stream("GET", events, timeout=10) as again:  # room again once they closed
+            assert again.status_code == 200
+    finally:
+        next(gen, None)

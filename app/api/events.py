@@ -20,7 +20,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -29,12 +29,13 @@ from app import store
 from app.api.deps import AUTH_ERRORS, NOT_FOUND, RunId, SessionDep, unprocessable
 from app.api.metrics import MAX_EPOCH
 from app.db import session_scope
-from app.models import EpochMetricPublic, RunPublic
+from app.models import EpochMetricPublic, ErrorDetail, RunPublic
 from app.safejson import dumps
 from app.security import issue_ticket, require_read, require_read_or_ticket
 from core.spec import TERMINAL_STATES
 
 log = logging.getLogger(__name__)
+SSE_RETRY_AFTER = 5
 router = APIRouter(prefix="/runs", tags=["events"], responses=AUTH_ERRORS)
 
 
@@ -239,7 +240,8 @@ def event_ticket(run_id: RunId, request: Request, session: SessionDep) -> EventT
     "/{run_id}/events",
     response_class=StreamingResponse,
     dependencies=[Depends(require_read_or_ticket)],
-    responses={200: {"content": {"text/event-stream": {}}}, **NOT_FOUND},
+    responses={200: {"content": {"text/event-stream": {}}}, **NOT_FOUND,
+               503: {"model": ErrorDetail, "description": "too many open streams: retry"}},
 )
 async def run_events(
     run_id: RunId,
@@ -262,6 +264,10 @@ async def run_events(
     cursor = resume if resume is not None else after
     settings = request.app.state.settings
     broadcaster: Broadcaster = request.app.state.broadcaster
+    if broadcaster.n_subscribers >= settings.max_sse_connections:
+        raise HTTPException(503, f"{broadcaster.n_subscribers} event streams are open, the most "
+                            "this server takes; retry shortly",
+                            headers={"Retry-After": str(SSE_RETRY_AFTER)})
     first = (await run_in_threadpool(broadcaster.query, {run_id: cursor}))[run_id]
     if first[0] is None:
         raise store.RunNotFound(run_id)
