@@ -127,16 +127,23 @@ def create_run(session: Session, config: RunConfig, sweep_id: int | None = None)
 def create_sweep(
     session: Session, name: str, grid: dict[str, Any], configs: list[RunConfig]
 ) -> tuple[Sweep, list[Run]]:
-    """Insert a sweep (``grid``: the spec as submitted) and one queued run per config; commit."""
+    """Insert a sweep (``grid``: the spec as submitted) and one queued run per config in one
+    transaction: the runs go in as one ``executemany`` INSERT, their ids (assigned in insertion
+    order) come back in one SELECT, and the returned (detached) runs hold every column."""
     now = utcnow()
     sweep = Sweep(name=name, spec=grid, n_runs=len(configs), created_at=now)
     session.add(sweep)
     session.flush()
     runs = [_new_run(c, sweep.id, now) for c in configs]
-    session.add_all(runs)
+    if runs:
+        table = Run.__table__
+        session.execute(sa.insert(table), [r.model_dump(exclude={"id"}) for r in runs])
+        ids = session.execute(
+            sa.select(table.c.id).where(table.c.sweep_id == sweep.id).order_by(table.c.id)
+        ).scalars()
+        for run, run_id in zip(runs, ids, strict=True):
+            run.id = run_id
     session.commit()
-    for run in runs:
-        session.refresh(run)
     return sweep, runs
 
 

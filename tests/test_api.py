@@ -534,3 +534,32 @@ def test_convex_is_computed_once_per_parameters_and_never_queues_up(client: Test
     again = client.get("/api/convex", params={"steps": 1500, "c": 3.0})
     assert again.json() == answers["first"].json() and not convex.running  # from the cache
     assert client.get("/api/convex", params={"steps": 0}).status_code == 422
+
+
+def test_a_500_run_sweep_is_one_bulk_insert(client: TestClient, db_url: str,
+                                            enqueued: list[int]) -> None:
+    """One transaction, the runs in one executemany INSERT and their ids in one SELECT (not a
+    statement per run); every run queued after the answer, in order."""
+    import sqlalchemy as sa
+
+    from app.db import get_engine
+
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args) -> None:
+        statements.append(" ".join(statement.split()).upper())
+
+    body = {"base": {"epochs": 1}, "grid": {"lr": [0.001 * (i + 1) for i in range(50)]},
+            "n_seeds": 10}
+    engine = get_engine(db_url)
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        r = client.post("/api/sweeps", json=body)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert r.status_code == 201 and r.json()["count"] == 500
+    run_inserts = [s for s in statements if s.startswith("INSERT INTO RUN ")]
+    assert len(run_inserts) == 1, len(run_inserts)
+    assert len([s for s in statements if s.startswith("SELECT") and "FROM RUN" in s]) == 1
+    assert enqueued == r.json()["run_ids"] and len(set(enqueued)) == 500
+    assert client.get("/api/runs?limit=1").json()["total"] == 500

@@ -8,7 +8,7 @@ import math
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request, Response, status
 from pydantic import ValidationError
 
 from app import store
@@ -137,6 +137,11 @@ def expand(body: SweepCreate) -> list[RunConfig]:
     return configs
 
 
+def _enqueue_all(request: Request, run_ids: list[int]) -> None:
+    for run_id in run_ids:
+        enqueue(request, run_id)
+
+
 @router.post(
     "",
     response_model=SweepSubmitted,
@@ -151,9 +156,11 @@ def submit_sweep(
     settings: SettingsDep,
     request: Request,
     response: Response,
+    background: BackgroundTasks,
     dry_run: Annotated[bool, Query(description="only count (and check) the runs")] = False,
 ) -> SweepSubmitted:
-    """Expand the grid × seeds into runs, record them ``queued`` and queue them all."""
+    """Expand the grid × seeds into runs, record them ``queued`` in one transaction (one bulk
+    insert) and queue them all once the answer has gone."""
     count = sweep_count(body)
     limit = settings.max_sweep_runs
     if dry_run:
@@ -170,8 +177,9 @@ def submit_sweep(
         unprocessable(loc, f"at most {settings.max_epochs} epochs on this server", longest)
     spec = body.model_dump(mode="json")
     sweep, runs = store.create_sweep(session, body.name, spec, configs)
-    for run in runs:
-        enqueue(request, run.id)  # type: ignore[arg-type]
+    # One message per run, after the answer is sent: the runs are committed ``queued`` in one
+    # transaction already, and the reconciler re-queues any whose message never left.
+    background.add_task(_enqueue_all, request, [int(r.id) for r in runs])  # type: ignore[arg-type]
     return SweepSubmitted(
         count=count,
         max_runs=limit,
