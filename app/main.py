@@ -23,14 +23,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import store
 from app.api import api_router
 from app.api.events import Broadcaster
+from app.csrf import CSRFGuard
 from app.db import init_db
 from app.safejson import dumps
-from app.security import (
-    CSRFGuard,
-    SecurityHeaders,
-    install_log_redaction,
-    unreadable_body_auth_error,
-)
+from app.security import SecurityHeaders, install_log_redaction, unreadable_body_auth_error
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ import pytest
 from fastapi.testclient import TestClient
 from service_fixtures import ROOT, make_settings, service_missing, settings_env, wait_for
 
-from app import security, store
+from app import csrf, security, store
 from app.db import dispose_engine, init_db, session_scope
 from app.settings import Settings
 from core.spec import RunConfig
@@ -180,11 +180,11 @@ def test_settings_hosts_and_the_exposure_warning(monkeypatch) -> None:
     assert "localhost" in Settings().allowed_hosts and "[::1]" in Settings().allowed_hosts
     open_ = Settings(api_token=None)
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
-        assert security.exposure_warning(host, open_) is None
+        assert csrf.exposure_warning(host, open_) is None
     for host in ("0.0.0.0", "::", "192.168.1.5"):
-        warning = security.exposure_warning(host, open_)
+        warning = csrf.exposure_warning(host, open_)
         assert warning and "BAMSPROD_API_TOKEN" in warning and host in warning
-    assert security.exposure_warning("0.0.0.0", Settings(api_token="t0ken")) is None
+    assert csrf.exposure_warning("0.0.0.0", Settings(api_token="t0ken")) is None
 
 
 # ----------------------------------------------------------------------------- API tokens

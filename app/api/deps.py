@@ -42,7 +42,7 @@ _ERR = {"model": ErrorDetail}
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {**_ERR, "description": "a token is configured and this one is missing or wrong"},
     403: {**_ERR, "description": "a change from another site, or without a JSON body or an "
-          "X-Requested-With header (app.security.csrf_refusal)"},
+          "X-Requested-With header (app.csrf.csrf_refusal)"},
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {**_ERR, "description": "no such run"}}
 CONFLICT: dict[int | str, dict[str, Any]] = {

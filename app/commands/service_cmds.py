@@ -96,7 +96,7 @@ def _stop(procs: list[subprocess.Popen], grace: float = STOP_GRACE_SECONDS) -> N
 
 
 def _warn_if_exposed(host: str) -> None:
-    from app.security import exposure_warning
+    from app.csrf import exposure_warning
 
     warning = exposure_warning(host, get_settings())
     if warning:
