@@ -5,7 +5,7 @@ rebuilding the table (Alembic batch mode). Dropping the old table with foreign k
 cascade-delete every epoch, so they are switched off for the rebuild, and the migration stops
 rather than rebuild a table with rows while they are still on.
 
-Revision ID: 0002
+Revision ID: 0002_autoincrement
 Revises: 0001
 Create Date: 2026-11-26
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
+revision = "0002_autoincrement"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
