@@ -638,8 +638,8 @@ def delete_sweep(session: Session, sweep_id: int) -> list[int]:
     """Delete a sweep and its runs (their epochs by cascade); returns the deleted run ids.
 
     ``SweepNotFound``, or ``RunStateError`` (nothing deleted) while any of its runs is queued or
-    running: cancel them first. The check and the delete share one transaction; a run that
-    starts meanwhile is left alone and the sweep stays.
+    running: cancel them first. The check and the delete share one transaction; a run retried
+    meanwhile is left alone and the sweep stays.
     """
     get_sweep(session, sweep_id)
     live = session.exec(
@@ -659,7 +659,7 @@ def delete_sweep(session: Session, sweep_id: int) -> list[int]:
     left = session.exec(select(sa.func.count()).where(Run.sweep_id == sweep_id)).one()
     if left:
         session.rollback()
-        raise RunStateError(f"sweep {sweep_id} has a run that just started; cancel it first")
+        raise RunStateError(f"sweep {sweep_id} has a run queued meanwhile; cancel it first")
     session.exec(sa.delete(Sweep).where(col(Sweep.id) == sweep_id))  # type: ignore[call-overload]
     session.commit()
     return ids
