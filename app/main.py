@@ -15,14 +15,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import store
 from app.api import api_router
 from app.api.events import Broadcaster
+from app.csrf import CSRFGuard
 from app.db import init_db
-from app.security import SecurityHeaders
+from app.safejson import dumps
+from app.security import SecurityHeaders, install_log_redaction, unreadable_body_auth_error
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -33,7 +37,9 @@ class BodyTooLarge(Exception):
 
 
 class BodySizeLimit:
-    """Answer 413 to request bodies over ``max_bytes`` (by Content-Length, or while reading)."""
+    """Answer 413 to request bodies over ``max_bytes``: by Content-Length, else (a chunked body)
+    by reading it here first, up to the limit, and handing the app the buffered body. (Raising
+    while the app reads would be caught by FastAPI's body parsing and answered 400.)"""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -43,8 +49,13 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+        lengths = [v for n, v in scope.get("headers", []) if n == b"content-length"]
+        if any(v.isdigit() and int(v) > self.max_bytes for v in lengths):
+            await self._reject(send)
+            return
+        if not lengths:
+            receive = await self._buffered(receive)
+            if receive is None:
                 await self._reject(send)
                 return
         seen = 0
@@ -70,6 +81,30 @@ class BodySizeLimit:
         except BodyTooLarge:
             if not started:
                 await self._reject(send)
+
+    async def _buffered(self, receive: Receive) -> Receive | None:
+        """``receive`` with the whole body read ahead (None when it is over the limit)."""
+        chunks: list[bytes] = []
+        size = 0
+        ahead: list[Message] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left: pass that on
+                ahead.append(message)
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        ahead.insert(0, {"type": "http.request", "body": b"".join(chunks), "more_body": False})
+
+        async def replay() -> Message:
+            return ahead.pop(0) if ahead else await receive()
+
+        return replay
 
     async def _reject(self, send: Send) -> None:
         response = JSONResponse(
@@ -121,12 +156,15 @@ def create_app(
         lifespan=_lifespan,
     )
     app.state.settings = settings
+    install_log_redaction()  # no ?ticket= in access logs
     app.state.enqueue = enqueue or _default_enqueue
     app.state.broker_check = broker_check
     app.state.workers_seen = workers_seen
     app.state.broadcaster = Broadcaster(settings.database_url, settings.sse_poll_seconds)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(SecurityHeaders)  # outermost: 413s get the headers too
+    app.add_middleware(CSRFGuard)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(SecurityHeaders)  # outermost: 400s, 403s and 413s get the headers too
 
     @app.exception_handler(store.RunNotFound)
     @app.exception_handler(store.SweepNotFound)
@@ -136,6 +174,18 @@ def create_app(
     @app.exception_handler(store.RunStateError)
     async def _conflict(_: Request, exc: store.RunStateError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            denied = await unreadable_body_auth_error(request)  # the token is checked first
+            if denied is not None:
+                return JSONResponse({"detail": denied.detail}, status_code=denied.status_code,
+                                    headers=denied.headers)
+        # The rejected input goes back in the answer; it may hold NaN or a lone surrogate,
+        # which plain JSON cannot carry, so it is scrubbed (``app.safejson``): never a 500.
+        return Response(dumps({"detail": exc.errors()}), status_code=422,
+                        media_type="application/json")
 
     app.include_router(api_router)
     if pages and importlib.util.find_spec("app.pages") is not None:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import sqlalchemy as sa
+from annotated_types import Ge, Le
 from pydantic import ConfigDict, field_validator
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from core.spec import RunConfig
+from core.spec import RunConfig, SafeText
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 
@@ -59,6 +60,7 @@ class Sweep(SQLModel, table=True):
     """A grid of runs submitted together."""
 
     __tablename__ = "sweep"
+    __table_args__ = {"sqlite_autoincrement": True}  # a deleted id is never reused
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(default="", max_length=200)
@@ -75,6 +77,7 @@ class Run(SQLModel, table=True):
     """One training run: its config, lifecycle and summary of its epochs."""
 
     __tablename__ = "run"
+    __table_args__ = {"sqlite_autoincrement": True}  # a deleted id is never reused
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(default="", max_length=200)
@@ -279,12 +282,14 @@ class SweepCreate(SQLModel):
     Grid keys are run config fields or ``hparams.<name>`` / ``model_args.<name>``.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str = Field(default="", max_length=200)
+    name: SafeText = Field(default="", max_length=200)
     base: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
-    seeds: list[int] | None = Field(default=None, min_length=1, max_length=1000)
+    seeds: list[Annotated[int, Ge(0), Le(2**31 - 1)]] | None = Field(
+        default=None, min_length=1, max_length=1000
+    )
     n_seeds: int | None = Field(default=None, ge=1, le=1000)
 
 
@@ -334,11 +339,14 @@ class HealthPart(SQLModel):
 
 
 class Health(SQLModel):
+    """``status``: ok, degraded (no broker) or down (no database). The parts are left out for
+    callers without a token on a token-protected instance."""
+
     status: str
-    database: HealthPart
-    broker: HealthPart
-    workers: list[str]
-    workers_seen: int
+    database: HealthPart | None = None
+    broker: HealthPart | None = None
+    workers: list[str] | None = None
+    workers_seen: int | None = None
 
 
 class StatPublic(SQLModel):

@@ -8,7 +8,8 @@ another host.
 
 JSON: ``GET /api/schema/options`` (the run config's fields and the optimizer / model / data set
 registries the form is built from) and ``GET /api/convex?steps=N`` (runs ``core.convex`` in a
-thread; torch is imported there, never when the app is imported).
+thread, one computation at a time, each parameter set once: see ``ConvexResults``; torch is
+imported there, never when the app is imported).
 
 Pages get ``app.security``'s Content-Security-Policy (scripts from this server only), so
 templates carry data in ``<script type="application/json">`` blocks, never inline code; user
@@ -17,16 +18,17 @@ text reaches the page through ``textContent`` only.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
-import threading
+from collections import OrderedDict
 from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -34,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
 from app import store
+from app.api.deps import MAX_ID
 from app.db import session_scope
 from app.security import require_read
 from core.spec import DATASETS, DEFAULT_LR, MODELS, OPTIMIZERS, RUN_STATES, HParam, RunConfig
@@ -201,14 +204,14 @@ def get_schema_options(request: Request) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ convex example
 
-_convex_lock = threading.Lock()
+CONVEX_CACHE_SIZE = 32
+CONVEX_RETRY_AFTER = 5
 
 
 def _run_convex(steps: int, c: float) -> dict[str, Any]:
     from core.convex import run_convex  # torch: imported on use only
 
-    with _convex_lock:  # one at a time: it is CPU-bound
-        traces = run_convex(steps=steps, c=c)
+    traces = run_convex(steps=steps, c=c)
     return {
         "steps": steps,
         "c": c,
@@ -224,13 +227,49 @@ def _run_convex(steps: int, c: float) -> dict[str, Any]:
     }
 
 
-@api.get("/convex")
+class ConvexResults:
+    """``/api/convex`` answers, bounded: each (steps, c) is computed once and kept (LRU, at most
+    ``size``); one computation runs at a time (seconds of CPU), and while it does a request for
+    other parameters is a 503 with Retry-After, and one for the same parameters waits for it."""
+
+    def __init__(self, size: int = CONVEX_CACHE_SIZE) -> None:
+        self.size = size
+        self.done: OrderedDict[tuple[int, float], dict[str, Any]] = OrderedDict()
+        self.running: dict[tuple[int, float], asyncio.Future[dict[str, Any]]] = {}
+
+    async def get(self, steps: int, c: float) -> dict[str, Any]:
+        key = (steps, c)
+        if key in self.done:
+            self.done.move_to_end(key)
+            return self.done[key]
+        future = self.running.get(key)
+        if future is None:
+            if self.running:
+                raise HTTPException(503, "busy computing the convex example for other "
+                                    "parameters; retry shortly",
+                                    headers={"Retry-After": str(CONVEX_RETRY_AFTER)})
+            future = asyncio.ensure_future(run_in_threadpool(_run_convex, steps, c))
+            self.running[key] = future
+            future.add_done_callback(lambda f: self._finished(key, f))
+        # shield: a client that leaves does not cancel the computation others wait for
+        return await asyncio.shield(future)
+
+    def _finished(self, key: tuple[int, float], future: asyncio.Future[dict[str, Any]]) -> None:
+        self.running.pop(key, None)
+        if not future.cancelled() and future.exception() is None:
+            self.done[key] = future.result()
+            while len(self.done) > self.size:
+                self.done.popitem(last=False)
+
+
+@api.get("/convex", responses={503: {"description": "busy with other parameters: retry"}})
 async def get_convex(
+    request: Request,
     steps: Annotated[int, Query(ge=1, le=CONVEX_MAX_STEPS)] = 3000,
     c: Annotated[float, Query(gt=2, le=100, description="the rare gradient's size C")] = 3.0,
 ) -> dict[str, Any]:
     """Run the binary convex counter-example for each optimizer: x_t and average regret."""
-    return await run_in_threadpool(_run_convex, steps, c)
+    return await request.app.state.convex.get(steps, c)
 
 
 # ------------------------------------------------------------------------------------ pages
@@ -263,6 +302,8 @@ def new_run_page(request: Request) -> Response:
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(request: Request, run_id: int) -> Response:
     def exists() -> bool:
+        if not 1 <= run_id <= MAX_ID:  # beyond SQL integers: no such run (not an overflow)
+            return False
         with session_scope(request.app.state.settings.database_url) as session:
             return store.get_run(session, run_id) is not None
 
@@ -298,6 +339,7 @@ def install_pages(app: FastAPI) -> None:
     """Add the dashboard to ``app``: pages, ``/api/schema/options``, ``/api/convex``, static."""
     if not TEMPLATES_DIR.is_dir():
         raise RuntimeError(f"dashboard templates missing: {TEMPLATES_DIR}")
+    app.state.convex = ConvexResults()
     app.include_router(api)
     app.include_router(router)
     app.mount("/static", VersionedStatic(directory=STATIC_DIR), name="static")

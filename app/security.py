@@ -6,10 +6,12 @@ Tokens (both unset by default, so the embedded default on 127.0.0.1 needs none):
   retry, delete) needs ``Authorization: Bearer <api token>``. A sweep ``dry_run`` changes
   nothing, so it counts as a read.
 - ``BAMSPROD_READ_TOKEN``: reads (every other ``/api`` route but ``/api/health``) need the read
-  token or the api token. Browsers' ``EventSource`` cannot send headers, so the events stream
-  also takes ``?token=<token>``; that query string can land in proxy and access logs, so prefer a
-  read token there that you would not mind rotating. With only a read token set, writes need it
-  too (whoever may not read may not write).
+  token or the api token. With only a read token set, writes need it too (whoever may not read
+  may not write). Browsers' ``EventSource`` cannot send headers, and a token in a URL lands in
+  access logs, so the events stream takes instead ``?ticket=``: ``POST
+  /api/runs/{id}/events/ticket`` (a read) returns one, signed (HMAC-SHA256 with
+  ``BAMSPROD_TICKET_SECRET``, else a key derived from the tokens), good for that run's stream
+  for ``ticket_seconds``. A token is never accepted in a URL.
 
 A missing or wrong token is a 401 with ``WWW-Authenticate: Bearer`` (``error="invalid_token"``
 when a token was sent); tokens are compared with :func:`hmac.compare_digest`. ``/api/health``,
@@ -20,11 +22,18 @@ the HTML pages and the static files stay open: the pages hold no data, and their
 ``X-Content-Type-Options``, ``Referrer-Policy`` and ``X-Frame-Options`` to every response that
 does not set them itself. FastAPI's ``/docs`` and ``/redoc`` load Swagger UI / ReDoc from
 jsDelivr with an inline bootstrap script, so they get a looser policy of their own.
+
+Cross-site requests and Host names: ``app.csrf``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
+import re
+import secrets
+import time
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -32,17 +41,23 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.csrf import UNSAFE_METHODS
 from app.settings import Settings
 
 __all__ = [
     "CSP",
     "DOCS_CSP",
     "SECURITY_HEADERS",
+    "RedactQuerySecrets",
     "SecurityHeaders",
     "require_read",
-    "require_read_or_query_token",
+    "install_log_redaction",
+    "issue_ticket",
+    "redact_query_secrets",
+    "require_read_or_ticket",
     "require_sweep_access",
     "require_write",
+    "ticket_valid",
     "token_matches",
 ]
 
@@ -168,11 +183,70 @@ async def require_read(request: Request, creds: Credentials) -> None:
     _check(request, _bearer_token(creds), write=False)
 
 
-async def require_read_or_query_token(request: Request, creds: Credentials) -> None:
-    """Like :func:`require_read`, also accepting ``?token=`` (for ``EventSource``)."""
+async def unreadable_body_auth_error(request: Request) -> HTTPException | None:
+    """The 401 a change with a body that is not JSON would get from its route's guard, or None.
+
+    FastAPI decodes the JSON body before it runs the route's dependencies, so without this a
+    caller with no token would learn from a 422 what the body should be before being refused.
+    """
+    if request.method not in UNSAFE_METHODS:
+        return None
+    guard = require_sweep_access if request.url.path.startswith("/api/sweeps") else require_write
+    try:
+        await guard(request, await _bearer(request))
+    except HTTPException as exc:
+        return exc
+    return None
+
+
+# ------------------------------------------------------------------- event-stream tickets
+
+_PROCESS_KEY = secrets.token_bytes(32)
+
+
+def _ticket_key(s: Settings) -> bytes:
+    """``ticket_secret``; else derived from the tokens (so every API process behind one
+    balancer agrees); else a random key of this process."""
+    if s.ticket_secret:
+        return s.ticket_secret.encode()
+    if s.api_token or s.read_token:
+        seed = f"{s.api_token or ''}\0{s.read_token or ''}".encode()
+        return hmac.new(seed, b"bamsprod event-stream tickets", hashlib.sha256).digest()
+    return _PROCESS_KEY
+
+
+def issue_ticket(s: Settings, run_id: int, now: float | None = None) -> str:
+    """A signed ticket for reading run ``run_id``'s events: ``<run>.<expiry>.<hmac>``."""
+    expires = int((time.time() if now is None else now) + s.ticket_seconds)
+    body = f"{run_id}.{expires}"
+    sig = hmac.new(_ticket_key(s), body.encode(), hashlib.sha256).hexdigest()
+    return f"{body}.{sig}"
+
+
+def ticket_valid(s: Settings, ticket: str, run_id: int, now: float | None = None) -> bool:
+    """True for an unexpired ticket of this server for exactly ``run_id``."""
+    parts = ticket.split(".")
+    if len(parts) != 3 or not all(p.isascii() and p.isalnum() for p in parts):
+        return False
+    body = f"{parts[0]}.{parts[1]}"
+    want = hmac.new(_ticket_key(s), body.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(want.encode(), parts[2].encode()):
+        return False
+    now = time.time() if now is None else now
+    return parts[0] == str(run_id) and parts[1].isdigit() and int(parts[1]) >= now
+
+
+async def require_read_or_ticket(request: Request, creds: Credentials) -> None:
+    """Like :func:`require_read`, also accepting ``?ticket=`` from ``POST
+    /api/runs/{id}/events/ticket`` (``EventSource`` sends no headers). A ticket is short-lived
+    and good for one run's stream only, so one left in a log opens nothing else."""
+    s = _settings(request)
+    ticket = request.query_params.get("ticket")
     given = _bearer_token(creds)
-    if given is None:
-        given = request.query_params.get("token")
+    if given is None and ticket is not None and s.read_token:
+        if ticket_valid(s, ticket, request.path_params.get("run_id", -1)):
+            return
+        raise _unauthorized(True, "reading")
     _check(request, given, write=False)
 
 
@@ -183,3 +257,33 @@ async def require_sweep_access(request: Request, creds: Credentials) -> None:
     """POST /api/sweeps: a write, except ``?dry_run=true`` (only counts), which is a read."""
     dry_run = request.query_params.get("dry_run", "").strip().lower() in _TRUE
     _check(request, _bearer_token(creds), write=not dry_run)
+
+
+# ------------------------------------------------------------------------------ logs
+
+_QUERY_SECRET = re.compile(r"([?&](?:ticket|token|access_token)=)[^&\s\"]*", re.IGNORECASE)
+
+
+def redact_query_secrets(text: str) -> str:
+    """``text`` with the values of ``ticket=``/``token=`` query parameters replaced by ``***``."""
+    return _QUERY_SECRET.sub(r"\1***", text)
+
+
+class RedactQuerySecrets(logging.Filter):
+    """Log filter: query secrets out of access-log lines (uvicorn logs the full path)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_query_secrets(a) if isinstance(a, str) else a for a in record.args
+            )
+        if isinstance(record.msg, str):
+            record.msg = redact_query_secrets(record.msg)
+        return True
+
+
+def install_log_redaction(logger_name: str = "uvicorn.access") -> None:
+    """Add :class:`RedactQuerySecrets` to the access logger (once)."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, RedactQuerySecrets) for f in logger.filters):
+        logger.addFilter(RedactQuerySecrets())

@@ -7,13 +7,15 @@ under ``BAMSPROD_HOME``. Scale-out sets ``BAMSPROD_DATABASE_URL`` (PostgreSQL) a
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from platformdirs import user_data_dir
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -54,6 +56,27 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_000_000
     # GET /api/health gives the broker and worker checks this long.
     health_timeout_seconds: float = 3.0
+
+    # --- request security (app/security.py) ---
+    # Host names the API answers to (400 for any other Host header: DNS rebinding); "*" for any.
+    # JSON or comma-separated: BAMSPROD_ALLOWED_HOSTS=lab.example.org,127.0.0.1
+    allowed_hosts: Annotated[list[str], NoDecode] = [
+        "127.0.0.1", "localhost", "[::1]", "testserver"]  # IPv6 in brackets, as in Host
+    # Signs the short-lived event-stream tickets; unset, one is drawn at random per process.
+    ticket_secret: str | None = Field(default=None, repr=False)
+    ticket_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # Open event streams per API process; one more is a 503 with Retry-After (each costs memory
+    # and a share of every poll, and hundreds slowed every request).
+    max_sse_connections: int = Field(default=200, ge=1)
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [
+                h.strip() for h in text.split(",") if h.strip()]
+        return value
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:

@@ -38,6 +38,7 @@ __all__ = [
     "create_sweep",
     "delete_run",
     "expire_runs_of",
+    "delete_sweep",
     "finish_run",
     "get_metrics",
     "get_run",
@@ -127,16 +128,23 @@ def create_run(session: Session, config: RunConfig, sweep_id: int | None = None)
 def create_sweep(
     session: Session, name: str, grid: dict[str, Any], configs: list[RunConfig]
 ) -> tuple[Sweep, list[Run]]:
-    """Insert a sweep (``grid``: the spec as submitted) and one queued run per config; commit."""
+    """Insert a sweep (``grid``: the spec as submitted) and one queued run per config in one
+    transaction: the runs go in as one ``executemany`` INSERT, their ids (assigned in insertion
+    order) come back in one SELECT, and the returned (detached) runs hold every column."""
     now = utcnow()
     sweep = Sweep(name=name, spec=grid, n_runs=len(configs), created_at=now)
     session.add(sweep)
     session.flush()
     runs = [_new_run(c, sweep.id, now) for c in configs]
-    session.add_all(runs)
+    if runs:
+        table = Run.__table__
+        session.execute(sa.insert(table), [r.model_dump(exclude={"id"}) for r in runs])
+        ids = session.execute(
+            sa.select(table.c.id).where(table.c.sweep_id == sweep.id).order_by(table.c.id)
+        ).scalars()
+        for run, run_id in zip(runs, ids, strict=True):
+            run.id = run_id
     session.commit()
-    for run in runs:
-        session.refresh(run)
     return sweep, runs
 
 
@@ -599,7 +607,7 @@ def request_cancel(session: Session, run_id: int, stale_before: datetime | None 
     """Cancel: a queued run, or a running one whose heartbeat is older than ``stale_before``
     (its worker is gone), ends ``cancelled`` now; a live running one is flagged for its worker.
 
-    Raises ``RunNotFound``, or ``RunStateError`` when the run has already finished.
+    Raises ``RunNotFound``, or ``RunStateError`` when the run has finished other than cancelled.
     """
     now = utcnow()
     if not _update(
@@ -613,7 +621,9 @@ def request_cancel(session: Session, run_id: int, stale_before: datetime | None 
         _update(session, run_id, col(Run.state) == "running", cancel_requested=True)
     session.commit()
     run = require_run(session, run_id)
-    if run.state in TERMINAL_STATES and not run.cancel_requested:
+    # Cancelling a cancelled run is a no-op; any other end (even one reached after a cancel
+    # request, when the worker finished first) is final.
+    if run.state in TERMINAL_STATES and run.state != "cancelled":
         raise RunStateError(f"run {run_id} has already finished ({run.state})")
     return run
 
@@ -672,3 +682,37 @@ def delete_run(session: Session, run_id: int, stale_before: datetime | None = No
         return
     run = require_run(session, run_id)
     raise RunStateError(f"run {run_id} is {run.state}; cancel it before deleting")
+
+
+LIVE_STATES = ("queued", "running")
+
+
+def delete_sweep(session: Session, sweep_id: int) -> list[int]:
+    """Delete a sweep and its runs (their epochs by cascade); returns the deleted run ids.
+
+    ``SweepNotFound``, or ``RunStateError`` (nothing deleted) while any of its runs is queued or
+    running: cancel them first. The check and the delete share one transaction; a run retried
+    meanwhile is left alone and the sweep stays.
+    """
+    get_sweep(session, sweep_id)
+    live = session.exec(
+        select(sa.func.count()).where(Run.sweep_id == sweep_id, col(Run.state).in_(LIVE_STATES))
+    ).one()
+    if live:
+        session.rollback()
+        raise RunStateError(
+            f"sweep {sweep_id} has {live} queued or running runs; cancel them first"
+        )
+    ids = [int(i) for i in session.exec(
+        select(Run.id).where(Run.sweep_id == sweep_id, col(Run.state).not_in(LIVE_STATES))
+    )]
+    session.exec(  # type: ignore[call-overload]
+        sa.delete(Run).where(col(Run.sweep_id) == sweep_id, col(Run.state).not_in(LIVE_STATES))
+    )
+    left = session.exec(select(sa.func.count()).where(Run.sweep_id == sweep_id)).one()
+    if left:
+        session.rollback()
+        raise RunStateError(f"sweep {sweep_id} has a run queued meanwhile; cancel it first")
+    session.exec(sa.delete(Sweep).where(col(Sweep.id) == sweep_id))  # type: ignore[call-overload]
+    session.commit()
+    return ids

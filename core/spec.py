@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -38,6 +41,33 @@ RUN_STATES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled
 TERMINAL_STATES = ("succeeded", "failed", "diverged", "cancelled")
 
 
+# C0 and C1 control characters (NUL included) and lone surrogates, which no encoding can store.
+_BAD_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def check_text(value: str | None) -> str | None:
+    """``value`` unchanged, or ``ValueError`` when it holds a control character (NUL, newline,
+    escape...) or a code point that cannot be encoded (a lone surrogate). Other Unicode passes."""
+    if value is None:
+        return None
+    bad = _BAD_TEXT.search(value)
+    if bad is not None:
+        ch = bad.group()
+        what = "a code point that cannot be encoded" if "\ud800" <= ch else "a control character"
+        raise ValueError(f"contains {what} (U+{ord(ch):04X}) at position {bad.start()}")
+    return value
+
+
+def escape_text(value: str) -> str:
+    """``value`` with each character ``check_text`` rejects written as an escape (``\\x1b``,
+    ``\\udc80``): printable and storable, for labels built from user values and for terminals."""
+    return _BAD_TEXT.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), value)
+
+
+# Free text that is safe to store, index and print: see ``check_text``.
+SafeText = Annotated[str, AfterValidator(check_text)]
+
+
 @dataclass(frozen=True)
 class HParam:
     """One named hyperparameter: its default, type and inclusive range."""
@@ -60,14 +90,16 @@ class HParam:
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{name} must be a number, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r}")
         if kind is int:
-            if float(value) != int(value):
+            if isinstance(value, float) and not value.is_integer():
                 raise ValueError(f"{name} must be an integer, got {value!r}")
             value = int(value)
+        elif isinstance(value, int) and abs(value) > 2**53:
+            raise ValueError(f"{name} is out of range, got {value!r}")
         else:
             value = float(value)
-            if value != value or value in (float("inf"), float("-inf")):
-                raise ValueError(f"{name} must be finite, got {value!r}")
         if self.lo is not None and value < self.lo:
             raise ValueError(f"{name} must be >= {self.lo}, got {value!r}")
         if self.hi is not None and value > self.hi:
@@ -177,17 +209,20 @@ def resolve_model_args(model: str, given: dict[str, Any]) -> dict[str, Any]:
 
 
 class RunConfig(BaseModel):
-    """Everything that defines one training run. Unknown fields are rejected."""
+    """Everything that defines one training run. Unknown fields, non-finite numbers and text
+    with control characters or unencodable code points are rejected."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
     schema_version: Literal[1, 2] = SCHEMA_VERSION
-    name: str = Field("", max_length=200, description="free text shown in tables")
-    tags: list[str] = Field(default_factory=list, max_length=20)
+    name: SafeText = Field("", max_length=200, description="free text shown in tables")
+    tags: list[SafeText] = Field(default_factory=list, max_length=20)
     model: ModelName = "mlp"
     model_args: dict[str, float | int | bool] = Field(default_factory=dict, validate_default=True)
     dataset: DatasetName = "digits"
-    data_dir: str | None = Field(None, max_length=1000, description="directory for cifar10")
+    data_dir: SafeText | None = Field(
+        None, max_length=1000, description="absolute directory for cifar10 (on the workers)"
+    )
     train_subset: int | None = Field(
         None, ge=2, le=10_000_000, description="first N train examples"
     )
@@ -206,7 +241,8 @@ class RunConfig(BaseModel):
     hparams: dict[str, float | int | bool] = Field(default_factory=dict, validate_default=True)
     scheduler: SchedulerName = "none"
     epochs: int = Field(5, ge=1, le=MAX_EPOCHS)
-    batch_size: int = Field(128, ge=1, le=8192)
+    # BatchNorm needs two examples a batch to compute a variance.
+    batch_size: int = Field(128, ge=2, le=8192)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: DeviceName = "auto"
     compile: CompileMode = Field(
@@ -229,6 +265,15 @@ class RunConfig(BaseModel):
             if not t or len(t) > 64:
                 raise ValueError("each tag must be 1 to 64 characters")
         return tags
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir(cls, value: str | None) -> str | None:
+        # A relative path would resolve against each worker's working directory, not the
+        # submitter's: ask for the absolute path instead.
+        if value and not value.startswith(("/", "~")):
+            raise ValueError("must be an absolute path (or start with ~)")
+        return value
 
     # Defaults are filled in so the stored JSON says exactly what ran; errors land on the field.
     @field_validator("hparams")

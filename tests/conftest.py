@@ -183,5 +183,6 @@ def api_app(api_settings, enqueued: list[int]):
 def client(api_app) -> Iterator:
     from fastapi.testclient import TestClient
 
-    with TestClient(api_app) as c:
+    # As the dashboard and the CLI do: changes carry X-Requested-With (app.csrf.CSRFGuard).
+    with TestClient(api_app, headers={"X-Requested-With": "test"}) as c:
         yield c

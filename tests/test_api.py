@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -63,7 +64,7 @@ def detail_loc(r) -> list:
 def test_submit_run_returns_201_and_enqueues(client: TestClient, enqueued: list[int]) -> None:
     run = submit(client)
     assert run["state"] == "queued" and run["id"] > 0
-    assert run["config"]["hparams"]["kappa"] == 2.0 and run["config"]["schema_version"] == 1
+    assert run["config"]["hparams"]["kappa"] == 2.0 and run["config"]["schema_version"] == 2
     assert run["created_at"].endswith("+00:00") or run["created_at"].endswith("Z")
     assert enqueued == [run["id"]]
     assert client.get(f"/api/runs/{run['id']}").json()["config_hash"] == run["config_hash"]
@@ -91,7 +92,18 @@ def test_rejected_run_body_names_the_field_and_enqueues_nothing(
 def test_body_size_limit(client: TestClient, enqueued: list[int]) -> None:
     r = client.post("/api/runs", json={**BODY, "name": "x" * 2_000_000})
     assert r.status_code == 413 and "larger than" in r.json()["detail"]
+
+    def chunks(n: int, size: int = 100_000):  # no Content-Length: sent chunked
+        yield from (b" " * size for _ in range(n))
+
+    json_type = {"Content-Type": "application/json"}
+    r = client.post("/api/runs", content=chunks(100), headers=json_type)  # 10 MB
+    assert r.request.headers["transfer-encoding"] == "chunked"
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
     assert enqueued == []
+    body = b"".join([b'{"epochs": 1,', *chunks(3), b'"seed": 3}'])  # 300 kB: under the limit
+    r = client.post("/api/runs", content=iter([body[:150_000], body[150_000:]]), headers=json_type)
+    assert r.status_code == 201 and r.json()["seed"] == 3
 
 
 def test_broker_down_still_201_and_run_stays_queued(api_settings) -> None:
@@ -414,3 +426,140 @@ def test_the_api_never_imports_torch_or_the_worker(tmp_path) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_delete_sweep_with_its_runs_refused_while_one_is_live(
+    client: TestClient, db_url: str, api_settings
+) -> None:
+    out = client.post("/api/sweeps", json={"name": "d", "grid": {"seed": [0, 1]}}).json()
+    sweep_id, (a, b) = out["sweep"]["id"], out["run_ids"]
+    other = submit(client)  # not in the sweep: untouched
+    ckpt = api_settings.checkpoint_dir / str(a)
+    ckpt.mkdir(parents=True)
+    (ckpt / "checkpoint.pt").write_bytes(b"x")
+    train(db_url, a, [0.5], state="running")
+    r = client.delete(f"/api/sweeps/{sweep_id}")
+    assert r.status_code == 409 and "cancel them first" in r.json()["detail"]
+    assert client.get(f"/api/sweeps/{sweep_id}").json()["run_ids"] == [a, b]  # nothing gone
+    with session_scope(db_url) as s:
+        store.finish_run(s, a, "succeeded")
+    assert client.post(f"/api/runs/{b}/cancel").status_code == 200
+    assert client.delete(f"/api/sweeps/{sweep_id}").status_code == 204
+    assert client.get(f"/api/sweeps/{sweep_id}").status_code == 404
+    assert [client.get(f"/api/runs/{i}").status_code for i in (a, b)] == [404, 404]
+    assert client.get(f"/api/runs/{other['id']}").status_code == 200
+    assert not ckpt.exists()  # the run's checkpoint went with it
+    assert client.delete(f"/api/sweeps/{sweep_id}").status_code == 404
+    assert client.get("/api/sweeps").json()["total"] == 0
+
+
+def test_delete_removes_the_checkpoint(client: TestClient, db_url: str, api_settings) -> None:
+    run = submit(client)
+    train(db_url, run["id"], [0.5])
+    ckpt = api_settings.checkpoint_dir / str(run["id"])
+    ckpt.mkdir(parents=True)
+    (ckpt / "checkpoint.pt").write_bytes(b"x")
+    keep = api_settings.checkpoint_dir / str(run["id"] + 1)
+    keep.mkdir()
+    assert client.delete(f"/api/runs/{run['id']}").status_code == 204
+    assert not ckpt.exists() and keep.exists()
+
+
+def test_cancel_after_the_worker_finished_first_is_409(client: TestClient, db_url: str) -> None:
+    run = submit(client)
+    train(db_url, run["id"], [0.5], state="running")
+    assert client.post(f"/api/runs/{run['id']}/cancel").json()["cancel_requested"]
+    with session_scope(db_url) as s:  # the last epoch ended before the worker saw the flag
+        store.finish_run(s, run["id"], "succeeded")
+    r = client.post(f"/api/runs/{run['id']}/cancel")
+    assert r.status_code == 409 and "already finished (succeeded)" in r.json()["detail"]
+
+
+def test_deleted_newest_run_id_is_not_reused(client: TestClient) -> None:
+    first, newest = submit(client), submit(client)
+    assert client.post(f"/api/runs/{newest['id']}/cancel").status_code == 200
+    assert client.delete(f"/api/runs/{newest['id']}").status_code == 204
+    again = submit(client)
+    assert again["id"] > newest["id"] > first["id"]
+    out = client.post("/api/sweeps", json={"grid": {"seed": [0]}}).json()
+    assert client.post(f"/api/runs/{out['run_ids'][0]}/cancel").status_code == 200
+    assert client.delete(f"/api/sweeps/{out['sweep']['id']}").status_code == 204
+    out2 = client.post("/api/sweeps", json={"grid": {"seed": [0]}}).json()
+    assert out2["sweep"]["id"] > out["sweep"]["id"]
+
+
+def test_group_by_names_only_existing_fields(client: TestClient) -> None:
+    run = submit(client)
+    for bad in ("hparams.nope", "model_args.nope", "hparams.kappa.x", "seeds", "nope.kappa"):
+        r = client.get(f"/api/compare?runs={run['id']}&group_by=optimizer,{bad}")
+        assert r.status_code == 422 and detail_loc(r) == ["query", "group_by"], bad
+        assert repr(bad) in r.json()["detail"][0]["msg"]
+    r = client.get(f"/api/compare?runs={run['id']}&group_by=hparams.kappa,model_args.width")
+    assert r.status_code == 200, r.text
+
+
+def test_run_page_with_a_huge_id_is_404(client: TestClient) -> None:
+    for run_id in (2**31, 2**63, 10**30):
+        assert client.get(f"/runs/{run_id}").status_code == 404
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # no database involved
+def test_convex_is_computed_once_per_parameters_and_never_queues_up(client: TestClient) -> None:
+    """/api/convex costs seconds of CPU: one computation at a time, other parameters meanwhile
+    get 503 + Retry-After (no pile of threads), the same ones wait for it, then it is cached."""
+    import threading
+    import time
+
+    convex = client.app.state.convex
+    answers: dict[str, Any] = {}
+
+    def call(name: str, steps: int) -> None:
+        answers[name] = client.get("/api/convex", params={"steps": steps, "c": 3.0})
+
+    first = threading.Thread(target=call, args=("first", 1500))  # ~3 s of CPU
+    first.start()
+    deadline = time.monotonic() + 30
+    while not convex.running:
+        assert time.monotonic() < deadline and first.is_alive(), "never started"
+        time.sleep(0.005)
+    busy = client.get("/api/convex", params={"steps": 1501, "c": 3.0})
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "5", busy.text
+    same = threading.Thread(target=call, args=("same", 1500))
+    same.start()
+    first.join(60)
+    same.join(60)
+    assert answers["first"].status_code == answers["same"].status_code == 200
+    assert answers["first"].json() == answers["same"].json()
+    assert list(convex.done) == [(1500, 3.0)] and not convex.running
+    again = client.get("/api/convex", params={"steps": 1500, "c": 3.0})
+    assert again.json() == answers["first"].json() and not convex.running  # from the cache
+    assert client.get("/api/convex", params={"steps": 0}).status_code == 422
+
+
+def test_a_500_run_sweep_is_one_bulk_insert(client: TestClient, db_url: str,
+                                            enqueued: list[int]) -> None:
+    """One transaction, the runs in one executemany INSERT and their ids in one SELECT (not a
+    statement per run); every run queued after the answer, in order."""
+    import sqlalchemy as sa
+
+    from app.db import get_engine
+
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args) -> None:
+        statements.append(" ".join(statement.split()).upper())
+
+    body = {"base": {"epochs": 1}, "grid": {"lr": [0.001 * (i + 1) for i in range(50)]},
+            "n_seeds": 10}
+    engine = get_engine(db_url)
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        r = client.post("/api/sweeps", json=body)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert r.status_code == 201 and r.json()["count"] == 500
+    run_inserts = [s for s in statements if s.startswith("INSERT INTO RUN ")]
+    assert len(run_inserts) == 1, len(run_inserts)
+    assert len([s for s in statements if s.startswith("SELECT") and "FROM RUN" in s]) == 1
+    assert enqueued == r.json()["run_ids"] and len(set(enqueued)) == 500
+    assert client.get("/api/runs?limit=1").json()["total"] == 500

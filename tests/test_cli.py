@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -81,3 +82,60 @@ def test_convex_writes_chart_and_reports_signs(tmp_path):
     final = json.loads(p.stdout)
     assert final["adam"]["x"] > 0 > final["bamsprod"]["x"]
     assert out.exists() and out.stat().st_size > 1_000_000  # plotly.js is inlined
+
+
+MARKUP = "[/bold] [link=https://x.example]hidden[/link] [red]x"
+
+
+def test_user_text_is_printed_plainly(start_api, tmp_path: Path) -> None:
+    """Run names, config values and errors reach the terminal as typed: Rich markup in them is
+    text (no crash on ``[/bold]``, no hidden ``[link]``), control characters are escaped."""
+    import sqlalchemy as sa
+    from service_fixtures import make_settings, settings_env
+
+    from app import store
+    from app.db import get_engine, init_db, session_scope
+    from app.models import Run
+    from core.spec import RunConfig
+
+    s = make_settings(tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'cli.db'}",
+                      broker_url="memory://")
+    init_db(s.database_url)
+    with session_scope(s.database_url) as session:
+        run_id = store.create_run(session, RunConfig(name=MARKUP, tags=["[b]t"])).id
+        bell = store.create_run(session, RunConfig(name="x")).id
+    with get_engine(s.database_url).begin() as conn:  # stored before validation existed
+        conn.execute(sa.update(Run).where(Run.id == bell).values(
+            name="\x1b[2J\x07bell", error="\x1b]8;;https://evil.example\x07click\x1b]8;;\x07"))
+    url = start_api(s)
+    env = {**settings_env(s), "COLUMNS": "250"}
+    runs = subprocess.run([*BAMSPROD, "runs", "--url", url], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert runs.returncode == 0, runs.stderr
+    assert MARKUP in runs.stdout and "\\x1b[2J\\x07bell" in runs.stdout
+    assert "\x1b" not in runs.stdout and "\x07" not in runs.stdout
+    for shown in (run_id, bell):
+        show = subprocess.run([*BAMSPROD, "show", str(shown), "--url", url],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert show.returncode == 0, show.stderr
+        assert "\x1b" not in show.stdout and "\x07" not in show.stdout
+    assert MARKUP in subprocess.run([*BAMSPROD, "show", str(run_id), "--url", url],
+                                    capture_output=True, text=True, env=env, timeout=120).stdout
+    assert "\\x1b]8;;https://evil.example\\x07click" in show.stdout
+    # A server error quoting user text: printed as text too.
+    bad = subprocess.run([*BAMSPROD, "runs", "--url", url, "--tag", "[/bold]\x1b"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "\x1b" not in bad.stderr
+
+
+def test_relative_data_dir_means_this_directory_and_batch_size_one_is_refused(
+        tmp_path: Path) -> None:
+    from app.commands.core_cmds import with_run_config
+
+    seen: list = []
+    command = with_run_config(lambda config: seen.append(config))
+    command(**{**{p.name: p.default.default for p in
+                  inspect.signature(command).parameters.values()}, "data_dir": "cifar"})
+    assert seen[0].data_dir == str(Path.cwd() / "cifar")
+    p = run("train", "--dataset", "digits", "--batch-size", "1", "--epochs", "1", cwd=tmp_path)
+    assert p.returncode == 2 and "--batch-size" in p.stderr, p.stderr

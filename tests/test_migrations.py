@@ -63,3 +63,31 @@ def test_concurrent_start_up_migrates_once(empty_db_url, kind: str) -> None:
     errors = [p.communicate(timeout=120)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
     assert tables(url) == TABLES and current_revision(url) == head_revision()
+
+
+def test_sqlite_autoincrement_rebuild_keeps_every_row(empty_db_url) -> None:
+    """0002 rebuilds run and sweep on SQLite: epochs (ON DELETE CASCADE children) and sweep
+    links survive, foreign keys are on again afterwards, and a deleted newest id is not reused."""
+    from alembic import command
+
+    from app import store
+    from app.db import alembic_config, session_scope
+    from core.spec import RunConfig
+
+    url = empty_db_url("sqlite")
+    command.upgrade(alembic_config(url), "0001")
+    with session_scope(url) as s:
+        _, runs = store.create_sweep(s, "s", {}, [RunConfig(seed=0), RunConfig(seed=1)])
+        store.claim_run(s, runs[0].id, "w", "cpu")
+        store.record_epoch(s, runs[0].id, {"epoch": 1, "test_acc": 0.5})
+    init_db(url)
+    with get_engine(url).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM epoch_metric")).scalar() == 1
+        assert conn.execute(sa.text("SELECT sweep_id FROM run")).scalars().all() == [1, 1]
+        assert conn.execute(sa.text("PRAGMA foreign_keys")).scalar() == 1
+        sql = conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE name = 'run'")).scalar()
+        assert "AUTOINCREMENT" in sql
+    with session_scope(url) as s:
+        store.request_cancel(s, runs[1].id)
+        store.delete_run(s, runs[1].id)
+        assert store.create_run(s, RunConfig()).id == runs[1].id + 1

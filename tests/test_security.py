@@ -3,8 +3,10 @@
 In-process (the real app on SQLite and PostgreSQL, queueing injected as a recorder): with
 ``BAMSPROD_API_TOKEN`` set every change needs the bearer token (401 + ``WWW-Authenticate``
 otherwise, nothing changed); reads stay open until ``BAMSPROD_READ_TOKEN`` is set too; the
-events stream alone also takes ``?token=``; tokens are compared with ``hmac.compare_digest``;
-every response carries the security headers; templates escape user text.
+events stream takes a short-lived, run-scoped ticket, never a token in its URL; tokens are
+compared with ``hmac.compare_digest``; health tells strangers only up or down; every response
+carries the security headers; templates escape user text; changes a foreign page could forge
+are refused, and only trusted Host names are served.
 
 Against a real ``bamsprod serve`` subprocess with both tokens set: the ``bamsprod`` client
 commands send ``--token`` / ``$BAMSPROD_API_TOKEN``; in headless Chromium the dashboard asks for
@@ -31,7 +33,7 @@ import pytest
 from fastapi.testclient import TestClient
 from service_fixtures import ROOT, make_settings, service_missing, settings_env, wait_for
 
-from app import security, store
+from app import csrf, security, store
 from app.db import dispose_engine, init_db, session_scope
 from app.settings import Settings
 from core.spec import RunConfig
@@ -68,7 +70,7 @@ def make_client(api_settings: Settings, enqueued: list[int]
         s = api_settings.model_copy(update=tokens)
         app = create_app(s, enqueue=enqueued.append, broker_check=lambda: True,
                          workers_seen=lambda: ["w"])
-        client = TestClient(app)
+        client = TestClient(app, headers={"X-Requested-With": "test"})
         clients.append(client)
         with session_scope(s.database_url) as session:
             ids = _runs(session)
@@ -108,6 +110,81 @@ def assert_401(r: httpx.Response, sent: bool) -> None:
     assert challenge.startswith("Bearer")
     assert ('error="invalid_token"' in challenge) is sent
     assert "Authorization: Bearer" in r.json()["detail"]
+
+
+# ------------------------------------------------------------------ cross-site and Host
+
+
+def test_a_change_a_foreign_page_could_forge_is_403_and_changes_nothing(make_client) -> None:
+    client, ids = make_client()
+    bare = TestClient(client.app)  # no X-Requested-With: what a cross-site form can send
+    forged = {"Origin": "https://evil.example", "Content-Type": "text/plain"}
+    before = client.get(f"/api/runs/{ids['done']}").json()
+    for method, path, kw in writes(ids):
+        for headers in (forged, {"Content-Type": "text/plain"}, {},
+                        {"Content-Type": "application/x-www-form-urlencoded"}):
+            r = bare.request(method, path, headers=headers, content=b"")
+            assert r.status_code == 403, (method, path, headers, r.text)
+        # A custom header or a JSON body is not enough from another site.
+        r = bare.request(method, path, headers={"Origin": "http://evil.example",
+                                                "X-Requested-With": "x"}, **kw)
+        assert r.status_code == 403 and "cross-origin" in r.json()["detail"]
+        r = client.request(method, path, headers={"Sec-Fetch-Site": "cross-site"}, **kw)
+        assert r.status_code == 403 and "cross-site" in r.json()["detail"]
+    assert "X-Requested-With" in bare.post(f"/api/runs/{ids['done']}/retry").json()["detail"]
+    after = client.get(f"/api/runs/{ids['done']}").json()
+    assert after == before and len(client.get(f"/api/runs/{ids['done']}/metrics").json()[
+        "items"]) == 3  # retry wiped nothing
+    assert client.get("/api/runs").json()["total"] == 2
+    # Reads are not changes: a foreign Origin may read an open instance (CORS still hides it).
+    assert bare.get("/api/runs", headers={"Origin": "https://evil.example"}).status_code == 200
+    # Each way to show it is not a forged form: X-Requested-With, a JSON body, a bearer
+    # header, the same origin (default port or not).
+    queued = ids["queued"]
+    assert bare.post(f"/api/runs/{queued}/cancel",
+                     headers={"X-Requested-With": "fetch"}).status_code == 200
+    assert bare.post(f"/api/runs/{queued}/cancel", json={}).status_code == 200
+    assert bare.post(f"/api/runs/{queued}/cancel", headers=bearer("x")).status_code == 200
+    for origin, host in (("http://testserver", "testserver"),
+                         ("http://127.0.0.1:8000", "127.0.0.1:8000"),
+                         ("https://localhost", "localhost:443")):
+        r = bare.post(f"/api/runs/{queued}/cancel", json={},
+                      headers={"Origin": origin, "Host": host})
+        assert r.status_code == 200, (origin, r.text)
+    r = bare.post(f"/api/runs/{queued}/cancel", json={}, headers={"Origin": "null"})
+    assert r.status_code == 403
+
+
+def test_only_trusted_host_names_are_served(make_client) -> None:
+    client, ids = make_client()
+    for host in ("127.0.0.1:8000", "localhost", "[::1]:8000", "testserver"):
+        assert client.get("/api/runs", headers={"Host": host}).status_code == 200, host
+    for host in ("evil.example", "127.0.0.1.evil.example", "attacker.localhost.example"):
+        r = client.get("/api/runs", headers={"Host": host})
+        assert r.status_code == 400 and r.headers["x-frame-options"] == "DENY", host
+        assert client.get("/", headers={"Host": host}).status_code == 400
+    lab, _ = make_client(allowed_hosts=["lab.example.org", "*.lab.example"])
+    assert lab.get("/api/runs", headers={"Host": "lab.example.org"}).status_code == 200
+    assert lab.get("/api/runs", headers={"Host": "gpu1.lab.example:8000"}).status_code == 200
+    assert lab.get("/api/runs", headers={"Host": "localhost"}).status_code == 400
+    anyone, _ = make_client(allowed_hosts=["*"])
+    assert anyone.get("/api/runs", headers={"Host": "whatever.example"}).status_code == 200
+
+
+def test_settings_hosts_and_the_exposure_warning(monkeypatch) -> None:
+    monkeypatch.setenv("BAMSPROD_ALLOWED_HOSTS", "lab.example, 127.0.0.1")
+    assert Settings().allowed_hosts == ["lab.example", "127.0.0.1"]
+    monkeypatch.setenv("BAMSPROD_ALLOWED_HOSTS", '["a.example"]')
+    assert Settings().allowed_hosts == ["a.example"]
+    monkeypatch.delenv("BAMSPROD_ALLOWED_HOSTS")
+    assert "localhost" in Settings().allowed_hosts and "[::1]" in Settings().allowed_hosts
+    open_ = Settings(api_token=None)
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert csrf.exposure_warning(host, open_) is None
+    for host in ("0.0.0.0", "::", "192.168.1.5"):
+        warning = csrf.exposure_warning(host, open_)
+        assert warning and "BAMSPROD_API_TOKEN" in warning and host in warning
+    assert csrf.exposure_warning("0.0.0.0", Settings(api_token="t0ken")) is None
 
 
 # ----------------------------------------------------------------------------- API tokens
@@ -161,7 +238,7 @@ def test_api_token_guards_every_change_and_nothing_changes_without_it(
     assert len(enqueued) == 4  # one run, two sweep runs, one retry
 
 
-def test_read_token_guards_reads_and_the_event_stream_takes_it_in_the_query(
+def test_read_token_guards_reads_and_the_event_stream_takes_a_ticket_not_the_token(
     make_client,
 ) -> None:
     client, ids = make_client(api_token=API, read_token=READ)
@@ -170,26 +247,59 @@ def test_read_token_guards_reads_and_the_event_stream_takes_it_in_the_query(
         assert_401(client.get(path, headers=bearer("nope")), sent=True)
         assert client.get(path, headers=bearer(READ)).status_code == 200, path
         assert client.get(path, headers=bearer(API)).status_code == 200, path
-    # ?token= is for EventSource only: other reads ignore it.
+    # A token is never taken from a URL, not even by the event stream.
     assert_401(client.get(f"/api/runs?token={READ}"), sent=False)
-    events = f"/api/runs/{ids['done']}/events"
+    done, queued = ids["done"], ids["queued"]
+    events = f"/api/runs/{done}/events"
     assert_401(client.get(events), sent=False)
-    assert_401(client.get(f"{events}?token=nope"), sent=True)
-    for auth in ({"params": {"token": READ}}, {"headers": bearer(READ)},
-                 {"params": {"token": API}}):
+    assert_401(client.get(events, params={"token": READ}), sent=False)
+    assert_401(client.post(f"{events}/ticket"), sent=False)
+    ticket = client.post(f"{events}/ticket", headers=bearer(READ)).json()
+    assert ticket["expires_in"] == 60 and READ not in ticket["ticket"]
+    for auth in ({"params": {"ticket": ticket["ticket"]}}, {"headers": bearer(READ)},
+                 {"headers": bearer(API)}):
         with client.stream("GET", events, **auth) as r:  # a finished run: the stream ends
             assert r.status_code == 200
             body = "".join(r.iter_text())
         assert body.count("event: epoch") == 3 and '"state":"succeeded"' in body
+    # Scoped to its run, unforgeable, and short-lived.
+    assert_401(client.get(f"/api/runs/{queued}/events", params=ticket), sent=True)
+    forged = ticket["ticket"].replace(f"{done}.", f"{queued}.", 1)
+    assert_401(client.get(f"/api/runs/{queued}/events", params={"ticket": forged}), sent=True)
+    for bad in ("", "x", "1.2.3", ticket["ticket"] + "0", ticket["ticket"].upper()):
+        assert_401(client.get(events, params={"ticket": bad}), sent=True)
+    s = client.app.state.settings
+    old = security.issue_ticket(s, done, now=time.time() - 61)
+    assert_401(client.get(events, params={"ticket": old}), sent=True)
+    assert security.ticket_valid(s, security.issue_ticket(s, done), done)
+    assert not security.ticket_valid(s.model_copy(update={"ticket_secret": "other"}),
+                                     security.issue_ticket(s, done), done)
+    assert client.post("/api/runs/999999/events/ticket", headers=bearer(READ)).status_code == 404
 
     dry = writes(ids)[1][2]["json"]
     assert_401(client.post("/api/sweeps?dry_run=1", json=dry), sent=False)
     assert client.post("/api/sweeps?dry_run=1", json=dry, headers=bearer(READ)).status_code == 200
     for method, path, kw in writes(ids):  # the read token cannot change anything
         assert_401(client.request(method, path, headers=bearer(READ), **kw), sent=True)
-    assert client.get("/api/health").status_code == 200  # probes need no token
+    health = client.get("/api/health")  # probes need no token, and learn only up or down
+    assert health.status_code == 200 and health.json() == {
+        "status": "ok", "database": None, "broker": None, "workers": None, "workers_seen": None}
+    full = client.get("/api/health", headers=bearer(READ)).json()
+    assert full["database"] == {"ok": True, "detail": None} and full["workers"] == ["w"]
+    assert client.get("/api/health", headers=bearer("nope")).json()["database"] is None
     for page in ("/", f"/runs/{ids['done']}", "/static/common.js", "/static/auth.js"):
         assert client.get(page).status_code == 200, page  # pages hold no data: they ask
+
+
+def test_the_token_is_checked_before_the_body_is_read(make_client, enqueued: list[int]) -> None:
+    client, ids = make_client(api_token=API)
+    json_type = {"Content-Type": "application/json"}
+    for path in ("/api/runs", "/api/sweeps"):  # (a dry run is a read: open here)
+        for body in (b"{bad", b"", b"\xff\xfe"):
+            assert_401(client.post(path, content=body, headers=json_type), sent=False)
+            r = client.post(path, content=body, headers={**json_type, **bearer(API)})
+            assert r.status_code == 422, (path, body, r.text)
+    assert enqueued == []
 
 
 def test_only_a_read_token_guards_writes_too(make_client) -> None:
@@ -420,9 +530,13 @@ def test_dashboard_asks_for_the_token_once_and_sends_it(browser: Any,
     assert len(watch.prompts) == 1
     watch.collect()
 
-    page.goto(f"/runs/{ids['queued']}")  # fetches and the event stream use the stored token
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    page.goto(f"/runs/{ids['queued']}")  # fetches use the stored token, the stream a ticket
     page.locator("#run-name").wait_for()
     page.wait_for_function("() => document.getElementById('run-name').textContent === 'queued'")
+    wait_for(lambda: any("/events?" in u and "ticket=" in u for u in urls), 20, "the stream")
+    assert not [u for u in urls if "token" in u], urls
     page.click("#cancel")  # a change: the read token is not enough, so it asks once more
     wait_for(lambda: len(watch.prompts) == 2, 20, "the second question")
     assert "did not accept" in watch.prompts[1]

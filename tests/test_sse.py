@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import statistics
 import threading
@@ -28,9 +29,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def live_server(api_app) -> Iterator[str]:
-    config = uvicorn.Config(api_app, host="127.0.0.1", port=free_port(), log_level="warning")
+def serve(app, **config_kw) -> Iterator[str]:
+    """``app`` on a real uvicorn server in a thread; yields its URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), **config_kw)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -41,6 +42,11 @@ def live_server(api_app) -> Iterator[str]:
     yield f"http://127.0.0.1:{config.port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(api_app) -> Iterator[str]:
+    yield from serve(api_app, log_level="warning")
 
 
 class SSEClient(threading.Thread):
@@ -235,3 +241,73 @@ def test_idle_poller_queries_nothing_and_deleted_run_ends_stream(db_url: str) ->
         await b.stop()
 
     asyncio.run(scenario())
+
+
+def test_the_access_log_never_shows_a_ticket_or_token(api_settings, db_url: str) -> None:
+    """With a read token set the stream takes a ticket in its URL; uvicorn's access log shows
+    the request with ``ticket=***`` (and a stray ``token=`` redacted too)."""
+    from app.main import create_app
+
+    app = create_app(api_settings.model_copy(update={"read_token": "read-secret-9"}),
+                     enqueue=lambda i: None)
+    run_id = new_run(db_url)
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    gen = serve(app, log_level="info", access_log=True)
+    url = next(gen)
+    access = logging.getLogger("uvicorn.access")
+    keep = Keep()
+    access.addHandler(keep)
+    try:
+        auth = {"Authorization": "Bearer read-secret-9", "X-Requested-With": "t"}
+        ticket = httpx.post(f"{url}/api/runs/{run_id}/events/ticket", headers=auth).json()
+        with session_scope(db_url) as s:
+            store.finish_run(s, run_id, "succeeded")  # the stream ends after its state
+        r = httpx.get(f"{url}/api/runs/{run_id}/events",
+                      params={"after": 0, "ticket": ticket["ticket"], "token": "read-secret-9"})
+        assert r.status_code == 200 and '"state":"succeeded"' in r.text
+        deadline = time.monotonic() + 5
+        while not any("/events?" in line for line in lines):
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.02)
+    finally:
+        access.removeHandler(keep)
+        next(gen, None)
+    logged = "\n".join(lines)
+    assert "after=0&ticket=***&token=***" in logged, logged
+    assert ticket["ticket"].split(".")[-1] not in logged and "read-secret-9" not in logged
+
+
+def test_streams_beyond_the_cap_get_503_with_retry_after(api_settings, db_url: str) -> None:
+    from app.main import create_app
+
+    app = create_app(api_settings.model_copy(update={"max_sse_connections": 3}),
+                     enqueue=lambda i: None)
+    run_id = new_run(db_url)
+    gen = serve(app, log_level="warning")
+    url = next(gen)
+    try:
+        events = f"{url}/api/runs/{run_id}/events"
+        clients = [SSEClient(events) for _ in range(3)]
+        for c in clients:
+            c.wait_for(lambda ev: ev and ev[0]["event"] == "state")
+        r = httpx.get(events, timeout=10)
+        assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+        assert "retry" in r.json()["detail"]
+        assert httpx.get(f"{url}/api/runs/{run_id}").status_code == 200  # other reads go on
+        with session_scope(db_url) as s:
+            store.finish_run(s, run_id, "succeeded")
+        for c in clients:
+            assert c.ended.wait(10)
+        deadline = time.monotonic() + 5
+        while app.state.broadcaster.n_subscribers:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with httpx.stream("GET", events, timeout=10) as again:  # room again once they closed
+            assert again.status_code == 200
+    finally:
+        next(gen, None)

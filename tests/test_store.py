@@ -48,7 +48,7 @@ def test_create_run_stores_the_resolved_config(session) -> None:
     run = store.create_run(session, config)
     assert run.id is not None and run.state == "queued"
     assert run.config == config.model_dump(mode="json")
-    assert run.config["schema_version"] == 1 and run.config["hparams"]["gamma"] == 1e-4
+    assert run.config["schema_version"] == 2 and run.config["hparams"]["gamma"] == 1e-4
     same_but_seed = cfg(optimizer="bop", seed=9, hparams={})
     assert run.config_hash == config.config_hash() == same_but_seed.config_hash()
     assert (run.optimizer, run.model, run.dataset, run.seed, run.epochs) == (

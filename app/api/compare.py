@@ -12,18 +12,24 @@ from app.api.deps import (
     AUTH_ERRORS,
     MAX_ID,
     READ,
+    QueryText,
     SessionDep,
     unprocessable,
     wants_csv,
 )
 from app.api.metrics import to_csv
 from app.models import CompareResult, EpochMetricPublic, ErrorDetail, RunPublic
-from core.spec import RunConfig
+from app.safejson import scrub
+from core.spec import MODELS, OPTIMIZERS, RunConfig
 
 router = APIRouter(tags=["compare"], dependencies=READ, responses=AUTH_ERRORS)
 
 MAX_COMPARE_RUNS = 1000
-NESTED = ("hparams", "model_args")
+# Nested group_by fields: every optimizer's hyperparameters and every model's arguments.
+NESTED = {
+    "hparams": {name for table in OPTIMIZERS.values() for name in table},
+    "model_args": {name for table in MODELS.values() for name in table},
+}
 
 
 def _parse_ids(text: str) -> list[int]:
@@ -48,7 +54,8 @@ def _parse_group_by(text: str | None) -> list[str] | None:
     fields = [f.strip() for f in text.split(",") if f.strip()]
     for f in fields:
         head, _, rest = f.partition(".")
-        if not ((head in NESTED and rest) or (not rest and head in RunConfig.model_fields)):
+        known = NESTED.get(head, set()) if rest else RunConfig.model_fields
+        if f.count(".") > 1 or (rest and head not in NESTED) or (rest or head) not in known:
             unprocessable(("query", "group_by"), f"unknown config field {f!r}", text)
     return fields or None
 
@@ -78,7 +85,7 @@ def compare_runs(
         ),
     ] = None,
     baseline: Annotated[
-        str | None, Query(max_length=1000, description="group key or optimizer name")
+        QueryText, Query(max_length=1000, description="group key or optimizer name")
     ] = None,
     target: Annotated[float | None, Query(gt=0, le=1, description="target accuracy")] = None,
     metric: Literal["test_acc", "train_acc"] = "test_acc",
@@ -103,7 +110,7 @@ def compare_runs(
     for run in rows:
         pub = RunPublic.model_validate(run)
         inputs.append(
-            {
+            scrub({
                 "id": pub.id,
                 "name": pub.name,
                 "state": pub.state,
@@ -113,7 +120,7 @@ def compare_runs(
                 "metrics": [
                     EpochMetricPublic.model_validate(m).model_dump() for m in metrics[pub.id]
                 ],
-            }
+            })  # a row stored before today's validation must not break the page
         )
     try:
         result = cmp.compare(

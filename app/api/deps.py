@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-from fastapi import Depends, Path, Request, Response
+from fastapi import Depends, Request, Response
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from pydantic import TypeAdapter
+from pydantic import AfterValidator, BaseModel, TypeAdapter
 from sqlmodel import Session
 
 from app.db import session_scope
 from app.models import ErrorDetail
+from app.safejson import scrub
 from app.security import require_read, require_write
 from app.settings import Settings
+from core.spec import check_text
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -35,7 +40,9 @@ READ = [Depends(require_read)]
 WRITE = [Depends(require_write)]
 _ERR = {"model": ErrorDetail}
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {**_ERR, "description": "a token is configured and this one is missing or wrong"}
+    401: {**_ERR, "description": "a token is configured and this one is missing or wrong"},
+    403: {**_ERR, "description": "a change from another site, or without a JSON body or an "
+          "X-Requested-With header (app.csrf.csrf_refusal)"},
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {**_ERR, "description": "no such run"}}
 CONFLICT: dict[int | str, dict[str, Any]] = {
@@ -47,7 +54,9 @@ BODY_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 # Ids are SQL integers: anything larger can name no row (and would overflow the driver).
 MAX_ID = 2**31 - 1
-RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="run id")]
+RunId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="run id")]
+# A text query parameter: NUL (which PostgreSQL cannot hold) or control characters are a 422.
+QueryText = Annotated[str | None, AfterValidator(check_text)]
 
 
 @cache
@@ -63,13 +72,27 @@ def json_response(model: Any, data: Any, status_code: int = 200) -> Response:
     ``response_model`` for the OpenAPI schema.
     """
     adapter = _adapter(model)
-    body = adapter.dump_json(adapter.validate_python(data))
+    if isinstance(data, BaseModel):
+        data = data.model_dump()
+    try:
+        body = adapter.dump_json(adapter.validate_python(data))
+    except (ValueError, UnicodeError):
+        # A row stored before today's validation (e.g. a lone surrogate in a name): answer it
+        # scrubbed (``app.safejson``) rather than fail the whole list.
+        body = adapter.dump_json(adapter.validate_python(scrub(data)))
     return Response(body, status_code=status_code, media_type="application/json")
 
 
 def unprocessable(loc: tuple[str | int, ...], msg: str, value: Any = None) -> NoReturn:
     """Raise a 422 in FastAPI's usual shape, naming the field at ``loc``."""
     raise RequestValidationError([{"type": "value_error", "loc": loc, "msg": msg, "input": value}])
+
+
+def remove_checkpoints(settings: Settings, run_ids: list[int]) -> None:
+    """Delete the checkpoint directories of deleted runs (``<checkpoint_dir>/<run id>``, the
+    worker's layout); one that is missing or cannot be removed is skipped."""
+    for run_id in run_ids:
+        shutil.rmtree(Path(str(settings.checkpoint_dir)) / str(int(run_id)), ignore_errors=True)
 
 
 def wants_csv(request: Request, fmt: str | None) -> bool:

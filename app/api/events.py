@@ -15,31 +15,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from app import store
-from app.api.deps import AUTH_ERRORS, NOT_FOUND, RunId, unprocessable
+from app.api.deps import AUTH_ERRORS, NOT_FOUND, RunId, SessionDep, unprocessable
 from app.api.metrics import MAX_EPOCH
 from app.db import session_scope
-from app.models import EpochMetricPublic, RunPublic
-from app.security import require_read_or_query_token
+from app.models import EpochMetricPublic, ErrorDetail, RunPublic
+from app.safejson import dumps
+from app.security import issue_ticket, require_read, require_read_or_ticket
 from core.spec import TERMINAL_STATES
 
 log = logging.getLogger(__name__)
-router = APIRouter(
-    prefix="/runs",
-    tags=["events"],
-    dependencies=[Depends(require_read_or_query_token)],
-    responses=AUTH_ERRORS,
-)
+SSE_RETRY_AFTER = 5
+router = APIRouter(prefix="/runs", tags=["events"], responses=AUTH_ERRORS)
 
 
 def sse(data: Any, event: str | None = None, id: int | None = None) -> str:
@@ -49,7 +46,7 @@ def sse(data: Any, event: str | None = None, id: int | None = None) -> str:
         lines.append(f"id: {id}")
     if event:
         lines.append(f"event: {event}")
-    lines.append("data: " + json.dumps(data, separators=(",", ":")))
+    lines.append("data: " + dumps(data).decode())  # never NaN or a lone surrogate
     return "\n".join(lines) + "\n\n"
 
 
@@ -217,10 +214,34 @@ async def _stream(
         broadcaster.unsubscribe(sub)
 
 
+class EventTicket(BaseModel):
+    """A short-lived ticket for one run's event stream: ``?ticket=<ticket>``."""
+
+    ticket: str
+    expires_in: float
+
+
+@router.post(
+    "/{run_id}/events/ticket",
+    response_model=EventTicket,
+    dependencies=[Depends(require_read)],
+    responses=NOT_FOUND,
+)
+def event_ticket(run_id: RunId, request: Request, session: SessionDep) -> EventTicket:
+    """A ticket for ``GET /api/runs/{run_id}/events?ticket=...`` (``EventSource`` cannot send
+    an Authorization header, and a token in a URL would land in access logs)."""
+    store.require_run(session, run_id)
+    settings = request.app.state.settings
+    return EventTicket(ticket=issue_ticket(settings, run_id),
+                       expires_in=settings.ticket_seconds)
+
+
 @router.get(
     "/{run_id}/events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, **NOT_FOUND},
+    dependencies=[Depends(require_read_or_ticket)],
+    responses={200: {"content": {"text/event-stream": {}}}, **NOT_FOUND,
+               503: {"model": ErrorDetail, "description": "too many open streams: retry"}},
 )
 async def run_events(
     run_id: RunId,
@@ -229,19 +250,24 @@ async def run_events(
         int | None, Query(ge=-1, le=MAX_EPOCH, description="send epochs after this one")
     ] = None,
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
-    token: Annotated[
+    ticket: Annotated[
         str | None,
-        Query(max_length=512, description="the read token, for EventSource (no headers)"),
+        Query(max_length=200, description="from POST .../events/ticket, for EventSource"),
     ] = None,
 ) -> StreamingResponse:
     """Live epochs and state changes of one run (Server-Sent Events).
 
-    When ``BAMSPROD_READ_TOKEN`` is set, send it as a bearer token or as ``?token=``.
+    When ``BAMSPROD_READ_TOKEN`` is set, send it as a bearer token, or a ``?ticket=`` from
+    ``POST /api/runs/{run_id}/events/ticket``.
     """
     resume = _parse_last_event_id(last_event_id)
     cursor = resume if resume is not None else after
     settings = request.app.state.settings
     broadcaster: Broadcaster = request.app.state.broadcaster
+    if broadcaster.n_subscribers >= settings.max_sse_connections:
+        raise HTTPException(503, f"{broadcaster.n_subscribers} event streams are open, the most "
+                            "this server takes; retry shortly",
+                            headers={"Retry-After": str(SSE_RETRY_AFTER)})
     first = (await run_in_threadpool(broadcaster.query, {run_id: cursor}))[run_id]
     if first[0] is None:
         raise store.RunNotFound(run_id)

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request, Response, status
 
 from app.db import get_engine
 from app.models import Health, HealthPart
+from app.security import token_matches
 
 router = APIRouter(tags=["health"])
 
@@ -37,10 +38,21 @@ async def _guarded(fn: Callable[[], Any], timeout: float) -> tuple[Any, str | No
         return None, f"{type(exc).__name__}: {exc}"
 
 
-@router.get("/health", response_model=Health, responses={503: {"model": Health}})
+def _may_see_details(request: Request) -> bool:
+    """Details for everyone on an open instance; with tokens set, for a valid token only."""
+    s = request.app.state.settings
+    if not (s.api_token or s.read_token):
+        return True
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and token_matches(given.strip(), s.api_token, s.read_token)
+
+
+@router.get("/health", response_model=Health,
+            responses={503: {"model": Health}})
 async def health(request: Request, response: Response) -> Health:
     """200 when the database answers (``status`` is ``degraded`` if the broker does not);
-    503 when the database does not. Never a 500."""
+    503 when the database does not. Never a 500. With tokens set, the parts, errors and worker
+    names only go to a caller with a valid token; others get ``status`` alone."""
     state = request.app.state
     timeout = state.settings.health_timeout_seconds
     _, db_err = await _guarded(lambda: _db_check(state.settings.database_url), timeout)
@@ -60,8 +72,12 @@ async def health(request: Request, response: Response) -> Health:
     )
     if db_err is not None:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    overall = "ok" if db_err is None and broker_ok else ("degraded" if db_err is None else "down")
+    if not _may_see_details(request):
+        # A protected instance tells strangers only whether it is up: no host, port or name.
+        return Health(status=overall)
     return Health(
-        status="ok" if db_err is None and broker_ok else ("degraded" if db_err is None else "down"),
+        status=overall,
         database=HealthPart(ok=db_err is None, detail=db_err),
         broker=HealthPart(ok=broker_ok, detail=broker_err),
         workers=names,

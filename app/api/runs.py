@@ -15,11 +15,13 @@ from app.api.deps import (
     NOT_FOUND,
     READ,
     WRITE,
+    QueryText,
     RunId,
     SessionDep,
     SettingsDep,
     enqueue,
     json_response,
+    remove_checkpoints,
     unprocessable,
 )
 from app.models import RUN_SORT_COLUMNS, RunList, RunPublic
@@ -41,7 +43,7 @@ SortColumn = Literal[RUN_SORT_COLUMNS]  # type: ignore[valid-type]
 )
 def submit_run(
     config: RunConfig, session: SessionDep, settings: SettingsDep, request: Request
-) -> RunPublic:
+) -> Response:
     """Record a run as ``queued`` and queue it. The body is the run config."""
     if config.epochs > settings.max_epochs:
         unprocessable(("body", "epochs"), f"at most {settings.max_epochs} epochs on this server",
@@ -51,7 +53,7 @@ def submit_run(
         unprocessable(("body", "model_args", name), why, config.model_args[name])
     run = store.create_run(session, config)
     enqueue(request, run.id)  # type: ignore[arg-type]
-    return RunPublic.model_validate(run)
+    return json_response(RunPublic, RunPublic.model_validate(run), status.HTTP_201_CREATED)
 
 
 @router.get("", response_model=RunList, dependencies=READ)
@@ -60,13 +62,13 @@ def list_runs(
     state: Annotated[
         list[str] | None, Query(description="repeat or comma-separate: queued,running")
     ] = None,
-    optimizer: Annotated[str | None, Query(max_length=32)] = None,
-    model: Annotated[str | None, Query(max_length=32)] = None,
-    dataset: Annotated[str | None, Query(max_length=32)] = None,
-    tag: Annotated[str | None, Query(max_length=64)] = None,
+    optimizer: Annotated[QueryText, Query(max_length=32)] = None,
+    model: Annotated[QueryText, Query(max_length=32)] = None,
+    dataset: Annotated[QueryText, Query(max_length=32)] = None,
+    tag: Annotated[QueryText, Query(max_length=64)] = None,
     sweep: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-    config_hash: Annotated[str | None, Query(max_length=64)] = None,
-    q: Annotated[str | None, Query(max_length=200, description="name contains")] = None,
+    config_hash: Annotated[QueryText, Query(max_length=64)] = None,
+    q: Annotated[QueryText, Query(max_length=200, description="name contains")] = None,
     sort: SortColumn = "id",
     order: Literal["asc", "desc"] = "desc",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -111,11 +113,11 @@ def get_run(run_id: RunId, session: SessionDep) -> Response:
     dependencies=WRITE,
     responses={**NOT_FOUND, **CONFLICT},
 )
-def cancel_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> RunPublic:
+def cancel_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> Response:
     """A queued run, or a running one whose worker is gone (stale heartbeat), is cancelled at
     once; a live running one stops at its worker's next check."""
     run = store.request_cancel(session, run_id, stale_before=settings.stale_before())
-    return RunPublic.model_validate(run)
+    return json_response(RunPublic, RunPublic.model_validate(run))
 
 
 @router.post(
@@ -124,11 +126,11 @@ def cancel_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> Run
     dependencies=WRITE,
     responses={**NOT_FOUND, **CONFLICT},
 )
-def retry_run(run_id: RunId, session: SessionDep, request: Request) -> RunPublic:
+def retry_run(run_id: RunId, session: SessionDep, request: Request) -> Response:
     """Queue a finished run again from scratch (409 unless it has finished)."""
     run = store.retry_run(session, run_id)
     enqueue(request, run_id)
-    return RunPublic.model_validate(run)
+    return json_response(RunPublic, RunPublic.model_validate(run))
 
 
 @router.delete(
@@ -138,6 +140,8 @@ def retry_run(run_id: RunId, session: SessionDep, request: Request) -> RunPublic
     responses={**NOT_FOUND, **CONFLICT},
 )
 def delete_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> Response:
-    """Delete a run and its epochs (409 while a live worker runs it: cancel it first)."""
+    """Delete a run, its epochs and its checkpoint (409 while a live worker runs it: cancel it
+    first)."""
     store.delete_run(session, run_id, stale_before=settings.stale_before())
+    remove_checkpoints(settings, [run_id])
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -8,18 +8,22 @@ import math
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request, Response, status
 from pydantic import ValidationError
 
 from app import store
 from app.api.deps import (
     AUTH_ERRORS,
     BODY_ERRORS,
+    CONFLICT,
     MAX_ID,
     READ,
+    WRITE,
     SessionDep,
     SettingsDep,
     enqueue,
+    json_response,
+    remove_checkpoints,
     unprocessable,
 )
 from app.compare import fmt_value
@@ -33,7 +37,7 @@ from app.models import (
 )
 from app.security import require_sweep_access
 from core.model_size import SIZE_ARG, too_large
-from core.spec import RunConfig
+from core.spec import RunConfig, escape_text
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], responses=AUTH_ERRORS)
 
@@ -66,7 +70,9 @@ def sweep_seeds(body: SweepCreate) -> list[int | None]:
     if body.seeds is not None:
         return list(dict.fromkeys(body.seeds))
     if body.n_seeds is not None:
-        start = int(body.base.get("seed", 0) or 0)
+        start = body.base.get("seed", 0) or 0
+        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < 2**31:
+            unprocessable(("body", "base", "seed"), "seed must be an integer 0..2^31-1", start)
         return list(range(start, start + body.n_seeds))
     return [None]
 
@@ -95,6 +101,8 @@ def _error_loc(exc: ValidationError, grid: dict[str, Any]) -> tuple[tuple[Any, .
     msg = str(err.get("msg", "invalid value"))
     if field in grid:
         return ("body", "grid", field), msg
+    if field in NESTED and len(loc) > 1 and f"{field}.{loc[1]}" in grid:
+        return ("body", "grid", f"{field}.{loc[1]}"), msg
     if field in NESTED:
         for key in grid:
             head, _, name = key.partition(".")
@@ -116,7 +124,8 @@ def expand(body: SweepCreate) -> list[RunConfig]:
                 _set(data, k, v)
             if seed is not None:
                 data["seed"] = seed
-            label = " ".join(f"{k}={fmt_value(v)}" for k, v in point.items())
+            # Grid values may hold text a field will reject: the label must not fail first.
+            label = escape_text(" ".join(f"{k}={fmt_value(v)}" for k, v in point.items()))
             base_name = str(body.base.get("name") or body.name)
             name = " ".join(p for p in (base_name, label, f"seed={data.get('seed', 0)}") if p)
             data["name"] = name[:200]
@@ -127,6 +136,11 @@ def expand(body: SweepCreate) -> list[RunConfig]:
                 where = ", ".join(f"{k}={fmt_value(v)}" for k, v in point.items())
                 unprocessable(loc, f"{msg} (at {where})" if where else msg, None)
     return configs
+
+
+def _enqueue_all(request: Request, run_ids: list[int]) -> None:
+    for run_id in run_ids:
+        enqueue(request, run_id)
 
 
 @router.post(
@@ -143,9 +157,11 @@ def submit_sweep(
     settings: SettingsDep,
     request: Request,
     response: Response,
+    background: BackgroundTasks,
     dry_run: Annotated[bool, Query(description="only count (and check) the runs")] = False,
 ) -> SweepSubmitted:
-    """Expand the grid × seeds into runs, record them ``queued`` and queue them all."""
+    """Expand the grid × seeds into runs, record them ``queued`` in one transaction (one bulk
+    insert) and queue them all once the answer has gone."""
     count = sweep_count(body)
     limit = settings.max_sweep_runs
     if dry_run:
@@ -168,8 +184,9 @@ def submit_sweep(
             unprocessable(loc, f"{why} (run {config.name!r})", config.model_args[arg])
     spec = body.model_dump(mode="json")
     sweep, runs = store.create_sweep(session, body.name, spec, configs)
-    for run in runs:
-        enqueue(request, run.id)  # type: ignore[arg-type]
+    # One message per run, after the answer is sent: the runs are committed ``queued`` in one
+    # transaction already, and the reconciler re-queues any whose message never left.
+    background.add_task(_enqueue_all, request, [int(r.id) for r in runs])  # type: ignore[arg-type]
     return SweepSubmitted(
         count=count,
         max_runs=limit,
@@ -184,25 +201,38 @@ def list_sweeps(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-) -> SweepList:
+) -> Response:
     sweeps, total = store.list_sweeps(session, limit=limit, offset=offset)
-    items = [SweepPublic.model_validate(s) for s in sweeps]
-    return SweepList(items=items, total=total, limit=limit, offset=offset)
+    items = [SweepPublic.model_validate(s).model_dump() for s in sweeps]
+    return json_response(SweepList, {"items": items, "total": total, "limit": limit,
+                                     "offset": offset})
 
 
-@router.get(
-    "/{sweep_id}",
-    response_model=SweepDetail,
-    dependencies=READ,
-    responses={404: {"model": ErrorDetail, "description": "no such sweep"}},
-)
-def get_sweep(
-    sweep_id: Annotated[int, Path(ge=1, le=MAX_ID)], session: SessionDep
-) -> SweepDetail:
+SweepId = Annotated[int, Path(ge=1, le=MAX_ID, description="sweep id")]
+SWEEP_NOT_FOUND = {404: {"model": ErrorDetail, "description": "no such sweep"}}
+
+
+@router.get("/{sweep_id}", response_model=SweepDetail, dependencies=READ,
+            responses=SWEEP_NOT_FOUND)
+def get_sweep(sweep_id: SweepId, session: SessionDep) -> Response:
     sweep = store.get_sweep(session, sweep_id)
     run_ids = [r.id for r in store.runs_of_sweep(session, sweep_id)]
-    return SweepDetail(
+    detail = {
         **SweepPublic.model_validate(sweep).model_dump(),
-        states=store.sweep_state_counts(session, sweep_id),
-        run_ids=run_ids,  # type: ignore[arg-type]
-    )
+        "states": store.sweep_state_counts(session, sweep_id),
+        "run_ids": run_ids,
+    }
+    return json_response(SweepDetail, detail)
+
+
+@router.delete(
+    "/{sweep_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=WRITE,
+    responses={**SWEEP_NOT_FOUND, **CONFLICT},
+)
+def delete_sweep(sweep_id: SweepId, session: SessionDep, settings: SettingsDep) -> Response:
+    """Delete a sweep with its runs, their epochs and checkpoints (409 while any of its runs
+    is queued or running: cancel them first)."""
+    remove_checkpoints(settings, store.delete_sweep(session, sweep_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

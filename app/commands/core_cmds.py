@@ -14,13 +14,26 @@ from typing import Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from app.cli import cli
-from core.spec import RunConfig
+from core.spec import RunConfig, escape_text
 
 console = Console(stderr=True)
 T = TypeVar("T")
+
+
+def plain(value: Any) -> Text:
+    """User text (a run name, a path, an error) for a Rich table cell: never read as markup,
+    control characters escaped (``\\x1b``), so nothing reaches the terminal raw."""
+    return Text(escape_text(str(value)))
+
+
+def safe(value: Any) -> str:
+    """User text for a Rich f-string: markup escaped, control characters escaped."""
+    return escape(escape_text(str(value)))
 
 data_cli = typer.Typer(help="Install and inspect data sets.", no_args_is_help=True)
 cli.add_typer(data_cli, name="data")
@@ -116,6 +129,10 @@ RUN_CONFIG_OPTIONS: list[tuple[str, Any, Any]] = [
 def config_from_options(options: dict[str, Any]) -> RunConfig:
     """The RunConfig that the shared options describe (errors name the option)."""
     fields = {k: v for k, v in options.items() if k not in ("hp", "model_arg", "tag")}
+    if fields.get("data_dir") and not fields["data_dir"].startswith(("/", "~")):
+        # The config wants an absolute path (workers have their own working directory): a
+        # relative one on the command line means this shell's directory.
+        fields["data_dir"] = str(Path(fields["data_dir"]).absolute())
     return build_config(
         **fields,
         hparams=parse_pairs(options["hp"], "--hp"),
@@ -227,7 +244,7 @@ def train(
                 config, on_epoch=on_epoch, on_batch=on_batch, checkpoint_dir=checkpoint_dir
             )
     except DatasetError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {safe(exc)}")
         raise typer.Exit(2) from None
     summary = {
         "state": result.state,
@@ -241,7 +258,7 @@ def train(
         print(json.dumps({"result": summary}), flush=True)
     else:
         Console().print(table)
-        Console().print(f"state: {result.state}  device: {result.device}")
+        Console().print(f"state: {result.state}  device: {safe(result.device)}")
     if result.state != "succeeded":
         raise typer.Exit(1)
 
@@ -289,9 +306,9 @@ def data_install(
         try:
             path = install(name, root, force=force)
         except (DatasetError, ValueError) as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {safe(exc)}")
             raise typer.Exit(2) from None
-        Console().print(f"{name}: {path}")
+        Console().print(f"{safe(name)}: {safe(path)}")
 
 
 @data_cli.command("list")
@@ -302,7 +319,7 @@ def data_list() -> None:
     table = Table("data set", "installed", "path", "note")
     for row in status():
         name, ok, path, message = row
-        table.add_row(name, "yes" if ok else "no", str(path or ""), message or "")
+        table.add_row(name, "yes" if ok else "no", plain(path or ""), plain(message or ""))
     Console().print(table)
 
 

@@ -35,10 +35,12 @@ from app.commands.core_cmds import (
     OPTION_FOR_FIELD,
     format_line,
     format_row,
+    plain,
+    safe,
     with_run_config,
 )
 from app.settings import Settings, get_settings
-from core.spec import RunConfig
+from core.spec import RunConfig, escape_text
 
 console = Console()
 err = Console(stderr=True)
@@ -100,6 +102,14 @@ def _stop(procs: list[subprocess.Popen], grace: float = STOP_GRACE_SECONDS) -> N
             p.wait()
 
 
+def _warn_if_exposed(host: str) -> None:
+    from app.csrf import exposure_warning
+
+    warning = exposure_warning(host, get_settings())
+    if warning:
+        err.print(f"[yellow]warning:[/yellow] {safe(warning)}")
+
+
 @cli.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="interface to listen on"),
@@ -108,6 +118,7 @@ def serve(
     """Start the API server only (workers run elsewhere: ``bamsprod worker``)."""
     import uvicorn
 
+    _warn_if_exposed(host)
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port)
 
 
@@ -139,6 +150,7 @@ def up(
     init_db(s.database_url)
     mode = "embedded: SQLite + SQLite broker" if s.embedded else "external broker"
     err.print(f"bamsprod home: {s.home}  ({mode})")
+    _warn_if_exposed(host)
     stop_requested: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -182,7 +194,7 @@ def up(
 
 
 def _client(url: str, token: str | None = None) -> httpx.Client:
-    headers = {}
+    headers = {"X-Requested-With": "bamsprod-cli"}  # not a cross-site form (app.security)
     token = token or os.environ.get("BAMSPROD_API_TOKEN")
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -196,8 +208,8 @@ def _request(url: str, method: str, path: str, *, token: str | None = None, **kw
         with _client(url, token) as c:
             r = c.request(method, path, **kwargs)
     except httpx.HTTPError as exc:
-        err.print(f"[red]error:[/red] cannot reach {url} ({exc}); is `bamsprod up` running? "
-                  "(--url / BAMSPROD_URL)")
+        err.print(f"[red]error:[/red] cannot reach {safe(url)} ({safe(exc)}); "
+                  "is `bamsprod up` running? (--url / BAMSPROD_URL)")
         raise typer.Exit(2) from None
     if r.status_code == 401:
         err.print(f"[red]error:[/red] {method} {path}: the server wants a token; pass --token "
@@ -211,7 +223,7 @@ def _request(url: str, method: str, path: str, *, token: str | None = None, **kw
             detail = r.json().get("detail", r.text)
         except ValueError:
             detail = r.text
-        err.print(f"[red]error:[/red] {method} {path}: {r.status_code} {detail}")
+        err.print(f"[red]error:[/red] {method} {safe(path)}: {r.status_code} {safe(detail)}")
         raise typer.Exit(2 if r.status_code != 404 else 3)
     return r.json() if r.content else None
 
@@ -225,7 +237,8 @@ def _validation_message(r: httpx.Response) -> tuple[str, str | None]:
         return r.text, None
     loc = [str(x) for x in first.get("loc", []) if x not in ("body",)]
     field = loc[0] if loc else ""
-    return first.get("msg", "invalid"), OPTION_FOR_FIELD.get(field, field or None)
+    message = escape_text(str(first.get("msg", "invalid")))
+    return message, OPTION_FOR_FIELD.get(field, field or None)
 
 
 def _fmt(v: Any, spec: str = ".4f") -> str:
@@ -262,7 +275,7 @@ def submit(
     if wait:
         run = _follow(url, run["id"], token=token)
         console.print(f"run {run['id']} {run['state']}"
-                      + (f": {run['error']}" if run.get("error") else ""))
+                      + (f": {safe(run['error'])}" if run.get("error") else ""))
         if run["state"] != "succeeded":
             raise typer.Exit(1)
 
@@ -286,7 +299,7 @@ def runs(
     table = Table("id", "name", "state", "optimizer", "model", "dataset", "seed", "epochs",
                   "best acc", "last acc", "created", title=f"{page['total']} runs")
     for r in page["items"]:
-        table.add_row(str(r["id"]), r["name"], r["state"], r["optimizer"], r["model"],
+        table.add_row(str(r["id"]), plain(r["name"]), r["state"], r["optimizer"], r["model"],
                       r["dataset"], str(r["seed"]), f"{r['epochs_done']}/{r['epochs']}",
                       _fmt(r["best_test_acc"]), _fmt(r["last_test_acc"]),
                       str(r["created_at"])[:19])
@@ -306,9 +319,9 @@ def show(
     for key in ("name", "state", "error", "worker_host", "device", "created_at", "started_at",
                 "finished_at", "epochs_done", "best_test_acc", "best_epoch", "diverged_epoch"):
         if run.get(key) not in (None, ""):
-            head.add_row(key, _fmt(run[key]))
+            head.add_row(key, plain(_fmt(run[key])))
     for key, value in run["config"].items():
-        head.add_row(f"config.{key}", str(value))
+        head.add_row(plain(f"config.{key}"), plain(value))
     console.print(head)
     table = Table(*COLUMNS)
     for m in metrics["items"]:

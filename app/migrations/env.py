@@ -43,6 +43,10 @@ def run_migrations_online() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+        if is_sqlite(url):
+            # 0002 switches foreign keys off for a table rebuild: on again before the
+            # connection goes back to the pool (a PRAGMA only takes outside a transaction).
+            connection.exec_driver_sql("PRAGMA foreign_keys = ON")
 
 
 if context.is_offline_mode():

@@ -3,7 +3,7 @@
 // When the server has BAMSPROD_API_TOKEN / BAMSPROD_READ_TOKEN set, an API call answers 401:
 // this script then asks for the token once (window.prompt), keeps it in localStorage and sends
 // the request again with "Authorization: Bearer <token>"; later calls carry it from the start.
-// EventSource cannot send headers, so same-origin event streams get "?token=<token>" instead.
+// The token never goes in a URL: event streams use a short-lived ticket (B.openEvents).
 // With no tokens configured (the default) nothing is ever asked and nothing is added.
 "use strict";
 
@@ -69,19 +69,4 @@
     const fresh = await ask(Boolean(token));
     return fresh ? send(fresh) : res;
   };
-
-  const NativeEventSource = window.EventSource;
-  if (NativeEventSource) {
-    window.EventSource = class EventSourceWithToken extends NativeEventSource {
-      constructor(url, config) {
-        let target = url;
-        if (sessionToken && sameOrigin(url)) {
-          const u = new URL(url, location.href);
-          u.searchParams.set("token", sessionToken);
-          target = u.pathname + u.search;
-        }
-        super(target, config);
-      }
-    };
-  }
 })();

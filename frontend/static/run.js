@@ -284,9 +284,18 @@
 
   // --------------------------------------------------------------- events
 
-  function connect() {
+  async function connect() {
     if (es) es.close();
-    es = new EventSource(`/api/runs/${runId}/events?after=${lastEpoch < 0 ? -1 : lastEpoch}`);
+    es = null;
+    let source;
+    try {
+      source = await window.B.openEvents(runId, { after: lastEpoch < 0 ? -1 : lastEpoch });
+    } catch (e) {
+      window.B.toast(`live updates: ${e.message}`, true);
+      return;
+    }
+    if (es) es.close(); // a newer connect() won the race
+    es = source;
     es.addEventListener("epoch", (ev) => queueEpochs([JSON.parse(ev.data)]));
     es.addEventListener("state", (ev) => {
       const next = JSON.parse(ev.data);
@@ -312,6 +321,10 @@
       if (run && !isActive(run.state) && es) {
         es.close();
         es = null;
+      } else if (es && es.readyState === EventSource.CLOSED) {
+        // It gave up (e.g. its ticket expired before a reconnect): a fresh ticket, shortly.
+        es = null;
+        setTimeout(() => { if (!es) connect(); }, 2000);
       }
     };
   }
