@@ -28,15 +28,17 @@ SERIES_METRICS = (
     "train_acc",
     "test_loss",
     "test_acc",
+    "val_loss",
+    "val_acc",
     "quant_error",
     "flip_rate",
     "lr",
     "seconds",
 )
-TARGET_METRICS = ("test_acc", "train_acc")
+TARGET_METRICS = ("test_acc", "train_acc", "val_acc")
 DEFAULT_TARGET_FRACTION = 0.99
 # Config fields that never define a group by default (they do not change the result).
-_NOT_GROUPING = {"seed", "name", "tags", "device", "data_dir", "schema_version"}
+_NOT_GROUPING = {"seed", "name", "tags", "device", "data_dir", "schema_version", "compile"}
 
 
 @dataclass(frozen=True)

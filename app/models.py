@@ -138,6 +138,8 @@ class EpochMetric(SQLModel, table=True):
     train_acc: float | None = None
     test_loss: float | None = None
     test_acc: float | None = None
+    val_loss: float | None = None
+    val_acc: float | None = None
     quant_error: float | None = None
     quant_error_layers: dict[str, float | None] = Field(
         default_factory=dict, sa_column=sa.Column(JSONType, nullable=False)
@@ -157,6 +159,8 @@ METRIC_FIELDS = (
     "train_acc",
     "test_loss",
     "test_acc",
+    "val_loss",
+    "val_acc",
     "quant_error",
     "flip_rate",
     "lr",
@@ -258,6 +262,8 @@ class EpochMetricPublic(SQLModel):
     train_acc: float | None
     test_loss: float | None
     test_acc: float | None
+    val_loss: float | None = None
+    val_acc: float | None = None
     quant_error: float | None
     quant_error_layers: dict[str, float | None]
     flip_rate: float | None

@@ -118,7 +118,7 @@ def seed(url: str, n_runs: int, n_epochs: int) -> float:
         best = rng.uniform(0.8, 0.99)
         runs.append({
             "id": i + 1, "name": config.name, "tags": config.tags, "state": "succeeded",
-            "config": config.model_dump(mode="json"), "schema_version": 1,
+            "config": config.model_dump(mode="json"), "schema_version": config.schema_version,
             "config_hash": config.config_hash(), "seed": config.seed, "optimizer": opt,
             "model": config.model, "dataset": config.dataset, "epochs": n_epochs,
             "created_at": created, "queued_at": created, "started_at": created,

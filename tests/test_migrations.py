@@ -79,7 +79,11 @@ def test_sqlite_autoincrement_rebuild_keeps_every_row(empty_db_url) -> None:
     with session_scope(url) as s:
         _, runs = store.create_sweep(s, "s", {}, [RunConfig(seed=0), RunConfig(seed=1)])
         store.claim_run(s, runs[0].id, "w", "cpu")
-        store.record_epoch(s, runs[0].id, {"epoch": 1, "test_acc": 0.5})
+    with get_engine(url).begin() as conn:  # an epoch row as revision 0001's table holds it
+        conn.execute(sa.text(
+            "INSERT INTO epoch_metric (run_id, epoch, test_acc, quant_error_layers, created_at) "
+            "VALUES (:r, 1, 0.5, '{}', '2026-01-01 00:00:00')"
+        ), {"r": runs[0].id})
     init_db(url)
     with get_engine(url).connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM epoch_metric")).scalar() == 1
@@ -91,3 +95,29 @@ def test_sqlite_autoincrement_rebuild_keeps_every_row(empty_db_url) -> None:
         store.request_cancel(s, runs[1].id)
         store.delete_run(s, runs[1].id)
         assert store.create_run(s, RunConfig()).id == runs[1].id + 1
+
+
+def test_val_metrics_migration_keeps_old_epochs_and_adds_columns(empty_db_url) -> None:
+    """0003 adds val_loss/val_acc: an epoch stored before reads back with them NULL."""
+    from alembic import command
+
+    from app import store
+    from app.db import alembic_config, session_scope
+    from core.spec import RunConfig
+
+    url = empty_db_url("sqlite")
+    command.upgrade(alembic_config(url), "0002_autoincrement")
+    with session_scope(url) as s:
+        run_id = store.create_run(s, RunConfig()).id
+    with get_engine(url).begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO epoch_metric (run_id, epoch, test_acc, quant_error_layers, created_at) "
+            "VALUES (:r, 1, 0.5, '{}', '2026-01-01 00:00:00')"
+        ), {"r": run_id})
+    init_db(url)
+    with session_scope(url) as s:
+        store.claim_run(s, run_id, "w", "cpu")
+        store.record_epoch(s, run_id, {"epoch": 2, "test_acc": 0.6, "val_acc": 0.7})
+        rows = {m.epoch: m for m in store.metrics_for_runs(s, [run_id])[run_id]}
+    assert rows[1].val_acc is None and rows[1].test_acc == 0.5
+    assert rows[2].val_acc == 0.7

@@ -88,7 +88,7 @@ def compare_runs(
         QueryText, Query(max_length=1000, description="group key or optimizer name")
     ] = None,
     target: Annotated[float | None, Query(gt=0, le=1, description="target accuracy")] = None,
-    metric: Literal["test_acc", "train_acc"] = "test_acc",
+    metric: Literal["test_acc", "train_acc", "val_acc"] = "test_acc",
     x: Literal["epoch", "time"] = "epoch",
     format: Literal["json", "csv"] | None = None,
     table: Annotated[

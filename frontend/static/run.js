@@ -10,8 +10,8 @@
 
   // Each chart: traces by metric (extendTraces appends to these indices, in this order).
   const CHARTS = {
-    "chart-loss": { title: "Loss", y: "loss", traces: [["train_loss", "train"], ["test_loss", "test"]] },
-    "chart-acc": { title: "Accuracy", y: "accuracy", traces: [["train_acc", "train"], ["test_acc", "test"]], yaxis: { tickformat: ".0%" } },
+    "chart-loss": { title: "Loss", y: "loss", traces: [["train_loss", "train"], ["val_loss", "val"], ["test_loss", "test"]] },
+    "chart-acc": { title: "Accuracy", y: "accuracy", traces: [["train_acc", "train"], ["val_acc", "val"], ["test_acc", "test"]], yaxis: { tickformat: ".0%" } },
     "chart-qerr": { title: "Quantization error", y: "e(w), relative sq. error", traces: [["quant_error", "mean"]], yaxis: { type: "log" }, layers: true },
     "chart-flip": { title: "Sign-flip rate", y: "fraction flipped", traces: [["flip_rate", "flip rate"]], yaxis: { rangemode: "tozero" } },
   };
