@@ -4,7 +4,8 @@ The wheel is built from a copy of the checkout's files (tracked, or untracked an
 so the build leaves nothing in the working tree. The dashboard is then served from a
 ``pip install --no-deps --target`` of that wheel, run with ``python -S`` and the scratch directory
 first on the path, from a working directory outside the repository: only the installed copy of
-``app`` can answer. An editable install of the same copy must keep reading ``frontend/``.
+``app`` can answer. An editable install of the same copy must keep reading ``frontend/``, and
+a wheel built through the sdist (as ``python -m build`` does) must hold the dashboard too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import tomllib
 import zipfile
 from collections.abc import Iterator
@@ -125,6 +127,31 @@ def test_wheel_holds_the_dashboard_and_migrations(wheel_build: tuple[Path, str])
     assert "core/optim/csrc/bamsprod_fused.cpp" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert "License-Expression: MIT" in metadata
+
+
+@pytest.mark.slow
+def test_sdist_carries_the_frontend_to_its_wheel(source: Path, tmp_path: Path) -> None:
+    """``python -m build`` goes through the sdist: the wheel built from it holds the dashboard."""
+    built = subprocess.run(
+        [sys.executable, "-c", "import sys; from setuptools import build_meta as b; "
+         "print(b.build_sdist(sys.argv[1]))", str(tmp_path / "sdist")],
+        cwd=source, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    with tarfile.open(tmp_path / "sdist" / built.stdout.split()[-1]) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    (unpacked,) = (tmp_path / "unpacked").iterdir()
+    wheel = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--no-index", "-w", str(tmp_path / "dist"), str(unpacked)],
+        capture_output=True, text=True, timeout=300)
+    assert wheel.returncode == 0, wheel.stdout + wheel.stderr
+    (whl,) = (tmp_path / "dist").glob("*.whl")
+    with zipfile.ZipFile(whl) as z:
+        names = set(z.namelist())
+    for name in frontend_files("templates", "*.html"):
+        assert f"app/frontend/templates/{name}" in names
+    for name in frontend_files("static", "*.js", "*.css"):
+        assert f"app/frontend/static/{name}" in names
 
 
 @pytest.fixture(scope="module")
