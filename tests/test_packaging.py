@@ -35,16 +35,24 @@ def pyproject() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-def frontend_files(kind: str, *patterns: str) -> set[str]:
-    return {p.name for pattern in patterns for p in (ROOT / "frontend" / kind).glob(pattern)}
+def frontend_files() -> set[str]:
+    """Every file of the dashboard, as the wheel must name it."""
+    return {"app/" + p.relative_to(ROOT).as_posix()
+            for p in (ROOT / "frontend").rglob("*") if p.is_file()}
+
+
+def package_name(folder: Path) -> str:
+    """The package a source folder ships as (``frontend/x`` is ``app.frontend.x``)."""
+    parts = folder.relative_to(ROOT).parts
+    return ".".join(("app", *parts) if parts[0] == "frontend" else parts)
 
 
 def test_every_source_folder_is_a_listed_package() -> None:
-    """A folder added under app/, core/ or worker/ must be added to pyproject's package list."""
+    """A folder added under app/, core/, worker/ or frontend/ must be in pyproject's packages."""
     listed = set(pyproject()["tool"]["setuptools"]["packages"])
     folders = {
-        ".".join(d.relative_to(ROOT).parts)
-        for top in PACKAGE_ROOTS
+        package_name(d)
+        for top in (*PACKAGE_ROOTS, "frontend")
         for d in [ROOT / top, *(ROOT / top).rglob("*")]
         if d.is_dir() and d.name != "__pycache__"
         and any(f.is_file() and f.suffix != ".pyc" for f in d.iterdir())
@@ -112,14 +120,10 @@ def test_wheel_holds_the_dashboard_and_migrations(wheel_build: tuple[Path, str])
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         metadata = next(z.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
-    templates = frontend_files("templates", "*.html")
-    static = frontend_files("static", "*.js", "*.css")
-    assert {"base.html", "runs.html", "new_run.html"} <= templates
-    assert {"app.css", "runs.js", "new_run.js"} <= static
-    for name in templates:
-        assert f"app/frontend/templates/{name}" in names
-    for name in static:
-        assert f"app/frontend/static/{name}" in names
+    frontend = frontend_files()
+    assert {"app/frontend/templates/new_run.html", "app/frontend/static/new_run.js",
+            "app/frontend/static/app.css"} <= frontend
+    assert sorted(frontend - names) == []
     for path in (ROOT / "app" / "migrations").rglob("*"):
         if path.is_file() and "__pycache__" not in path.parts:
             assert path.relative_to(ROOT).as_posix() in names
@@ -148,10 +152,7 @@ def test_sdist_carries_the_frontend_to_its_wheel(source: Path, tmp_path: Path) -
     (whl,) = (tmp_path / "dist").glob("*.whl")
     with zipfile.ZipFile(whl) as z:
         names = set(z.namelist())
-    for name in frontend_files("templates", "*.html"):
-        assert f"app/frontend/templates/{name}" in names
-    for name in frontend_files("static", "*.js", "*.css"):
-        assert f"app/frontend/static/{name}" in names
+    assert sorted(frontend_files() - names) == []
 
 
 @pytest.fixture(scope="module")
