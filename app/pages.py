@@ -1,6 +1,7 @@
 """The dashboard: HTML pages, static files, and the two small JSON endpoints the pages need.
 
-Pages (templates in ``frontend/templates``, scripts in ``frontend/static``; no build step):
+Pages (templates in ``frontend/templates``, scripts in ``frontend/static``, no build step;
+installed from a wheel they sit in ``app/frontend``, see ``frontend_dir``):
 ``/`` runs table, ``/runs/new`` form, ``/runs/{id}`` live run, ``/compare`` groups and the
 paper's measures, ``/convex`` the convex example. Plotly.js is served from the installed
 ``plotly`` package at ``/static/plotly.min.js`` (gzipped, with an ETag): nothing is loaded from
@@ -41,7 +42,19 @@ from app.db import session_scope
 from app.security import require_read
 from core.spec import DATASETS, DEFAULT_LR, MODELS, OPTIMIZERS, RUN_STATES, HParam, RunConfig
 
-FRONTEND = Path(__file__).resolve().parents[1] / "frontend"
+
+def frontend_dir() -> Path:
+    """Templates and static files: ``app/frontend`` in a wheel, else the source tree's ``frontend``.
+
+    The wheel maps the top-level ``frontend/`` to the package ``app.frontend`` (pyproject.toml);
+    a checkout or an editable install reads the top-level folder itself.
+    """
+    here = Path(__file__).resolve().parent
+    installed = here / "frontend"
+    return installed if (installed / "templates").is_dir() else here.parent / "frontend"
+
+
+FRONTEND = frontend_dir()
 TEMPLATES_DIR = FRONTEND / "templates"
 STATIC_DIR = FRONTEND / "static"
 CONVEX_MAX_STEPS = 20_000

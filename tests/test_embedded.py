@@ -126,6 +126,13 @@ def test_up_uses_the_embedded_defaults(server: Server) -> None:
     assert len(health["workers"]) == 1
 
 
+def test_up_as_root_shows_no_celery_superuser_banner(server: Server) -> None:
+    """Celery's banner is about pickled messages on a shared broker; this one takes JSON only."""
+    if os.geteuid() != 0:
+        pytest.skip("Celery only warns a superuser")
+    assert "superuser privileges" not in server.output(), server.output()
+
+
 def test_a_run_posted_over_http_succeeds(server: Server) -> None:
     r = httpx.post(f"{server.url}/api/runs", json=RUN)
     assert r.status_code == 201, r.text

@@ -74,6 +74,9 @@ def worker_argv(s: Settings, concurrency: int = 1, name: str | None = None,
     if s.embedded:
         # The SQLite broker has no fanout: nothing to gossip or mingle with.
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        # Quiet Celery's superuser banner (e.g. `bamsprod up` as root in a container): it warns
+        # of pickled messages from a shared broker, and this one is a local file taking JSON.
+        argv[1:1] = ["-W", "ignore:You're running the worker with superuser privileges"]
     return argv
 
 
