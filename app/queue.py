@@ -60,6 +60,16 @@ class _EmbeddedChannel(kombu_sqla.Channel):
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         return super()._open()
 
+    def _get(self, queue):  # type: ignore[no-untyped-def]
+        payload = super()._get(queue)  # raises Empty when there is none
+        # kombu keeps every delivered message (visible=False) for good, and this transport never
+        # re-delivers one: delete them, so the broker file stays as small as its backlog.
+        self.session.query(self.message_cls).filter(
+            self.message_cls.visible == False  # noqa: E712 - a SQL expression
+        ).delete(synchronize_session=False)
+        self.session.commit()
+        return payload
+
     def _engine_from_config(self):  # type: ignore[no-untyped-def]
         # kombu hands every transport option to create_engine; polling_interval is not one.
         options = self.connection.client.transport_options

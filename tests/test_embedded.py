@@ -278,3 +278,27 @@ def test_killed_worker_comes_back_and_the_run_goes_on(tmp_path: Path) -> None:
     assert stored == list(range(1, RECOVERY["epochs"] + 1))  # every epoch, exactly once
     assert all(t < 30 for t in times), times
     assert run["attempts"] == 3 and run["epochs_done"] == RECOVERY["epochs"]
+
+
+def test_embedded_broker_deletes_delivered_messages(tmp_path: Path) -> None:
+    """kombu's SQLAlchemy transport keeps delivered messages forever; ours deletes them."""
+    import sqlite3
+
+    from kombu import Connection
+
+    from app.queue import EMBEDDED_TRANSPORT
+
+    db = tmp_path / "broker.db"
+    with Connection(f"sqlite:///{db}", transport=EMBEDDED_TRANSPORT) as conn:
+        queue = conn.SimpleQueue("q")
+        for i in range(5):
+            queue.put({"i": i})
+        got = []
+        for _ in range(3):
+            msg = queue.get(timeout=5)
+            got.append(msg.payload["i"])
+            msg.ack()
+        queue.close()
+    rows = sqlite3.connect(db).execute("SELECT visible FROM kombu_message").fetchall()
+    assert got == [0, 1, 2]
+    assert sorted(rows) == [(1,), (1,)]  # only the two undelivered messages are left
