@@ -23,19 +23,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-SERIES_METRICS = (
-    "train_loss",
-    "train_acc",
-    "test_loss",
-    "test_acc",
-    "val_loss",
-    "val_acc",
-    "quant_error",
-    "flip_rate",
-    "lr",
-    "seconds",
-)
-TARGET_METRICS = ("test_acc", "train_acc", "val_acc")
+from core.metric_schema import METRIC_NAMES, TARGET_METRICS
+
+SERIES_METRICS = METRIC_NAMES
 DEFAULT_TARGET_FRACTION = 0.99
 # Config fields that never define a group by default (they do not change the result).
 _NOT_GROUPING = {"seed", "name", "tags", "device", "data_dir", "schema_version", "compile"}

@@ -17,6 +17,7 @@ from pydantic import ConfigDict, field_validator
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from core.metric_schema import METRIC_NAMES
 from core.spec import RunConfig, SafeText
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
@@ -154,18 +155,7 @@ class EpochMetric(SQLModel, table=True):
 
 metadata = SQLModel.metadata
 
-METRIC_FIELDS = (
-    "train_loss",
-    "train_acc",
-    "test_loss",
-    "test_acc",
-    "val_loss",
-    "val_acc",
-    "quant_error",
-    "flip_rate",
-    "lr",
-    "seconds",
-)
+METRIC_FIELDS = METRIC_NAMES  # core.metric_schema declares them; tests hold the columns to it
 # Columns GET /api/runs may sort on.
 RUN_SORT_COLUMNS = (
     "id",

@@ -40,6 +40,7 @@ from app import store
 from app.api.deps import MAX_ID
 from app.db import session_scope
 from app.security import require_read
+from core.metric_schema import METRICS, chart_specs
 from core.spec import DATASETS, DEFAULT_LR, MODELS, OPTIMIZERS, RUN_STATES, HParam, RunConfig
 
 
@@ -322,7 +323,7 @@ def run_page(request: Request, run_id: int) -> Response:
 
     if not exists():
         return _page(request, "not_found.html", 404, what=f"run {run_id}")
-    return _page(request, "run.html", run_id=run_id)
+    return _page(request, "run.html", run_id=run_id, charts=chart_specs())
 
 
 COMPARE_QUERY = ("runs", "sweep", "group_by", "baseline", "target", "metric", "x")
@@ -340,7 +341,8 @@ def compare_api_url(request: Request) -> str | None:
 
 @router.get("/compare", response_class=HTMLResponse)
 def compare_page(request: Request) -> Response:
-    return _page(request, "compare.html", preload=compare_api_url(request))
+    targets = [(m.name, m.label) for m in METRICS if m.target]
+    return _page(request, "compare.html", preload=compare_api_url(request), targets=targets)
 
 
 @router.get("/convex", response_class=HTMLResponse)

@@ -20,6 +20,7 @@ from app.api.deps import (
 from app.api.metrics import to_csv
 from app.models import CompareResult, EpochMetricPublic, ErrorDetail, RunPublic
 from app.safejson import scrub
+from core.metric_schema import TARGET_METRICS
 from core.spec import MODELS, OPTIMIZERS, RunConfig
 
 router = APIRouter(tags=["compare"], dependencies=READ, responses=AUTH_ERRORS)
@@ -88,7 +89,7 @@ def compare_runs(
         QueryText, Query(max_length=1000, description="group key or optimizer name")
     ] = None,
     target: Annotated[float | None, Query(gt=0, le=1, description="target accuracy")] = None,
-    metric: Literal["test_acc", "train_acc", "val_acc"] = "test_acc",
+    metric: Literal[*TARGET_METRICS] = "test_acc",  # type: ignore[valid-type]
     x: Literal["epoch", "time"] = "epoch",
     format: Literal["json", "csv"] | None = None,
     table: Annotated[

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from app.cli import cli
+from core.metric_schema import METRICS, format_value
 from core.spec import RunConfig, escape_text
 
 console = Console(stderr=True)
@@ -168,33 +169,12 @@ def with_run_config(fn: Callable[..., T]) -> Callable[..., T]:
     return command
 
 
-COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "test_loss",
-    "test_acc",
-    "val_acc",
-    "quant_error",
-    "flip_rate",
-    "lr",
-    "seconds",
-)
+_TABLE_METRICS = [m for m in METRICS if m.cli]
+COLUMNS = ("epoch", *(m.name for m in _TABLE_METRICS))
 
 
 def format_row(m: dict[str, Any]) -> list[str]:
-    return [
-        str(m["epoch"]),
-        f"{m['train_loss']:.4f}",
-        f"{m['train_acc']:.4f}",
-        f"{m['test_loss']:.4f}",
-        f"{m['test_acc']:.4f}",
-        "–" if m.get("val_acc") is None else f"{m['val_acc']:.4f}",
-        f"{m['quant_error']:.4f}",
-        f"{m['flip_rate']:.5f}",
-        f"{m['lr']:.2e}",
-        f"{m['seconds']:.1f}",
-    ]
+    return [str(m["epoch"]), *(format_value(c, m.get(c.name)) for c in _TABLE_METRICS)]
 
 
 def format_line(m: dict[str, Any]) -> str:

@@ -6,15 +6,12 @@
 (function () {
   const { h, $, api, fmtAcc, fmtNum, fmtSeconds, fmtDate, isActive, pageData } = window.B;
   const BC = window.BC;
-  const runId = pageData("run-data").run_id;
+  const runData = pageData("run-data");
+  const runId = runData.run_id;
 
-  // Each chart: traces by metric (extendTraces appends to these indices, in this order).
-  const CHARTS = {
-    "chart-loss": { title: "Loss", y: "loss", traces: [["train_loss", "train"], ["val_loss", "val"], ["test_loss", "test"]] },
-    "chart-acc": { title: "Accuracy", y: "accuracy", traces: [["train_acc", "train"], ["val_acc", "val"], ["test_acc", "test"]], yaxis: { tickformat: ".0%" } },
-    "chart-qerr": { title: "Quantization error", y: "e(w), relative sq. error", traces: [["quant_error", "mean"]], yaxis: { type: "log" }, layers: true },
-    "chart-flip": { title: "Sign-flip rate", y: "fraction flipped", traces: [["flip_rate", "flip rate"]], yaxis: { rangemode: "tozero" } },
-  };
+  // Each chart, from the server's one metric declaration (core/metric_schema.py): traces by
+  // metric as [metric, name] (extendTraces appends to these indices, in this order).
+  const CHARTS = Object.fromEntries(runData.charts.map((c) => [c.id, c]));
 
   let run = null;
   let lastEpoch = -1;
