@@ -6,6 +6,7 @@ import functools
 import inspect
 import json
 import sys
+import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 
 import typer
 from pydantic import ValidationError
+from pydantic_core import PydanticUndefined
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -39,25 +41,24 @@ def safe(value: Any) -> str:
 data_cli = typer.Typer(help="Install and inspect data sets.", no_args_is_help=True)
 cli.add_typer(data_cli, name="data")
 
+# Fields set by KEY=VALUE pairs or repeated options: (option name, help).
+_PAIR_FIELDS = {
+    "hparams": ("hp", "optimizer hyperparameter KEY=VALUE (repeatable)"),
+    "model_args": ("model_arg", "model argument KEY=VALUE (repeatable)"),
+    "tags": ("tag", "a tag (repeatable)"),
+}
+_NOT_OPTIONS = {"schema_version"}
+
+
+def _option_name(field: str) -> str:
+    return _PAIR_FIELDS[field][0] if field in _PAIR_FIELDS else field
+
+
 # RunConfig field -> the option that sets it, so errors name what the user typed.
 OPTION_FOR_FIELD = {
-    "model": "--model",
-    "dataset": "--dataset",
-    "optimizer": "--optimizer",
-    "epochs": "--epochs",
-    "lr": "--lr",
-    "batch_size": "--batch-size",
-    "seed": "--seed",
-    "hparams": "--hp",
-    "model_args": "--model-arg",
-    "train_subset": "--train-subset",
-    "test_subset": "--test-subset",
-    "scheduler": "--scheduler",
-    "device": "--device",
-    "compile": "--compile",
-    "name": "--name",
-    "tags": "--tag",
-    "data_dir": "--data-dir",
+    f: "--" + _option_name(f).replace("_", "-")
+    for f in RunConfig.model_fields
+    if f not in _NOT_OPTIONS
 }
 
 
@@ -93,43 +94,47 @@ def build_config(**fields: Any) -> RunConfig:
         ) from None
 
 
-# The options that make a RunConfig, declared once and shared by ``train`` and ``submit``.
-RUN_CONFIG_OPTIONS: list[tuple[str, Any, Any]] = [
-    ("model", str, typer.Option("mlp", help="mlp, binarynet or resnet18")),
-    (
-        "dataset",
-        str,
-        typer.Option("digits", help="mnist, fashion-mnist, digits, cifar10, synthetic"),
-    ),
-    (
-        "optimizer",
-        str,
-        typer.Option("bamsprod", help="bamsprod, bop, adabound, amsbound, adam, amsgrad or sgd"),
-    ),
-    ("epochs", int, typer.Option(5)),
-    ("lr", float | None, typer.Option(None, help="learning rate (default: per optimizer)")),
-    ("batch_size", int, typer.Option(128)),
-    ("seed", int, typer.Option(0)),
-    ("hp", list[str], typer.Option([], help="optimizer hyperparameter KEY=VALUE (repeatable)")),
-    ("model_arg", list[str], typer.Option([], help="model argument KEY=VALUE (repeatable)")),
-    ("train_subset", int | None, typer.Option(None, help="use the first N training examples")),
-    ("test_subset", int | None, typer.Option(None, help="use the first N test examples")),
-    ("scheduler", str, typer.Option("none", help="none, cosine or step")),
-    ("device", str, typer.Option("auto", help="auto, cpu or cuda")),
-    (
-        "compile",
-        str,
-        typer.Option("off", help="torch.compile the train step: off, default or reduce-overhead"),
-    ),
-    ("name", str, typer.Option("", help="a name for the run")),
-    ("tag", list[str], typer.Option([], help="a tag (repeatable)")),
-    ("data_dir", str | None, typer.Option(None, help="data directory (cifar10)")),
-]
+def _cli_type(annotation: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``(type for Typer, choices)`` of a RunConfig field's annotation."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _cli_type(args[0])
+    if origin is typing.Literal:
+        return str, args
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        inner, choices = _cli_type(next(a for a in args if a is not type(None)))
+        return inner | None, choices
+    return (annotation if annotation in (int, float, str, bool) else str), ()
+
+
+def _run_config_options() -> list[tuple[str, Any, Any]]:
+    """``(parameter, type, typer.Option)`` for every RunConfig field, from its own declaration:
+    the default, the description and, for a choice, its values."""
+    options = []
+    for name, field in RunConfig.model_fields.items():
+        if name in _NOT_OPTIONS:
+            continue
+        if name in _PAIR_FIELDS:
+            option, help_ = _PAIR_FIELDS[name]
+            options.append((option, list[str], typer.Option([], help=help_)))
+            continue
+        kind, choices = _cli_type(field.annotation)
+        help_ = field.description or ""
+        if choices:
+            help_ = f"{help_}; one of: {', '.join(map(str, choices))}".lstrip("; ")
+        default = None if field.default is PydanticUndefined else field.default
+        options.append((name, kind, typer.Option(default, help=help_ or None)))
+    return options
+
+
+# The options that make a RunConfig, generated from it and shared by ``train`` and ``submit``.
+RUN_CONFIG_OPTIONS = _run_config_options()
 
 
 def config_from_options(options: dict[str, Any]) -> RunConfig:
     """The RunConfig that the shared options describe (errors name the option)."""
-    fields = {k: v for k, v in options.items() if k not in ("hp", "model_arg", "tag")}
+    pairs = {option for option, _ in _PAIR_FIELDS.values()}
+    fields = {k: v for k, v in options.items() if k not in pairs}
     if fields.get("data_dir") and not fields["data_dir"].startswith(("/", "~")):
         # The config wants an absolute path (workers have their own working directory): a
         # relative one on the command line means this shell's directory.
