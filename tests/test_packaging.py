@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -26,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 from browser_fixtures import free_port
-from service_fixtures import ROOT, wait_for
+from service_fixtures import ROOT, stop_process_group, wait_for
 
 PACKAGE_ROOTS = ("app", "core", "worker")
 
@@ -232,13 +231,7 @@ def installed_server(installed: Path, tmp_path_factory: pytest.TempPathFactory) 
         wait_for(up, 90, "the installed app to answer")
         yield url
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_group(proc)
 
 
 @pytest.mark.slow

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hmac
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -31,7 +30,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from service_fixtures import ROOT, make_settings, service_missing, settings_env, wait_for
+from service_fixtures import (
+    ROOT,
+    make_settings,
+    service_missing,
+    settings_env,
+    stop_process_group,
+    wait_for,
+)
 
 from app import csrf, security, store
 from app.db import dispose_engine, init_db, session_scope
@@ -419,13 +425,7 @@ def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         wait_for(up, 60, "bamsprod serve")
         yield Server(url, ids, s, proc)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_group(proc)
         log.close()
         dispose_engine(s.database_url)
 

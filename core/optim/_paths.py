@@ -26,7 +26,16 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-__all__ = ["Path", "choose", "compiled", "describe", "has_triton", "new_step", "run_compiled"]
+__all__ = [
+    "Path",
+    "PathOptimizer",
+    "choose",
+    "compiled",
+    "describe",
+    "has_triton",
+    "new_step",
+    "run_compiled",
+]
 
 Path = Literal["single_tensor", "foreach", "compiled", "fused"]
 
@@ -145,3 +154,53 @@ def describe(paths: Iterable[str]) -> str:
     """One label for the paths an optimizer's groups took (``"fused"``, ``"compiled+foreach"``)."""
     seen = sorted(set(paths))
     return "+".join(seen) if seen else "none"
+
+
+class PathOptimizer(torch.optim.Optimizer):
+    """What this project's optimizers share around their maths: torch's flags, the path each
+    group's step takes (:func:`choose`), the closure, and old state dicts brought up to date."""
+
+    FLAG_DEFAULTS: dict[str, Any] = {
+        "foreach": None,
+        "fused": None,
+        "maximize": False,
+        "capturable": False,
+        "differentiable": False,
+    }
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        self._paths_taken: set[str] = set()
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._paths_taken = set()
+        for group in self.param_groups:
+            for key, value in {**self.FLAG_DEFAULTS, **self.group_defaults(group)}.items():
+                group.setdefault(key, value)
+        tensor_steps(self.state.values())
+
+    def group_defaults(self, group: dict[str, Any]) -> dict[str, Any]:
+        """Keys an older state dict's ``group`` may lack, with the values it then meant."""
+        return {}
+
+    def paths(self) -> str:
+        """The implementation(s) the steps so far took, e.g. ``"fused"`` or ``"compiled"``."""
+        return describe(self._paths_taken)
+
+    def _path(self, group: dict[str, Any], fused_devices: tuple[str, ...] = ()) -> Path:
+        return choose(
+            [p for p in group["params"] if p.grad is not None],
+            foreach=group["foreach"],
+            fused=group["fused"],
+            differentiable=group["differentiable"],
+            fused_devices=fused_devices,
+        )
+
+    def _closure_loss(self, closure: Any) -> Any:
+        """Check CUDA-graph capture health, then evaluate ``closure`` (with grad) if given."""
+        self._accelerator_graph_capture_health_check()
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import Optimizer, ParamsT, _get_value, _use_grad_for_differentiable
+from torch.optim.optimizer import ParamsT, _get_value, _use_grad_for_differentiable
 
 from core.optim import _paths
 from core.optim.bamsprod import bound_schedule
@@ -51,7 +51,7 @@ def _sqrt(x: Any) -> Any:
     return x.sqrt() if isinstance(x, Tensor) else math.sqrt(x)
 
 
-class AdaBound(Optimizer):
+class AdaBound(_paths.PathOptimizer):
     r"""AdaBound / AMSBound: Adam with the step size clipped into bounds that converge to SGD's.
 
     .. math::
@@ -110,7 +110,6 @@ class AdaBound(Optimizer):
             "fused": fused,
         }
         _validate(defaults)
-        self._paths_taken: set[str] = set()
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -120,21 +119,8 @@ class AdaBound(Optimizer):
         group = self.param_groups[-1]
         group.setdefault("base_lr", float(group["lr"]))
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._paths_taken = set()
-        for group in self.param_groups:
-            group.setdefault("amsbound", False)
-            group.setdefault("base_lr", group["lr"])
-            for key in ("maximize", "capturable", "differentiable"):
-                group.setdefault(key, False)
-            group.setdefault("foreach", None)
-            group.setdefault("fused", None)
-        _paths.tensor_steps(self.state.values())
-
-    def paths(self) -> str:
-        """The implementation(s) the steps so far took (see :mod:`core.optim._paths`)."""
-        return _paths.describe(self._paths_taken)
+    def group_defaults(self, group: dict[str, Any]) -> dict[str, Any]:
+        return {"amsbound": False, "base_lr": group["lr"]}
 
     def _init_group(
         self,
@@ -178,18 +164,9 @@ class AdaBound(Optimizer):
     @_use_grad_for_differentiable
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
-        self._accelerator_graph_capture_health_check()
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._closure_loss(closure)
         for group in self.param_groups:
-            path = _paths.choose(
-                [p for p in group["params"] if p.grad is not None],
-                foreach=group["foreach"],
-                fused=group["fused"],
-                differentiable=group["differentiable"],
-            )
+            path = self._path(group)
             lists: tuple[list[Tensor], ...] = ([], [], [], [], [], [])
             self._init_group(group, *lists, group["capturable"] or path == "compiled")
             if not lists[0]:

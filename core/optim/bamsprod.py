@@ -51,7 +51,6 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.optim.optimizer import (
-    Optimizer,
     ParamsT,
     _get_value,
     _to_scalar,
@@ -122,7 +121,7 @@ def _validate(group: dict[str, Any]) -> None:
         raise RuntimeError("`fused` does not support `differentiable`")
 
 
-class BAMSProd(Optimizer):
+class BAMSProd(_paths.PathOptimizer):
     r"""BAMSProd (Liu et al., 2020): AMSGrad whose denominator is projected into shrinking bounds.
 
     .. math::
@@ -203,7 +202,6 @@ class BAMSProd(Optimizer):
             "fused": fused,
         }
         _validate(defaults)
-        self._paths_taken: set[str] = set()
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -219,30 +217,8 @@ class BAMSProd(Optimizer):
                 f"with Triton), got {p.dtype} on {p.device}; use foreach=True instead"
             )
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._paths_taken = set()
-        for group in self.param_groups:
-            for key, value in (
-                ("gamma", 1e-3), ("kappa", 1.0), ("binary", False), ("latent_clip", None),
-                ("foreach", None), ("fused", None), ("maximize", False), ("capturable", False),
-                ("differentiable", False),
-            ):  # fmt: skip
-                group.setdefault(key, value)
-        _paths.tensor_steps(self.state.values())
-
-    @staticmethod
-    def _path_args(group: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "foreach": group["foreach"],
-            "fused": group["fused"],
-            "differentiable": group["differentiable"],
-            "fused_devices": ("cpu",) if _fused_ok(group["params"]) else (),
-        }
-
-    def paths(self) -> str:
-        """The implementation(s) the steps so far took, e.g. ``"fused"`` or ``"compiled"``."""
-        return _paths.describe(self._paths_taken)
+    def group_defaults(self, group: dict[str, Any]) -> dict[str, Any]:
+        return {"gamma": 1e-3, "kappa": 1.0, "binary": False, "latent_clip": None}
 
     def _init_group(
         self,
@@ -292,15 +268,9 @@ class BAMSProd(Optimizer):
     @_use_grad_for_differentiable
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
-        self._accelerator_graph_capture_health_check()
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._closure_loss(closure)
         for group in self.param_groups:
-            path = _paths.choose(
-                [p for p in group["params"] if p.grad is not None], **self._path_args(group)
-            )
+            path = self._path(group, ("cpu",) if _fused_ok(group["params"]) else ())
             lists: tuple[list[Tensor], ...] = ([], [], [], [], [], [])
             on_device = group["capturable"] or path == "compiled"
             self._init_group(group, *lists, on_device)

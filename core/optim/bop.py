@@ -41,7 +41,7 @@ from core.optim import _paths
 __all__ = ["Bop", "CaseOptimizer"]
 
 
-class Bop(Optimizer):
+class Bop(_paths.PathOptimizer):
     r"""Bop: flip a binary weight when its gradient's moving average agrees with its sign.
 
     .. math::
@@ -86,7 +86,6 @@ class Bop(Optimizer):
             "fused": fused,
         }
         _validate(defaults)
-        self._paths_taken: set[str] = set()
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -99,21 +98,8 @@ class Bop(Optimizer):
             for p in group["params"]:
                 p.copy_(torch.where(p >= 0, 1.0, -1.0))
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._paths_taken = set()
-        for group in self.param_groups:
-            group.setdefault("lr", 1.0)
-            group.setdefault("base_lr", group["lr"])
-            for key in ("maximize", "capturable", "differentiable"):
-                group.setdefault(key, False)
-            group.setdefault("foreach", None)
-            group.setdefault("fused", None)
-        _paths.tensor_steps(self.state.values())
-
-    def paths(self) -> str:
-        """The implementation(s) the steps so far took (see :mod:`core.optim._paths`)."""
-        return _paths.describe(self._paths_taken)
+    def group_defaults(self, group: dict[str, Any]) -> dict[str, Any]:
+        return {"lr": 1.0, "base_lr": group.get("lr", 1.0)}
 
     def _init_group(
         self,
@@ -146,18 +132,9 @@ class Bop(Optimizer):
     @_use_grad_for_differentiable
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Perform one Bop step; ``closure`` re-evaluates the model and returns the loss."""
-        self._accelerator_graph_capture_health_check()
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._closure_loss(closure)
         for group in self.param_groups:
-            path = _paths.choose(
-                [p for p in group["params"] if p.grad is not None],
-                foreach=group["foreach"],
-                fused=group["fused"],
-                differentiable=group["differentiable"],
-            )
+            path = self._path(group)
             path = "compiled" if path == "compiled" else "single_tensor"
             lists: tuple[list[Tensor], ...] = ([], [], [], [])
             self._init_group(group, *lists, group["capturable"] or path == "compiled")
