@@ -17,6 +17,8 @@ from platformdirs import user_data_dir
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.spec import MAX_EPOCHS
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BAMSPROD_", extra="ignore")
@@ -37,7 +39,8 @@ class Settings(BaseSettings):
     # pool. docker-compose.yml sets it per GPU worker.
     worker_concurrency: int | None = Field(default=None, ge=1, le=64)
     max_sweep_runs: int = 500
-    max_epochs: int = 1000
+    # This server's limit, at most the run config's own (core.spec.MAX_EPOCHS).
+    max_epochs: int = Field(default=MAX_EPOCHS, ge=1, le=MAX_EPOCHS)
     # How often the reconciler re-queues runs whose message was lost (queued for this long).
     reconcile_seconds: float = 30.0
     # A running run whose worker has not beaten its heartbeat for this long is stale: the

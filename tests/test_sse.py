@@ -135,6 +135,13 @@ def test_epochs_arrive_once_in_order_and_resume(live_server: str, db_url: str) -
     last = client.events[-1]
     assert last["event"] == "state" and last["data"]["state"] == "succeeded"
     assert last["data"]["epochs_done"] == 8
+    # After new epochs, the run as the server summarised it with them (the page never re-derives
+    # the summary from the metrics).
+    summaries = [(i, e) for i, e in enumerate(client.events) if e["event"] == "run"]
+    assert summaries
+    for i, e in summaries:
+        seen = [x["data"]["epoch"] for x in client.events[:i] if x["event"] == "epoch"]
+        assert e["data"]["epochs_done"] == e["data"]["last_epoch"] == seen[-1]
     latency = [
         e["at"] - committed[e["data"]["epoch"]] for e in client.events if e["event"] == "epoch"
     ]

@@ -6,9 +6,11 @@ query (``store.poll_runs``) and fans the rows out to each subscriber's queue; wi
 subscribers it issues no queries at all.
 
 Stream: ``event: state`` (data: the run) first and on every change of state or cancel flag;
-``id: <epoch>`` + ``event: epoch`` (data: the epoch's metrics) per new epoch; a ``: keep-alive``
-comment every ``sse_heartbeat_seconds``; the stream ends after the terminal state event (or an
-``event: deleted`` if the run disappears). Resume with ``Last-Event-ID: <epoch>`` or ``?after=``.
+``id: <epoch>`` + ``event: epoch`` (data: the epoch's metrics) per new epoch, then ``event: run``
+(data: the run, with the summary columns the server computed with those epochs); a
+``: keep-alive`` comment every ``sse_heartbeat_seconds``; the stream ends after the terminal
+state event (or an ``event: deleted`` if the run disappears). Resume with
+``Last-Event-ID: <epoch>`` or ``?after=``.
 """
 
 from __future__ import annotations
@@ -74,10 +76,14 @@ class Subscription:
         self.signature = signature
         if changed and not terminal:
             self.queue.put_nowait(sse(run, event="state"))
+        fresh = False
         for m in epochs:
             if self.cursor is None or m["epoch"] > self.cursor:
                 self.queue.put_nowait(sse(m, event="epoch", id=m["epoch"]))
                 self.cursor = m["epoch"]
+                fresh = True
+        if fresh and not terminal:  # the summary that goes with them (the final state has it)
+            self.queue.put_nowait(sse(run, event="run"))
         if terminal:
             self.queue.put_nowait(sse(run, event="state"))
             self._close()

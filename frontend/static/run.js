@@ -98,7 +98,6 @@
       await charts;
       await extendCharts(items);
     }
-    updateSummary(items);
     renderProgress();
     renderInfo();
   }
@@ -132,21 +131,6 @@
       window.Plotly.extendTraces(id, { x: xs, y: ys }, idx);
     }
     await markZeros();
-  }
-
-  /** Keep the run's summary columns in step with the epochs the stream delivered. */
-  function updateSummary(items) {
-    if (!run) return;
-    for (const m of items) {
-      run.epochs_done = Math.max(run.epochs_done || 0, m.epoch);
-      run.last_epoch = m.epoch;
-      run.last_test_acc = m.test_acc;
-      run.final_quant_error = m.quant_error;
-      if (Number.isFinite(m.test_acc) && !(m.test_acc <= (run.best_test_acc ?? -1))) {
-        run.best_test_acc = m.test_acc;
-        run.best_epoch = m.epoch;
-      }
-    }
   }
 
   /** Back to the empty state (a retried run starts from epoch 1 again). */
@@ -294,6 +278,12 @@
     if (es) es.close(); // a newer connect() won the race
     es = source;
     es.addEventListener("epoch", (ev) => queueEpochs([JSON.parse(ev.data)]));
+    // The run's summary as the server computed it with those epochs (never recomputed here).
+    es.addEventListener("run", (ev) => {
+      run = { ...JSON.parse(ev.data), queued_ahead: run ? run.queued_ahead : null };
+      renderProgress();
+      renderInfo();
+    });
     es.addEventListener("state", (ev) => {
       const next = JSON.parse(ev.data);
       // The stream's run carries no queue position: keep the last one read while still queued.
