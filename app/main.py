@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import store
 from app.api import api_router
+from app.api.convex import ConvexResults
 from app.api.events import Broadcaster
 from app.csrf import CSRFGuard
 from app.db import init_db
@@ -161,6 +162,7 @@ def create_app(
     app.state.broker_check = broker_check
     app.state.workers_seen = workers_seen
     app.state.broadcaster = Broadcaster(settings.database_url, settings.sse_poll_seconds)
+    app.state.convex = ConvexResults()
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(CSRFGuard)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)

@@ -1,4 +1,4 @@
-"""The dashboard: HTML pages, static files, and the two small JSON endpoints the pages need.
+"""The dashboard: HTML pages and static files.
 
 Pages (templates in ``frontend/templates``, scripts in ``frontend/static``, no build step;
 installed from a wheel they sit in ``app/frontend``, see ``frontend_dir``):
@@ -7,10 +7,8 @@ paper's measures, ``/convex`` the convex example. Plotly.js is served from the i
 ``plotly`` package at ``/static/plotly.min.js`` (gzipped, with an ETag): nothing is loaded from
 another host.
 
-JSON: ``GET /api/schema/options`` (the run config's fields and the optimizer / model / data set
-registries the form is built from) and ``GET /api/convex?steps=N`` (runs ``core.convex`` in a
-thread, one computation at a time, each parameter set once: see ``ConvexResults``; torch is
-imported there, never when the app is imported).
+The JSON the pages read lives in ``app/api`` like the rest: ``/api/schema/options``
+(``app.api.schema``, the form's fields and registries) and ``/api/convex`` (``app.api.convex``).
 
 Pages get ``app.security``'s Content-Security-Policy (scripts from this server only), so
 templates carry data in ``<script type="application/json">`` blocks, never inline code; user
@@ -19,29 +17,26 @@ text reaches the page through ``textContent`` only.
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import hashlib
-from collections import OrderedDict
 from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
 from app import store
+from app.api.convex import CONVEX_MAX_STEPS
 from app.api.deps import MAX_ID
+from app.api.schema import schema_options
 from app.db import session_scope
-from app.security import require_read
 from core.metric_schema import METRICS, chart_specs
-from core.spec import DATASETS, DEFAULT_LR, MODELS, OPTIMIZERS, RUN_STATES, HParam, RunConfig
 
 
 def frontend_dir() -> Path:
@@ -58,11 +53,9 @@ def frontend_dir() -> Path:
 FRONTEND = frontend_dir()
 TEMPLATES_DIR = FRONTEND / "templates"
 STATIC_DIR = FRONTEND / "static"
-CONVEX_MAX_STEPS = 20_000
 
 router = APIRouter(include_in_schema=False)
 # The dashboard's JSON endpoints are reads: guarded by BAMSPROD_READ_TOKEN when it is set.
-api = APIRouter(prefix="/api", tags=["dashboard"], dependencies=[Depends(require_read)])
 
 
 # ------------------------------------------------------------------------------ static files
@@ -137,155 +130,6 @@ def plotly_js(request: Request) -> Response:
     return Response(body, media_type="text/javascript", headers=headers)
 
 
-# ---------------------------------------------------------------------------- form schema
-
-
-def _hparam(h: HParam) -> dict[str, Any]:
-    kind = "bool" if h.kind is bool else "int" if h.kind is int else "float"
-    return {"default": h.default, "min": h.lo, "max": h.hi, "help": h.help, "type": kind}
-
-
-def _field(name: str, prop: dict[str, Any], required: bool) -> dict[str, Any]:
-    """One run config field, flattened from its JSON schema for the form."""
-    variants = prop.get("anyOf", [prop])
-    nullable = any(v.get("type") == "null" for v in variants)
-    main = next((v for v in variants if v.get("type") != "null"), {})
-    merged = {**prop, **main}
-    kind = merged.get("type", "string")
-    if "enum" in merged:
-        kind = "enum"
-    elif kind == "integer":
-        kind = "int"
-    elif kind == "number":
-        kind = "float"
-    elif kind == "array":
-        kind = "list"
-    elif kind == "string":
-        kind = "str"
-    low = merged.get("minimum", merged.get("exclusiveMinimum"))
-    return {
-        "name": name,
-        "label": name.replace("_", " "),
-        "type": kind,
-        "default": prop.get("default"),
-        "choices": merged.get("enum"),
-        "min": low,
-        "min_exclusive": "exclusiveMinimum" in merged,
-        "max": merged.get("maximum"),
-        "max_length": merged.get("maxLength"),
-        "nullable": nullable,
-        "required": required,
-        "help": prop.get("description", ""),
-    }
-
-
-@lru_cache(maxsize=1)
-def schema_options() -> dict[str, Any]:
-    """Everything the form needs: the run config's fields and the registries."""
-    schema = RunConfig.model_json_schema()
-    required = set(schema.get("required", []))
-    fields = [
-        _field(name, prop, name in required)
-        for name, prop in schema["properties"].items()
-        if name not in ("schema_version", "hparams", "model_args")
-    ]
-    return {
-        "schema_version": schema["properties"]["schema_version"].get("const"),
-        "fields": fields,
-        "optimizers": {
-            name: {
-                "default_lr": DEFAULT_LR.get(name),
-                "hparams": {k: _hparam(h) for k, h in table.items()},
-            }
-            for name, table in OPTIMIZERS.items()
-        },
-        "models": {
-            name: {"args": {k: _hparam(h) for k, h in table.items()}}
-            for name, table in MODELS.items()
-        },
-        "datasets": {
-            name: {**info, "shape": list(info.get("shape", ()))} for name, info in DATASETS.items()
-        },
-        "states": list(RUN_STATES),
-    }
-
-
-@api.get("/schema/options")
-def get_schema_options(request: Request) -> dict[str, Any]:
-    """The run config's fields and the optimizer / model / data set registries (for forms)."""
-    return {**schema_options(), "max_sweep_runs": request.app.state.settings.max_sweep_runs}
-
-
-# ------------------------------------------------------------------------------ convex example
-
-CONVEX_CACHE_SIZE = 32
-CONVEX_RETRY_AFTER = 5
-
-
-def _run_convex(steps: int, c: float) -> dict[str, Any]:
-    from core.convex import run_convex  # torch: imported on use only
-
-    traces = run_convex(steps=steps, c=c)
-    return {
-        "steps": steps,
-        "c": c,
-        "optimizers": {
-            name: {
-                "x": t.x,
-                "avg_regret": t.avg_regret,
-                "final_x": t.final_x,
-                "final_regret": t.final_regret,
-            }
-            for name, t in traces.items()
-        },
-    }
-
-
-class ConvexResults:
-    """``/api/convex`` answers, bounded: each (steps, c) is computed once and kept (LRU, at most
-    ``size``); one computation runs at a time (seconds of CPU), and while it does a request for
-    other parameters is a 503 with Retry-After, and one for the same parameters waits for it."""
-
-    def __init__(self, size: int = CONVEX_CACHE_SIZE) -> None:
-        self.size = size
-        self.done: OrderedDict[tuple[int, float], dict[str, Any]] = OrderedDict()
-        self.running: dict[tuple[int, float], asyncio.Future[dict[str, Any]]] = {}
-
-    async def get(self, steps: int, c: float) -> dict[str, Any]:
-        key = (steps, c)
-        if key in self.done:
-            self.done.move_to_end(key)
-            return self.done[key]
-        future = self.running.get(key)
-        if future is None:
-            if self.running:
-                raise HTTPException(503, "busy computing the convex example for other "
-                                    "parameters; retry shortly",
-                                    headers={"Retry-After": str(CONVEX_RETRY_AFTER)})
-            future = asyncio.ensure_future(run_in_threadpool(_run_convex, steps, c))
-            self.running[key] = future
-            future.add_done_callback(lambda f: self._finished(key, f))
-        # shield: a client that leaves does not cancel the computation others wait for
-        return await asyncio.shield(future)
-
-    def _finished(self, key: tuple[int, float], future: asyncio.Future[dict[str, Any]]) -> None:
-        self.running.pop(key, None)
-        if not future.cancelled() and future.exception() is None:
-            self.done[key] = future.result()
-            while len(self.done) > self.size:
-                self.done.popitem(last=False)
-
-
-@api.get("/convex", responses={503: {"description": "busy with other parameters: retry"}})
-async def get_convex(
-    request: Request,
-    steps: Annotated[int, Query(ge=1, le=CONVEX_MAX_STEPS)] = 3000,
-    c: Annotated[float, Query(gt=2, le=100, description="the rare gradient's size C")] = 3.0,
-) -> dict[str, Any]:
-    """Run the binary convex counter-example for each optimizer: x_t and average regret."""
-    return await request.app.state.convex.get(steps, c)
-
-
 # ------------------------------------------------------------------------------------ pages
 
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
@@ -351,10 +195,8 @@ def convex_page(request: Request) -> Response:
 
 
 def install_pages(app: FastAPI) -> None:
-    """Add the dashboard to ``app``: pages, ``/api/schema/options``, ``/api/convex``, static."""
+    """Add the dashboard to ``app``: its pages and static files."""
     if not TEMPLATES_DIR.is_dir():
         raise RuntimeError(f"dashboard templates missing: {TEMPLATES_DIR}")
-    app.state.convex = ConvexResults()
-    app.include_router(api)
     app.include_router(router)
     app.mount("/static", VersionedStatic(directory=STATIC_DIR), name="static")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api import compare, events, health, metrics, runs, sweeps
+from app.api import compare, convex, events, health, metrics, runs, schema, sweeps
 
 api_router = APIRouter(prefix="/api")
-for _module in (runs, metrics, events, sweeps, compare, health):
+for _module in (runs, metrics, events, sweeps, compare, health, schema, convex):
     api_router.include_router(_module.router)
 
 __all__ = ["api_router"]

@@ -1,0 +1,93 @@
+"""GET /api/schema/options: the run config's fields and the registries, for forms.
+
+The new-run form builds itself from this (fields, defaults, choices, ranges), so it never keeps
+a copy of the run config; the page embeds the same object.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from app.api.deps import AUTH_ERRORS, READ
+from core.spec import DATASETS, DEFAULT_LR, MODELS, OPTIMIZERS, RUN_STATES, HParam, RunConfig
+
+router = APIRouter(tags=["dashboard"], dependencies=READ, responses=AUTH_ERRORS)
+
+
+def _hparam(h: HParam) -> dict[str, Any]:
+    kind = "bool" if h.kind is bool else "int" if h.kind is int else "float"
+    return {"default": h.default, "min": h.lo, "max": h.hi, "help": h.help, "type": kind}
+
+
+def _field(name: str, prop: dict[str, Any], required: bool) -> dict[str, Any]:
+    """One run config field, flattened from its JSON schema for the form."""
+    variants = prop.get("anyOf", [prop])
+    nullable = any(v.get("type") == "null" for v in variants)
+    main = next((v for v in variants if v.get("type") != "null"), {})
+    merged = {**prop, **main}
+    kind = merged.get("type", "string")
+    if "enum" in merged:
+        kind = "enum"
+    elif kind == "integer":
+        kind = "int"
+    elif kind == "number":
+        kind = "float"
+    elif kind == "array":
+        kind = "list"
+    elif kind == "string":
+        kind = "str"
+    low = merged.get("minimum", merged.get("exclusiveMinimum"))
+    return {
+        "name": name,
+        "label": name.replace("_", " "),
+        "type": kind,
+        "default": prop.get("default"),
+        "choices": merged.get("enum"),
+        "min": low,
+        "min_exclusive": "exclusiveMinimum" in merged,
+        "max": merged.get("maximum"),
+        "max_length": merged.get("maxLength"),
+        "nullable": nullable,
+        "required": required,
+        "help": prop.get("description", ""),
+    }
+
+
+@lru_cache(maxsize=1)
+def schema_options() -> dict[str, Any]:
+    """Everything the form needs: the run config's fields and the registries."""
+    schema = RunConfig.model_json_schema()
+    required = set(schema.get("required", []))
+    fields = [
+        _field(name, prop, name in required)
+        for name, prop in schema["properties"].items()
+        if name not in ("schema_version", "hparams", "model_args")
+    ]
+    return {
+        "schema_version": schema["properties"]["schema_version"].get("default"),
+        "fields": fields,
+        "optimizers": {
+            name: {
+                "default_lr": DEFAULT_LR.get(name),
+                "hparams": {k: _hparam(h) for k, h in table.items()},
+            }
+            for name, table in OPTIMIZERS.items()
+        },
+        "models": {
+            name: {"args": {k: _hparam(h) for k, h in table.items()}}
+            for name, table in MODELS.items()
+        },
+        "datasets": {
+            name: {**info, "shape": list(info.get("shape", ()))} for name, info in DATASETS.items()
+        },
+        "states": list(RUN_STATES),
+    }
+
+
+@router.get("/schema/options")
+def get_schema_options(request: Request) -> dict[str, Any]:
+    """The run config's fields and the optimizer / model / data set registries (for forms)."""
+    return {**schema_options(), "max_sweep_runs": request.app.state.settings.max_sweep_runs}
