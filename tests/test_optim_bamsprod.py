@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from optim_helpers import np_quant_error, rel_err
 from torch import nn
 
 import core.optim.bamsprod as bamsprod_module
@@ -16,26 +17,6 @@ from core.nn import BinaryLinear, binary_weights
 from core.optim import BAMSProd, bound_schedule, build
 
 # ---------------------------------------------------------------- helpers
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max |a - b| relative to max |b| (the tensor's scale)."""
-    scale = b.abs().max().clamp_min(1e-30)
-    return float((a - b).abs().max() / scale)
-
-
-def np_quant_error(w: np.ndarray) -> float:
-    """The spec's e(w), written out independently of core.metrics."""
-    flat = w.reshape(1, -1) if w.ndim <= 1 else w.reshape(w.shape[0], -1)
-    total = float((flat**2).sum())
-    if total == 0:
-        return 0.0
-    resid = 0.0
-    for row in flat:
-        a = np.abs(row).mean()
-        s = np.where(row >= 0, 1.0, -1.0)
-        resid += float(((row - a * s) ** 2).sum())
-    return resid / total
 
 
 def np_bamsprod(p, grads, *, lr, betas, eps, gamma, kappa, wd, binary, clip):

@@ -12,11 +12,11 @@ import math
 import os
 import warnings
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from optim_helpers import np_quant_error, rel_err
 from torch import nn
 
 import core.optim._fused as fused_module
@@ -36,24 +36,6 @@ def fused_ops():
             pytest.fail(message)
         pytest.skip(message)
     return ops
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max |a - b| relative to max |b| (the tensor's scale)."""
-    a, b = a.detach(), b.detach()
-    scale = b.abs().max().clamp_min(1e-30)
-    return float((a - b).abs().max() / scale)
-
-
-def np_quant_error(w: np.ndarray) -> float:
-    """The spec's e(w), directly from its definition, in float64 numpy."""
-    w = w.astype(np.float64)
-    flat = w.reshape(1, -1) if w.ndim <= 1 else w.reshape(w.shape[0], -1)
-    total = float((flat**2).sum())
-    if total == 0:
-        return 0.0
-    a = np.abs(flat).mean(axis=1, keepdims=True)
-    return float(((flat - a * np.where(flat >= 0, 1.0, -1.0)) ** 2).sum() / total)
 
 
 def _mixed_groups(seed: int, *, big: bool = True) -> list[dict]:
