@@ -268,7 +268,7 @@ def test_closed_form_quantization_error_matches_metric(fused_ops, data, dtype) -
     assert foreach == pytest.approx(expected, abs=1e-9)
     if dtype == torch.float32 and w.abs().max() > 1e-15:
         # The metric in float32 agrees too (not on tiny weights, where its w^2 underflows).
-        assert kernel == pytest.approx(quantization_error(w), abs=1e-6)
+        assert kernel == pytest.approx(quantization_error(w), abs=tol)
 
 
 def test_closed_form_is_zero_exactly_when_binary(fused_ops) -> None:
