@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import store
@@ -126,6 +127,8 @@ def create_app(
     app.state.workers_seen = workers_seen
     app.state.broadcaster = Broadcaster(settings.database_url, settings.sse_poll_seconds)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # gzip for JSON and CSV; Starlette never compresses text/event-stream (SSE must flush).
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
     app.add_middleware(SecurityHeaders)  # outermost: 413s get the headers too
 
     @app.exception_handler(store.RunNotFound)

@@ -397,7 +397,9 @@ class CompareRun(SQLModel):
     optimizer: str | None
     config_hash: str
     group: str
-    series: dict[str, list[float | None]]
+    series: dict[str, list[float | None]] | None = Field(
+        default=None, description="the run's own series: only with include=runs"
+    )
 
 
 class CompareResult(SQLModel):

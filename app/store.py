@@ -8,6 +8,7 @@ idempotent per (run, epoch). Functions that change data commit before returning.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -34,6 +35,7 @@ __all__ = [
     "SweepNotFound",
     "cancel_requested",
     "claim_run",
+    "compare_run_rows",
     "create_run",
     "create_sweep",
     "delete_run",
@@ -45,6 +47,7 @@ __all__ = [
     "list_run_rows",
     "list_runs",
     "list_sweeps",
+    "metric_columns",
     "metric_rows",
     "metrics_after_many",
     "poll_runs",
@@ -310,6 +313,58 @@ def metrics_for_runs(session: Session, run_ids: Iterable[int]) -> dict[int, list
     )
     for m in session.exec(stmt):
         out[m.run_id].append(m)
+    return out
+
+
+COMPARE_RUN_COLUMNS = (
+    "id", "name", "state", "seed", "config", "config_hash", "epochs_done", "retries",
+    "created_at", "finished_at",
+)
+
+
+def compare_run_rows(session: Session, run_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The columns a comparison needs of each run, in ``run_ids`` order, in one query;
+    ``RunNotFound`` for the first id with no run."""
+    if not run_ids:
+        return []
+    t = Run.__table__.c
+    stmt = sa.select(*[t[c] for c in COMPARE_RUN_COLUMNS]).where(t.id.in_(list(run_ids)))
+    found = {r["id"]: dict(r) for r in session.execute(stmt).mappings()}
+    for i in run_ids:
+        if i not in found:
+            raise RunNotFound(i)
+    return [found[i] for i in run_ids]
+
+
+def _finite_or_none(values: Sequence[Any]) -> list[Any]:
+    return [v if v is None or math.isfinite(v) else None for v in values]
+
+
+def metric_columns(
+    session: Session, run_ids: Iterable[int], names: Sequence[str]
+) -> dict[int, dict[str, list[Any]]]:
+    """Columnar epochs of several runs in one query: ``{run_id: {"epoch": [...], name: [...]}}``
+    in epoch order, non-finite values as None. Rows stay tuples: no ORM objects, no dicts."""
+    ids = list(run_ids)
+    names = list(names)
+    empty = {"epoch": [], **{n: [] for n in names}}
+    out: dict[int, dict[str, list[Any]]] = {i: {k: [] for k in empty} for i in ids}
+    if not ids:
+        return out
+    t = EpochMetric.__table__.c
+    stmt = (
+        sa.select(t.run_id, t.epoch, *[t[n] for n in names])
+        .where(t.run_id.in_(ids))
+        .order_by(t.run_id, t.epoch)
+    )
+    rows = session.execute(stmt).all()
+    keys = ["epoch", *names]
+    for run_id, chunk in itertools.groupby(rows, key=lambda r: r[0]):
+        columns = list(zip(*chunk, strict=True))[1:]
+        out[run_id] = {
+            k: list(c) if k == "epoch" else _finite_or_none(c)
+            for k, c in zip(keys, columns, strict=True)
+        }
     return out
 
 
