@@ -1,7 +1,9 @@
 // Compare: groups of runs (seeds pooled) as mean ± std bands, and per group the paper's two
 // measures against a baseline (GET /api/compare). Every control lives in the URL. While any
 // run in the comparison trains, the data is fetched again every few seconds and the plots are
-// updated in place (Plotly.react with a fixed uirevision keeps the user's zoom).
+// updated in place (Plotly.react with a fixed uirevision keeps the user's zoom). The page's
+// work follows the groups: each run's own series is fetched (include=runs) and drawn only
+// with "runs" ticked, and past GL_TRACES traces a chart is drawn by WebGL (scattergl).
 "use strict";
 (function () {
   const { h, $, $$, api, fmtAcc, fmtPts, fmtNum, fmtSeconds, isNum } = window.B;
@@ -9,6 +11,7 @@
   const API_KEYS = ["runs", "sweep", "group_by", "baseline", "target", "metric", "x"];
   const VIEW_KEYS = ["logx", "logy", "smooth", "indiv"];
   const LIVE_MS = 3000;
+  const GL_TRACES = 60;
 
   const CHARTS = [
     { id: "chart-acc", metric: null, title: "Accuracy", y: "accuracy", yaxis: { tickformat: ".0%" } },
@@ -54,6 +57,7 @@
   function apiQuery(extra = {}) {
     const p = new URLSearchParams();
     for (const k of API_KEYS) if (state[k]) p.set(k, state[k]);
+    if (state.indiv) p.set("include", "runs");
     for (const [k, v] of Object.entries(extra)) p.set(k, v);
     return p.toString();
   }
@@ -270,6 +274,7 @@
     const groupIndex = new Map(result.groups.map((g, i) => [g.key, i]));
     if (state.indiv) {
       for (const r of result.runs) {
+        if (!r.series) continue;
         const i = groupIndex.get(r.group) ?? 0;
         traces.push({
           x: r.series.x, y: BC.smooth(r.series[metric], state.smooth), type: "scatter", mode: "lines",
@@ -303,6 +308,8 @@
           isNum(m) ? m - (isNum(d) ? d : 0) : null, isNum(m) ? m + (isNum(d) ? d : 0) : null]);
       }
     });
+    // Many traces (runs ticked, or many groups): WebGL keeps the page responsive.
+    if (traces.length > GL_TRACES) for (const t of traces) t.type = "scattergl";
     return { traces, rows, metric, zeros };
   }
 
@@ -369,7 +376,9 @@
     $(id).addEventListener("input", () => {
       readView();
       writeUrl();
-      if (result) renderCharts();
+      // The runs' own series come only when asked for: fetch them the first time.
+      if (result && state.indiv && result.runs.some((r) => !r.series)) load();
+      else if (result) renderCharts();
     });
   }
   $("#download-csv").addEventListener("click", () => { if (result) csvOfPlot(); });
