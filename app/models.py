@@ -75,6 +75,8 @@ class Run(SQLModel, table=True):
     """One training run: its config, lifecycle and summary of its epochs."""
 
     __tablename__ = "run"
+    # The queue's order (queued_ahead, requeue_candidates): state, then queued_at.
+    __table_args__ = (sa.Index("ix_run_state_queued_at", "state", "queued_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(default="", max_length=200)
@@ -101,7 +103,7 @@ class Run(SQLModel, table=True):
     )
     queued_at: datetime | None = _ts()
     started_at: datetime | None = _ts()
-    finished_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts(index=True)
     heartbeat_at: datetime | None = _ts()
     worker_host: str | None = Field(default=None, max_length=255)
     device: str | None = Field(default=None, max_length=64)
@@ -114,7 +116,7 @@ class Run(SQLModel, table=True):
     last_epoch: int | None = None
     last_test_acc: float | None = None
     last_train_loss: float | None = None
-    best_test_acc: float | None = None
+    best_test_acc: float | None = Field(default=None, index=True)
     best_epoch: int | None = None
     final_quant_error: float | None = None
     diverged_epoch: int | None = None

@@ -226,10 +226,30 @@ def _run_page(
         escaped = name_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         conds.append(col(Run.name).ilike(f"%{escaped}%", escape="\\"))
     total = session.exec(select(sa.func.count()).select_from(Run).where(*conds)).one()
-    column = getattr(Run, sort)
+    column = Run.__table__.c[sort]
     key = column.asc() if order == "asc" else column.desc()
     tie = col(Run.id).asc() if order == "asc" else col(Run.id).desc()
-    return conds, [key.nulls_last(), tie], int(total)
+    # NULLS LAST only where NULLs can occur: a plain ORDER BY is one an index can serve.
+    return conds, [key.nulls_last() if column.nullable else key, tie], int(total)
+
+
+def _after(session: Session, sort: str, order: str, after: int) -> Any:
+    """SQL: the runs that come after run ``after`` in ``ORDER BY sort NULLS LAST, id`` (keyset
+    paging). ``RunNotFound`` if that run is gone (the client starts again from the top)."""
+    t = Run.__table__.c
+    column = t[sort]
+    row = session.execute(sa.select(column).where(t.id == after)).first()
+    if row is None:
+        raise RunNotFound(after)
+    value = row[0]
+
+    def beyond(a: Any, b: Any) -> Any:
+        return a > b if order == "asc" else a < b
+
+    if value is None:  # already in the NULLs at the end
+        return sa.and_(column.is_(None), beyond(t.id, after))
+    later = sa.or_(beyond(column, value), sa.and_(column == value, beyond(t.id, after)))
+    return sa.or_(later, column.is_(None)) if column.nullable else later
 
 
 def list_runs(session: Session, *, limit: int = 50, offset: int = 0, **filters: Any
@@ -245,12 +265,29 @@ def list_runs(session: Session, *, limit: int = 50, offset: int = 0, **filters: 
     return list(session.exec(stmt)), total
 
 
-def list_run_rows(session: Session, *, limit: int = 50, offset: int = 0, **filters: Any
-                  ) -> tuple[list[dict[str, Any]], int]:
-    """``list_runs`` as plain column dicts: no ORM objects (the API's list hot path)."""
+def list_run_rows(
+    session: Session, *, limit: int = 50, offset: int = 0, after: int | None = None,
+    **filters: Any
+) -> tuple[list[dict[str, Any]], int]:
+    """``list_runs`` as plain column dicts: no ORM objects (the API's list hot path).
+
+    ``after`` (a run id, the last of the previous page) pages by keyset: the page starts right
+    after that run in the sort order, however deep it is. The page's ids are chosen first
+    (sorting narrow (key, id) rows, by index where there is one), then only those rows read.
+    """
     conds, order_by, total = _run_page(session, **filters)
-    stmt = sa.select(Run.__table__).where(*conds).order_by(*order_by).limit(limit).offset(offset)
-    return [dict(r) for r in session.execute(stmt).mappings()], total
+    if after is not None:
+        conds.append(
+            _after(session, filters.get("sort", "id"), filters.get("order", "desc"), after)
+        )
+    t = Run.__table__
+    page = sa.select(t.c.id).where(*conds).order_by(*order_by).limit(limit).offset(offset)
+    ids = list(session.execute(page).scalars())
+    if not ids:
+        return [], total
+    found = session.execute(sa.select(t).where(t.c.id.in_(ids))).mappings()
+    rows = {r["id"]: dict(r) for r in found}
+    return [rows[i] for i in ids if i in rows], total
 
 
 def get_metrics(
