@@ -343,6 +343,31 @@ def test_compare_holds_200_runs_with_webgl(page: Any, shoot: Any, live_server: L
     ]
 
 
+def test_runs_table_pages_by_keyset(page: Any, live_server: LiveServer) -> None:
+    sweep_id = seed_finished_sweep(live_server, 120, 2)
+    with live_server.api() as c:
+        whole = c.get("/api/runs", params={"sweep": sweep_id, "sort": "best_test_acc",
+                                           "limit": 500}).json()["items"]
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/api/runs?" in r.url else None)
+    page.goto(f"/?sweep={sweep_id}&sort=best_test_acc&limit=50")
+    seen: list[int] = []
+    for first, last in ((1, 50), (51, 100), (101, 120)):
+        page.wait_for_function(
+            f"() => document.getElementById('page-info').textContent === '{first}–{last} of 120'"
+        )
+        ids = page.eval_on_selector_all("#runs-body tr", "rs => rs.map(r => +r.dataset.runId)")
+        seen += ids
+        if last < 120:
+            page.click("#next")
+    assert seen == [r["id"] for r in whole]
+    assert any(f"after={seen[49]}" in u for u in asked) and "offset=100" in page.url
+    page.click("#prev")
+    page.wait_for_function(
+        "() => document.getElementById('page-info').textContent === '51–100 of 120'"
+    )
+
+
 def test_convex_page_runs_the_example(page: Any, shoot: Any) -> None:
     page.goto("/convex")
     page.fill("#steps", "300")
