@@ -3,7 +3,8 @@ paper's two measures (see "Measuring the paper's two claims" in the spec).
 
 Inputs are plain dicts so the functions are easy to test on hand-made series:
 a run is ``{"id", "name", "seed", "config" (RunConfig JSON), "config_hash", "metrics"}`` where
-``metrics`` is a list of per-epoch dicts (``epoch``, ``test_acc``, ..., ``seconds``).
+``metrics`` is a list of per-epoch dicts (``epoch``, ``test_acc``, ..., ``seconds``), or, on the
+API's hot path, ``"columns"`` instead: one list per metric in epoch order (no per-row dicts).
 
 - Groups default to "same config hash" (seeds pooled); ``group_by`` names config fields
   (``optimizer``, ``hparams.kappa``, ...).
