@@ -54,7 +54,7 @@ def submit_run(
     return RunPublic.model_validate(run)
 
 
-@router.get("", response_model=RunList, dependencies=READ)
+@router.get("", response_model=RunList, dependencies=READ, responses=NOT_FOUND)
 def list_runs(
     session: SessionDep,
     state: Annotated[
