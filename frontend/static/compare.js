@@ -2,8 +2,10 @@
 // measures against a baseline (GET /api/compare). Every control lives in the URL. While any
 // run in the comparison trains, the data is fetched again every few seconds and the plots are
 // updated in place (Plotly.react with a fixed uirevision keeps the user's zoom). The page's
-// work follows the groups: each run's own series is fetched (include=runs) and drawn only
-// with "runs" ticked, and past GL_TRACES traces a chart is drawn by WebGL (scattergl).
+// work follows the groups, not the runs: each run's own series is fetched (include=runs) only
+// with "runs" ticked, and then a group's runs are ONE trace (their lines joined by gaps), so
+// 200 runs in 4 groups are 4 SVG paths. (WebGL traces are no way out here: Plotly's scattergl
+// compiles code at run time, which the pages' Content-Security-Policy forbids.)
 "use strict";
 (function () {
   const { h, $, $$, api, fmtAcc, fmtPts, fmtNum, fmtSeconds, isNum } = window.B;
@@ -11,7 +13,6 @@
   const API_KEYS = ["runs", "sweep", "group_by", "baseline", "target", "metric", "x"];
   const VIEW_KEYS = ["logx", "logy", "smooth", "indiv"];
   const LIVE_MS = 3000;
-  const GL_TRACES = 60;
 
   const CHARTS = [
     { id: "chart-acc", metric: null, title: "Accuracy", y: "accuracy", yaxis: { tickformat: ".0%" } },
@@ -273,14 +274,21 @@
     const rows = [];
     const groupIndex = new Map(result.groups.map((g, i) => [g.key, i]));
     if (state.indiv) {
+      const lines = new Map(); // group key -> { x, y }: the group's runs joined by null gaps
       for (const r of result.runs) {
-        if (!r.series) continue;
-        const i = groupIndex.get(r.group) ?? 0;
+        if (!r.series || !r.series.x.length) continue;
+        const line = lines.get(r.group) || { x: [], y: [], n: 0 };
+        if (line.n++) { line.x.push(null); line.y.push(null); }
+        line.x.push(...r.series.x);
+        line.y.push(...BC.smooth(r.series[metric], state.smooth));
+        lines.set(r.group, line);
+      }
+      for (const [key, line] of lines) {
+        const i = groupIndex.get(key) ?? 0;
         traces.push({
-          x: r.series.x, y: BC.smooth(r.series[metric], state.smooth), type: "scatter", mode: "lines",
-          name: BC.escapeForPlotly(`#${r.id} ${r.name || ""} (seed ${r.seed})`),
-          legendgroup: r.group, showlegend: false, opacity: 0.35,
-          line: { width: 1, color: BC.color(i) }, hoverinfo: "skip",
+          x: line.x, y: line.y, type: "scatter", mode: "lines", connectgaps: false,
+          name: BC.escapeForPlotly(`${line.n} runs`), legendgroup: key, showlegend: false,
+          opacity: 0.35, line: { width: 1, color: BC.color(i) }, hoverinfo: "skip",
         });
       }
     }
@@ -308,8 +316,6 @@
           isNum(m) ? m - (isNum(d) ? d : 0) : null, isNum(m) ? m + (isNum(d) ? d : 0) : null]);
       }
     });
-    // Many traces (runs ticked, or many groups): WebGL keeps the page responsive.
-    if (traces.length > GL_TRACES) for (const t of traces) t.type = "scattergl";
     return { traces, rows, metric, zeros };
   }
 
