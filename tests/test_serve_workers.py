@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from test_embedded import children_of
 from test_sse import SSEClient, free_port
 
@@ -19,6 +20,7 @@ from app.db import session_scope
 from core.spec import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow]
 EPOCH = {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "test_loss": 1.0, "test_acc": 0.5,
          "quant_error": 0.1, "quant_error_layers": {}, "flip_rate": 0.0, "lr": 1e-3,
          "seconds": 0.1}
