@@ -3,7 +3,8 @@ paper's two measures (see "Measuring the paper's two claims" in the spec).
 
 Inputs are plain dicts so the functions are easy to test on hand-made series:
 a run is ``{"id", "name", "seed", "config" (RunConfig JSON), "config_hash", "metrics"}`` where
-``metrics`` is a list of per-epoch dicts (``epoch``, ``test_acc``, ..., ``seconds``).
+``metrics`` is a list of per-epoch dicts (``epoch``, ``test_acc``, ..., ``seconds``), or, on the
+API's hot path, ``"columns"`` instead: one list per metric in epoch order (no per-row dicts).
 
 - Groups default to "same config hash" (seeds pooled); ``group_by`` names config fields
   (``optimizer``, ``hparams.kappa``, ...).
@@ -21,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from itertools import accumulate
 from typing import Any
 
 from core.metric_schema import METRIC_NAMES, TARGET_METRICS
@@ -151,6 +153,31 @@ def run_series(metrics: Sequence[Mapping[str, Any]], x: str = "epoch") -> dict[s
     return out
 
 
+def columns_series(columns: Mapping[str, Sequence[Any]], x: str = "epoch") -> dict[str, Any]:
+    """A run's series from columns already in epoch order (``epoch``, ``seconds``, metrics, as
+    ``store.metric_columns`` returns them): ``x`` added, no per-row work beyond the sum."""
+    out: dict[str, Any] = dict(columns)
+    if x == "time":
+        out["x"] = list(accumulate(float(v or 0.0) for v in columns["seconds"]))
+    else:
+        out["x"] = columns["epoch"]
+    for name in SERIES_METRICS:
+        out.setdefault(name, [None] * len(columns["epoch"]))
+    return out
+
+
+def _mean_std(values: Iterable[Any]) -> tuple[float | None, float | None]:
+    """Mean and sample std (None for n < 2) of the finite values: ``stat`` without the object."""
+    xs = [v for v in values if v is not None and math.isfinite(v)]
+    n = len(xs)
+    if n == 0:
+        return None, None
+    mean = sum(xs) / n
+    if n < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in xs) / (n - 1))
+
+
 def aggregate(
     series: Sequence[Mapping[str, Sequence[Any]]], metrics: Sequence[str] = SERIES_METRICS
 ) -> dict[str, Any]:
@@ -160,21 +187,18 @@ def aggregate(
         for i, epoch in enumerate(s["epoch"]):
             by_epoch.setdefault(int(epoch), []).append((s, i))
     epochs = sorted(by_epoch)
+    members = [by_epoch[e] for e in epochs]
     out: dict[str, Any] = {
         "epoch": epochs,
-        "x": [],
-        "n": [],
-        "mean": {m: [] for m in metrics},
-        "std": {m: [] for m in metrics},
+        "x": [_mean_std(s["x"][i] for s, i in m)[0] for m in members],
+        "n": [len(m) for m in members],
+        "mean": {},
+        "std": {},
     }
-    for epoch in epochs:
-        members = by_epoch[epoch]
-        out["n"].append(len(members))
-        out["x"].append(stat(s["x"][i] for s, i in members).mean)
-        for m in metrics:
-            st = stat(s[m][i] for s, i in members)
-            out["mean"][m].append(st.mean)
-            out["std"][m].append(st.std)
+    for name in metrics:
+        pairs = [_mean_std([s[name][i] for s, i in m]) for m in members]
+        out["mean"][name] = [p[0] for p in pairs]
+        out["std"][name] = [p[1] for p in pairs]
     return out
 
 
@@ -291,10 +315,13 @@ def compare(
     target: float | None = None,
     metric: str = "test_acc",
     x: str = "epoch",
+    include_runs: bool = True,
 ) -> dict[str, Any]:
-    """Everything the compare page shows: per-run series, per-group mean/std/n per epoch, and
-    per group best/final accuracy, epochs (or seconds) to target, speed-up and final accuracy
-    difference against the baseline group. Raises ``ValueError`` for an unknown baseline."""
+    """Everything the compare page shows: per-group mean/std/n per epoch, and per group
+    best/final accuracy, epochs (or seconds) to target, speed-up and final accuracy difference
+    against the baseline group; per-run series with ``include_runs`` (else each run's
+    ``series`` is None). A run gives its epochs as ``metrics`` (per-epoch dicts) or as
+    ``columns`` (``store.metric_columns``). Raises ``ValueError`` for an unknown baseline."""
     if metric not in TARGET_METRICS:
         raise ValueError(f"metric must be one of {', '.join(TARGET_METRICS)}")
     if x not in ("epoch", "time"):
@@ -304,7 +331,10 @@ def compare(
     if baseline and base_key is None:
         raise ValueError(f"baseline {baseline!r} matches no group")
     fields = list(group_by) if group_by else varying_fields([r["config"] for r in runs])
-    series = {r["id"]: run_series(r["metrics"], x) for r in runs}
+    series = {
+        r["id"]: columns_series(r["columns"], x) if "columns" in r else run_series(r["metrics"], x)
+        for r in runs
+    }
 
     ends = [
         max((e for r in g for e in series[r["id"]]["epoch"]), default=0) for g in groups.values()
@@ -388,12 +418,16 @@ def compare(
                 "optimizer": r["config"].get("optimizer"),
                 "config_hash": r["config_hash"],
                 "group": group_key(r["config"], group_by, r["config_hash"]),
-                "series": series[r["id"]],
+                "series": _public_series(series[r["id"]]) if include_runs else None,
             }
             for r in runs
         ],
         "groups": out_groups,
     }
+
+
+def _public_series(s: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: s[k] for k in ("epoch", "x", *SERIES_METRICS)}
 
 
 SUMMARY_COLUMNS = (
@@ -472,7 +506,7 @@ def runs_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Long-form per-run series, one row per (run, epoch) (for CSV)."""
     rows = []
     for r in result["runs"]:
-        s = r["series"]
+        s = r["series"] or {"epoch": []}
         for i, epoch in enumerate(s["epoch"]):
             row: dict[str, Any] = {
                 "run_id": r["id"],

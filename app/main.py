@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -164,6 +165,8 @@ def create_app(
     app.state.broadcaster = Broadcaster(settings.database_url, settings.sse_poll_seconds)
     app.state.convex = ConvexResults()
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # gzip for JSON and CSV; Starlette never compresses text/event-stream (SSE must flush).
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
     app.add_middleware(CSRFGuard)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(SecurityHeaders)  # outermost: 400s, 403s and 413s get the headers too

@@ -78,7 +78,12 @@ class Run(SQLModel, table=True):
     """One training run: its config, lifecycle and summary of its epochs."""
 
     __tablename__ = "run"
-    __table_args__ = {"sqlite_autoincrement": True}  # a deleted id is never reused
+    # The queue's order (queued_ahead, requeue_candidates): state, then queued_at; and a deleted
+    # id is never reused (SQLite AUTOINCREMENT).
+    __table_args__ = (
+        sa.Index("ix_run_state_queued_at", "state", "queued_at"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(default="", max_length=200)
@@ -105,7 +110,7 @@ class Run(SQLModel, table=True):
     )
     queued_at: datetime | None = _ts()
     started_at: datetime | None = _ts()
-    finished_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts(index=True)
     heartbeat_at: datetime | None = _ts()
     worker_host: str | None = Field(default=None, max_length=255)
     device: str | None = Field(default=None, max_length=64)
@@ -118,7 +123,7 @@ class Run(SQLModel, table=True):
     last_epoch: int | None = None
     last_test_acc: float | None = None
     last_train_loss: float | None = None
-    best_test_acc: float | None = None
+    best_test_acc: float | None = Field(default=None, index=True)
     best_epoch: int | None = None
     final_quant_error: float | None = None
     diverged_epoch: int | None = None
@@ -401,7 +406,9 @@ class CompareRun(SQLModel):
     optimizer: str | None
     config_hash: str
     group: str
-    series: dict[str, list[float | None]]
+    series: dict[str, list[float | None]] | None = Field(
+        default=None, description="the run's own series: only with include=runs"
+    )
 
 
 class CompareResult(SQLModel):

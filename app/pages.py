@@ -180,6 +180,8 @@ def compare_api_url(request: Request) -> str | None:
     if not (q.get("runs") or q.get("sweep")) or request.app.state.settings.read_token:
         return None  # nothing to fetch, or reads need a token the preload cannot send
     params = [(k, q.get(k) or COMPARE_DEFAULTS.get(k, "")) for k in COMPARE_QUERY]
+    if q.get("indiv") == "1":  # the page shows each run: its series come with the groups
+        params.append(("include", "runs"))
     return "/api/compare?" + urlencode([(k, v) for k, v in params if v])
 
 

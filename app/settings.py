@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     sse_heartbeat_seconds: float = 15.0
     # The largest request body the API accepts (413 beyond it).
     max_body_bytes: int = 1_000_000
+    # Finished comparisons kept per API process, in bytes of answer (0: none).
+    compare_cache_bytes: int = Field(default=32 * 2**20, ge=0)
     # GET /api/health gives the broker and worker checks this long.
     health_timeout_seconds: float = 3.0
 

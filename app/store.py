@@ -8,6 +8,7 @@ idempotent per (run, epoch). Functions that change data commit before returning.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -34,6 +35,7 @@ __all__ = [
     "SweepNotFound",
     "cancel_requested",
     "claim_run",
+    "compare_run_rows",
     "create_run",
     "create_sweep",
     "delete_run",
@@ -46,6 +48,7 @@ __all__ = [
     "list_run_rows",
     "list_runs",
     "list_sweeps",
+    "metric_columns",
     "metric_rows",
     "metrics_after_many",
     "poll_runs",
@@ -231,10 +234,30 @@ def _run_page(
         escaped = name_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         conds.append(col(Run.name).ilike(f"%{escaped}%", escape="\\"))
     total = session.exec(select(sa.func.count()).select_from(Run).where(*conds)).one()
-    column = getattr(Run, sort)
+    column = Run.__table__.c[sort]
     key = column.asc() if order == "asc" else column.desc()
     tie = col(Run.id).asc() if order == "asc" else col(Run.id).desc()
-    return conds, [key.nulls_last(), tie], int(total)
+    # NULLS LAST only where NULLs can occur: a plain ORDER BY is one an index can serve.
+    return conds, [key.nulls_last() if column.nullable else key, tie], int(total)
+
+
+def _after(session: Session, sort: str, order: str, after: int) -> Any:
+    """SQL: the runs that come after run ``after`` in ``ORDER BY sort NULLS LAST, id`` (keyset
+    paging). ``RunNotFound`` if that run is gone (the client starts again from the top)."""
+    t = Run.__table__.c
+    column = t[sort]
+    row = session.execute(sa.select(column).where(t.id == after)).first()
+    if row is None:
+        raise RunNotFound(after)
+    value = row[0]
+
+    def beyond(a: Any, b: Any) -> Any:
+        return a > b if order == "asc" else a < b
+
+    if value is None:  # already in the NULLs at the end
+        return sa.and_(column.is_(None), beyond(t.id, after))
+    later = sa.or_(beyond(column, value), sa.and_(column == value, beyond(t.id, after)))
+    return sa.or_(later, column.is_(None)) if column.nullable else later
 
 
 def list_runs(session: Session, *, limit: int = 50, offset: int = 0, **filters: Any
@@ -250,12 +273,29 @@ def list_runs(session: Session, *, limit: int = 50, offset: int = 0, **filters: 
     return list(session.exec(stmt)), total
 
 
-def list_run_rows(session: Session, *, limit: int = 50, offset: int = 0, **filters: Any
-                  ) -> tuple[list[dict[str, Any]], int]:
-    """``list_runs`` as plain column dicts: no ORM objects (the API's list hot path)."""
+def list_run_rows(
+    session: Session, *, limit: int = 50, offset: int = 0, after: int | None = None,
+    **filters: Any
+) -> tuple[list[dict[str, Any]], int]:
+    """``list_runs`` as plain column dicts: no ORM objects (the API's list hot path).
+
+    ``after`` (a run id, the last of the previous page) pages by keyset: the page starts right
+    after that run in the sort order, however deep it is. The page's ids are chosen first
+    (sorting narrow (key, id) rows, by index where there is one), then only those rows read.
+    """
     conds, order_by, total = _run_page(session, **filters)
-    stmt = sa.select(Run.__table__).where(*conds).order_by(*order_by).limit(limit).offset(offset)
-    return [dict(r) for r in session.execute(stmt).mappings()], total
+    if after is not None:
+        conds.append(
+            _after(session, filters.get("sort", "id"), filters.get("order", "desc"), after)
+        )
+    t = Run.__table__
+    page = sa.select(t.c.id).where(*conds).order_by(*order_by).limit(limit).offset(offset)
+    ids = list(session.execute(page).scalars())
+    if not ids:
+        return [], total
+    found = session.execute(sa.select(t).where(t.c.id.in_(ids))).mappings()
+    rows = {r["id"]: dict(r) for r in found}
+    return [rows[i] for i in ids if i in rows], total
 
 
 def get_metrics(
@@ -318,6 +358,58 @@ def metrics_for_runs(session: Session, run_ids: Iterable[int]) -> dict[int, list
     )
     for m in session.exec(stmt):
         out[m.run_id].append(m)
+    return out
+
+
+COMPARE_RUN_COLUMNS = (
+    "id", "name", "state", "seed", "config", "config_hash", "epochs_done", "retries",
+    "created_at", "finished_at",
+)
+
+
+def compare_run_rows(session: Session, run_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The columns a comparison needs of each run, in ``run_ids`` order, in one query;
+    ``RunNotFound`` for the first id with no run."""
+    if not run_ids:
+        return []
+    t = Run.__table__.c
+    stmt = sa.select(*[t[c] for c in COMPARE_RUN_COLUMNS]).where(t.id.in_(list(run_ids)))
+    found = {r["id"]: dict(r) for r in session.execute(stmt).mappings()}
+    for i in run_ids:
+        if i not in found:
+            raise RunNotFound(i)
+    return [found[i] for i in run_ids]
+
+
+def _finite_or_none(values: Sequence[Any]) -> list[Any]:
+    return [v if v is None or math.isfinite(v) else None for v in values]
+
+
+def metric_columns(
+    session: Session, run_ids: Iterable[int], names: Sequence[str]
+) -> dict[int, dict[str, list[Any]]]:
+    """Columnar epochs of several runs in one query: ``{run_id: {"epoch": [...], name: [...]}}``
+    in epoch order, non-finite values as None. Rows stay tuples: no ORM objects, no dicts."""
+    ids = list(run_ids)
+    names = list(names)
+    empty = {"epoch": [], **{n: [] for n in names}}
+    out: dict[int, dict[str, list[Any]]] = {i: {k: [] for k in empty} for i in ids}
+    if not ids:
+        return out
+    t = EpochMetric.__table__.c
+    stmt = (
+        sa.select(t.run_id, t.epoch, *[t[n] for n in names])
+        .where(t.run_id.in_(ids))
+        .order_by(t.run_id, t.epoch)
+    )
+    rows = session.execute(stmt).all()
+    keys = ["epoch", *names]
+    for run_id, chunk in itertools.groupby(rows, key=lambda r: r[0]):
+        columns = list(zip(*chunk, strict=True))[1:]
+        out[run_id] = {
+            k: list(c) if k == "epoch" else _finite_or_none(c)
+            for k, c in zip(keys, columns, strict=True)
+        }
     return out
 
 

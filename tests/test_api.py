@@ -326,7 +326,9 @@ def test_compare_groups_and_measures(client: TestClient, db_url: str) -> None:
     assert bams["to_target"]["mean"] == 2 and bams["speedup"] == pytest.approx(1.5)
     assert bams["final_diff"]["paired"] and bams["final_diff"]["mean"] == pytest.approx(0.04)
     assert bams["series"]["n"] == [2, 2, 2]
-    assert len(res["runs"]) == 4 and res["runs"][0]["series"]["test_acc"] == [0.5, 0.7, 0.8]
+    assert len(res["runs"]) == 4 and res["runs"][0]["series"] is None
+    r = client.get(f"/api/compare?sweep={sweep_id}&group_by=optimizer&include=runs")
+    assert r.json()["runs"][0]["series"]["test_acc"] == [0.5, 0.7, 0.8]
     # Default groups: config hash (seeds pooled), the same two groups here.
     res = client.get(f"/api/compare?runs={','.join(map(str, ids))}").json()
     assert [g["n"] for g in res["groups"]] == [2, 2]

@@ -285,6 +285,94 @@ def test_user_text_renders_as_text(
     assert watch.dialogs == [] and watch.confirms == []
 
 
+def seed_finished_sweep(server: LiveServer, n_runs: int, n_epochs: int) -> int:
+    """A sweep of ``n_runs`` finished runs with ``n_epochs`` epochs each, written straight to
+    the server's database in two statements (no worker trains them); returns the sweep id."""
+    import sqlalchemy as sa
+
+    from app import store
+    from app.db import session_scope
+    from app.models import EpochMetric, Run, utcnow
+    from core.spec import RunConfig
+
+    opts = ("adam", "bamsprod", "bop", "sgd")
+    configs = [
+        RunConfig(optimizer=opts[i % 4], seed=i // 4, epochs=n_epochs, dataset="digits")
+        for i in range(n_runs)
+    ]
+    with session_scope(f"sqlite:///{server.home / 'bamsprod.db'}") as s:
+        sweep, runs = store.create_sweep(s, "wide", {}, configs)
+        s.execute(sa.update(Run).where(Run.sweep_id == sweep.id).values(
+            state="succeeded", epochs_done=n_epochs, finished_at=utcnow()))
+        s.execute(sa.insert(EpochMetric), [
+            {"run_id": r.id, "epoch": e, "train_loss": 2.0 / e, "train_acc": 0.9 - 0.3 / e,
+             "test_loss": 2.1 / e, "test_acc": 0.88 - 0.3 / e - 0.001 * (r.id % 7),
+             "quant_error": 0.1 / e, "quant_error_layers": {}, "flip_rate": 0.01 / e,
+             "lr": 1e-3, "seconds": 0.5, "created_at": utcnow()}
+            for r in runs for e in range(1, n_epochs + 1)])
+        s.commit()
+        return int(sweep.id)  # type: ignore[arg-type]
+
+
+def test_compare_holds_200_runs(page: Any, shoot: Any, live_server: LiveServer) -> None:
+    sweep_id = seed_finished_sweep(live_server, 200, 20)
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/api/compare" in r.url else None)
+    page.goto(f"/compare?sweep={sweep_id}&group_by=optimizer")
+    page.wait_for_selector("body[data-rendered='1']")
+    assert page.locator(".group-n").all_text_contents() == ["50"] * 4
+    # Groups only: 3 traces (band edges and mean) per group, no per-run series fetched.
+    count = "() => document.getElementById('chart-acc').data.length"
+    assert page.evaluate(count) == 12
+    assert asked and not any("include=runs" in u for u in asked)
+    # Runs ticked: their series are fetched once, and each group's 50 runs are ONE trace
+    # (20 epochs each, joined by 49 gaps), so the page draws 16 traces, not 212.
+    page.check("#c-indiv")
+    page.wait_for_function(
+        "() => document.getElementById('chart-acc').data.length === 16", timeout=60_000
+    )
+    assert any("include=runs" in u for u in asked) and "indiv=1" in page.url
+    runs = page.evaluate(
+        "() => document.getElementById('chart-acc').data.filter(t => t.name === '50 runs')"
+        ".map(t => [t.type, t.x.length, t.y.filter(v => v === null).length])"
+    )
+    assert runs == [["scatter", 50 * 20 + 49, 49]] * 4
+    assert "WebGL" not in page.locator(".charts").inner_text()
+    shoot(page, "compare_200_runs")
+    # A shared link with runs ticked preloads the answer with the runs' series in it.
+    asked.clear()
+    page.reload()
+    page.wait_for_selector("body[data-rendered='1']")
+    assert [u for u in asked if "include=runs" in u] and not [
+        u for u in asked if "include=runs" not in u
+    ]
+
+
+def test_runs_table_pages_by_keyset(page: Any, live_server: LiveServer) -> None:
+    sweep_id = seed_finished_sweep(live_server, 120, 2)
+    with live_server.api() as c:
+        whole = c.get("/api/runs", params={"sweep": sweep_id, "sort": "best_test_acc",
+                                           "limit": 500}).json()["items"]
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/api/runs?" in r.url else None)
+    page.goto(f"/?sweep={sweep_id}&sort=best_test_acc&limit=50")
+    seen: list[int] = []
+    for first, last in ((1, 50), (51, 100), (101, 120)):
+        page.wait_for_function(
+            f"() => document.getElementById('page-info').textContent === '{first}–{last} of 120'"
+        )
+        ids = page.eval_on_selector_all("#runs-body tr", "rs => rs.map(r => +r.dataset.runId)")
+        seen += ids
+        if last < 120:
+            page.click("#next")
+    assert seen == [r["id"] for r in whole]
+    assert any(f"after={seen[49]}" in u for u in asked) and "offset=100" in page.url
+    page.click("#prev")
+    page.wait_for_function(
+        "() => document.getElementById('page-info').textContent === '51–100 of 120'"
+    )
+
+
 def test_convex_page_runs_the_example(page: Any, shoot: Any) -> None:
     page.goto("/convex")
     page.fill("#steps", "300")

@@ -175,3 +175,19 @@ def test_csv_rows() -> None:
     assert [r["group"] for r in summary] == ["optimizer=adam", "optimizer=bop"]
     assert tuple(summary[0]) == cmp.SUMMARY_COLUMNS
     assert len(cmp.runs_rows(out)) == 4
+
+
+def test_columns_input_gives_the_same_answer_as_per_epoch_dicts() -> None:
+    runs = [run(1, "adam", 0, [0.5, 0.7, 0.8], seconds=2.0), run(2, "adam", 1, [0.4, 0.6]),
+            run(3, "bop", 0, [0.3, 0.5, 0.75], seconds=0.5)]
+    as_columns = []
+    for r in runs:
+        cols = {k: [m.get(k) for m in r["metrics"]] for k in ("epoch", *cmp.SERIES_METRICS)}
+        as_columns.append({k: v for k, v in r.items() if k != "metrics"} | {"columns": cols})
+    for x in ("epoch", "time"):
+        want = cmp.compare(runs, group_by=["optimizer"], x=x)
+        got = cmp.compare(as_columns, group_by=["optimizer"], x=x)
+        assert got == want
+        slim = cmp.compare(as_columns, group_by=["optimizer"], x=x, include_runs=False)
+        assert slim["groups"] == want["groups"] and slim["runs"][0]["series"] is None
+    assert got["runs"][0]["series"]["x"] == [2.0, 4.0, 6.0]

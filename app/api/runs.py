@@ -56,7 +56,7 @@ def submit_run(
     return json_response(RunPublic, RunPublic.model_validate(run), status.HTTP_201_CREATED)
 
 
-@router.get("", response_model=RunList, dependencies=READ)
+@router.get("", response_model=RunList, dependencies=READ, responses=NOT_FOUND)
 def list_runs(
     session: SessionDep,
     state: Annotated[
@@ -73,8 +73,14 @@ def list_runs(
     order: Literal["asc", "desc"] = "desc",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    after: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_ID, description="keyset paging: the last run id of the previous page"),
+    ] = None,
 ) -> Response:
-    """Runs matching every filter, a page at a time, with the total."""
+    """Runs matching every filter, a page at a time, with the total. ``after=<id>`` starts the
+    page right after that run in the sort order, as fast deep down as on page 1 (404 if that
+    run is gone)."""
     states = [s for item in state or [] for s in item.split(",") if s]
     for s in states:
         if s not in RUN_STATES:
@@ -95,6 +101,7 @@ def list_runs(
         order=order,
         limit=limit,
         offset=offset,
+        after=after,
     )
     page = {"items": rows, "total": total, "limit": limit, "offset": offset}
     return json_response(RunList, page)

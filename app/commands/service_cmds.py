@@ -117,12 +117,21 @@ def _warn_if_exposed(host: str) -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", help="interface to listen on"),
     port: int = typer.Option(8000, min=1, max=65535, help="port"),
+    workers: int = typer.Option(
+        1, min=1, max=64, help="API processes (uvicorn workers), each with its own SSE poller"
+    ),
 ) -> None:
     """Start the API server only (workers run elsewhere: ``bamsprod worker``)."""
     import uvicorn
 
     _warn_if_exposed(host)
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port)
+    if workers > 1:  # migrate once here, so the processes start on an up-to-date schema
+        from app.db import init_db
+
+        s = get_settings()
+        s.ensure_dirs()
+        init_db(s.database_url)
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers)
 
 
 @cli.command()

@@ -1,7 +1,11 @@
 // Compare: groups of runs (seeds pooled) as mean ± std bands, and per group the paper's two
 // measures against a baseline (GET /api/compare). Every control lives in the URL. While any
 // run in the comparison trains, the data is fetched again every few seconds and the plots are
-// updated in place (Plotly.react with a fixed uirevision keeps the user's zoom).
+// updated in place (Plotly.react with a fixed uirevision keeps the user's zoom). The page's
+// work follows the groups, not the runs: each run's own series is fetched (include=runs) only
+// with "runs" ticked, and then a group's runs are ONE trace (their lines joined by gaps), so
+// 200 runs in 4 groups are 4 SVG paths. (WebGL traces are no way out here: Plotly's scattergl
+// compiles code at run time, which the pages' Content-Security-Policy forbids.)
 "use strict";
 (function () {
   const { h, $, $$, api, fmtAcc, fmtPts, fmtNum, fmtSeconds, isNum } = window.B;
@@ -54,6 +58,7 @@
   function apiQuery(extra = {}) {
     const p = new URLSearchParams();
     for (const k of API_KEYS) if (state[k]) p.set(k, state[k]);
+    if (state.indiv) p.set("include", "runs");
     for (const [k, v] of Object.entries(extra)) p.set(k, v);
     return p.toString();
   }
@@ -269,13 +274,21 @@
     const rows = [];
     const groupIndex = new Map(result.groups.map((g, i) => [g.key, i]));
     if (state.indiv) {
+      const lines = new Map(); // group key -> { x, y }: the group's runs joined by null gaps
       for (const r of result.runs) {
-        const i = groupIndex.get(r.group) ?? 0;
+        if (!r.series || !r.series.x.length) continue;
+        const line = lines.get(r.group) || { x: [], y: [], n: 0 };
+        if (line.n++) { line.x.push(null); line.y.push(null); }
+        line.x.push(...r.series.x);
+        line.y.push(...BC.smooth(r.series[metric], state.smooth));
+        lines.set(r.group, line);
+      }
+      for (const [key, line] of lines) {
+        const i = groupIndex.get(key) ?? 0;
         traces.push({
-          x: r.series.x, y: BC.smooth(r.series[metric], state.smooth), type: "scatter", mode: "lines",
-          name: BC.escapeForPlotly(`#${r.id} ${r.name || ""} (seed ${r.seed})`),
-          legendgroup: r.group, showlegend: false, opacity: 0.35,
-          line: { width: 1, color: BC.color(i) }, hoverinfo: "skip",
+          x: line.x, y: line.y, type: "scatter", mode: "lines", connectgaps: false,
+          name: BC.escapeForPlotly(`${line.n} runs`), legendgroup: key, showlegend: false,
+          opacity: 0.35, line: { width: 1, color: BC.color(i) }, hoverinfo: "skip",
         });
       }
     }
@@ -369,7 +382,9 @@
     $(id).addEventListener("input", () => {
       readView();
       writeUrl();
-      if (result) renderCharts();
+      // The runs' own series come only when asked for: fetch them the first time.
+      if (result && state.indiv && result.runs.some((r) => !r.series)) load();
+      else if (result) renderCharts();
     });
   }
   $("#download-csv").addEventListener("click", () => { if (result) csvOfPlot(); });

@@ -1,5 +1,7 @@
 // Runs table: sort, filter, page (all through GET /api/runs, state kept in the URL),
 // refreshed every 2 s while the tab is visible; select rows to compare or cancel them.
+// "Next" pages by keyset (after=<last id>, as fast on page 200 as on page 1); the offset
+// stays as the position shown, and is what "Prev" and a cleared cursor page by.
 "use strict";
 (function () {
   const { h, $, $$, api, fmtAcc, fmtNum, fmtDate } = window.B;
@@ -12,6 +14,7 @@
     order: url.searchParams.get("order") || "desc",
     limit: Number(url.searchParams.get("limit")) || 50,
     offset: Number(url.searchParams.get("offset")) || 0,
+    after: Number(url.searchParams.get("after")) || 0,
     filters: Object.fromEntries(FILTERS.map((f) => [f, url.searchParams.get(f) || ""])),
   };
   const selected = new Map(); // run id -> state
@@ -24,12 +27,15 @@
     if (st.order !== "desc") u.searchParams.set("order", st.order);
     if (st.limit !== 50) u.searchParams.set("limit", st.limit);
     if (st.offset) u.searchParams.set("offset", st.offset);
+    if (st.after) u.searchParams.set("after", st.after);
     for (const f of FILTERS) if (st.filters[f]) u.searchParams.set(f, st.filters[f]);
     history.replaceState(null, "", u);
   }
 
   function query() {
-    const p = new URLSearchParams({ sort: st.sort, order: st.order, limit: st.limit, offset: st.offset });
+    const p = new URLSearchParams({ sort: st.sort, order: st.order, limit: st.limit });
+    if (st.after) p.set("after", st.after);
+    else p.set("offset", st.offset);
     for (const f of FILTERS) if (st.filters[f]) p.set(f, st.filters[f]);
     return p;
   }
@@ -43,12 +49,19 @@
       page = await api(`/api/runs?${query()}`, { signal: ctl.signal });
     } catch (e) {
       if (e.name === "AbortError") return;
+      if (st.after && e.status === 404) { // the cursor's run was deleted: page by offset
+        st.after = 0;
+        syncUrl();
+        load(true);
+        return;
+      }
       showError(e.message);
       return;
     } finally {
       if (inflight === ctl) inflight = null;
     }
     showError("");
+    page.offset = st.offset; // the position shown (a keyset page reports offset 0)
     const json = JSON.stringify(page);
     if (!force && json === lastJson) return;
     lastJson = json;
@@ -75,6 +88,7 @@
     for (const r of page.items) if (selected.has(r.id)) selected.set(r.id, r.state);
     if (page.items.length === 0 && page.offset > 0 && page.total > 0) {
       st.offset = Math.max(0, page.total - st.limit);
+      st.after = 0;
       syncUrl();
       load(true);
     }
@@ -153,7 +167,7 @@
         st.sort = col;
         st.order = ["name", "optimizer", "model", "dataset", "state"].includes(col) ? "asc" : "desc";
       }
-      st.offset = 0;
+      st.offset = 0; st.after = 0;
       renderSortHeaders();
       syncUrl();
       load(true);
@@ -171,7 +185,7 @@
     }
     el.addEventListener("input", () => {
       st.filters[f] = el.value.trim();
-      st.offset = 0;
+      st.offset = 0; st.after = 0;
       clearTimeout(debounce);
       debounce = setTimeout(() => { syncUrl(); load(true); }, el.tagName === "SELECT" ? 0 : 250);
     });
@@ -179,15 +193,21 @@
   $("#clear-filters").addEventListener("click", () => {
     for (const el of $$("[data-filter]")) el.value = "";
     for (const f of FILTERS) st.filters[f] = "";
-    st.offset = 0;
+    st.offset = 0; st.after = 0;
     syncUrl();
     load(true);
   });
   $("#limit").value = String(st.limit);
   if ($("#limit").value !== String(st.limit)) $("#limit").append(h("option", { selected: true }, String(st.limit)));
-  $("#limit").addEventListener("change", (e) => { st.limit = Number(e.target.value); st.offset = 0; syncUrl(); load(true); });
-  $("#prev").addEventListener("click", () => { st.offset = Math.max(0, st.offset - st.limit); syncUrl(); load(true); });
-  $("#next").addEventListener("click", () => { st.offset += st.limit; syncUrl(); load(true); });
+  $("#limit").addEventListener("change", (e) => { st.limit = Number(e.target.value); st.offset = 0; st.after = 0; syncUrl(); load(true); });
+  $("#prev").addEventListener("click", () => { st.offset = Math.max(0, st.offset - st.limit); st.after = 0; syncUrl(); load(true); });
+  $("#next").addEventListener("click", () => {
+    const rows = $$("#runs-body tr[data-run-id]");
+    st.after = rows.length ? Number(rows[rows.length - 1].dataset.runId) : 0;
+    st.offset += st.limit;
+    syncUrl();
+    load(true);
+  });
   $("#select-all").addEventListener("change", (e) => {
     for (const tr of $$("#runs-body tr")) {
       const id = Number(tr.dataset.runId);
