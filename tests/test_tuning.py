@@ -1,0 +1,185 @@
+"""Tuned sweeps ("tune, then seed") against the real API, database, Optuna storage and worker code.
+
+The stage-1 decision reads validation metrics only: the epochs written here rank the runs one
+way by val_acc and the other way by test_acc, so a decision that read test metrics would pick
+another learning rate.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app import store, studies, tuning
+from app.db import session_scope
+from app.models import TuneStage
+from app.settings import Settings
+from worker.tasks import db_call, execute_run
+from worker.tuned import after_run
+
+BASE = {"model": "mlp", "dataset": "digits", "model_args": {"width": 32}, "batch_size": 128,
+        "epochs": 3, "val_split": 0.2, "seed": 7}
+
+
+def tune_body(**tune: Any) -> dict[str, Any]:
+    spec = {"optimizers": ["adam", "sgd"], "lr_min": 1e-3, "lr_max": 1e-1, "n_lr": 3,
+            "stage1_epochs": 1, "reduction_factor": 2, **tune}
+    return {"name": "t", "base": BASE, "strategy": "tune", "tune": spec, "n_seeds": 2}
+
+
+def end_with(url: str, run_id: int, epochs: list[tuple[float, float]],
+             state: str = "succeeded") -> None:
+    """Run ``run_id`` through the store as a worker would: claim, one epoch per
+    (val_acc, test_acc), finish."""
+    with session_scope(url) as session:
+        assert store.claim_run(session, run_id, "test@host", "cpu")
+        for epoch, (val_acc, test_acc) in enumerate(epochs, 1):
+            store.record_epoch(session, run_id, {
+                "epoch": epoch, "train_loss": 1.0, "train_acc": 0.5, "test_loss": 1.0,
+                "test_acc": test_acc, "val_loss": 1.0, "val_acc": val_acc, "quant_error": 0.1,
+            })
+        assert store.finish_run(session, run_id, state)
+
+
+def stage1(client: TestClient, sweep_id: int) -> dict[str, dict[str, Any]]:
+    detail = client.get(f"/api/sweeps/{sweep_id}").json()
+    return {t["optimizer"]: t for t in detail["tuning"]}
+
+
+def lrs(client: TestClient, run_ids: list[int]) -> list[float]:
+    return [client.get(f"/api/runs/{i}").json()["config"]["lr"] for i in run_ids]
+
+
+def test_tuned_sweep_queues_one_trial_per_rate_and_states_the_search(client, enqueued) -> None:
+    dry = client.post("/api/sweeps?dry_run=true", json=tune_body())
+    assert dry.status_code == 200 and dry.json()["count"] == 3 * 2 + 2 * 2
+    r = client.post("/api/sweeps", json=tune_body())
+    assert r.status_code == 201, r.text
+    run_ids = r.json()["run_ids"]
+    assert len(run_ids) == 6 and sorted(enqueued) == sorted(run_ids)
+    tuned = stage1(client, r.json()["sweep"]["id"])
+    for optimizer in ("adam", "sgd"):
+        t = tuned[optimizer]
+        assert t["searched"] == {"lr": [0.001, 0.01, 0.1]}
+        assert t["criterion"] == "best_val_acc" and t["chosen"] is None
+        assert t["stage2_run_ids"] == []
+        runs = [client.get(f"/api/runs/{i}").json() for i in t["stage1_run_ids"]]
+        assert {(x["config"]["epochs"], x["config"]["seed"], x["optimizer"]) for x in runs} == {
+            (1, 7, optimizer)}
+
+
+@pytest.mark.parametrize(("patch", "loc"), [
+    ({"tune": {"optimizers": ["adam"], "lr_min": 1e-1, "lr_max": 1e-3}}, ["tune", "lr_max"]),
+    ({"base": {**BASE, "val_split": 0.0}}, ["base", "val_split"]),
+    ({"grid": {"lr": [0.1]}}, ["grid"]),
+    ({"tune": {"optimizers": ["adam"], "lr_min": 1e-3, "lr_max": 1e-1,
+               "hparams": {"kappa": [1.0]}}}, ["tune", "hparams", "kappa"]),
+    ({"tune": {"optimizers": ["adam"], "lr_min": 1e-3, "lr_max": 1e-1,
+               "stage1_epochs": 9}}, ["tune", "stage1_epochs"]),
+    ({"tune": None}, ["tune"]),
+])
+def test_bad_tuned_sweep_is_a_422_naming_the_field(client, patch, loc) -> None:
+    r = client.post("/api/sweeps", json={**tune_body(), **patch})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", *loc]
+
+
+def test_stage2_runs_the_validation_argmax_never_the_test_one(client, api_settings) -> None:
+    url = api_settings.database_url
+    sweep_id = client.post("/api/sweeps", json=tune_body(optimizers=["adam"])).json()["sweep"]["id"]
+    runs = stage1(client, sweep_id)["adam"]["stage1_run_ids"]
+    by_lr = dict(zip(lrs(client, runs), runs, strict=True))
+    # By val_acc 0.01 wins (its best epoch), by test_acc 0.1 would.
+    end_with(url, by_lr[0.001], [(0.50, 0.60)])
+    end_with(url, by_lr[0.01], [(0.90, 0.40)])
+    with session_scope(url) as session:  # stage 1 not over: nothing yet
+        assert tuning.start_stage2(session, sweep_id, "adam") == []
+    end_with(url, by_lr[0.1], [(0.70, 0.95)])
+    with session_scope(url) as session:
+        new = tuning.start_stage2(session, sweep_id, "adam")
+        assert tuning.start_stage2(session, sweep_id, "adam") == []  # idempotent
+    assert len(new) == 2 and lrs(client, new) == [0.01, 0.01]
+    stage2 = [client.get(f"/api/runs/{i}").json() for i in new]
+    assert [r["config"]["seed"] for r in stage2] == [7, 8]
+    assert {(r["state"], r["config"]["epochs"], r["sweep_id"]) for r in stage2} == {
+        ("queued", 3, sweep_id)}
+    t = stage1(client, sweep_id)["adam"]
+    assert t["chosen"] == {"lr": 0.01} and t["value"] == pytest.approx(0.9)
+    assert t["best_run_id"] == by_lr[0.01] and t["stage2_run_ids"] == new
+    assert client.get(f"/api/sweeps/{sweep_id}").json()["n_runs"] == 5
+
+
+def test_last_val_acc_criterion_reads_the_last_epoch(client, api_settings) -> None:
+    url = api_settings.database_url
+    body = tune_body(optimizers=["sgd"], n_lr=2, stage1_epochs=2, criterion="last_val_acc")
+    sweep_id = client.post("/api/sweeps", json=body).json()["sweep"]["id"]
+    runs = stage1(client, sweep_id)["sgd"]["stage1_run_ids"]
+    by_lr = dict(zip(lrs(client, runs), runs, strict=True))
+    end_with(url, by_lr[0.001], [(0.2, 0.9), (0.6, 0.9)])
+    end_with(url, by_lr[0.1], [(0.9, 0.1), (0.5, 0.1)])  # best peak, worse last epoch
+    with session_scope(url) as session:
+        new = tuning.start_stage2(session, sweep_id, "sgd")
+    assert lrs(client, new) == [0.001, 0.001]
+
+
+def test_concurrent_stage1_endings_create_stage2_once(client, api_settings) -> None:
+    url = api_settings.database_url
+    body = tune_body(optimizers=["adam"], n_lr=2)
+    sweep_id = client.post("/api/sweeps", json=body).json()["sweep"]["id"]
+    runs = stage1(client, sweep_id)["adam"]["stage1_run_ids"]
+    for run_id, val in zip(runs, (0.3, 0.8), strict=True):
+        end_with(url, run_id, [(val, 0.5)])
+    results: list[list[int]] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def finish() -> None:
+        try:
+            with session_scope(url) as session:
+                barrier.wait()
+                results.append(tuning.start_stage2(session, sweep_id, "adam"))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=finish) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert sorted(len(r) for r in results) == [0, 0, 0, 2]
+    with session_scope(url) as session:
+        assert session.get(TuneStage, (sweep_id, "adam")) is not None
+        assert len(store.runs_of_sweep(session, sweep_id)) == 4
+
+
+@pytest.mark.service
+@pytest.mark.slow
+def test_worker_prunes_the_loser_then_queues_stage2(service_settings: Settings) -> None:
+    """The worker reports val_acc to Optuna; the trial behind at the first rung is pruned
+    (state ``pruned``, stopped after epoch 1 of 3) and stage 2 takes the other rate."""
+    from app.main import create_app
+
+    s = service_settings
+    body = tune_body(optimizers=["adam"], lr_min=1e-6, lr_max=1e-2, n_lr=2, stage1_epochs=3)
+    with TestClient(create_app(s, enqueue=lambda _: None),
+                    headers={"X-Requested-With": "test"}) as c:
+        sweep_id = c.post("/api/sweeps", json=body).json()["sweep"]["id"]
+        runs = stage1(c, sweep_id)["adam"]["stage1_run_ids"]
+        by_lr = dict(zip(lrs(c, runs), runs, strict=True))
+        # The good rate reaches the first rung first (always promoted); the bad one then
+        # trails it there and is cut.
+        assert execute_run(by_lr[0.01], hostname="w1@host", settings=s) == "succeeded"
+        assert execute_run(by_lr[1e-6], hostname="w1@host", settings=s) == "pruned"
+        loser = c.get(f"/api/runs/{by_lr[1e-6]}").json()
+        assert loser["state"] == "pruned" and loser["epochs_done"] == 1 and not loser["error"]
+        t = stage1(c, sweep_id)["adam"]
+        assert t["chosen"] == {"lr": 0.01} and len(t["stage2_run_ids"]) == 2
+    tune = db_call(s, "tune", tuning.sweep_tune, sweep_id)
+    study = studies.load_study(s.database_url, tune, "adam")
+    states = {tr.params["lr"]: tr.state.name for tr in study.get_trials()}
+    assert states == {0.01: "COMPLETE", 1e-6: "PRUNED"}
+    assert after_run(s, db_call, by_lr[0.01], "succeeded") == []  # a redelivery: no new stage
