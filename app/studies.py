@@ -99,6 +99,12 @@ class TrialReporter:
         )
         self.pruned = False
 
+    def running(self) -> bool:
+        """False once the trial was told (pruned, completed or failed)."""
+        from optuna.trial import TrialState
+
+        return self.study._storage.get_trial(self.trial_id).state == TrialState.RUNNING
+
     def report(self, epoch: int, val_acc: float | None) -> bool:
         """Report ``val_acc`` at step ``epoch``; True when the run should stop (pruned)."""
         import optuna

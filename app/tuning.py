@@ -259,6 +259,15 @@ def start_stage2(session: Session, sweep_id: int, optimizer: str) -> list[int]:
     return [int(r.id) for r in new]  # type: ignore[arg-type]
 
 
+def pending_stages(session: Session) -> list[tuple[int, str]]:
+    """(sweep, optimizer) pairs whose stage 2 is not decided yet."""
+    t, st = TuneTrial, TuneStage
+    stmt = (select(t.sweep_id, t.optimizer).where(t.stage == 1).distinct()
+            .outerjoin(st, sa.and_(st.sweep_id == t.sweep_id, st.optimizer == t.optimizer))
+            .where(col(st.sweep_id).is_(None)))
+    return [(int(a), str(b)) for a, b in session.exec(stmt)]
+
+
 def trial_of(session: Session, run_id: int) -> TuneTrial | None:
     return session.get(TuneTrial, run_id)
 

@@ -183,3 +183,26 @@ def test_worker_prunes_the_loser_then_queues_stage2(service_settings: Settings) 
     states = {tr.params["lr"]: tr.state.name for tr in study.get_trials()}
     assert states == {0.01: "COMPLETE", 1e-6: "PRUNED"}
     assert after_run(s, db_call, by_lr[0.01], "succeeded") == []  # a redelivery: no new stage
+
+
+@pytest.mark.service
+def test_reconciler_creates_stage2_when_the_last_trial_was_cancelled_queued(
+        service_settings: Settings) -> None:
+    """No worker ends a run cancelled while queued: the reconciler's pass starts stage 2."""
+    from app.main import create_app
+    from worker.reconciler import reconcile_once
+
+    s = service_settings
+    body = tune_body(optimizers=["adam"], n_lr=2)
+    with TestClient(create_app(s, enqueue=lambda _: None),
+                    headers={"X-Requested-With": "test"}) as c:
+        sweep_id = c.post("/api/sweeps", json=body).json()["sweep"]["id"]
+        first, second = stage1(c, sweep_id)["adam"]["stage1_run_ids"]
+        end_with(s.database_url, first, [(0.6, 0.6)])
+        assert after_run(s, db_call, first, "succeeded") == []  # the other one is queued
+        assert c.post(f"/api/runs/{second}/cancel").json()["state"] == "cancelled"
+        reconcile_once(s)
+        t = stage1(c, sweep_id)["adam"]
+        assert t["best_run_id"] == first and len(t["stage2_run_ids"]) == 2
+        reconcile_once(s)  # nothing more
+        assert len(c.get(f"/api/sweeps/{sweep_id}").json()["run_ids"]) == 4

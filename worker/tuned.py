@@ -39,7 +39,22 @@ def trial_hook(s: Settings, db: Any, run_id: int) -> TrialHook | None:
     if trial is None or trial.stage != 1 or trial.trial_number is None:
         return None
     tune = db(s, "sweep_tune", tuning.sweep_tune, trial.sweep_id)
-    return TrialHook(s, run_id, trial.sweep_id, trial.optimizer, trial.trial_number, tune)
+    hook = TrialHook(s, run_id, trial.sweep_id, trial.optimizer, trial.trial_number, tune)
+    # A retried trial run (its trial told already) trains as a plain run.
+    return hook if hook.reporter.running() else None
+
+
+def start_pending(s: Settings, db: Any) -> list[int]:
+    """The reconciler's pass: create and queue each stage 2 whose stage 1 has ended but that
+    no worker created (a stage-1 run cancelled while queued, a worker lost at that moment)."""
+    queued: list[int] = []
+    for sweep_id, optimizer in db(s, "pending_stages", tuning.pending_stages):
+        for new_id in db(s, "start_stage2", tuning.start_stage2, sweep_id, optimizer):
+            enqueue_run(new_id)
+            queued.append(new_id)
+    if queued:
+        log.info("reconciler queued stage-2 runs %s", queued)
+    return queued
 
 
 def after_run(s: Settings, db: Any, run_id: int, state: str) -> list[int]:
