@@ -206,3 +206,36 @@ def test_reconciler_creates_stage2_when_the_last_trial_was_cancelled_queued(
         assert t["best_run_id"] == first and len(t["stage2_run_ids"]) == 2
         reconcile_once(s)  # nothing more
         assert len(c.get(f"/api/sweeps/{sweep_id}").json()["run_ids"]) == 4
+
+
+def test_cli_tune_submits_stage1_and_names_the_bad_option(start_api, tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+    import urllib.request
+
+    from service_fixtures import make_settings, settings_env
+
+    from app.db import init_db
+
+    s = make_settings(tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'cli.db'}",
+                      broker_url="memory://")
+    init_db(s.database_url)
+    url = start_api(s)
+    env = {**settings_env(s), "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "app", "tune", "--url", url, "--dataset", "digits",
+           "--epochs", "3", "--opt", "adam", "--opt", "bamsprod", "--lr-min", "0.001",
+           "--lr-max", "0.1", "--n-lr", "3", "--search", "kappa=0.5,2", "--stage1-epochs", "1",
+           "--seeds", "2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "0.001, 0.01, 0.1" in out.stdout and "kappa: 0.5, 2" in out.stdout
+    assert "13 runs in all" in out.stdout  # adam 3 + bamsprod 3x2, then 2 seeds each
+    with urllib.request.urlopen(f"{url}/api/sweeps/1") as r:
+        tuned = {t["optimizer"]: t for t in json.load(r)["tuning"]}
+    assert len(tuned["adam"]["stage1_run_ids"]) == 3
+    assert tuned["bamsprod"]["searched"] == {"lr": [0.001, 0.01, 0.1],
+                                             "hparams.kappa": [0.5, 2.0]}
+    bad = subprocess.run([*cmd[:14], "--lr-min", "0.5", "--lr-max", "0.1"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "--lr-max" in bad.stderr and "lr_min" in bad.stderr
