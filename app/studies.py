@@ -87,6 +87,17 @@ def load_study(database_url: str, tune: dict[str, Any], optimizer: str) -> optun
     )
 
 
+def delete_study(database_url: str, tune: dict[str, Any], optimizer: str) -> None:
+    """Delete a study; one that is gone already is fine."""
+    import optuna
+
+    try:
+        optuna.delete_study(study_name=study_name(tune["study"], optimizer),
+                            storage=storage(database_url))
+    except KeyError:
+        pass
+
+
 class TrialReporter:
     """Reports each epoch's val_acc of a stage-1 run to its trial; ``pruned`` once the pruner
     says the run lost."""

@@ -85,9 +85,9 @@ def _config(body: SweepCreate | dict[str, Any], optimizer: str, params: dict[str
         raise TuneError(("body", "base", *loc), f"{err.get('msg')} (for {optimizer})") from None
 
 
-def check(body: SweepCreate, seeds: list[int | None]) -> int:
-    """Validate a tuned sweep (every field error is a ``TuneError``); returns its run count,
-    stage 1 and stage 2 together."""
+def check(body: SweepCreate, seeds: list[int | None]) -> tuple[int, list[RunConfig]]:
+    """Validate a tuned sweep (every field error is a ``TuneError``); returns its run count
+    (stage 1 and stage 2 together) and one full-budget config per optimizer."""
     tune = body.tune
     if tune is None:
         raise TuneError(("body", "tune"), "strategy tune needs a tune object")
@@ -102,7 +102,7 @@ def check(body: SweepCreate, seeds: list[int | None]) -> int:
         if not any(key in OPTIMIZERS[o] for o in tune.optimizers):
             raise TuneError(("body", "tune", "hparams", key),
                             f"no optimizer of this sweep has hparam {key!r}", key)
-    count = 0
+    count, fulls = 0, []
     for optimizer in dict.fromkeys(tune.optimizers):
         space = {"lr": [tune.lr_min, tune.lr_max], **_hparam_space(spec, optimizer)}
         for values in itertools.product(*space.values()):
@@ -118,7 +118,8 @@ def check(body: SweepCreate, seeds: list[int | None]) -> int:
                             tune.stage1_epochs)
         count += tune.n_lr * math.prod(len(v) for v in _hparam_space(spec, optimizer).values())
         count += len(seeds)
-    return count
+        fulls.append(full)
+    return count, fulls
 
 
 def plan_stage1(body: SweepCreate, seeds: list[int | None], database_url: str
@@ -266,6 +267,14 @@ def pending_stages(session: Session) -> list[tuple[int, str]]:
             .outerjoin(st, sa.and_(st.sweep_id == t.sweep_id, st.optimizer == t.optimizer))
             .where(col(st.sweep_id).is_(None)))
     return [(int(a), str(b)) for a, b in session.exec(stmt)]
+
+
+def forget(database_url: str, spec: dict[str, Any]) -> None:
+    """Delete the Optuna studies of a deleted tuned sweep (``spec``: its stored spec)."""
+    tune = spec.get("tune") if spec.get("strategy") == "tune" else None
+    if tune and tune.get("study"):
+        for optimizer in dict.fromkeys(tune["optimizers"]):
+            studies.delete_study(database_url, tune, optimizer)
 
 
 def trial_of(session: Session, run_id: int) -> TuneTrial | None:

@@ -239,3 +239,17 @@ def test_cli_tune_submits_stage1_and_names_the_bad_option(start_api, tmp_path) -
     bad = subprocess.run([*cmd[:14], "--lr-min", "0.5", "--lr-max", "0.1"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "--lr-max" in bad.stderr and "lr_min" in bad.stderr
+
+
+def test_deleting_a_tuned_sweep_deletes_its_studies(client, api_settings) -> None:
+    url = api_settings.database_url
+    sweep_id = client.post("/api/sweeps", json=tune_body(optimizers=["adam"], n_lr=2)).json()[
+        "sweep"]["id"]
+    for run_id in stage1(client, sweep_id)["adam"]["stage1_run_ids"]:
+        end_with(url, run_id, [(0.5, 0.5)])
+    with session_scope(url) as session:
+        tune = tuning.sweep_tune(session, sweep_id)
+    assert studies.load_study(url, tune, "adam").trials
+    assert client.delete(f"/api/sweeps/{sweep_id}").status_code == 204
+    with pytest.raises(KeyError):
+        studies.load_study(url, tune, "adam")

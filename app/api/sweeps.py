@@ -207,7 +207,7 @@ def _submit_tuned(body: SweepCreate, session: SessionDep, settings: SettingsDep,
     limit = settings.max_sweep_runs
     try:
         seeds = sweep_seeds(body)
-        count = tuning.check(body, seeds)
+        count, configs = tuning.check(body, seeds)
         if dry_run:
             response.status_code = status.HTTP_200_OK
             return SweepSubmitted(count=count, max_runs=limit, dry_run=True)
@@ -218,13 +218,13 @@ def _submit_tuned(body: SweepCreate, session: SessionDep, settings: SettingsDep,
         if epochs > settings.max_epochs:
             unprocessable(("body", "base", "epochs"),
                           f"at most {settings.max_epochs} epochs on this server", epochs)
+        for config in configs:  # before any Optuna study exists
+            if (why := too_large(config, settings.max_param_bytes)) is not None:
+                arg = SIZE_ARG[config.model]
+                unprocessable(("body", "base", "model_args", arg), why, config.model_args[arg])
         spec, trials = tuning.plan_stage1(body, seeds, settings.database_url)
     except tuning.TuneError as exc:
         unprocessable(exc.loc, exc.msg, exc.value)
-    for trial in trials:
-        if (why := too_large(trial.config, settings.max_param_bytes)) is not None:
-            arg = SIZE_ARG[trial.config.model]
-            unprocessable(("body", "base", "model_args", arg), why, trial.config.model_args[arg])
     sweep, runs = store.create_sweep(session, body.name, spec, [t.config for t in trials],
                                      before_commit=tuning.link_stage1(trials))
     background.add_task(_enqueue_all, request, [int(r.id) for r in runs])  # type: ignore[arg-type]
@@ -272,5 +272,7 @@ def get_sweep(sweep_id: SweepId, session: SessionDep) -> Response:
 def delete_sweep(sweep_id: SweepId, session: SessionDep, settings: SettingsDep) -> Response:
     """Delete a sweep with its runs, their epochs and checkpoints (409 while any of its runs
     is queued or running: cancel them first)."""
+    spec = store.get_sweep(session, sweep_id).spec
     remove_checkpoints(settings, store.delete_sweep(session, sweep_id))
+    tuning.forget(settings.database_url, spec)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
