@@ -182,6 +182,7 @@ def test_worker_prunes_the_loser_then_queues_stage2(service_settings: Settings) 
     study = studies.load_study(s.database_url, tune, "adam")
     states = {tr.params["lr"]: tr.state.name for tr in study.get_trials()}
     assert states == {0.01: "COMPLETE", 1e-6: "PRUNED"}
+    assert study.best_trial.params == t["chosen"]  # Optuna was told the same scores
     assert after_run(s, db_call, by_lr[0.01], "succeeded") == []  # a redelivery: no new stage
 
 
