@@ -57,9 +57,17 @@ def lr_grid(lo: float, hi: float, n: int) -> list[float]:
     return [float(f"{math.exp(math.log(lo) + i * step):.4g}") for i in range(n)]
 
 
+def _n_rates(tune: dict[str, Any]) -> int:
+    """Stage-1 learning rates per setting of the other hyperparameters (a grid's repeats once)."""
+    if tune["sampler"] == "grid":
+        return len(set(lr_grid(tune["lr_min"], tune["lr_max"], tune["n_lr"])))
+    return int(tune["n_lr"])
+
+
 def _hparam_space(tune: dict[str, Any], optimizer: str) -> dict[str, list[Any]]:
     known = OPTIMIZERS[optimizer]
-    return {f"hparams.{k}": list(v) for k, v in tune["hparams"].items() if k in known}
+    return {f"hparams.{k}": list(dict.fromkeys(v)) for k, v in tune["hparams"].items()
+            if k in known}
 
 
 def _config(body: SweepCreate | dict[str, Any], optimizer: str, params: dict[str, Any],
@@ -71,8 +79,9 @@ def _config(body: SweepCreate | dict[str, Any], optimizer: str, params: dict[str
     data = copy.deepcopy(base)
     data.update(optimizer=optimizer, lr=params["lr"], **fields)
     hp = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("hparams.")}
-    if hp:
-        data["hparams"] = {**(data.get("hparams") or {}), **hp}
+    given = data.get("hparams") or {}
+    if hp and isinstance(given, dict):  # else validation names the bad base.hparams
+        data["hparams"] = {**given, **hp}
     point = " ".join(f"{k}={fmt_value(v)}" for k, v in params.items())
     base_name = str(base.get("name") or sweep_name)
     name = " ".join(p for p in (base_name, optimizer, escape_text(point), label) if p)
@@ -116,7 +125,7 @@ def check(body: SweepCreate, seeds: list[int | None]) -> tuple[int, list[RunConf
             raise TuneError(("body", "tune", "stage1_epochs"),
                             f"stage 1 must be no longer than the full budget ({full.epochs})",
                             tune.stage1_epochs)
-        count += tune.n_lr * math.prod(len(v) for v in _hparam_space(spec, optimizer).values())
+        count += _n_rates(spec) * math.prod(len(v) for v in _hparam_space(spec, optimizer).values())
         count += len(seeds)
         fulls.append(full)
     return count, fulls
@@ -136,8 +145,8 @@ def plan_stage1(body: SweepCreate, seeds: list[int | None], database_url: str
     for optimizer in dict.fromkeys(body.tune.optimizers):
         study = studies.create_study(database_url, tune, optimizer, seed=base_seed)
         space = _hparam_space(tune, optimizer)
-        grid = lr_grid(tune["lr_min"], tune["lr_max"], tune["n_lr"])
-        for i, combo in enumerate(itertools.product(range(tune["n_lr"]), *space.values())):
+        grid = list(dict.fromkeys(lr_grid(tune["lr_min"], tune["lr_max"], tune["n_lr"])))
+        for i, combo in enumerate(itertools.product(range(_n_rates(tune)), *space.values())):
             fixed = dict(zip(space, combo[1:], strict=True))
             if tune["sampler"] == "grid":
                 fixed["lr"] = grid[combo[0]]

@@ -80,6 +80,8 @@ def test_tuned_sweep_queues_one_trial_per_rate_and_states_the_search(client, enq
     ({"tune": {"optimizers": ["adam"], "lr_min": 1e-3, "lr_max": 1e-1,
                "stage1_epochs": 9}}, ["tune", "stage1_epochs"]),
     ({"tune": None}, ["tune"]),
+    ({"base": {**BASE, "hparams": [1]}}, ["base", "hparams"]),
+    ({"base": {**BASE, "epochs": 5000}}, ["base", "epochs"]),
 ])
 def test_bad_tuned_sweep_is_a_422_naming_the_field(client, patch, loc) -> None:
     r = client.post("/api/sweeps", json={**tune_body(), **patch})
@@ -110,6 +112,12 @@ def test_stage2_runs_the_validation_argmax_never_the_test_one(client, api_settin
     assert t["chosen"] == {"lr": 0.01} and t["value"] == pytest.approx(0.9)
     assert t["best_run_id"] == by_lr[0.01] and t["stage2_run_ids"] == new
     assert client.get(f"/api/sweeps/{sweep_id}").json()["n_runs"] == 5
+
+
+def test_a_grid_runs_each_distinct_rate_once(client) -> None:
+    body = {**tune_body(optimizers=["adam"], lr_min=0.01, lr_max=0.01, n_lr=4), "n_seeds": 3}
+    r = client.post("/api/sweeps", json=body)
+    assert r.status_code == 201 and r.json()["count"] == 1 + 3 and len(r.json()["run_ids"]) == 1
 
 
 def test_last_val_acc_criterion_reads_the_last_epoch(client, api_settings) -> None:

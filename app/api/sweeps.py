@@ -214,7 +214,7 @@ def _submit_tuned(body: SweepCreate, session: SessionDep, settings: SettingsDep,
         if count > limit:
             unprocessable(("body", "tune", "n_lr"),
                           f"the sweep has {count} runs; the limit is {limit}", count)
-        epochs = int(body.base.get("epochs") or RunConfig().epochs)
+        epochs = max(c.epochs for c in configs)
         if epochs > settings.max_epochs:
             unprocessable(("body", "base", "epochs"),
                           f"at most {settings.max_epochs} epochs on this server", epochs)
