@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -44,8 +45,16 @@ def storage(database_url: str) -> optuna.storages.RDBStorage:
     with _lock:
         if database_url not in _storages:
             optuna.logging.set_verbosity(logging.WARNING)
-            url, args = _storage_args(database_url)
-            _storages[database_url] = optuna.storages.RDBStorage(url, engine_kwargs=args)
+            for attempt in range(3):
+                try:
+                    url, args = _storage_args(database_url)
+                    _storages[database_url] = optuna.storages.RDBStorage(url, engine_kwargs=args)
+                    break
+                except sa.exc.DBAPIError:
+                    # Another process creating the schema or Optuna's tables at the same moment.
+                    if attempt == 2:
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
         return _storages[database_url]
 
 

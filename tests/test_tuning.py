@@ -262,3 +262,20 @@ def test_deleting_a_tuned_sweep_deletes_its_studies(client, api_settings) -> Non
     assert client.delete(f"/api/sweeps/{sweep_id}").status_code == 204
     with pytest.raises(KeyError):
         studies.load_study(url, tune, "adam")
+
+
+@pytest.mark.service
+def test_api_and_worker_opening_optuna_storage_at_once_both_succeed(pg_url: str) -> None:
+    """Two processes meet a fresh database's optuna schema together (API and worker start)."""
+    import subprocess
+    import sys
+
+    from service_fixtures import ROOT
+
+    code = (f"from app import studies; s = studies.storage({pg_url!r}); "
+            "print(len(s.get_all_studies()))")
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [e for _, e in outs]
+    assert [o.strip() for o, _ in outs] == ["0", "0", "0"]
