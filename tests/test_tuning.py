@@ -114,6 +114,15 @@ def test_stage2_runs_the_validation_argmax_never_the_test_one(client, api_settin
     assert client.get(f"/api/sweeps/{sweep_id}").json()["n_runs"] == 5
 
 
+def test_a_grid_sweep_has_no_tuning_and_refuses_a_tune_object(client) -> None:
+    grid = {"base": BASE, "grid": {"lr": [0.01, 0.1]}}
+    r = client.post("/api/sweeps", json=grid)
+    assert r.status_code == 201
+    assert client.get(f"/api/sweeps/{r.json()['sweep']['id']}").json()["tuning"] is None
+    r = client.post("/api/sweeps", json={**grid, "tune": tune_body()["tune"]})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "tune"]
+
+
 def test_a_grid_runs_each_distinct_rate_once(client) -> None:
     body = {**tune_body(optimizers=["adam"], lr_min=0.01, lr_max=0.01, n_lr=4), "n_seeds": 3}
     r = client.post("/api/sweeps", json=body)
