@@ -18,7 +18,7 @@ from pydantic import ConfigDict, field_validator
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from core.spec import OptimizerName, RunConfig, SafeText
+from core.spec import RUN_STATES, OptimizerName, RunConfig, SafeText
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 
@@ -246,7 +246,9 @@ class RunPublic(SQLModel):
     id: int
     name: str
     tags: list[str]
-    state: str
+    state: str = Field(
+        description=f"one of {', '.join(RUN_STATES)} (pruned: a tuning trial stopped early)"
+    )
     config: dict[str, Any]
     schema_version: int
     config_hash: str
