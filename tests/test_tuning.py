@@ -142,6 +142,19 @@ def test_last_val_acc_criterion_reads_the_last_epoch(client, api_settings) -> No
     assert lrs(client, new) == [0.001, 0.001]
 
 
+def test_a_diverged_trial_never_wins_however_high_its_val_acc(client, api_settings) -> None:
+    url = api_settings.database_url
+    sweep_id = client.post("/api/sweeps", json=tune_body(optimizers=["adam"], n_lr=2)).json()[
+        "sweep"]["id"]
+    low, high = stage1(client, sweep_id)["adam"]["stage1_run_ids"]
+    end_with(url, high, [(0.99, 0.99)], state="diverged")
+    end_with(url, low, [(0.5, 0.5)])
+    with session_scope(url) as session:
+        new = tuning.start_stage2(session, sweep_id, "adam")
+    assert stage1(client, sweep_id)["adam"]["best_run_id"] == low
+    assert lrs(client, new) == lrs(client, [low]) * 2
+
+
 def test_concurrent_stage1_endings_create_stage2_once(client, api_settings) -> None:
     url = api_settings.database_url
     body = tune_body(optimizers=["adam"], n_lr=2)
