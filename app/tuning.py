@@ -269,6 +269,16 @@ def start_stage2(session: Session, sweep_id: int, optimizer: str) -> list[int]:
     return [int(r.id) for r in new]  # type: ignore[arg-type]
 
 
+def stage1_trials(session: Session, sweep_id: int, optimizer: str
+                  ) -> list[tuple[int, str, int]]:
+    """(run id, state, trial number) of each stage-1 run of ``optimizer``."""
+    stmt = (select(Run.id, Run.state, TuneTrial.trial_number)
+            .join(TuneTrial, col(TuneTrial.run_id) == col(Run.id))
+            .where(TuneTrial.sweep_id == sweep_id, TuneTrial.optimizer == optimizer,
+                   TuneTrial.stage == 1, col(TuneTrial.trial_number).is_not(None)))
+    return [(int(a), str(b), int(c)) for a, b, c in session.exec(stmt)]
+
+
 def pending_stages(session: Session) -> list[tuple[int, str]]:
     """(sweep, optimizer) pairs whose stage 2 is not decided yet."""
     t, st = TuneTrial, TuneStage

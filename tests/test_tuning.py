@@ -237,6 +237,10 @@ def test_reconciler_creates_stage2_when_the_last_trial_was_cancelled_queued(
         assert t["best_run_id"] == first and len(t["stage2_run_ids"]) == 2
         reconcile_once(s)  # nothing more
         assert len(c.get(f"/api/sweeps/{sweep_id}").json()["run_ids"]) == 4
+    # The cancelled run's trial, told by no worker, is closed too.
+    tune = db_call(s, "tune", tuning.sweep_tune, sweep_id)
+    trials = studies.load_study(s.database_url, tune, "adam").get_trials()
+    assert sorted(t.state.name for t in trials) == ["COMPLETE", "FAIL"]
 
 
 def test_cli_tune_submits_stage1_and_names_the_bad_option(start_api, tmp_path) -> None:

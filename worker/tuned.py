@@ -44,16 +44,37 @@ def trial_hook(s: Settings, db: Any, run_id: int) -> TrialHook | None:
     return hook if hook.reporter.running() else None
 
 
+def _tell(s: Settings, db: Any, study: Any, run_id: int, state: str, number: int,
+          criterion: str) -> None:
+    value = db(s, "run_score", tuning.run_score, run_id, criterion)
+    studies.tell(study, number, state, value)
+
+
+def _start_stage2(s: Settings, db: Any, sweep_id: int, optimizer: str) -> list[int]:
+    """Create and queue ``optimizer``'s stage 2 if its stage 1 has ended (once); then close
+    the trials no worker told (runs cancelled while queued)."""
+    new = db(s, "start_stage2", tuning.start_stage2, sweep_id, optimizer)
+    if not new:
+        return []
+    for new_id in new:
+        enqueue_run(new_id)
+    log.info("sweep %s: stage 2 of %s queued: runs %s", sweep_id, optimizer, new)
+    tune = db(s, "sweep_tune", tuning.sweep_tune, sweep_id)
+    study = studies.load_study(s.database_url, tune, optimizer)
+    open_trials = {t.number for t in study.get_trials(deepcopy=False) if not t.state.is_finished()}
+    for run_id, state, number in db(s, "stage1_trials", tuning.stage1_trials, sweep_id,
+                                    optimizer):
+        if number in open_trials:
+            _tell(s, db, study, run_id, state, number, tune["criterion"])
+    return new
+
+
 def start_pending(s: Settings, db: Any) -> list[int]:
     """The reconciler's pass: create and queue each stage 2 whose stage 1 has ended but that
     no worker created (a stage-1 run cancelled while queued, a worker lost at that moment)."""
     queued: list[int] = []
     for sweep_id, optimizer in db(s, "pending_stages", tuning.pending_stages):
-        for new_id in db(s, "start_stage2", tuning.start_stage2, sweep_id, optimizer):
-            enqueue_run(new_id)
-            queued.append(new_id)
-    if queued:
-        log.info("reconciler queued stage-2 runs %s", queued)
+        queued += _start_stage2(s, db, sweep_id, optimizer)
     return queued
 
 
@@ -63,14 +84,8 @@ def after_run(s: Settings, db: Any, run_id: int, state: str) -> list[int]:
     trial = db(s, "tune_trial", tuning.trial_of, run_id)
     if trial is None or trial.stage != 1:
         return []
-    tune = db(s, "sweep_tune", tuning.sweep_tune, trial.sweep_id)
     if trial.trial_number is not None:
-        value = db(s, "run_score", tuning.run_score, run_id, tune["criterion"])
+        tune = db(s, "sweep_tune", tuning.sweep_tune, trial.sweep_id)
         study = studies.load_study(s.database_url, tune, trial.optimizer)
-        studies.tell(study, trial.trial_number, state, value)
-    new = db(s, "start_stage2", tuning.start_stage2, trial.sweep_id, trial.optimizer)
-    for new_id in new:
-        enqueue_run(new_id)
-    if new:
-        log.info("sweep %s: stage 2 of %s queued: runs %s", trial.sweep_id, trial.optimizer, new)
-    return new
+        _tell(s, db, study, run_id, state, trial.trial_number, tune["criterion"])
+    return _start_stage2(s, db, trial.sweep_id, trial.optimizer)
