@@ -305,3 +305,34 @@ def test_api_and_worker_opening_optuna_storage_at_once_both_succeed(pg_url: str)
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [e for _, e in outs]
     assert [o.strip() for o, _ in outs] == ["0", "0", "0"]
+
+
+@pytest.mark.service
+@pytest.mark.slow
+@pytest.mark.parametrize("service_settings", ["postgres"], indirect=True)
+def test_two_celery_workers_run_both_stages(service_settings: Settings, start_worker) -> None:
+    """Scale-out (PostgreSQL, Redis, two worker processes): stage 1 trains on both workers,
+    whichever ends the last trial queues stage 2, and stage 2 trains too."""
+    from service_fixtures import wait_for
+
+    from app.main import create_app
+
+    s = service_settings
+    workers = [start_worker(s, "w1"), start_worker(s, "w2")]
+    body = tune_body(optimizers=["adam", "sgd"], n_lr=2, stage1_epochs=1)
+    body["base"] = {**BASE, "epochs": 2}
+    with TestClient(create_app(s), headers={"X-Requested-With": "test"}) as c:
+        sweep_id = c.post("/api/sweeps", json=body).json()["sweep"]["id"]
+
+        def settled() -> dict[str, Any] | None:
+            d = c.get(f"/api/sweeps/{sweep_id}").json()
+            done = sum(n for k, n in d["states"].items() if k not in ("queued", "running"))
+            return d if len(d["run_ids"]) == 8 and done == 8 else None
+
+        detail = wait_for(settled, 240, "both stages of the tuned sweep")
+        for t in detail["tuning"]:
+            assert lrs(c, t["stage2_run_ids"]) == [t["chosen"]["lr"]] * 2
+    logs = "".join(w.output()[-2000:] for w in workers)
+    assert detail["states"].get("succeeded", 0) + detail["states"].get("pruned", 0) == 8, logs
+    for t in detail["tuning"]:
+        assert len(t["stage2_run_ids"]) == 2 and t["chosen"]["lr"] in (0.001, 0.1)
