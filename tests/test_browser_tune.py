@@ -31,6 +31,7 @@ def test_tuned_sweep_from_the_form_to_the_compare_page(
     page.check("#sweep-mode")
     page.select_option("#f-strategy", "tune")
     assert page.locator("#f-tune-lr_min").is_visible()
+    assert page.text_content('label[for="f-n_seeds"]') == "stage-2 seeds"
     page.check('[data-field="optimizer"] input[value="adam"]')  # bamsprod is ticked already
     for key, value in {"model_args.width": "32", "epochs": "2", "batch_size": "64"}.items():
         field(page, key).locator("input").first.fill(value)

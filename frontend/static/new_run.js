@@ -521,6 +521,7 @@
   $("#f-strategy").addEventListener("change", () => {
     form.classList.toggle("tune-mode", tuning());
     $("#mode-help").textContent = modeHelp();
+    $('label[for="f-n_seeds"]').textContent = tuning() ? "stage-2 seeds" : "seeds per combination";
     scheduleCount();
   });
   for (const el of $$("#sweep-box .tune-only input, #sweep-box .tune-only select")) el.addEventListener("input", scheduleCount);
