@@ -21,7 +21,6 @@ TUNE_OPTIONS = {
     "optimizers": "--opt", "lr_min": "--lr-min", "lr_max": "--lr-max", "n_lr": "--n-lr",
     "sampler": "--sampler", "stage1_epochs": "--stage1-epochs", "criterion": "--criterion",
     "reduction_factor": "--reduction-factor", "hparams": "--search", "n_seeds": "--seeds",
-    "val_split": "--val-split",
 }
 OPTION_FOR_FIELD.update({k: v for k, v in TUNE_OPTIONS.items() if k not in OPTION_FOR_FIELD})
 
@@ -54,7 +53,6 @@ def tune(
     criterion: str = typer.Option("best_val_acc", help="best_val_acc or last_val_acc"),
     reduction_factor: int = typer.Option(3, help="successive halving: keep 1 in N per rung"),
     seeds: int = typer.Option(3, help="stage-2 seeds per optimizer"),
-    val_split: float = typer.Option(0.1, help="fraction of the train set held out"),
     dry_run: bool = typer.Option(False, "--dry-run", help="only count the runs"),
     url: str = URL_OPTION,
     token: str | None = TOKEN_OPTION,
@@ -63,7 +61,6 @@ def tune(
     best setting on --seeds seeds for --epochs (stage 2, queued by the workers)."""
     base = config.model_dump(mode="json", exclude={"optimizer", "lr", "hparams",
                                                    "schema_version"})
-    base["val_split"] = val_split
     body = {
         "name": config.name, "base": base, "strategy": "tune", "n_seeds": seeds,
         "tune": {"optimizers": opt, "lr_min": lr_min, "lr_max": lr_max, "n_lr": n_lr,

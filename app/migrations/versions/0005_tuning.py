@@ -1,6 +1,6 @@
 """Tuned sweeps: which run is which tuning trial, and each optimizer's stage-2 decision.
 
-Revision ID: 0004_tuning
+Revision ID: 0005_tuning
 Revises: 0003_val_metrics
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = "0004_tuning"
+revision = "0005_tuning"
 down_revision = "0003_val_metrics"
 branch_labels = None
 depends_on = None
