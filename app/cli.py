@@ -14,7 +14,7 @@ cli = typer.Typer(
 
 def _register() -> None:
     # Each command group lives in its own module and adds itself to ``cli``.
-    from app.commands import core_cmds, reproduce_cmds, service_cmds  # noqa: F401
+    from app.commands import core_cmds, reproduce_cmds, service_cmds, tune_cmds  # noqa: F401
 
 
 def main() -> None:

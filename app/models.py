@@ -1,6 +1,7 @@
 """SQL tables (SQLModel) and the API's body/response models.
 
-Tables: ``Run``, ``EpochMetric`` (unique on run + epoch), ``Sweep``. The schema is created by
+Tables: ``Run``, ``EpochMetric`` (unique on run + epoch), ``Sweep``, and for tuned sweeps
+``TuneTrial`` and ``TuneStage``. The schema is created by
 the Alembic migrations in ``app/migrations``; a test checks that they match these models.
 Routes return the ``*Public`` models, never table rows.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from annotated_types import Ge, Le
@@ -18,7 +19,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from core.metric_schema import METRIC_NAMES
-from core.spec import RunConfig, SafeText
+from core.spec import RUN_STATES, OptimizerName, RunConfig, SafeText
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 
@@ -158,6 +159,47 @@ class EpochMetric(SQLModel, table=True):
     )
 
 
+class TuneTrial(SQLModel, table=True):
+    """A run of a tuned sweep: its optimizer, stage (1: search, 2: seeds) and Optuna trial."""
+
+    __tablename__ = "tune_trial"
+
+    run_id: int = Field(
+        sa_column=sa.Column(
+            sa.Integer, sa.ForeignKey("run.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    sweep_id: int = Field(
+        sa_column=sa.Column(
+            sa.Integer, sa.ForeignKey("sweep.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    optimizer: str = Field(max_length=32)
+    stage: int
+    trial_number: int | None = None
+
+
+class TuneStage(SQLModel, table=True):
+    """One optimizer's stage-1 decision; its primary key makes stage 2 happen at most once."""
+
+    __tablename__ = "tune_stage"
+
+    sweep_id: int = Field(
+        sa_column=sa.Column(
+            sa.Integer, sa.ForeignKey("sweep.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    optimizer: str = Field(max_length=32, primary_key=True)
+    best_run_id: int | None = None
+    value: float | None = None
+    chosen: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column(JSONType, nullable=False)
+    )
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
+    )
+
+
 metadata = SQLModel.metadata
 
 METRIC_FIELDS = METRIC_NAMES  # core.metric_schema declares them; tests hold the columns to it
@@ -199,7 +241,9 @@ class RunPublic(SQLModel):
     id: int
     name: str
     tags: list[str]
-    state: str
+    state: str = Field(
+        description=f"one of {', '.join(RUN_STATES)} (pruned: a tuning trial stopped early)"
+    )
     config: dict[str, Any]
     schema_version: int
     config_hash: str
@@ -292,6 +336,34 @@ class SweepCreate(SQLModel):
         default=None, min_length=1, max_length=1000
     )
     n_seeds: int | None = Field(default=None, ge=1, le=1000)
+    strategy: Literal["grid", "tune"] = Field(
+        default="grid", description="grid: every combination; tune: search, then seed"
+    )
+    tune: TuneSpec | None = Field(default=None, description="the search, when strategy is tune")
+
+
+class TuneSpec(SQLModel):
+    """Tune, then seed: stage 1 searches each optimizer's learning rate (log scale, and the
+    ``hparams`` grid) on the base seed for ``stage1_epochs``, stopping losers early by
+    successive halving on val_acc; stage 2 runs each optimizer's best setting by
+    ``criterion`` (validation only) at the base's epochs on the sweep's seeds."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    optimizers: list[OptimizerName] = Field(min_length=1, max_length=7)
+    lr_min: float = Field(gt=0, le=10)
+    lr_max: float = Field(gt=0, le=10)
+    n_lr: int = Field(default=4, ge=1, le=64, description="learning rates per optimizer")
+    sampler: Literal["grid", "random"] = Field(
+        default="grid", description="grid: n_lr log-spaced rates; random: n_lr log-uniform draws"
+    )
+    hparams: dict[str, list[float | int | bool]] = Field(
+        default_factory=dict, description="more values to search, for optimizers that have them"
+    )
+    stage1_epochs: int = Field(default=2, ge=1, le=1000)
+    criterion: Literal["best_val_acc", "last_val_acc"] = "best_val_acc"
+    reduction_factor: int = Field(default=3, ge=2, le=10, description="successive halving eta")
+    min_resource: int = Field(default=1, ge=1, le=1000, description="epochs before a first cut")
 
 
 class SweepPublic(SQLModel):
@@ -316,6 +388,23 @@ class SweepDetail(SweepPublic):
 
     states: dict[str, int]
     run_ids: list[int]
+    tuning: list[TunedChoice] | None = Field(
+        default=None, description="tuned sweeps: per optimizer, what was searched and chosen"
+    )
+
+
+class TunedChoice(SQLModel):
+    """One optimizer of a tuned sweep: the values searched, and once stage 1 ended, the choice
+    (by ``criterion`` on validation metrics) and the stage-2 runs."""
+
+    optimizer: str
+    criterion: str
+    searched: dict[str, list[Any]]
+    stage1_run_ids: list[int]
+    chosen: dict[str, Any] | None = None
+    value: float | None = None
+    best_run_id: int | None = None
+    stage2_run_ids: list[int] = Field(default_factory=list)
 
 
 class SweepSubmitted(SQLModel):

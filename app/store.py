@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -129,11 +129,13 @@ def create_run(session: Session, config: RunConfig, sweep_id: int | None = None)
 
 
 def create_sweep(
-    session: Session, name: str, grid: dict[str, Any], configs: list[RunConfig]
+    session: Session, name: str, grid: dict[str, Any], configs: list[RunConfig],
+    before_commit: Callable[[Session, Sweep, list[Run]], None] | None = None,
 ) -> tuple[Sweep, list[Run]]:
     """Insert a sweep (``grid``: the spec as submitted) and one queued run per config in one
     transaction: the runs go in as one ``executemany`` INSERT, their ids (assigned in insertion
-    order) come back in one SELECT, and the returned (detached) runs hold every column."""
+    order) come back in one SELECT, and the returned (detached) runs hold every column.
+    ``before_commit`` adds rows of its own to that transaction."""
     now = utcnow()
     sweep = Sweep(name=name, spec=grid, n_runs=len(configs), created_at=now)
     session.add(sweep)
@@ -147,6 +149,8 @@ def create_sweep(
         ).scalars()
         for run, run_id in zip(runs, ids, strict=True):
             run.id = run_id
+    if before_commit is not None:
+        before_commit(session, sweep, runs)
     session.commit()
     return sweep, runs
 

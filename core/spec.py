@@ -37,8 +37,9 @@ DeviceName = Literal["auto", "cpu", "cuda"]
 # graphs on a GPU).
 CompileMode = Literal["off", "default", "reduce-overhead"]
 
-RUN_STATES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled")
-TERMINAL_STATES = ("succeeded", "failed", "diverged", "cancelled")
+# ``pruned``: a tuning trial stopped early by successive halving (a loser, not an error).
+RUN_STATES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled", "pruned")
+TERMINAL_STATES = ("succeeded", "failed", "diverged", "cancelled", "pruned")
 
 
 # C0 and C1 control characters (NUL included) and lone surrogates, which no encoding can store.

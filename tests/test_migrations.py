@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from app.db import current_revision, downgrade_db, get_engine, head_revision, init_db, is_sqlite
 from app.models import metadata
 
-TABLES = {"run", "epoch_metric", "sweep"}
+TABLES = {"run", "epoch_metric", "sweep", "tune_trial", "tune_stage"}
 
 
 def tables(url: str) -> set[str]:

@@ -33,6 +33,7 @@ from celery import signals
 from app import store
 from app.queue import PRESENCE_SECONDS, announce_worker, enqueue_run, queue_depth
 from app.settings import Settings, get_settings
+from worker import tuned
 from worker.tasks import db_call
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,10 @@ def reconcile_once(settings: Settings | None = None) -> list[int]:
         enqueue_run(run_id)
     if run_ids:
         log.info("reconciler re-queued runs %s (broker held %s messages)", run_ids, depth)
+    try:
+        tuned.start_pending(s, db_call)  # tuned sweeps: a stage 2 no worker created
+    except Exception as exc:
+        log.warning("tuned sweeps: stage 2 check failed: %s", exc)
     return run_ids
 
 

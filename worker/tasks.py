@@ -46,6 +46,7 @@ from app.queue import TASK_NAME, celery_app, enqueue_run
 from app.settings import Settings, get_settings
 from core.model_size import too_large
 from core.spec import TERMINAL_STATES, RunConfig
+from worker import tuned
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -228,12 +229,25 @@ def execute_run(run_id: int, *, hostname: str | None = None,
     ckpt: Path = s.checkpoint_dir / str(run_id)  # type: ignore[operator]
     if error is not None or config is None:
         db_call(s, "finish_run", store.finish_run, run_id, "failed", error=error)
+        _after_run(s, run_id, "failed")
         return "failed"
     if run.epochs_done == 0:
         # A fresh start (new run, or a retry): never resume an older attempt's checkpoint.
         shutil.rmtree(ckpt, ignore_errors=True)
     log.info("run %s claimed by %s on %s", run_id, host, device)
-    return _train_claimed(s, run_id, host, config, device, ckpt)
+    outcome = _train_claimed(s, run_id, host, config, device, ckpt)
+    _after_run(s, run_id, outcome)
+    return outcome
+
+
+def _after_run(s: Settings, run_id: int, outcome: str) -> None:
+    """A tuned sweep's follow-up (tell the trial, maybe start stage 2) once a run ended."""
+    if outcome not in TERMINAL_STATES:
+        return
+    try:
+        tuned.after_run(s, db_call, run_id, outcome)
+    except Exception:  # the run's own result stands; the reconciler's pass tries again
+        log.exception("run %s: tuned sweep follow-up failed", run_id)
 
 
 def _train_claimed(s: Settings, run_id: int, host: str, config: RunConfig, device: str,
@@ -244,14 +258,21 @@ def _train_claimed(s: Settings, run_id: int, host: str, config: RunConfig, devic
     set_cache_limit(s.data_cache_bytes)
     heartbeat = _Heartbeat(s, run_id, host, heartbeat_interval(s))
     stop = _StopCheck(s, run_id, heartbeat.lost)
+    hook: tuned.TrialHook | None = None
 
     def on_epoch(metrics) -> None:  # type: ignore[no-untyped-def]
         db_call(s, "record_epoch", store.record_epoch, run_id, metrics.to_dict())
+        if hook is not None:  # a tuning trial: report val_acc, maybe get pruned
+            hook.on_epoch(metrics.epoch, metrics.val_acc)
+
+    def should_stop() -> bool:
+        return stop() or (hook is not None and hook.pruned)
 
     try:
+        hook = tuned.trial_hook(s, db_call, run_id)
         with heartbeat:
-            result = train(config, on_epoch=on_epoch, should_stop=stop, checkpoint_dir=ckpt,
-                           device=device)
+            result = train(config, on_epoch=on_epoch, should_stop=should_stop,
+                           checkpoint_dir=ckpt, device=device)
     except Exception as exc:
         if is_transient(exc):
             # The database stayed away past every retry: leave the run ``running`` with its
@@ -270,7 +291,9 @@ def _train_claimed(s: Settings, run_id: int, host: str, config: RunConfig, devic
             shutil.rmtree(ckpt, ignore_errors=True)
         log.info("run %s is no longer ours; stopped at epoch %s", run_id, result.epochs_done)
         return "lost"
-    if result.state == "cancelled" and not stop.cancelled and shutting_down.is_set():
+    pruned = result.state == "cancelled" and hook is not None and hook.pruned
+    state = "pruned" if pruned else result.state  # a losing tuning trial, stopped early
+    if state == "cancelled" and not stop.cancelled and shutting_down.is_set():
         db_call(s, "release_run", store.release_run, run_id)
         enqueue_run(run_id)
         log.info("run %s handed back to the queue at epoch %s", run_id, result.epochs_done)
@@ -278,11 +301,11 @@ def _train_claimed(s: Settings, run_id: int, host: str, config: RunConfig, devic
     # The device info says which optimizer implementation trained the run ("cpu · fused"),
     # so its numbers can be reproduced with the same path.
     trained_on = f"{device} · {result.optimizer_path}" if result.optimizer_path else None
-    db_call(s, "finish_run", store.finish_run, run_id, result.state, error=result.error,
+    db_call(s, "finish_run", store.finish_run, run_id, state, error=result.error,
             diverged_epoch=result.diverged_epoch, device=trained_on)
     shutil.rmtree(ckpt, ignore_errors=True)
-    log.info("run %s %s after %s epochs", run_id, result.state, result.epochs_done)
-    return result.state
+    log.info("run %s %s after %s epochs", run_id, state, result.epochs_done)
+    return state
 
 
 _db_ready: set[str] = set()

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request, Response, status
 from pydantic import ValidationError
 
-from app import store
+from app import store, tuning
 from app.api.deps import (
     AUTH_ERRORS,
     BODY_ERRORS,
@@ -161,7 +161,12 @@ def submit_sweep(
     dry_run: Annotated[bool, Query(description="only count (and check) the runs")] = False,
 ) -> SweepSubmitted:
     """Expand the grid × seeds into runs, record them ``queued`` in one transaction (one bulk
-    insert) and queue them all once the answer has gone."""
+    insert) and queue them all once the answer has gone. ``strategy: tune`` queues stage 1
+    (see ``app.tuning``); the workers queue stage 2 when it ends."""
+    if body.strategy == "tune":
+        return _submit_tuned(body, session, settings, request, response, background, dry_run)
+    if body.tune is not None:
+        unprocessable(("body", "tune"), "tune is for strategy tune")
     count = sweep_count(body)
     limit = settings.max_sweep_runs
     if dry_run:
@@ -196,6 +201,38 @@ def submit_sweep(
     )
 
 
+def _submit_tuned(body: SweepCreate, session: SessionDep, settings: SettingsDep,
+                  request: Request, response: Response, background: BackgroundTasks,
+                  dry_run: bool) -> SweepSubmitted:
+    limit = settings.max_sweep_runs
+    try:
+        seeds = sweep_seeds(body)
+        count, configs = tuning.check(body, seeds)
+        if dry_run:
+            response.status_code = status.HTTP_200_OK
+            return SweepSubmitted(count=count, max_runs=limit, dry_run=True)
+        if count > limit:
+            unprocessable(("body", "tune", "n_lr"),
+                          f"the sweep has {count} runs; the limit is {limit}", count)
+        epochs = max(c.epochs for c in configs)
+        if epochs > settings.max_epochs:
+            unprocessable(("body", "base", "epochs"),
+                          f"at most {settings.max_epochs} epochs on this server", epochs)
+        for config in configs:  # before any Optuna study exists
+            if (why := too_large(config, settings.max_param_bytes)) is not None:
+                arg = SIZE_ARG[config.model]
+                unprocessable(("body", "base", "model_args", arg), why, config.model_args[arg])
+        spec, trials = tuning.plan_stage1(body, seeds, settings.database_url)
+    except tuning.TuneError as exc:
+        unprocessable(exc.loc, exc.msg, exc.value)
+    sweep, runs = store.create_sweep(session, body.name, spec, [t.config for t in trials],
+                                     before_commit=tuning.link_stage1(trials))
+    background.add_task(_enqueue_all, request, [int(r.id) for r in runs])  # type: ignore[arg-type]
+    return SweepSubmitted(count=count, max_runs=limit, dry_run=False,
+                          sweep=SweepPublic.model_validate(sweep),
+                          run_ids=[r.id for r in runs])  # type: ignore[misc]
+
+
 @router.get("", response_model=SweepList, dependencies=READ)
 def list_sweeps(
     session: SessionDep,
@@ -221,6 +258,7 @@ def get_sweep(sweep_id: SweepId, session: SessionDep) -> Response:
         **SweepPublic.model_validate(sweep).model_dump(),
         "states": store.sweep_state_counts(session, sweep_id),
         "run_ids": run_ids,
+        "tuning": tuning.summary(session, sweep),
     }
     return json_response(SweepDetail, detail)
 
@@ -234,5 +272,7 @@ def get_sweep(sweep_id: SweepId, session: SessionDep) -> Response:
 def delete_sweep(sweep_id: SweepId, session: SessionDep, settings: SettingsDep) -> Response:
     """Delete a sweep with its runs, their epochs and checkpoints (409 while any of its runs
     is queued or running: cancel them first)."""
+    spec = store.get_sweep(session, sweep_id).spec
     remove_checkpoints(settings, store.delete_sweep(session, sweep_id))
+    tuning.forget(settings.database_url, spec)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

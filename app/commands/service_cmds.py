@@ -248,7 +248,8 @@ def _validation_message(r: httpx.Response) -> tuple[str, str | None]:
     except (ValueError, KeyError, IndexError, TypeError):
         return r.text, None
     loc = [str(x) for x in first.get("loc", []) if x not in ("body",)]
-    field = loc[0] if loc else ""
+    # The innermost field an option sets ("tune.lr_max" -> --lr-max), else the outermost.
+    field = next((x for x in reversed(loc) if x in OPTION_FOR_FIELD), loc[0] if loc else "")
     message = escape_text(str(first.get("msg", "invalid")))
     return message, OPTION_FOR_FIELD.get(field, field or None)
 
@@ -294,7 +295,8 @@ def submit(
 
 @cli.command()
 def runs(
-    state: str | None = typer.Option(None, help="queued, running, succeeded, failed, ..."),
+    state: str | None = typer.Option(
+        None, help="queued, running, succeeded, failed, diverged, cancelled or pruned"),
     optimizer: str | None = typer.Option(None),
     tag: str | None = typer.Option(None),
     sort: str = typer.Option("id", help="column to sort on, e.g. best_test_acc"),

@@ -270,7 +270,31 @@
     const n = nSeeds();
     if (!Number.isInteger(n)) throw new FieldError("n_seeds", "a whole number, please");
     body.n_seeds = n;
-    return body;
+    return tuning() ? tuneBody(body) : body;
+  }
+
+  const tuning = () => sweep && $("#f-strategy").value === "tune";
+
+  /** Tune, then seed: the ticked optimizers are tuned; the learning rate is searched. */
+  function tuneBody(body) {
+    const { base, grid } = body;
+    const optimizers = grid.optimizer || [base.optimizer || "bamsprod"];
+    delete grid.optimizer;
+    const listed = Object.keys(grid);
+    if (listed.length) throw new FieldError(listed[0], "tune searches the learning rate: give one value here");
+    delete base.optimizer;
+    delete base.lr;
+    const num = (k) => {
+      const text = $(`#f-tune-${k}`).value.trim();
+      return text === "" ? undefined : Number(text);
+    };
+    const tune = { optimizers, criterion: $("#f-tune-criterion").value };
+    for (const k of ["lr_min", "lr_max", "n_lr", "stage1_epochs"]) {
+      const v = num(k);
+      if (v !== undefined && !Number.isFinite(v)) throw new FieldError(`tune.${k}`, "a number, please");
+      if (v !== undefined) tune[k] = v;
+    }
+    return { ...body, strategy: "tune", tune };
   }
 
   // ------------------------------------------------------------------- errors
@@ -297,6 +321,7 @@
       if (parts.length < 2) return "@count";
       return String(parts[1]);
     }
+    if (parts[0] === "tune") return parts[1] === "optimizers" ? "optimizer" : `tune.${parts[1]}`;
     if (parts[0] === "base") parts = parts.slice(1);
     else if (sweep && (parts[0] === "n_seeds" || parts[0] === "seeds")) return "n_seeds";
     else if (sweep && parts[0] === "name") return "sweep_name";
@@ -392,12 +417,19 @@
     $("#submit").textContent = sweep ? (typeof n === "number" ? `Start ${n} run${n === 1 ? "" : "s"}` : "Start sweep") : "Start run";
   }
 
+  function modeHelp() {
+    if (tuning()) {
+      return "Tune, then seed: stage 1 searches each ticked optimizer's learning rate on validation "
+        + "(losers stopped early); stage 2 runs the best on every seed.";
+    }
+    return sweep ? "Sweep: every combination of the listed values, once per seed."
+      : "One run. Leave a field empty for its default.";
+  }
+
   function setMode(on) {
     sweep = on;
     form.classList.toggle("sweep-mode", on);
-    $("#mode-help").textContent = on
-      ? "Sweep: every combination of the listed values, once per seed."
-      : "One run. Leave a field empty for its default.";
+    $("#mode-help").textContent = modeHelp();
     for (const w of widgets.values()) {
       if (w.spec.type === "enum" && !on) {
         // back to one value: the first ticked choice (or what the select shows)
@@ -486,6 +518,13 @@
   $("#sweep-mode").addEventListener("change", (e) => setMode(e.target.checked));
   $("#f-n_seeds").addEventListener("input", scheduleCount);
   $("#f-sweep_name").addEventListener("input", scheduleCount);
+  $("#f-strategy").addEventListener("change", () => {
+    form.classList.toggle("tune-mode", tuning());
+    $("#mode-help").textContent = modeHelp();
+    $('label[for="f-n_seeds"]').textContent = tuning() ? "stage-2 seeds" : "seeds per combination";
+    scheduleCount();
+  });
+  for (const el of $$("#sweep-box .tune-only input, #sweep-box .tune-only select")) el.addEventListener("input", scheduleCount);
   const params = new URLSearchParams(location.search);
   (async () => {
     if (params.get("from")) await prefill(params.get("from"));

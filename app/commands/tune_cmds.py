@@ -1,0 +1,83 @@
+"""``bamsprod tune``: a tuned sweep ("tune, then seed", see ``app.tuning``) on a running server.
+
+The shared run options give the base (model, data set, epochs: the full stage-2 budget, seed:
+the stage-1 seed); ``--opt`` names each optimizer to tune, ``--lr-min``/``--lr-max``/``--n-lr``
+its learning-rate search, ``--search KEY=V1,V2`` more hyperparameters to search.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from app.cli import cli
+from app.commands.core_cmds import OPTION_FOR_FIELD, parse_pairs, safe, with_run_config
+from app.commands.service_cmds import TOKEN_OPTION, URL_OPTION, _request, console
+from core.spec import RunConfig
+
+TUNE_OPTIONS = {
+    "optimizers": "--opt", "lr_min": "--lr-min", "lr_max": "--lr-max", "n_lr": "--n-lr",
+    "sampler": "--sampler", "stage1_epochs": "--stage1-epochs", "criterion": "--criterion",
+    "reduction_factor": "--reduction-factor", "hparams": "--search", "n_seeds": "--seeds",
+}
+OPTION_FOR_FIELD.update({k: v for k, v in TUNE_OPTIONS.items() if k not in OPTION_FOR_FIELD})
+
+
+def _search(pairs: list[str]) -> dict[str, list[Any]]:
+    """``["kappa=0.5,1,2"]`` -> ``{"kappa": [0.5, 1, 2]}``."""
+    out: dict[str, list[Any]] = {}
+    for pair in pairs:
+        key, _, values = pair.partition("=")
+        out[key.strip()] = [parse_pairs([f"{key}={v}"], "--search")[key.strip()]
+                            for v in values.split(",")]
+    return out
+
+
+def _values(values: list[Any]) -> str:
+    return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+@cli.command()
+@with_run_config
+def tune(
+    config: RunConfig,
+    opt: list[str] = typer.Option(..., help="an optimizer to tune (repeatable)"),
+    lr_min: float = typer.Option(1e-4, help="lowest learning rate searched"),
+    lr_max: float = typer.Option(1e-1, help="highest learning rate searched"),
+    n_lr: int = typer.Option(4, help="learning rates per optimizer (log scale)"),
+    sampler: str = typer.Option("grid", help="grid (log-spaced) or random (log-uniform)"),
+    search: list[str] = typer.Option([], help="KEY=V1,V2 hyperparameter values to search too"),
+    stage1_epochs: int = typer.Option(2, help="epochs per stage-1 trial"),
+    criterion: str = typer.Option("best_val_acc", help="best_val_acc or last_val_acc"),
+    reduction_factor: int = typer.Option(3, help="successive halving: keep 1 in N per rung"),
+    seeds: int = typer.Option(3, help="stage-2 seeds per optimizer"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="only count the runs"),
+    url: str = URL_OPTION,
+    token: str | None = TOKEN_OPTION,
+) -> None:
+    """Tune each --opt's learning rate on validation (stage 1, losers pruned), then run the
+    best setting on --seeds seeds for --epochs (stage 2, queued by the workers)."""
+    base = config.model_dump(mode="json", exclude={"optimizer", "lr", "hparams",
+                                                   "schema_version"})
+    body = {
+        "name": config.name, "base": base, "strategy": "tune", "n_seeds": seeds,
+        "tune": {"optimizers": opt, "lr_min": lr_min, "lr_max": lr_max, "n_lr": n_lr,
+                 "sampler": sampler, "hparams": _search(search), "stage1_epochs": stage1_epochs,
+                 "criterion": criterion, "reduction_factor": reduction_factor},
+    }
+    params = {"dry_run": "true"} if dry_run else {}
+    out = _request(url, "POST", "/api/sweeps", json=body, params=params, token=token)
+    if dry_run:
+        console.print(f"{out['count']} runs (stage 1 and stage 2; limit {out['max_runs']})")
+        return
+    sweep = out["sweep"]
+    detail = _request(url, "GET", f"/api/sweeps/{sweep['id']}", token=token)
+    table = Table("optimizer", "searched", "stage-1 runs", title=f"sweep {sweep['id']}")
+    for t in detail["tuning"]:
+        searched = "; ".join(f"{k}: {_values(vs)}" for k, vs in t["searched"].items())
+        table.add_row(t["optimizer"], safe(searched), str(len(t["stage1_run_ids"])))
+    console.print(table)
+    console.print(f"{out['count']} runs in all; stage 2 follows stage 1: "
+                  f"{url.rstrip('/')}/api/sweeps/{sweep['id']}")
