@@ -565,3 +565,11 @@ def test_a_500_run_sweep_is_one_bulk_insert(client: TestClient, db_url: str,
     assert len([s for s in statements if s.startswith("SELECT") and "FROM RUN" in s]) == 1
     assert enqueued == r.json()["run_ids"] and len(set(enqueued)) == 500
     assert client.get("/api/runs?limit=1").json()["total"] == 500
+
+
+def test_schema_options_serve_the_metric_declarations_charts(client: TestClient) -> None:
+    from core.metric_schema import chart_specs
+
+    charts = client.get("/api/schema/options").json()["charts"]
+    assert charts == chart_specs()
+    assert ["val_acc", "val"] in next(c for c in charts if c["id"] == "chart-acc")["traces"]

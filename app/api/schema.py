@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from app.api.deps import AUTH_ERRORS, READ
+from core.metric_schema import chart_specs
 from core.spec import DATASETS, DEFAULT_LR, MODELS, OPTIMIZERS, RUN_STATES, HParam, RunConfig
 
 router = APIRouter(tags=["dashboard"], dependencies=READ, responses=AUTH_ERRORS)
@@ -84,6 +85,7 @@ def schema_options() -> dict[str, Any]:
             name: {**info, "shape": list(info.get("shape", ()))} for name, info in DATASETS.items()
         },
         "states": list(RUN_STATES),
+        "charts": chart_specs(),  # the run page's charts (core.metric_schema), one declaration
     }
 
 
