@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from optim_helpers import rel_err
 from torch import nn
 
 from core.nn import BinaryLinear
@@ -107,3 +108,42 @@ def test_step_is_a_tensor_in_every_optimizer() -> None:
         opt.step()
         steps = [s["step"] for s in opt.state.values()]
         assert steps and all(torch.is_tensor(s) and float(s) == 1.0 for s in steps), name
+
+
+def test_a_compiled_path_that_cannot_compile_warns_once_and_steps_on_foreach(monkeypatch) -> None:
+    """Where Inductor fails (no working Triton, say), the step still happens, on the foreach
+    path with its device-held step counts (capturable: never read on the host)."""
+    import core.optim._paths as paths
+    from core.optim.bamsprod import _step
+
+    def broken(fn):  # torch.compile failing on first call, as a backend error would
+        def call(*args, **kwargs):
+            raise RuntimeError("backend compiler failed")
+
+        return call
+
+    monkeypatch.setattr(paths, "compiled", broken)
+    monkeypatch.setattr(paths, "_compile_error", [])
+    gen = torch.Generator().manual_seed(0)
+    ps = [torch.randn(4, 3, generator=gen), torch.randn(5, generator=gen)]
+    ref = [p.clone() for p in ps]
+    grads = [torch.randn(p.shape, generator=gen) for p in ps]
+
+    def lists(params):
+        zeros = [[torch.zeros_like(p) for p in params] for _ in range(3)]
+        return (params, grads, *zeros, [torch.zeros(()) for _ in params])
+
+    hyper = dict(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, gamma=0.5, kappa=1.0,
+                 weight_decay=0.0, binary=True, latent_clip=1.0, maximize=False,
+                 capturable=False, differentiable=False)  # fmt: skip
+    compiled_lists = lists(ps)
+    with monkeypatch.context() as m, pytest.warns(RuntimeWarning, match="optimizer step failed"):
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("the fallback read a step count on the host")
+
+        m.setattr(torch.Tensor, "item", refuse)
+        assert _step("compiled", *compiled_lists, **hyper) == "foreach"
+    assert _step("single_tensor", *lists(ref), **hyper) == "single_tensor"
+    for p, r in zip(ps, ref, strict=True):
+        assert rel_err(p, r) <= 1e-6

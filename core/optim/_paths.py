@@ -128,7 +128,9 @@ def run_compiled(fn: Callable[..., None], fallback: Callable[..., None], *args, 
                 RuntimeWarning,
                 stacklevel=3,
             )
-    fallback(*args, **kwargs)
+    # The compiled path keeps step counts on the device: the fallback computes with them there
+    # (capturable) rather than reading them on the host every step.
+    fallback(*args, **({**kwargs, "capturable": True} if "capturable" in kwargs else kwargs))
     return "foreach"
 
 

@@ -207,9 +207,7 @@ def adabound(
     ``path`` is one of :data:`core.optim._paths.Path` but ``fused``. Returns the path taken."""
     lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)
     if path == "compiled":
-        return _paths.run_compiled(
-            _single_tensor_adabound, _multi_tensor_adabound, *lists, **hyper
-        )
+        return _paths.run_compiled(_single_tensor_adabound, _multi_tensor_adabound, *lists, **hyper)
     fn = _multi_tensor_adabound if path == "foreach" else _single_tensor_adabound
     fn(*lists, **hyper)
     return path

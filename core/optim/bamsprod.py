@@ -369,9 +369,7 @@ def bamsprod(
 def _step(path: str, *lists: list[Tensor], **hyper: Any) -> str:
     """Run one group's step on ``path``; returns the path that ran (after any fallback)."""
     if path == "compiled":
-        return _paths.run_compiled(
-            _single_tensor_bamsprod, _multi_tensor_bamsprod, *lists, **hyper
-        )
+        return _paths.run_compiled(_single_tensor_bamsprod, _multi_tensor_bamsprod, *lists, **hyper)
     if path == "fused":
         return _fused_bamsprod(*lists, **hyper)
     if path == "foreach":
