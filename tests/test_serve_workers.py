@@ -4,7 +4,6 @@ shared SSE poller delivers each epoch to its subscribers (SQLite and PostgreSQL)
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from service_fixtures import stop_process_group
 from test_embedded import children_of
 from test_sse import SSEClient, free_port
 
@@ -68,12 +68,7 @@ def test_two_api_processes_each_stream_epochs(db_url: str, tmp_path: Path) -> No
             assert [e["data"]["epoch"] for e in c.events if e.get("event") == "epoch"] == [1]
             assert c.events[-1]["data"]["state"] == "succeeded"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc, timeout=30)
         log.close()
 
 
