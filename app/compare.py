@@ -363,12 +363,20 @@ def compare(
             return None
         return first_reach(s["x"], s[metric], target, s["epoch"], budget)
 
+    def reach_seconds(s: Mapping[str, Sequence[Any]]) -> float | None:
+        """Wall seconds of training until the target: the stored epoch times, summed."""
+        if target is None:
+            return None
+        elapsed = list(accumulate(float(v or 0.0) for v in s["seconds"]))
+        return first_reach(elapsed, s[metric], target, s["epoch"], budget)
+
     measured: dict[str, dict[str, Any]] = {}
     for key, g in groups.items():
         measured[key] = {
             "final": per_seed(g, lambda s: final_value(s, metric, budget)),
             "best": per_seed(g, lambda s: best_value(s, metric, budget)),
             "reach": per_seed(g, reach),
+            "reach_s": per_seed(g, reach_seconds),
         }
 
     out_groups = []
@@ -376,6 +384,7 @@ def compare(
     for key, g in groups.items():
         m = measured[key]
         to_target = stat(v for _, v in m["reach"])
+        to_target_s = stat(v for _, v in m["reach_s"])
         item: dict[str, Any] = {
             "key": key,
             "label": group_label(g[0]["config"], fields),
@@ -388,13 +397,18 @@ def compare(
             "best": stat(v for _, v in m["best"]).to_dict(),
             "final": stat(v for _, v in m["final"]).to_dict(),
             "to_target": {**to_target.to_dict(), "reached": to_target.n},
+            # seconds compare runs on the same device only (the page says so)
+            "to_target_seconds": {**to_target_s.to_dict(), "reached": to_target_s.n},
             "speedup": None,
+            "speedup_seconds": None,
             "speedup_paired": None,
             "final_diff": None,
         }
         if base is not None:
             base_to = stat(v for _, v in base["reach"])
             item["speedup"] = _ratio(base_to.mean, to_target.mean)
+            base_s = stat(v for _, v in base["reach_s"])
+            item["speedup_seconds"] = _ratio(base_s.mean, to_target_s.mean)
             paired = paired_ratios(base["reach"], m["reach"])
             item["speedup_paired"] = paired.to_dict() if paired else None
             item["final_diff"] = paired_or_welch(m["final"], base["final"])
@@ -441,7 +455,10 @@ SUMMARY_COLUMNS = (
     "to_target_mean",
     "to_target_std",
     "reached",
+    "to_target_seconds_mean",
+    "to_target_seconds_std",
     "speedup",
+    "speedup_seconds",
     "speedup_paired_mean",
     "speedup_paired_std",
     "final_diff_mean",
@@ -470,7 +487,10 @@ def summary_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "to_target_mean": g["to_target"]["mean"],
                 "to_target_std": g["to_target"]["std"],
                 "reached": g["to_target"]["reached"],
+                "to_target_seconds_mean": g["to_target_seconds"]["mean"],
+                "to_target_seconds_std": g["to_target_seconds"]["std"],
                 "speedup": g["speedup"],
+                "speedup_seconds": g["speedup_seconds"],
                 "speedup_paired_mean": sp.get("mean"),
                 "speedup_paired_std": sp.get("std"),
                 "final_diff_mean": fd.get("mean"),

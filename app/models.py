@@ -482,7 +482,9 @@ class CompareGroup(SQLModel):
     best: StatPublic
     final: StatPublic
     to_target: TargetStat
+    to_target_seconds: TargetStat | None = None  # wall seconds: same-device runs only
     speedup: float | None
+    speedup_seconds: float | None = None
     speedup_paired: StatPublic | None
     final_diff: DiffStat | None
 

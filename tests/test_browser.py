@@ -210,6 +210,10 @@ def test_compare_shows_two_groups_with_bands_and_speedup(
     assert re.fullmatch(r"\d+(\.\d+)?×", speedup), speedup
     assert re.search(r"[+−]\d+\.\d\d pp", bams.text_content())
     assert page.locator('#summary-body tr.baseline[data-group="optimizer=adam"]').count() == 1
+    # Seconds to target next to epochs, with the caveat that seconds compare one device only.
+    seconds = bams.locator(".to-target-seconds").text_content()
+    assert seconds == "–" or re.search(r"\d", seconds), seconds
+    assert "same device" in page.locator("#target-note").text_content()
     # Two bands (filled between the lower and upper traces) per chart, n in the legend.
     for chart in ("chart-acc", "chart-loss", "chart-qerr", "chart-flip"):
         traces = page.evaluate(

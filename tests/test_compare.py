@@ -191,3 +191,26 @@ def test_columns_input_gives_the_same_answer_as_per_epoch_dicts() -> None:
         slim = cmp.compare(as_columns, group_by=["optimizer"], x=x, include_runs=False)
         assert slim["groups"] == want["groups"] and slim["runs"][0]["series"] is None
     assert got["runs"][0]["series"]["x"] == [2.0, 4.0, 6.0]
+
+
+def test_seconds_to_target_by_hand() -> None:
+    # Target 0.8 (given). adam: epochs of 2 s reach it at epoch 3 (seed 0) and 2 (seed 1):
+    # 6 s and 4 s, mean 5 s. bamsprod: epochs of 3 s reach it at epoch 2 (both seeds): 6 s.
+    # In epochs bamsprod is faster (2 vs 2.5: 1.25x); in seconds it is slower (5/6 = 0.83x).
+    runs = [
+        run(1, "adam", 0, [0.5, 0.7, 0.85, 0.9], seconds=2.0),
+        run(2, "adam", 1, [0.6, 0.81, 0.85, 0.9], seconds=2.0),
+        run(3, "bamsprod", 0, [0.7, 0.82, 0.9, 0.9], seconds=3.0),
+        run(4, "bamsprod", 1, [0.7, 0.85, 0.9, 0.9], seconds=3.0),
+    ]
+    result = cmp.compare(runs, group_by=["optimizer"], baseline="optimizer=adam", target=0.8)
+    groups = {g["key"]: g for g in result["groups"]}
+    adam, bams = groups["optimizer=adam"], groups["optimizer=bamsprod"]
+    assert adam["to_target_seconds"]["mean"] == pytest.approx(5.0)
+    assert adam["to_target_seconds"]["reached"] == 2
+    assert bams["to_target_seconds"]["mean"] == pytest.approx(6.0)
+    assert bams["to_target"]["mean"] == pytest.approx(2.0)
+    assert bams["speedup"] == pytest.approx(1.25)
+    assert bams["speedup_seconds"] == pytest.approx(5.0 / 6.0)
+    row = next(r for r in cmp.summary_rows(result) if r["group"] == "optimizer=bamsprod")
+    assert row["to_target_seconds_mean"] == pytest.approx(6.0)

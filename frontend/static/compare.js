@@ -208,6 +208,7 @@
     }
     if (isNum(result.budget)) note.push(`measured within the first ${result.budget} epochs (the shortest group)`);
     if (result.fields && result.fields.length) note.push(`groups differ in: ${result.fields.join(", ")}`);
+    note.push("seconds compare only runs on the same device");
     $("#target-note").textContent = note.join(" · ");
     $("#to-target-head").textContent = result.x === "time" ? "seconds to target" : "epochs to target";
     $("#api-csv").href = `/api/compare?${apiQuery({ format: "csv", table: "summary" })}`;
@@ -237,7 +238,8 @@
           h("strong", { class: "speedup" }, isNum(g.speedup) ? `${g.speedup.toFixed(2)}×` : "–"),
           g.speedup_paired && isNum(g.speedup_paired.mean)
             ? h("span", { class: "muted small" }, ` paired ${g.speedup_paired.mean.toFixed(2)}${isNum(g.speedup_paired.std) ? " ± " + g.speedup_paired.std.toFixed(2) : ""} (n=${g.speedup_paired.n})`)
-            : null);
+            : null,
+          isNum(g.speedup_seconds) ? h("span", { class: "muted small speedup-seconds" }, ` · ${g.speedup_seconds.toFixed(2)}× in seconds`) : null);
       const fd = g.final_diff;
       let diff = h("span", { class: "muted" }, isBase ? "baseline" : "–");
       if (!isBase && fd && isNum(fd.mean)) {
@@ -256,6 +258,7 @@
         h("td", { class: "num" }, pm(g.final, fmtAcc)),
         h("td", { class: "num" }, tt && tt.reached ? `${pm(tt, toTarget)} ` : "not reached ",
           h("span", { class: "muted small" }, `(${tt ? tt.reached : 0}/${g.n})`)),
+        h("td", { class: "num to-target-seconds" }, g.to_target_seconds && g.to_target_seconds.reached ? pm(g.to_target_seconds, fmtSeconds) : "–"),
         h("td", { class: "num" }, speed),
         h("td", { class: "num" }, diff),
         h("td", { class: "small run-links" }, ...g.run_ids.flatMap((id, j) => [j ? " " : null, h("a", { href: `/runs/${id}` }, `#${id}`)])));
