@@ -40,6 +40,7 @@ __all__ = [
     "create_sweep",
     "delete_run",
     "expire_runs_of",
+    "new_run",
     "delete_sweep",
     "finish_run",
     "get_metrics",
@@ -100,7 +101,8 @@ def _update(session: Session, run_id: int, where: Any, **values: Any) -> bool:
 # ----------------------------------------------------------------------------- create and read
 
 
-def _new_run(config: RunConfig, sweep_id: int | None, now: datetime) -> Run:
+def new_run(config: RunConfig, sweep_id: int | None, now: datetime) -> Run:
+    """A queued ``Run`` row for ``config`` (not yet added to a session)."""
     return Run(
         name=config.name,
         tags=list(config.tags),
@@ -121,7 +123,7 @@ def _new_run(config: RunConfig, sweep_id: int | None, now: datetime) -> Run:
 
 def create_run(session: Session, config: RunConfig, sweep_id: int | None = None) -> Run:
     """Insert a ``queued`` run for ``config`` and commit."""
-    run = _new_run(config, sweep_id, utcnow())
+    run = new_run(config, sweep_id, utcnow())
     session.add(run)
     session.commit()
     session.refresh(run)
@@ -140,7 +142,7 @@ def create_sweep(
     sweep = Sweep(name=name, spec=grid, n_runs=len(configs), created_at=now)
     session.add(sweep)
     session.flush()
-    runs = [_new_run(c, sweep.id, now) for c in configs]
+    runs = [new_run(c, sweep.id, now) for c in configs]
     if runs:
         table = Run.__table__
         session.execute(sa.insert(table), [r.model_dump(exclude={"id"}) for r in runs])

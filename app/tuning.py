@@ -254,7 +254,7 @@ def start_stage2(session: Session, sweep_id: int, optimizer: str) -> list[int]:
         session.rollback()
         return []
     now = utcnow()
-    new = [store._new_run(c, sweep_id, now) for c in configs]
+    new = [store.new_run(c, sweep_id, now) for c in configs]
     session.add_all(new)
     session.flush()
     for run in new:

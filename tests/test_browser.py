@@ -212,7 +212,7 @@ def test_compare_shows_two_groups_with_bands_and_speedup(
     assert page.locator('#summary-body tr.baseline[data-group="optimizer=adam"]').count() == 1
     # Seconds to target next to epochs, with the caveat that seconds compare one device only.
     seconds = bams.locator(".to-target-seconds").text_content()
-    assert seconds == "–" or re.search(r"\d", seconds), seconds
+    assert re.search(r"\d", seconds), seconds  # it reached the target: the speed-up says so
     assert "same device" in page.locator("#target-note").text_content()
     # Two bands (filled between the lower and upper traces) per chart, n in the legend.
     for chart in ("chart-acc", "chart-loss", "chart-qerr", "chart-flip"):
