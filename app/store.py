@@ -19,14 +19,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session, col, select
 
-from app.models import (
-    METRIC_FIELDS,
-    RUN_SORT_COLUMNS,
-    EpochMetric,
-    Run,
-    Sweep,
-    utcnow,
-)
+from app.schemas import METRIC_FIELDS, RUN_SORT_COLUMNS
+from app.tables import EpochMetric, Run, Sweep, utcnow
 from core.spec import TERMINAL_STATES, RunConfig
 
 __all__ = [

@@ -28,7 +28,8 @@ from sqlmodel import Session, col, select
 
 from app import store, studies
 from app.compare import fmt_value
-from app.models import EpochMetric, Run, Sweep, SweepCreate, TuneStage, TuneTrial, utcnow
+from app.schemas import SweepCreate
+from app.tables import EpochMetric, Run, Sweep, TuneStage, TuneTrial, utcnow
 from core.spec import OPTIMIZERS, TERMINAL_STATES, RunConfig, escape_text
 
 

@@ -102,7 +102,7 @@ def seed(url: str, n_runs: int, n_epochs: int) -> float:
     import sqlalchemy as sa
 
     from app.db import get_engine, init_db
-    from app.models import EpochMetric, Run
+    from app.tables import EpochMetric, Run
     from core.spec import RunConfig
 
     t0 = time.perf_counter()

@@ -296,7 +296,7 @@ def seed_finished_sweep(server: LiveServer, n_runs: int, n_epochs: int) -> int:
 
     from app import store
     from app.db import session_scope
-    from app.models import EpochMetric, Run, utcnow
+    from app.tables import EpochMetric, Run, utcnow
     from core.spec import RunConfig
 
     opts = ("adam", "bamsprod", "bop", "sgd")

@@ -95,7 +95,7 @@ def test_user_text_is_printed_plainly(start_api, tmp_path: Path) -> None:
 
     from app import store
     from app.db import get_engine, init_db, session_scope
-    from app.models import Run
+    from app.tables import Run
     from core.spec import RunConfig
 
     s = make_settings(tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'cli.db'}",

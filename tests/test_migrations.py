@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from app.db import current_revision, downgrade_db, get_engine, head_revision, init_db, is_sqlite
-from app.models import metadata
+from app.tables import metadata
 
 TABLES = {"run", "epoch_metric", "sweep", "tune_trial", "tune_stage"}
 

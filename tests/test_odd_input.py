@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from test_api import BODY, submit, train
 
 from app.db import get_engine
-from app.models import Run
+from app.tables import Run
 
 # Every one is legal text: markup, quotes, SQL wildcards, RTL, combining marks, emoji, a
 # zero-width space, a BOM, a private-use and the last code point.

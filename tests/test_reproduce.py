@@ -17,7 +17,7 @@ import pytest
 from app import compare as cmp
 from app import reproduce as rp
 from app.api.sweeps import expand
-from app.models import SweepCreate
+from app.schemas import SweepCreate
 from core.spec import DEFAULT_LR
 
 ROOT = Path(__file__).resolve().parents[1]

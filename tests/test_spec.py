@@ -76,7 +76,8 @@ def test_every_metric_store_follows_the_one_declaration() -> None:
     from dataclasses import fields
 
     from app.compare import SERIES_METRICS
-    from app.models import EpochMetric, EpochMetricPublic
+    from app.schemas import EpochMetricPublic
+    from app.tables import EpochMetric
     from core.metric_schema import METRIC_NAMES, chart_specs
     from core.train import EpochMetrics
 

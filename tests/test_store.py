@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from app import store
 from app.db import get_engine, new_session, session_scope
-from app.models import EpochMetric, Run
+from app.tables import EpochMetric, Run
 from core.spec import RunConfig
 
 

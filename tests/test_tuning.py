@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from app import store, studies, tuning
 from app.db import session_scope
-from app.models import TuneStage
 from app.settings import Settings
+from app.tables import TuneStage
 from worker.tasks import db_call, execute_run
 from worker.tuned import after_run
 

@@ -41,9 +41,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app import store
 from app.db import init_db, session_scope
-from app.models import Run
 from app.queue import TASK_NAME, celery_app, enqueue_run
 from app.settings import Settings, get_settings
+from app.tables import Run
 from core.model_size import too_large
 from core.spec import TERMINAL_STATES, RunConfig
 from worker import tuned

@@ -28,8 +28,8 @@ from app.api.deps import (
 )
 from app.api.etag import ResponseCache, etag, if_none_match
 from app.api.metrics import to_csv
-from app.models import CompareResult, ErrorDetail
 from app.safejson import scrub
+from app.schemas import CompareResult, ErrorDetail
 from core.metric_schema import TARGET_METRICS
 from core.spec import MODELS, OPTIMIZERS, RunConfig
 

@@ -15,8 +15,8 @@ from pydantic import AfterValidator, BaseModel, TypeAdapter
 from sqlmodel import Session
 
 from app.db import session_scope
-from app.models import ErrorDetail
 from app.safejson import scrub
+from app.schemas import ErrorDetail
 from app.security import require_read, require_write
 from app.settings import Settings
 from core.spec import check_text

@@ -31,8 +31,8 @@ from app import store
 from app.api.deps import AUTH_ERRORS, NOT_FOUND, RunId, SessionDep, unprocessable
 from app.api.metrics import MAX_EPOCH
 from app.db import session_scope
-from app.models import EpochMetricPublic, ErrorDetail, RunPublic
 from app.safejson import dumps
+from app.schemas import EpochMetricPublic, ErrorDetail, RunPublic
 from app.security import issue_ticket, require_read, require_read_or_ticket
 from core.spec import TERMINAL_STATES
 

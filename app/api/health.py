@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response, status
 
 from app.db import get_engine
-from app.models import Health, HealthPart
+from app.schemas import Health, HealthPart
 from app.security import token_matches
 
 router = APIRouter(tags=["health"])

@@ -19,7 +19,7 @@ from app.api.deps import (
     json_response,
     wants_csv,
 )
-from app.models import METRIC_FIELDS, EpochMetricPublic, MetricList
+from app.schemas import METRIC_FIELDS, EpochMetricPublic, MetricList
 
 router = APIRouter(prefix="/runs", tags=["metrics"], dependencies=READ, responses=AUTH_ERRORS)
 MAX_EPOCH = 1_000_000

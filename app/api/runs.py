@@ -24,7 +24,7 @@ from app.api.deps import (
     remove_checkpoints,
     unprocessable,
 )
-from app.models import RUN_SORT_COLUMNS, RunList, RunPublic
+from app.schemas import RUN_SORT_COLUMNS, RunList, RunPublic
 from core.model_size import SIZE_ARG, too_large
 from core.spec import RUN_STATES, RunConfig
 

@@ -27,7 +27,7 @@ from app.api.deps import (
     unprocessable,
 )
 from app.compare import fmt_value
-from app.models import (
+from app.schemas import (
     ErrorDetail,
     SweepCreate,
     SweepDetail,

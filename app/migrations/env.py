@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from app.db import get_engine, is_sqlite
-from app.models import metadata
+from app.tables import metadata
 
 config = context.config
 

@@ -1,206 +1,21 @@
-"""SQL tables (SQLModel) and the API's body/response models.
+"""The API's request and response bodies (SQLModel, no tables).
 
-Tables: ``Run``, ``EpochMetric`` (unique on run + epoch), ``Sweep``, and for tuned sweeps
-``TuneTrial`` and ``TuneStage``. The schema is created by
-the Alembic migrations in ``app/migrations``; a test checks that they match these models.
-Routes return the ``*Public`` models, never table rows.
+Routes return these, never table rows (``app.tables``); the metric fields come from
+``core.metric_schema``.
 """
 
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import sqlalchemy as sa
 from annotated_types import Ge, Le
 from pydantic import ConfigDict, field_validator
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from core.metric_schema import METRIC_NAMES
 from core.spec import RUN_STATES, OptimizerName, RunConfig, SafeText
-
-JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class UTCDateTime(sa.TypeDecorator):
-    """Timezone-aware UTC datetimes on both back ends (SQLite stores naive UTC)."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime; use timezone-aware UTC datetimes")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _ts(nullable: bool = True, index: bool = False) -> Any:
-    return Field(
-        default=None,
-        sa_column=sa.Column(UTCDateTime(), nullable=nullable, index=index),
-    )
-
-
-# --------------------------------------------------------------------------------------- tables
-
-
-class Sweep(SQLModel, table=True):
-    """A grid of runs submitted together."""
-
-    __tablename__ = "sweep"
-    __table_args__ = {"sqlite_autoincrement": True}  # a deleted id is never reused
-
-    id: int | None = Field(default=None, primary_key=True)
-    name: str = Field(default="", max_length=200)
-    spec: dict[str, Any] = Field(
-        default_factory=dict, sa_column=sa.Column(JSONType, nullable=False)
-    )
-    n_runs: int = 0
-    created_at: datetime = Field(
-        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
-    )
-
-
-class Run(SQLModel, table=True):
-    """One training run: its config, lifecycle and summary of its epochs."""
-
-    __tablename__ = "run"
-    # The queue's order (queued_ahead, requeue_candidates): state, then queued_at; and a deleted
-    # id is never reused (SQLite AUTOINCREMENT).
-    __table_args__ = (
-        sa.Index("ix_run_state_queued_at", "state", "queued_at"),
-        {"sqlite_autoincrement": True},
-    )
-
-    id: int | None = Field(default=None, primary_key=True)
-    name: str = Field(default="", max_length=200)
-    tags: list[str] = Field(default_factory=list, sa_column=sa.Column(JSONType, nullable=False))
-    state: str = Field(default="queued", max_length=16, index=True)
-    config: dict[str, Any] = Field(
-        default_factory=dict, sa_column=sa.Column(JSONType, nullable=False)
-    )
-    schema_version: int = 1
-    config_hash: str = Field(max_length=64, index=True)
-    seed: int = 0
-    optimizer: str = Field(max_length=32, index=True)
-    model: str = Field(max_length=32, index=True)
-    dataset: str = Field(max_length=32, index=True)
-    epochs: int
-    sweep_id: int | None = Field(
-        default=None,
-        sa_column=sa.Column(
-            sa.Integer, sa.ForeignKey("sweep.id", ondelete="SET NULL"), nullable=True, index=True
-        ),
-    )
-    created_at: datetime = Field(
-        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False, index=True)
-    )
-    queued_at: datetime | None = _ts()
-    started_at: datetime | None = _ts()
-    finished_at: datetime | None = _ts(index=True)
-    heartbeat_at: datetime | None = _ts()
-    worker_host: str | None = Field(default=None, max_length=255)
-    device: str | None = Field(default=None, max_length=64)
-    error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
-    cancel_requested: bool = False
-    attempts: int = 0
-    retries: int = 0
-    # Summary of the epochs so far (kept in step with EpochMetric by store.record_epoch).
-    epochs_done: int = 0
-    last_epoch: int | None = None
-    last_test_acc: float | None = None
-    last_train_loss: float | None = None
-    best_test_acc: float | None = Field(default=None, index=True)
-    best_epoch: int | None = None
-    final_quant_error: float | None = None
-    diverged_epoch: int | None = None
-
-
-class EpochMetric(SQLModel, table=True):
-    """One epoch of one run; ``(run_id, epoch)`` is unique and indexed for 'epochs after N'."""
-
-    __tablename__ = "epoch_metric"
-    __table_args__ = (sa.Index("ux_epoch_metric_run_epoch", "run_id", "epoch", unique=True),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    run_id: int = Field(
-        sa_column=sa.Column(sa.Integer, sa.ForeignKey("run.id", ondelete="CASCADE"), nullable=False)
-    )
-    epoch: int
-    train_loss: float | None = None
-    train_acc: float | None = None
-    test_loss: float | None = None
-    test_acc: float | None = None
-    val_loss: float | None = None
-    val_acc: float | None = None
-    quant_error: float | None = None
-    quant_error_layers: dict[str, float | None] = Field(
-        default_factory=dict, sa_column=sa.Column(JSONType, nullable=False)
-    )
-    flip_rate: float | None = None
-    lr: float | None = None
-    seconds: float | None = None
-    created_at: datetime = Field(
-        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
-    )
-
-
-class TuneTrial(SQLModel, table=True):
-    """A run of a tuned sweep: its optimizer, stage (1: search, 2: seeds) and Optuna trial."""
-
-    __tablename__ = "tune_trial"
-
-    run_id: int = Field(
-        sa_column=sa.Column(
-            sa.Integer, sa.ForeignKey("run.id", ondelete="CASCADE"), primary_key=True
-        )
-    )
-    sweep_id: int = Field(
-        sa_column=sa.Column(
-            sa.Integer, sa.ForeignKey("sweep.id", ondelete="CASCADE"), nullable=False, index=True
-        )
-    )
-    optimizer: str = Field(max_length=32)
-    stage: int
-    trial_number: int | None = None
-
-
-class TuneStage(SQLModel, table=True):
-    """One optimizer's stage-1 decision; its primary key makes stage 2 happen at most once."""
-
-    __tablename__ = "tune_stage"
-
-    sweep_id: int = Field(
-        sa_column=sa.Column(
-            sa.Integer, sa.ForeignKey("sweep.id", ondelete="CASCADE"), primary_key=True
-        )
-    )
-    optimizer: str = Field(max_length=32, primary_key=True)
-    best_run_id: int | None = None
-    value: float | None = None
-    chosen: dict[str, Any] = Field(
-        default_factory=dict, sa_column=sa.Column(JSONType, nullable=False)
-    )
-    created_at: datetime = Field(
-        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
-    )
-
-
-metadata = SQLModel.metadata
 
 METRIC_FIELDS = METRIC_NAMES  # core.metric_schema declares them; tests hold the columns to it
 # Columns GET /api/runs may sort on.
@@ -227,8 +42,6 @@ RUN_SORT_COLUMNS = (
     "final_quant_error",
     "diverged_epoch",
 )
-
-# ------------------------------------------------------------------------- API bodies/responses
 
 RunCreate = RunConfig  # POST /api/runs takes the run config itself.
 
