@@ -48,7 +48,11 @@ def _build_engine(url: str) -> Engine:
         )
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    from app.settings import get_settings
+
+    s = get_settings()
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=s.db_pool_size,
+                            max_overflow=s.db_max_overflow)
 
 
 def get_engine(url: str) -> Engine:

@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     # Runs one `bamsprod worker` trains at once (its --concurrency default); unset: 1, the solo
     # pool. docker-compose.yml sets it per GPU worker.
     worker_concurrency: int | None = Field(default=None, ge=1, le=64)
+    # The niceness training processes run at (at least): on a machine the API shares, requests
+    # come first (training loses little: the API idles between requests). 0: as started.
+    worker_nice: int = Field(default=10, ge=0, le=19)
+    # Database connections kept open per process (PostgreSQL), and extra ones allowed under
+    # load; a request beyond both waits for a free one. Overflow ones are closed after use.
+    db_pool_size: int = Field(default=20, ge=1, le=1000)
+    db_max_overflow: int = Field(default=10, ge=0, le=1000)
     max_sweep_runs: int = 500
     # This server's limit, at most the run config's own (core.spec.MAX_EPOCHS).
     max_epochs: int = Field(default=MAX_EPOCHS, ge=1, le=MAX_EPOCHS)

@@ -25,6 +25,7 @@ stops and the run is left to whoever holds it now.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shutil
 import socket
@@ -72,9 +73,12 @@ def _preload_trainer() -> None:
 
     import core.train  # noqa: F401
 
-    threads = get_settings().torch_threads
-    if threads is not None:
-        torch.set_num_threads(threads)
+    settings = get_settings()
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
+    # Training yields the CPU to the API on a shared machine (idempotent: at least this nice).
+    if os.getpriority(os.PRIO_PROCESS, 0) < settings.worker_nice:
+        os.setpriority(os.PRIO_PROCESS, 0, settings.worker_nice)
 
 
 @signals.worker_ready.connect
