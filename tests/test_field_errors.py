@@ -63,3 +63,18 @@ def test_the_sweep_service_counts_and_names_its_runs() -> None:
     with pytest.raises(InvalidField) as info:
         sweeps.check_limits(body, configs, max_epochs=2, max_param_bytes=10**9)
     assert info.value.error.loc == ("grid", "epochs") and info.value.error.input == 3
+
+
+def test_the_cli_names_the_option_that_sets_the_field() -> None:
+    from app.commands.common import option_for
+    from app.commands.run_options import OPTION_FOR_FIELD
+    from app.commands.tune_cmds import TUNE_OPTIONS
+
+    assert option_for(error_of(hparams={"kappa": -1}), OPTION_FOR_FIELD) == "--hp"
+    assert option_for(error_of(model_args={"width": "x"}), OPTION_FOR_FIELD) == "--model-arg"
+    assert option_for(error_of(batch_size=1), OPTION_FOR_FIELD) == "--batch-size"
+    tune = first_error([{"loc": ["body", "tune", "lr_max"], "msg": "m"}])
+    assert option_for(tune, TUNE_OPTIONS) == "--lr-max"
+    searched = first_error([{"loc": ["body", "tune", "hparams", "kappa"], "msg": "m"}])
+    assert option_for(searched, TUNE_OPTIONS) == "--search"
+    assert option_for(first_error([{"loc": ["body", "extra"], "msg": "m"}]), {}) == "extra"
