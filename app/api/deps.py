@@ -91,12 +91,13 @@ def unprocessable(loc: tuple[str | int, ...], msg: str, value: Any = None) -> No
 
 
 @contextmanager
-def invalid_body() -> Iterator[None]:
-    """A service's ``InvalidField`` raised in the block is a 422 naming that body field."""
+def invalid_fields(kind: str = "body") -> Iterator[None]:
+    """A service's ``InvalidField`` raised in the block is a 422 naming that field of the
+    request's ``kind`` (``body`` or ``query``)."""
     try:
         yield
     except InvalidField as exc:
-        raise RequestValidationError([exc.error.under("body").detail()]) from None
+        raise RequestValidationError([exc.error.under(kind).detail()]) from None
 
 
 def remove_checkpoints(settings: Settings, run_ids: list[int]) -> None:

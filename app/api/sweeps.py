@@ -17,7 +17,7 @@ from app.api.deps import (
     SessionDep,
     SettingsDep,
     enqueue,
-    invalid_body,
+    invalid_fields,
     json_response,
     remove_checkpoints,
 )
@@ -61,7 +61,7 @@ def submit_sweep(
     insert) and queue them all once the answer has gone. ``strategy: tune`` queues stage 1
     (see ``app.tuning``); the workers queue stage 2 when it ends."""
     limit = settings.max_sweep_runs
-    with invalid_body():
+    with invalid_fields("body"):
         if body.strategy == "tune":
             n, configs = tuning.check(body, seeds(body))
         else:

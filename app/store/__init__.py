@@ -49,6 +49,7 @@ from app.store.sweeps import (
     delete_sweep,
     get_sweep,
     list_sweeps,
+    run_ids_of_sweep,
     runs_of_sweep,
     sweep_state_counts,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "require_run",
     "requeue_candidates",
     "retry_run",
+    "run_ids_of_sweep",
     "run_row",
     "runs_of_sweep",
     "sweep_state_counts",

@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 
 from app.store.base import RunStateError, SweepNotFound
 from app.store.runs import new_run
-from app.tables import Run, Sweep, utcnow
+from app.tables import Run, Sweep, TuneTrial, utcnow
 from core.spec import RunConfig
 
 
@@ -57,6 +57,16 @@ def list_sweeps(session: Session, *, limit: int = 50, offset: int = 0) -> tuple[
 
 def runs_of_sweep(session: Session, sweep_id: int) -> list[Run]:
     return list(session.exec(select(Run).where(Run.sweep_id == sweep_id).order_by(col(Run.id))))
+
+
+def run_ids_of_sweep(session: Session, sweep_id: int, stage: int | None = None) -> list[int]:
+    """The ids of a sweep's runs in order; with ``stage``, a tuned sweep's runs of that stage
+    only (1: the tuning trials, 2: the seeded runs of the chosen settings)."""
+    stmt = select(Run.id).where(Run.sweep_id == sweep_id)
+    if stage is not None:
+        stmt = stmt.join(TuneTrial, col(TuneTrial.run_id) == col(Run.id)).where(
+            TuneTrial.stage == stage)
+    return [int(i) for i in session.exec(stmt.order_by(col(Run.id))) if i is not None]
 
 
 def sweep_state_counts(session: Session, sweep_id: int) -> dict[str, int]:
