@@ -56,21 +56,38 @@ RESTART_RESET_SECONDS = 60.0
 # --------------------------------------------------------------------------- processes
 
 
+# Celery's superuser banner (e.g. `bamsprod up` as root in a container) warns of pickled
+# messages; our queue accepts JSON only (app.queue), so ``root_note`` says what root does mean.
+CELERY_ROOT_BANNER = "ignore:You're running the worker with superuser privileges"
+
+
+def root_note(s: Settings) -> str | None:
+    """One plain line on what running the worker as root means; None when not root."""
+    if os.geteuid() != 0:
+        return None
+    return (f"running as root: the worker trains with root's rights and what it writes under "
+            f"{s.home} belongs to root (its queue takes JSON only, so Celery's pickle warning "
+            "does not apply); run as a normal user where you can")
+
+
 def worker_argv(s: Settings, concurrency: int = 1, name: str | None = None,
                 loglevel: str = "info") -> list[str]:
-    """The ``celery worker`` command line for ``s`` (solo pool for one process at a time)."""
-    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", s.queue,
-            "--loglevel", loglevel, "--concurrency", str(concurrency),
+    """The ``celery worker`` command line for ``s`` (solo pool for one process at a time);
+    Celery's superuser banner is left out (the caller prints ``root_note`` once instead)."""
+    argv = [sys.executable, "-W", CELERY_ROOT_BANNER, "-m", "celery", "-A", "worker.app",
+            "worker", "-Q", s.queue, "--loglevel", loglevel, "--concurrency", str(concurrency),
             "--pool", "solo" if concurrency == 1 else "prefork"]
     if name:
         argv += ["--hostname", name]
     if s.embedded:
         # The SQLite broker has no fanout: nothing to gossip or mingle with.
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
-        # Quiet Celery's superuser banner (e.g. `bamsprod up` as root in a container): it warns
-        # of pickled messages from a shared broker, and this one is a local file taking JSON.
-        argv[1:1] = ["-W", "ignore:You're running the worker with superuser privileges"]
     return argv
+
+
+def _say_root_note(s: Settings) -> None:
+    if (note := root_note(s)) is not None:
+        err.print(f"[yellow]note:[/yellow] {safe(note)}", soft_wrap=True)
 
 
 def api_argv(host: str, port: int) -> list[str]:
@@ -133,6 +150,7 @@ def worker(
     s = get_settings()
     s.ensure_dirs()
     argv = worker_argv(s, concurrency or s.worker_concurrency or 1, name, loglevel)
+    _say_root_note(s)
     os.execv(argv[0], argv)
 
 
@@ -150,6 +168,7 @@ def up(
     mode = "embedded: SQLite + SQLite broker" if s.embedded else "external broker"
     err.print(f"bamsprod home: {s.home}  ({mode})")
     _warn_if_exposed(host)
+    _say_root_note(s)  # once: a restarted worker says nothing more
     stop_requested: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
