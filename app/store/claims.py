@@ -13,40 +13,28 @@ from app.tables import Run, utcnow
 from core.spec import TERMINAL_STATES
 
 
-def claim_run(session: Session, run_id: int, worker_host: str, device: str) -> bool:
-    """Atomically move a ``queued`` run to ``running``; True for exactly one caller."""
+def _take(session: Session, run_id: int, where: object, worker_host: str, device: str,
+          start: bool = False) -> bool:
+    """One attempt more at ``run_id`` for ``worker_host`` on ``device`` if ``where`` holds;
+    ``start``: the run becomes ``running`` now."""
     now = utcnow()
-    ok = update_run(
-        session,
-        run_id,
-        col(Run.state) == "queued",
-        state="running",
-        started_at=now,
-        heartbeat_at=now,
-        worker_host=worker_host,
-        device=device,
-        attempts=Run.attempts + 1,
-    )
+    begun = {"state": "running", "started_at": now} if start else {}
+    ok = update_run(session, run_id, where, heartbeat_at=now, worker_host=worker_host,
+                    device=device, attempts=Run.attempts + 1, **begun)
     session.commit()
     return ok
+
+
+def claim_run(session: Session, run_id: int, worker_host: str, device: str) -> bool:
+    """Atomically move a ``queued`` run to ``running``; True for exactly one caller."""
+    return _take(session, run_id, col(Run.state) == "queued", worker_host, device, start=True)
 
 
 def reclaim_run(
     session: Session, run_id: int, worker_host: str, device: str, stale_before: datetime
 ) -> bool:
     """Take over a ``running`` run whose heartbeat is older than ``stale_before`` (lost worker)."""
-    now = utcnow()
-    ok = update_run(
-        session,
-        run_id,
-        stale(stale_before),
-        heartbeat_at=now,
-        worker_host=worker_host,
-        device=device,
-        attempts=Run.attempts + 1,
-    )
-    session.commit()
-    return ok
+    return _take(session, run_id, stale(stale_before), worker_host, device)
 
 
 def release_run(session: Session, run_id: int) -> bool:
