@@ -68,17 +68,12 @@ class FieldError:
 
 
 class InvalidField(ValueError):
-    """A domain error: ``error`` names the field of the request that cannot be used."""
+    """A domain error: ``error`` names the field of the request that cannot be used (``loc``
+    relative to the request's body or query; the route adds which)."""
 
     def __init__(self, loc: Loc, msg: str, value: Any = None) -> None:
         super().__init__(msg)
         self.error = FieldError(loc, msg, value)
-
-    @classmethod
-    def of(cls, error: FieldError) -> InvalidField:
-        out = cls(error.loc, error.msg, error.input)
-        out.error = error
-        return out
 
 
 def field_errors(source: ValidationError | Iterable[Mapping[str, Any]] | Any) -> list[FieldError]:
