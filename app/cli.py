@@ -1,8 +1,11 @@
-"""The ``bamsprod`` command line (Typer)."""
+"""The ``bamsprod`` command line (Typer), built here from the command groups; no command
+module imports this one."""
 
 from __future__ import annotations
 
 import typer
+
+from app.commands import core_cmds, service_cmds, tune_cmds
 
 cli = typer.Typer(
     name="bamsprod",
@@ -10,13 +13,13 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-
-def _register() -> None:
-    # Each command group lives in its own module and adds itself to ``cli``.
-    from app.commands import core_cmds, reproduce_cmds, service_cmds, tune_cmds  # noqa: F401
+for group in (core_cmds.commands, service_cmds.commands, tune_cmds.commands):
+    cli.add_typer(group)
 
 
 def main() -> None:
-    _register()
+    # reproduce_cmds still adds itself to ``cli`` (importing this module); it joins the
+    # groups above once it declares its own ``commands``.
+    from app.commands import reproduce_cmds  # noqa: F401
+
     cli()

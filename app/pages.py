@@ -170,7 +170,7 @@ def run_page(request: Request, run_id: int) -> Response:
     return _page(request, "run.html", run_id=run_id, charts=chart_specs())
 
 
-COMPARE_QUERY = ("runs", "sweep", "group_by", "baseline", "target", "metric", "x")
+COMPARE_QUERY = ("runs", "sweep", "stage", "group_by", "baseline", "target", "metric", "x")
 COMPARE_DEFAULTS = {"metric": "test_acc", "x": "epoch"}
 
 

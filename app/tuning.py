@@ -14,7 +14,6 @@ the same transaction as the stage-2 runs, so two workers finishing at once creat
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 import uuid
@@ -22,23 +21,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from app import store, studies
+from app import store, studies, sweeps
 from app.compare import fmt_value
+from app.field_errors import InvalidField
 from app.schemas import SweepCreate
 from app.tables import EpochMetric, Run, Sweep, TuneStage, TuneTrial, utcnow
 from core.spec import OPTIMIZERS, TERMINAL_STATES, RunConfig, escape_text
-
-
-class TuneError(ValueError):
-    """A tuned sweep that cannot run; ``loc`` names the field (the API answers 422)."""
-
-    def __init__(self, loc: tuple[str | int, ...], msg: str, value: Any = None) -> None:
-        super().__init__(msg)
-        self.loc, self.msg, self.value = loc, msg, value
 
 
 @dataclass
@@ -74,60 +65,45 @@ def _hparam_space(tune: dict[str, Any], optimizer: str) -> dict[str, list[Any]]:
 def _config(body: SweepCreate | dict[str, Any], optimizer: str, params: dict[str, Any],
             label: str, **fields: Any) -> RunConfig:
     """The run config of ``params`` (lr, hparams.<name>) on the sweep's base; ``body``: the
-    request, or the stored spec."""
+    request, or the stored spec. A bad one is an ``InvalidField`` at the base."""
     base, sweep_name = (body.base, body.name) if isinstance(body, SweepCreate) else (
         body["base"], body["name"])
-    data = copy.deepcopy(base)
-    data.update(optimizer=optimizer, lr=params["lr"], **fields)
-    hp = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("hparams.")}
-    given = data.get("hparams") or {}
-    if hp and isinstance(given, dict):  # else validation names the bad base.hparams
-        data["hparams"] = {**given, **hp}
-    point = " ".join(f"{k}={fmt_value(v)}" for k, v in params.items())
-    base_name = str(base.get("name") or sweep_name)
-    name = " ".join(p for p in (base_name, optimizer, escape_text(point), label) if p)
-    data["name"] = name[:200]
-    try:
-        return RunConfig.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err.get("loc", ()))
-        raise TuneError(("body", "base", *loc), f"{err.get('msg')} (for {optimizer})") from None
+    point = escape_text(" ".join(f"{k}={fmt_value(v)}" for k, v in params.items()))
+    return sweeps.config_at(base, sweep_name, {"optimizer": optimizer, **params, **fields},
+                            (optimizer, point, label), note=f" (for {optimizer})")
 
 
 def check(body: SweepCreate, seeds: list[int | None]) -> tuple[int, list[RunConfig]]:
-    """Validate a tuned sweep (every field error is a ``TuneError``); returns its run count
+    """Validate a tuned sweep (every field error is an ``InvalidField``); returns its run count
     (stage 1 and stage 2 together) and one full-budget config per optimizer."""
     tune = body.tune
     if tune is None:
-        raise TuneError(("body", "tune"), "strategy tune needs a tune object")
+        raise InvalidField(("tune",), "strategy tune needs a tune object")
     if body.grid:
-        raise TuneError(("body", "grid"), "a tuned sweep searches through tune; leave grid empty")
+        raise InvalidField(("grid",), "a tuned sweep searches through tune; leave grid empty")
     if tune.lr_min > tune.lr_max:
-        raise TuneError(("body", "tune", "lr_max"), "lr_max must be >= lr_min", tune.lr_max)
+        raise InvalidField(("tune", "lr_max"), "lr_max must be >= lr_min", tune.lr_max)
     spec = tune.model_dump()
     for key, values in tune.hparams.items():
         if not values:
-            raise TuneError(("body", "tune", "hparams", key), f"{key!r} needs at least one value")
+            raise InvalidField(("tune", "hparams", key), f"{key!r} needs at least one value")
         if not any(key in OPTIMIZERS[o] for o in tune.optimizers):
-            raise TuneError(("body", "tune", "hparams", key),
-                            f"no optimizer of this sweep has hparam {key!r}", key)
+            raise InvalidField(("tune", "hparams", key),
+                               f"no optimizer of this sweep has hparam {key!r}", key)
     count, fulls = 0, []
     for optimizer in dict.fromkeys(tune.optimizers):
-        space = {"lr": [tune.lr_min, tune.lr_max], **_hparam_space(spec, optimizer)}
-        for values in itertools.product(*space.values()):
-            params = dict(zip(space, values, strict=True))
+        space = _hparam_space(spec, optimizer)
+        for params in sweeps.points({"lr": [tune.lr_min, tune.lr_max], **space}):
             full = _config(body, optimizer, params, "")
             _config(body, optimizer, params, "", epochs=tune.stage1_epochs)
         if not full.val_split:
-            raise TuneError(("body", "base", "val_split"),
-                            "tuning reads validation metrics: val_split must be > 0", 0)
+            raise InvalidField(("base", "val_split"),
+                               "tuning reads validation metrics: val_split must be > 0", 0)
         if tune.stage1_epochs > full.epochs:
-            raise TuneError(("body", "tune", "stage1_epochs"),
-                            f"stage 1 must be no longer than the full budget ({full.epochs})",
-                            tune.stage1_epochs)
-        count += _n_rates(spec) * math.prod(len(v) for v in _hparam_space(spec, optimizer).values())
-        count += len(seeds)
+            raise InvalidField(("tune", "stage1_epochs"),
+                               f"stage 1 must be no longer than the full budget ({full.epochs})",
+                               tune.stage1_epochs)
+        count += _n_rates(spec) * sweeps.size(space) + len(seeds)
         fulls.append(full)
     return count, fulls
 

@@ -189,13 +189,25 @@ DEFAULT_LR: dict[str, float] = {
 MAX_EPOCHS = 1000
 
 
+class EntryError(ValueError):
+    """A bad entry of a mapping field (``hparams``, ``model_args``); ``key`` names it, so an
+    error on the whole field can still point at the entry (``hparams.kappa``)."""
+
+    def __init__(self, msg: str, key: str) -> None:
+        super().__init__(msg)
+        self.key = key
+
+
 def _check_named(kind: str, table: dict[str, HParam], given: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(given) - set(table))
     if unknown:
-        raise ValueError(f"unknown {kind} {unknown[0]!r}; known: {', '.join(table)}")
+        raise EntryError(f"unknown {kind} {unknown[0]!r}; known: {', '.join(table)}", unknown[0])
     out = {k: h.default for k, h in table.items()}
     for key, value in given.items():
-        out[key] = table[key].check(f"{kind} {key}", value)
+        try:
+            out[key] = table[key].check(f"{kind} {key}", value)
+        except ValueError as exc:
+            raise EntryError(str(exc), key) from None
     return out
 
 

@@ -35,6 +35,7 @@ from torch import nn
 
 from core.data import load_dataset
 from core.data.split import validation_split
+from core.device import describe, pick_device
 from core.metrics import FlipCounter, quantization_error
 from core.nn import binary_weights, build_model
 from core.optim import build as build_optimizer
@@ -74,6 +75,11 @@ class TrainResult:
     error: str | None = None
     history: list[EpochMetrics] = field(default_factory=list)
 
+    @property
+    def trained_on(self) -> str | None:
+        """The device and optimizer path that trained the run (``cpu · fused``)."""
+        return describe(self.device, self.optimizer_path)
+
 
 # How often, at most, the batch loop asks ``should_stop`` (it is also asked before each epoch).
 STOP_POLL_SECONDS = 0.25
@@ -107,15 +113,6 @@ def _compiled(config: RunConfig, model: nn.Module, optimizer: torch.optim.Optimi
         optimizer.step()
 
     return forward, step
-
-
-def pick_device(requested: str | None = "auto") -> torch.device:
-    """``cuda`` when asked for or available under ``auto``; ``cpu`` otherwise."""
-    if requested in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but CUDA is not available")
-    return torch.device(requested)
 
 
 def _scheduler(config: RunConfig, optimizer: torch.optim.Optimizer):

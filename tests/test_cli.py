@@ -130,7 +130,7 @@ def test_user_text_is_printed_plainly(start_api, tmp_path: Path) -> None:
 
 def test_relative_data_dir_means_this_directory_and_batch_size_one_is_refused(
         tmp_path: Path) -> None:
-    from app.commands.core_cmds import with_run_config
+    from app.commands.run_options import with_run_config
 
     seen: list = []
     command = with_run_config(lambda config: seen.append(config))

@@ -137,3 +137,16 @@ def test_compiled_train_step_trains_resumes_and_says_so(tmp_path):
     assert [m.epoch for m in resumed.history] == [1, 2]
     assert resumed.history[-1].test_acc > 0.5
     assert resumed.optimizer_path == "fused"
+
+
+def test_one_function_picks_the_device_and_names_what_trained() -> None:
+    import torch
+
+    from core.device import describe, pick_device
+
+    assert pick_device("cpu").type == "cpu" and pick_device(None) == pick_device("auto")
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            pick_device("cuda")
+    assert describe("cpu", "fused") == "cpu · fused" and describe("cpu", "") is None

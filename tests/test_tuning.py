@@ -114,6 +114,37 @@ def test_stage2_runs_the_validation_argmax_never_the_test_one(client, api_settin
     assert client.get(f"/api/sweeps/{sweep_id}").json()["n_runs"] == 5
 
 
+def test_compare_of_a_tuned_sweep_pools_stage2_unless_stage1_is_asked(client,
+                                                                      api_settings) -> None:
+    url = api_settings.database_url
+    sweep_id = client.post("/api/sweeps", json=tune_body(optimizers=["adam"])).json()["sweep"]["id"]
+    trials = stage1(client, sweep_id)["adam"]["stage1_run_ids"]
+    for i, run_id in enumerate(trials):
+        end_with(url, run_id, [(0.5 + i / 10, 0.5)])
+    with session_scope(url) as session:
+        seeded = tuning.start_stage2(session, sweep_id, "adam")
+    for run_id in seeded:
+        end_with(url, run_id, [(0.8, 0.8)] * 3)
+
+    def compared(query: str) -> dict[str, Any]:
+        r = client.get(f"/api/compare?sweep={sweep_id}&group_by=optimizer{query}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    got = compared("")
+    assert [r["id"] for r in got["runs"]] == seeded and len(seeded) == 2
+    assert [g["run_ids"] for g in got["groups"]] == [seeded] and got["budget"] == 3
+    assert [r["id"] for r in compared("&stage=1")["runs"]] == trials
+    assert [r["id"] for r in compared("&stage=2")["runs"]] == seeded
+    grid = client.post("/api/sweeps", json={"base": BASE, "grid": {"lr": [0.01]}}).json()
+    for query, loc in ((f"sweep={grid['sweep']['id']}&stage=1", ["query", "stage"]),
+                       (f"runs={seeded[0]}&stage=1", ["query", "stage"]),
+                       (f"sweep={sweep_id}&stage=3", ["query", "stage"])):
+        r = client.get(f"/api/compare?{query}")
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == loc, r.text
+    assert client.get(f"/api/compare?sweep={grid['sweep']['id']}").status_code == 200
+
+
 def test_a_grid_sweep_has_no_tuning_and_refuses_a_tune_object(client) -> None:
     grid = {"base": BASE, "grid": {"lr": [0.01, 0.1]}}
     r = client.post("/api/sweeps", json=grid)

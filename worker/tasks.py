@@ -123,13 +123,6 @@ def db_call(s: Settings, what: str, fn: Callable[..., T], *args: object, **kwarg
     return with_db_retry(call, what=what)
 
 
-def pick_device(config: RunConfig) -> str:
-    """The device the trainer will use for ``config`` (CUDA under ``auto`` when present)."""
-    from core.train import pick_device as trainer_device
-
-    return str(trainer_device(config.device))
-
-
 def heartbeat_interval(s: Settings) -> float:
     """Seconds between heartbeats: ten beats per ``stale_running_seconds``, 0.2 s to 3 s."""
     return max(0.2, min(3.0, s.stale_running_seconds / 10))
@@ -215,11 +208,13 @@ def execute_run(run_id: int, *, hostname: str | None = None,
     if run.state in TERMINAL_STATES:
         log.info("run %s already %s; skipping this delivery", run_id, run.state)
         return "skipped"
+    from core.device import pick_device  # torch loads with the first run, not at import
+
     config: RunConfig | None = None
     device, error = "cpu", None
     try:
         config = RunConfig.model_validate(run.config)
-        device = pick_device(config)
+        device = str(pick_device(config.device))  # claimed with it, trained on it
     except (ValidationError, RuntimeError) as exc:
         # A stored config this version cannot read, or CUDA asked of a CPU worker: fail it
         # once, never retry.
@@ -302,11 +297,8 @@ def _train_claimed(s: Settings, run_id: int, host: str, config: RunConfig, devic
         enqueue_run(run_id)
         log.info("run %s handed back to the queue at epoch %s", run_id, result.epochs_done)
         return "released"
-    # The device info says which optimizer implementation trained the run ("cpu · fused"),
-    # so its numbers can be reproduced with the same path.
-    trained_on = f"{device} · {result.optimizer_path}" if result.optimizer_path else None
     db_call(s, "finish_run", store.finish_run, run_id, state, error=result.error,
-            diverged_epoch=result.diverged_epoch, device=trained_on)
+            diverged_epoch=result.diverged_epoch, device=result.trained_on)
     shutil.rmtree(ckpt, ignore_errors=True)
     log.info("run %s %s after %s epochs", run_id, state, result.epochs_done)
     return state

@@ -1,7 +1,7 @@
 """GET /api/compare: runs overlaid, seeds pooled into groups, measured against a baseline.
 
 The hot path reads the runs' columns (``store.compare_run_rows``) and their epochs as columns
-(``store.metric_columns``), aggregates in Python (``app.compare``) and serialises the plain
+(``app.compare.load``), aggregates in Python (``app.compare``) and serialises the plain
 result with pydantic-core. Aggregating in SQL instead (a CTE, GROUP BY group and epoch, and a
 join back for the deviations) was measured at 200 runs x 100 epochs: no faster than fetching
 the columns and aggregating here, on SQLite or PostgreSQL (~120-140 ms either way, under load),
@@ -23,12 +23,13 @@ from app.api.deps import (
     READ,
     QueryText,
     SessionDep,
+    invalid_fields,
     unprocessable,
     wants_csv,
 )
 from app.api.etag import ResponseCache, etag, if_none_match
 from app.api.metrics import to_csv
-from app.safejson import scrub
+from app.compare import load
 from app.schemas import CompareResult, ErrorDetail
 from core.metric_schema import TARGET_METRICS
 from core.spec import MODELS, OPTIMIZERS, RunConfig
@@ -97,6 +98,11 @@ def compare_runs(
     sweep: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="every run of this sweep")
     ] = None,
+    stage: Annotated[
+        int | None,
+        Query(ge=1, le=2, description="a tuned sweep's runs: 2 (the default) its seeded runs, "
+              "1 its tuning trials"),
+    ] = None,
     group_by: Annotated[
         str | None,
         Query(
@@ -120,15 +126,15 @@ def compare_runs(
 ) -> Response:
     """Per-group mean/std/n per epoch (columnar), and per group: best and final accuracy,
     epochs to target, speed-up and final accuracy difference against the baseline group; each
-    run's series only with ``include=runs``. Once every run has finished the answer carries an
+    run's series only with ``include=runs``. A tuned sweep compares its stage-2 runs
+    (``stage=1``: its tuning trials). Once every run has finished the answer carries an
     ETag (``If-None-Match`` gives 304) and is served from a per-process cache."""
     if runs is None and sweep is None:
         unprocessable(("query", "runs"), "give runs=<ids> or sweep=<id>")
-    ids = _parse_ids(runs) if runs else []
+    given = _parse_ids(runs) if runs else []
     fields = _parse_group_by(group_by)
-    if sweep is not None:
-        store.get_sweep(session, sweep)
-        ids += [r.id for r in store.runs_of_sweep(session, sweep) if r.id not in ids]  # type: ignore[misc]
+    with invalid_fields("query"):
+        ids = load.run_ids(session, given, sweep, stage)
     rows = store.compare_run_rows(session, ids)
     csv = wants_csv(request, format)
     with_runs = include == "runs" or (csv and table == "runs")
@@ -139,15 +145,9 @@ def compare_runs(
     cache = _cache(request)
     if tag and (hit := cache.get(tag)) is not None:
         return Response(hit[0], media_type=hit[1], headers=headers)
-    columns = store.metric_columns(session, ids, cmp.SERIES_METRICS)
-    # name and config scrubbed: a row stored before today's validation must not break the page
-    inputs = [
-        {**r, "name": scrub(r["name"]), "config": scrub(r["config"]), "columns": columns[r["id"]]}
-        for r in rows
-    ]
     try:
         result = cmp.compare(
-            inputs,
+            load.with_epochs(session, rows),
             group_by=fields,
             baseline=baseline,
             target=target,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -15,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, TypeAdapter
 from sqlmodel import Session
 
 from app.db import session_scope
+from app.field_errors import FieldError, InvalidField
 from app.safejson import scrub
 from app.schemas import ErrorDetail
 from app.security import require_read, require_write
@@ -85,7 +87,17 @@ def json_response(model: Any, data: Any, status_code: int = 200) -> Response:
 
 def unprocessable(loc: tuple[str | int, ...], msg: str, value: Any = None) -> NoReturn:
     """Raise a 422 in FastAPI's usual shape, naming the field at ``loc``."""
-    raise RequestValidationError([{"type": "value_error", "loc": loc, "msg": msg, "input": value}])
+    raise RequestValidationError([FieldError(loc, msg, value).detail()])
+
+
+@contextmanager
+def invalid_fields(kind: str = "body") -> Iterator[None]:
+    """A service's ``InvalidField`` raised in the block is a 422 naming that field of the
+    request's ``kind`` (``body`` or ``query``)."""
+    try:
+        yield
+    except InvalidField as exc:
+        raise RequestValidationError([exc.error.under(kind).detail()]) from None
 
 
 def remove_checkpoints(settings: Settings, run_ids: list[int]) -> None:

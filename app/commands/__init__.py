@@ -1,1 +1,2 @@
-"""Command groups of the ``bamsprod`` CLI; each module registers its commands on ``app.cli.cli``."""
+"""Command groups of the ``bamsprod`` CLI: each module declares ``commands`` (a Typer group);
+``app.cli`` builds the command line from them."""

@@ -16,7 +16,6 @@ http://127.0.0.1:8000); ``--token`` (default ``$BAMSPROD_API_TOKEN``, else
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -24,36 +23,30 @@ import sys
 import time
 from typing import Any
 
-import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from app.cli import cli
-from app.commands.core_cmds import (
+from app.commands.common import (
     COLUMNS,
-    OPTION_FOR_FIELD,
+    TOKEN_OPTION,
+    URL_OPTION,
+    client,
+    console,
+    die_with_parent,
+    err,
     format_line,
     format_row,
     plain,
+    request,
     safe,
-    with_run_config,
 )
+from app.commands.run_options import OPTION_FOR_FIELD, with_run_config
 from app.settings import Settings, get_settings
-from core.spec import RunConfig, escape_text
+from core.spec import RunConfig
 
-console = Console()
-err = Console(stderr=True)
-
-DEFAULT_URL = "http://127.0.0.1:8000"
-URL_OPTION = typer.Option(DEFAULT_URL, envvar="BAMSPROD_URL", help="the bamsprod server")
-TOKEN_OPTION = typer.Option(
-    None,
-    envvar=["BAMSPROD_API_TOKEN", "BAMSPROD_READ_TOKEN"],
-    show_default=False,
-    help="bearer token, when the server sets one (default: $BAMSPROD_API_TOKEN, else "
-    "$BAMSPROD_READ_TOKEN)",
-)
+commands = typer.Typer()
+# Still imported under these names by reproduce_cmds until it takes them from app.commands.common.
+_client, _die_with_parent, _request = client, die_with_parent, request
 STOP_GRACE_SECONDS = 20.0
 # A worker that dies is restarted after 1 s, then 2, 4, ... up to 30 s while it keeps dying
 # within a minute of its start.
@@ -63,32 +56,43 @@ RESTART_RESET_SECONDS = 60.0
 # --------------------------------------------------------------------------- processes
 
 
+# Celery's superuser banner (e.g. `bamsprod up` as root in a container) warns of pickled
+# messages; our queue accepts JSON only (app.queue), so ``root_note`` says what root does mean.
+CELERY_ROOT_BANNER = "ignore:You're running the worker with superuser privileges"
+
+
+def root_note(s: Settings) -> str | None:
+    """One plain line on what running the worker as root means; None when not root."""
+    if os.geteuid() != 0:
+        return None
+    return (f"running as root: the worker trains with root's rights and what it writes under "
+            f"{s.home} belongs to root (its queue takes JSON only, so Celery's pickle warning "
+            "does not apply); run as a normal user where you can")
+
+
 def worker_argv(s: Settings, concurrency: int = 1, name: str | None = None,
                 loglevel: str = "info") -> list[str]:
-    """The ``celery worker`` command line for ``s`` (solo pool for one process at a time)."""
-    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", s.queue,
-            "--loglevel", loglevel, "--concurrency", str(concurrency),
+    """The ``celery worker`` command line for ``s`` (solo pool for one process at a time);
+    Celery's superuser banner is left out (the caller prints ``root_note`` once instead)."""
+    argv = [sys.executable, "-W", CELERY_ROOT_BANNER, "-m", "celery", "-A", "worker.app",
+            "worker", "-Q", s.queue, "--loglevel", loglevel, "--concurrency", str(concurrency),
             "--pool", "solo" if concurrency == 1 else "prefork"]
     if name:
         argv += ["--hostname", name]
     if s.embedded:
         # The SQLite broker has no fanout: nothing to gossip or mingle with.
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
-        # Quiet Celery's superuser banner (e.g. `bamsprod up` as root in a container): it warns
-        # of pickled messages from a shared broker, and this one is a local file taking JSON.
-        argv[1:1] = ["-W", "ignore:You're running the worker with superuser privileges"]
     return argv
+
+
+def _say_root_note(s: Settings) -> None:
+    if (note := root_note(s)) is not None:
+        err.print(f"[yellow]note:[/yellow] {safe(note)}", soft_wrap=True)
 
 
 def api_argv(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
             "--host", host, "--port", str(port)]
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    os.setsid()
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _stop(procs: list[subprocess.Popen], grace: float = STOP_GRACE_SECONDS) -> None:
@@ -113,7 +117,7 @@ def _warn_if_exposed(host: str) -> None:
         err.print(f"[yellow]warning:[/yellow] {safe(warning)}")
 
 
-@cli.command()
+@commands.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="interface to listen on"),
     port: int = typer.Option(8000, min=1, max=65535, help="port"),
@@ -134,7 +138,7 @@ def serve(
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers)
 
 
-@cli.command()
+@commands.command()
 def worker(
     concurrency: int | None = typer.Option(
         None, min=1, help="runs trained at once [default: $BAMSPROD_WORKER_CONCURRENCY, else 1]"
@@ -146,10 +150,11 @@ def worker(
     s = get_settings()
     s.ensure_dirs()
     argv = worker_argv(s, concurrency or s.worker_concurrency or 1, name, loglevel)
+    _say_root_note(s)
     os.execv(argv[0], argv)
 
 
-@cli.command()
+@commands.command()
 def up(
     host: str = typer.Option("127.0.0.1", help="interface to listen on"),
     port: int = typer.Option(8000, min=1, max=65535, help="port"),
@@ -163,6 +168,7 @@ def up(
     mode = "embedded: SQLite + SQLite broker" if s.embedded else "external broker"
     err.print(f"bamsprod home: {s.home}  ({mode})")
     _warn_if_exposed(host)
+    _say_root_note(s)  # once: a restarted worker says nothing more
     stop_requested: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -171,8 +177,8 @@ def up(
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     procs: dict[str, subprocess.Popen] = {}
     try:
-        procs["API"] = subprocess.Popen(api_argv(host, port), preexec_fn=_die_with_parent)
-        procs["worker"] = subprocess.Popen(worker_argv(s), preexec_fn=_die_with_parent)
+        procs["API"] = subprocess.Popen(api_argv(host, port), preexec_fn=die_with_parent)
+        procs["worker"] = subprocess.Popen(worker_argv(s), preexec_fn=die_with_parent)
         started, delay = time.monotonic(), RESTART_DELAYS[0]
         console.print(f"bamsprod is up: http://{host}:{port}  (Ctrl-C stops it)")
         while not stop_requested:
@@ -190,7 +196,7 @@ def up(
                     time.sleep(0.1)
                 if stop_requested:
                     break
-                procs["worker"] = subprocess.Popen(worker_argv(s), preexec_fn=_die_with_parent)
+                procs["worker"] = subprocess.Popen(worker_argv(s), preexec_fn=die_with_parent)
                 started, delay = time.monotonic(), min(delay * 2, RESTART_DELAYS[1])
             time.sleep(0.2)
     finally:
@@ -205,55 +211,6 @@ def up(
 # ------------------------------------------------------------------------------- client
 
 
-def _client(url: str, token: str | None = None) -> httpx.Client:
-    headers = {"X-Requested-With": "bamsprod-cli"}  # not a cross-site form (app.security)
-    token = token or os.environ.get("BAMSPROD_API_TOKEN")
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30.0)
-
-
-def _request(url: str, method: str, path: str, *, token: str | None = None, **kwargs: Any
-             ) -> Any:
-    """One API call; a clear message and exit code 2 on connection or HTTP errors."""
-    try:
-        with _client(url, token) as c:
-            r = c.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        err.print(f"[red]error:[/red] cannot reach {safe(url)} ({safe(exc)}); "
-                  "is `bamsprod up` running? (--url / BAMSPROD_URL)")
-        raise typer.Exit(2) from None
-    if r.status_code == 401:
-        err.print(f"[red]error:[/red] {method} {path}: the server wants a token; pass --token "
-                  "or set BAMSPROD_API_TOKEN")
-        raise typer.Exit(2)
-    if r.status_code == 422:
-        message, option = _validation_message(r)
-        raise typer.BadParameter(message, param_hint=option)
-    if r.status_code >= 400:
-        try:
-            detail = r.json().get("detail", r.text)
-        except ValueError:
-            detail = r.text
-        err.print(f"[red]error:[/red] {method} {safe(path)}: {r.status_code} {safe(detail)}")
-        raise typer.Exit(2 if r.status_code != 404 else 3)
-    return r.json() if r.content else None
-
-
-def _validation_message(r: httpx.Response) -> tuple[str, str | None]:
-    """The first 422 error as (message, the CLI option that sets the field)."""
-    try:
-        detail = r.json()["detail"]
-        first = detail[0] if isinstance(detail, list) else {"msg": str(detail), "loc": []}
-    except (ValueError, KeyError, IndexError, TypeError):
-        return r.text, None
-    loc = [str(x) for x in first.get("loc", []) if x not in ("body",)]
-    # The innermost field an option sets ("tune.lr_max" -> --lr-max), else the outermost.
-    field = next((x for x in reversed(loc) if x in OPTION_FOR_FIELD), loc[0] if loc else "")
-    message = escape_text(str(first.get("msg", "invalid")))
-    return message, OPTION_FOR_FIELD.get(field, field or None)
-
-
 def _fmt(v: Any, spec: str = ".4f") -> str:
     return "" if v is None else format(v, spec) if isinstance(v, float) else str(v)
 
@@ -263,8 +220,8 @@ def _follow(url: str, run_id: int, poll: float = 1.0, token: str | None = None
     """Print each new epoch of ``run_id`` until it ends; returns the final run."""
     after = 0
     while True:
-        run = _request(url, "GET", f"/api/runs/{run_id}", token=token)
-        metrics = _request(url, "GET", f"/api/runs/{run_id}/metrics", params={"after": after},
+        run = request(url, "GET", f"/api/runs/{run_id}", token=token)
+        metrics = request(url, "GET", f"/api/runs/{run_id}/metrics", params={"after": after},
                            token=token)
         for m in metrics["items"]:
             console.print(format_line(m))
@@ -274,7 +231,7 @@ def _follow(url: str, run_id: int, poll: float = 1.0, token: str | None = None
         time.sleep(poll)
 
 
-@cli.command()
+@commands.command()
 @with_run_config
 def submit(
     config: RunConfig,
@@ -283,7 +240,8 @@ def submit(
     token: str | None = TOKEN_OPTION,
 ) -> None:
     """Submit one run to a running server (same options as ``train``)."""
-    run = _request(url, "POST", "/api/runs", json=config.model_dump(mode="json"), token=token)
+    run = request(url, "POST", "/api/runs", json=config.model_dump(mode="json"), token=token,
+                  options=OPTION_FOR_FIELD)
     console.print(f"run {run['id']} {run['state']}: {url.rstrip('/')}/runs/{run['id']}")
     if wait:
         run = _follow(url, run["id"], token=token)
@@ -293,7 +251,7 @@ def submit(
             raise typer.Exit(1)
 
 
-@cli.command()
+@commands.command()
 def runs(
     state: str | None = typer.Option(
         None, help="queued, running, succeeded, failed, diverged, cancelled or pruned"),
@@ -309,7 +267,7 @@ def runs(
     params = {k: v for k, v in {"state": state, "optimizer": optimizer, "tag": tag,
                                 "sort": sort, "order": order, "limit": limit}.items()
               if v is not None}
-    page = _request(url, "GET", "/api/runs", params=params, token=token)
+    page = request(url, "GET", "/api/runs", params=params, token=token)
     table = Table("id", "name", "state", "optimizer", "model", "dataset", "seed", "epochs",
                   "best acc", "last acc", "created", title=f"{page['total']} runs")
     for r in page["items"]:
@@ -320,15 +278,15 @@ def runs(
     console.print(table)
 
 
-@cli.command()
+@commands.command()
 def show(
     run_id: int = typer.Argument(..., help="run id"),
     url: str = URL_OPTION,
     token: str | None = TOKEN_OPTION,
 ) -> None:
     """Show one run: its config, state and every epoch."""
-    run = _request(url, "GET", f"/api/runs/{run_id}", token=token)
-    metrics = _request(url, "GET", f"/api/runs/{run_id}/metrics", token=token)
+    run = request(url, "GET", f"/api/runs/{run_id}", token=token)
+    metrics = request(url, "GET", f"/api/runs/{run_id}/metrics", token=token)
     head = Table(show_header=False, title=f"run {run_id}")
     for key in ("name", "state", "error", "worker_host", "device", "created_at", "started_at",
                 "finished_at", "epochs_done", "best_test_acc", "best_epoch", "diverged_epoch"):
@@ -343,12 +301,12 @@ def show(
     console.print(table)
 
 
-@cli.command()
+@commands.command()
 def cancel(
     run_id: int = typer.Argument(..., help="run id"),
     url: str = URL_OPTION,
     token: str | None = TOKEN_OPTION,
 ) -> None:
     """Cancel a queued or running run."""
-    run = _request(url, "POST", f"/api/runs/{run_id}/cancel", token=token) or {}
+    run = request(url, "POST", f"/api/runs/{run_id}/cancel", token=token) or {}
     console.print(f"run {run_id}: {run.get('state', 'cancel requested')}")

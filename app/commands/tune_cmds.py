@@ -12,17 +12,19 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from app.cli import cli
-from app.commands.core_cmds import OPTION_FOR_FIELD, parse_pairs, safe, with_run_config
-from app.commands.service_cmds import TOKEN_OPTION, URL_OPTION, _request, console
+from app.commands.common import TOKEN_OPTION, URL_OPTION, console, request, safe
+from app.commands.run_options import OPTION_FOR_FIELD, parse_pairs, with_run_config
 from core.spec import RunConfig
 
+commands = typer.Typer()
+# A tuned sweep's fields -> the options that set them: the run options for its base, and the
+# search's own (``hparams`` is searched here: --search, not --hp).
 TUNE_OPTIONS = {
+    **OPTION_FOR_FIELD,
     "optimizers": "--opt", "lr_min": "--lr-min", "lr_max": "--lr-max", "n_lr": "--n-lr",
     "sampler": "--sampler", "stage1_epochs": "--stage1-epochs", "criterion": "--criterion",
     "reduction_factor": "--reduction-factor", "hparams": "--search", "n_seeds": "--seeds",
 }
-OPTION_FOR_FIELD.update({k: v for k, v in TUNE_OPTIONS.items() if k not in OPTION_FOR_FIELD})
 
 
 def _search(pairs: list[str]) -> dict[str, list[Any]]:
@@ -39,7 +41,7 @@ def _values(values: list[Any]) -> str:
     return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
-@cli.command()
+@commands.command()
 @with_run_config
 def tune(
     config: RunConfig,
@@ -68,12 +70,13 @@ def tune(
                  "criterion": criterion, "reduction_factor": reduction_factor},
     }
     params = {"dry_run": "true"} if dry_run else {}
-    out = _request(url, "POST", "/api/sweeps", json=body, params=params, token=token)
+    out = request(url, "POST", "/api/sweeps", json=body, params=params, token=token,
+                  options=TUNE_OPTIONS)
     if dry_run:
         console.print(f"{out['count']} runs (stage 1 and stage 2; limit {out['max_runs']})")
         return
     sweep = out["sweep"]
-    detail = _request(url, "GET", f"/api/sweeps/{sweep['id']}", token=token)
+    detail = request(url, "GET", f"/api/sweeps/{sweep['id']}", token=token)
     table = Table("optimizer", "searched", "stage-1 runs", title=f"sweep {sweep['id']}")
     for t in detail["tuning"]:
         searched = "; ".join(f"{k}: {_values(vs)}" for k, vs in t["searched"].items())

@@ -1,0 +1,129 @@
+"""What the command groups share: terminal output, the server options, HTTP calls to the API
+(a 422 names the option that sets the field) and how a child process is started."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
+
+from app.field_errors import FieldError, first_error
+from core.metric_schema import METRICS, format_value
+from core.spec import escape_text
+
+console = Console()
+err = Console(stderr=True)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+URL_OPTION = typer.Option(DEFAULT_URL, envvar="BAMSPROD_URL", help="the bamsprod server")
+TOKEN_OPTION = typer.Option(
+    None,
+    envvar=["BAMSPROD_API_TOKEN", "BAMSPROD_READ_TOKEN"],
+    show_default=False,
+    help="bearer token, when the server sets one (default: $BAMSPROD_API_TOKEN, else "
+    "$BAMSPROD_READ_TOKEN)",
+)
+
+
+def plain(value: Any) -> Text:
+    """User text (a run name, a path, an error) for a Rich table cell: never read as markup,
+    control characters escaped (``\\x1b``), so nothing reaches the terminal raw."""
+    return Text(escape_text(str(value)))
+
+
+def safe(value: Any) -> str:
+    """User text for a Rich f-string: markup escaped, control characters escaped."""
+    return escape(escape_text(str(value)))
+
+
+# ------------------------------------------------------------------------------- epochs
+
+_TABLE_METRICS = [m for m in METRICS if m.cli]
+COLUMNS = ("epoch", *(m.name for m in _TABLE_METRICS))
+
+
+def format_row(m: dict[str, Any]) -> list[str]:
+    return [str(m["epoch"]), *(format_value(c, m.get(c.name)) for c in _TABLE_METRICS)]
+
+
+def format_line(m: dict[str, Any]) -> str:
+    """One epoch as ``key=value`` pairs on one line."""
+    return "  ".join(f"{c}={v}" for c, v in zip(COLUMNS, format_row(m), strict=True))
+
+
+# ------------------------------------------------------------------------------- errors
+
+
+def option_for(error: FieldError, options: Mapping[str, str]) -> str | None:
+    """The option that sets ``error``'s field: the innermost part of its path an option sets
+    (``tune.lr_max`` -> ``--lr-max``, ``hparams.kappa`` -> ``--hp``), else its first part."""
+    names = [str(p) for p in error.path]
+    field = next((n for n in reversed(names) if n in options), names[0] if names else "")
+    return options.get(field, field or None)
+
+
+def bad_parameter(error: FieldError, options: Mapping[str, str]) -> typer.BadParameter:
+    """``error`` as Typer's usage error, naming the option (exit code 2)."""
+    return typer.BadParameter(escape_text(error.msg), param_hint=option_for(error, options))
+
+
+# ------------------------------------------------------------------------------- client
+
+
+def client(url: str, token: str | None = None) -> httpx.Client:
+    """An HTTP client for the server at ``url``, with the bearer token when there is one."""
+    headers = {"X-Requested-With": "bamsprod-cli"}  # not a cross-site form (app.security)
+    token = token or os.environ.get("BAMSPROD_API_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30.0)
+
+
+def request(url: str, method: str, path: str, *, token: str | None = None,
+            options: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
+    """One API call; a clear message and exit code 2 on connection or HTTP errors. A 422 names
+    the option of ``options`` (field -> ``--option``) that sets the field."""
+    try:
+        with client(url, token) as c:
+            r = c.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        err.print(f"[red]error:[/red] cannot reach {safe(url)} ({safe(exc)}); "
+                  "is `bamsprod up` running? (--url / BAMSPROD_URL)")
+        raise typer.Exit(2) from None
+    if r.status_code == 401:
+        err.print(f"[red]error:[/red] {method} {path}: the server wants a token; pass --token "
+                  "or set BAMSPROD_API_TOKEN")
+        raise typer.Exit(2)
+    if r.status_code == 422:
+        try:
+            error = first_error(r.json()["detail"])
+        except (ValueError, KeyError, TypeError):
+            error = FieldError((), r.text)
+        raise bad_parameter(error, options or {})
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail", r.text)
+        except ValueError:
+            detail = r.text
+        err.print(f"[red]error:[/red] {method} {safe(path)}: {r.status_code} {safe(detail)}")
+        raise typer.Exit(2 if r.status_code != 404 else 3)
+    return r.json() if r.content else None
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """``preexec_fn`` of a child process: its own session, and SIGTERM when its parent dies."""
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

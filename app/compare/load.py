@@ -1,0 +1,41 @@
+"""A comparison's inputs from the database: which runs (ids given, or a sweep's), and their
+epochs as columns. A tuned sweep compares its stage-2 runs (the chosen settings on every seed)
+unless stage 1 (its tuning trials, shorter and on one seed) is asked for."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlmodel import Session
+
+from app import store
+from app.compare.series import SERIES_METRICS
+from app.field_errors import InvalidField
+from app.safejson import scrub
+
+
+def run_ids(session: Session, ids: Sequence[int], sweep: int | None = None,
+            stage: int | None = None) -> list[int]:
+    """``ids``, then the runs of ``sweep`` not among them; a tuned sweep's of ``stage`` (default
+    2). ``stage`` for no sweep, or for a sweep that is not tuned, is an ``InvalidField``."""
+    out = list(ids)
+    if sweep is None:
+        if stage is not None:
+            raise InvalidField(("stage",), "stage picks runs of a tuned sweep: give sweep=<id>",
+                               stage)
+        return out
+    tuned = store.get_sweep(session, sweep).spec.get("strategy") == "tune"
+    if stage is not None and not tuned:
+        raise InvalidField(("stage",), f"sweep {sweep} is not tuned: it has no stages", stage)
+    given = set(out)
+    picked = store.run_ids_of_sweep(session, sweep, (stage or 2) if tuned else None)
+    return out + [i for i in picked if i not in given]
+
+
+def with_epochs(session: Session, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``store.compare_run_rows`` rows with their epochs as ``columns``; name and config
+    scrubbed, so a row stored before today's validation cannot break the page."""
+    columns = store.metric_columns(session, [r["id"] for r in rows], SERIES_METRICS)
+    return [{**r, "name": scrub(r["name"]), "config": scrub(r["config"]),
+             "columns": columns[r["id"]]} for r in rows]

@@ -1,0 +1,216 @@
+"""Epochs: ``record_epoch`` writes one with the run's summary in one transaction (idempotent
+per run and epoch); the reads serve the API, compare and SSE hot paths in one query each."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col, select
+
+from app.schemas import METRIC_FIELDS
+from app.store.base import RunNotFound, dialect, update_run
+from app.tables import EpochMetric, Run, utcnow
+
+
+def _clean_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def record_epoch(session: Session, run_id: int, metrics: Mapping[str, Any]) -> None:
+    """Write one epoch (``EpochMetrics.to_dict()``) and the run's summary in one transaction.
+
+    Idempotent: a repeated (run, epoch) overwrites the row, never duplicates it. Non-finite
+    values are stored as NULL. Raises ``RunNotFound`` if the run is gone.
+    """
+    epoch = int(metrics["epoch"])
+    row: dict[str, Any] = {k: _clean_float(metrics.get(k)) for k in METRIC_FIELDS}
+    layers = metrics.get("quant_error_layers") or {}
+    row["quant_error_layers"] = {str(k): _clean_float(v) for k, v in layers.items()}
+    now = utcnow()
+    values = {"run_id": run_id, "epoch": epoch, "created_at": now, **row}
+    insert = postgresql.insert if dialect(session) == "postgresql" else sqlite.insert
+    stmt = insert(EpochMetric).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["run_id", "epoch"], set_={**row, "created_at": now}
+    )
+    try:
+        try:
+            session.exec(stmt)  # type: ignore[call-overload]
+        except sa.exc.IntegrityError as exc:  # the foreign key: the run was deleted
+            raise RunNotFound(run_id) from exc
+        # Recompute the summary from the rows, so overwrites and out-of-order epochs stay right.
+        n, last_epoch = session.exec(
+            select(sa.func.count(), sa.func.max(EpochMetric.epoch)).where(
+                EpochMetric.run_id == run_id
+            )
+        ).one()
+        last = session.exec(
+            select(EpochMetric.test_acc, EpochMetric.train_loss, EpochMetric.quant_error).where(
+                EpochMetric.run_id == run_id, EpochMetric.epoch == last_epoch
+            )
+        ).one()
+        best = session.exec(
+            select(EpochMetric.test_acc, EpochMetric.epoch)
+            .where(EpochMetric.run_id == run_id, col(EpochMetric.test_acc).is_not(None))
+            .order_by(col(EpochMetric.test_acc).desc(), col(EpochMetric.epoch).asc())
+            .limit(1)
+        ).first()
+        update_run(
+            session,
+            run_id,
+            None,
+            epochs_done=n,
+            last_epoch=last_epoch,
+            last_test_acc=last[0],
+            last_train_loss=last[1],
+            final_quant_error=last[2],
+            best_test_acc=best[0] if best else None,
+            best_epoch=best[1] if best else None,
+            heartbeat_at=now,
+        )
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def get_metrics(
+    session: Session, run_id: int, after: int | None = None, limit: int | None = None
+) -> list[EpochMetric]:
+    """The run's epochs in order, only those after epoch ``after`` when given."""
+    stmt = select(EpochMetric).where(EpochMetric.run_id == run_id)
+    if after is not None:
+        stmt = stmt.where(EpochMetric.epoch > after)
+    stmt = stmt.order_by(col(EpochMetric.epoch))
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(session.exec(stmt))
+
+
+def metric_rows(
+    session: Session, run_id: int, after: int | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """``get_metrics`` as plain column dicts (the API's metrics hot path)."""
+    table = EpochMetric.__table__
+    stmt = sa.select(table).where(table.c.run_id == run_id).order_by(table.c.epoch)
+    if after is not None:
+        stmt = stmt.where(table.c.epoch > after)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [dict(r) for r in session.execute(stmt).mappings()]
+
+
+def metrics_for_runs(session: Session, run_ids: Iterable[int]) -> dict[int, list[EpochMetric]]:
+    """All epochs of several runs, in one query."""
+    ids = list(run_ids)
+    out: dict[int, list[EpochMetric]] = {i: [] for i in ids}
+    if not ids:
+        return out
+    stmt = (
+        select(EpochMetric)
+        .where(col(EpochMetric.run_id).in_(ids))
+        .order_by(col(EpochMetric.run_id), col(EpochMetric.epoch))
+    )
+    for m in session.exec(stmt):
+        out[m.run_id].append(m)
+    return out
+
+
+def _finite_or_none(values: Sequence[Any]) -> list[Any]:
+    return [v if v is None or math.isfinite(v) else None for v in values]
+
+
+def metric_columns(
+    session: Session, run_ids: Iterable[int], names: Sequence[str]
+) -> dict[int, dict[str, list[Any]]]:
+    """Columnar epochs of several runs in one query: ``{run_id: {"epoch": [...], name: [...]}}``
+    in epoch order, non-finite values as None. Rows stay tuples: no ORM objects, no dicts."""
+    ids = list(run_ids)
+    names = list(names)
+    empty = {"epoch": [], **{n: [] for n in names}}
+    out: dict[int, dict[str, list[Any]]] = {i: {k: [] for k in empty} for i in ids}
+    if not ids:
+        return out
+    t = EpochMetric.__table__.c
+    stmt = (
+        sa.select(t.run_id, t.epoch, *[t[n] for n in names])
+        .where(t.run_id.in_(ids))
+        .order_by(t.run_id, t.epoch)
+    )
+    rows = session.execute(stmt).all()
+    keys = ["epoch", *names]
+    for run_id, chunk in itertools.groupby(rows, key=lambda r: r[0]):
+        columns = list(zip(*chunk, strict=True))[1:]
+        out[run_id] = {
+            k: list(c) if k == "epoch" else _finite_or_none(c)
+            for k, c in zip(keys, columns, strict=True)
+        }
+    return out
+
+
+def _cursor_expr(cursors: Mapping[int, int | None]) -> Any:
+    """SQL ``CASE run_id WHEN 1 THEN c1 ... END``: each run's 'epochs after' cursor."""
+    return sa.case(
+        {rid: (-1 if c is None else int(c)) for rid, c in cursors.items()},
+        value=EpochMetric.run_id,
+        else_=-1,
+    )
+
+
+def metrics_after_many(
+    session: Session, run_ids: Iterable[int], cursors: Mapping[int, int | None]
+) -> dict[int, list[EpochMetric]]:
+    """New epochs of several runs (each after its own cursor epoch), in ONE query."""
+    ids = list(run_ids)
+    out: dict[int, list[EpochMetric]] = {i: [] for i in ids}
+    if not ids:
+        return out
+    cur = _cursor_expr({i: cursors.get(i) for i in ids})
+    stmt = (
+        select(EpochMetric)
+        .where(col(EpochMetric.run_id).in_(ids), col(EpochMetric.epoch) > cur)
+        .order_by(col(EpochMetric.run_id), col(EpochMetric.epoch))
+    )
+    for m in session.exec(stmt):
+        out[m.run_id].append(m)
+    return out
+
+
+def poll_runs(
+    session: Session, cursors: Mapping[int, int | None]
+) -> dict[int, tuple[Run | None, list[EpochMetric]]]:
+    """For the SSE poller, in ONE query: each run (None if gone) and its epochs after its cursor.
+
+    ``run LEFT JOIN epoch_metric ON run_id = run.id AND epoch > cursor(run)``: the run's state
+    and its new epochs come from the same statement, so a terminal state is never seen before
+    the epochs written ahead of it.
+    """
+    ids = list(cursors)
+    out: dict[int, tuple[Run | None, list[EpochMetric]]] = {i: (None, []) for i in ids}
+    if not ids:
+        return out
+    cur = _cursor_expr(cursors)
+    stmt = (
+        select(Run, EpochMetric)
+        .outerjoin(
+            EpochMetric,
+            sa.and_(col(EpochMetric.run_id) == col(Run.id), col(EpochMetric.epoch) > cur),
+        )
+        .where(col(Run.id).in_(ids))
+        .order_by(col(Run.id), col(EpochMetric.epoch))
+        .execution_options(populate_existing=True)
+    )
+    for run, metric in session.exec(stmt):
+        epochs = out[run.id][1]
+        if metric is not None:
+            epochs.append(metric)
+        out[run.id] = (run, epochs)
+    return out
