@@ -179,7 +179,11 @@ def _tuning_rows(task: Mapping[str, Any]) -> list[tuple[Any, ...]]:
                              for k, vs in tu["searched"].items())
         states = ", ".join(f"{k} {v}" for k, v in sorted(tu.get("stage1_states", {}).items()))
         value = f"{100 * tu['value']:.2f}" if ok(tu.get("value")) else "n/a"
-        rows.append((name(tu["optimizer"]), searched, fmt_choice(tu.get("chosen")), value,
+        choice = fmt_choice(tu.get("chosen"))
+        grid = tu["searched"].get("lr", [])
+        if len(grid) > 2 and (tu.get("chosen") or {}).get("lr") in (min(grid), max(grid)):
+            choice += " (grid edge)"
+        rows.append((name(tu["optimizer"]), searched, choice, value,
                      f"{len(tu['stage1_run_ids'])} ({states})", len(tu["stage2_run_ids"])))
     return rows
 
@@ -278,7 +282,8 @@ def markdown_report(report: Mapping[str, Any]) -> str:
                 + f", budget {t.get('budget')} epochs; all runs: {states}.",
                 f"Adam's validation accuracy: {flat} ({pl.get('why', 'n/a')}; rule: under "
                 f"{PLATEAU_POINTS} points over the last third of the budget).", "",
-                "Tuning (stage 1 on seed 0; the value is the chosen run's best val acc, %):", "",
+                "Tuning (stage 1 on seed 0; the value is the chosen run's best val acc, %; "
+                "\"grid edge\": the best rate was the lowest or highest tried):", "",
                 *table(("optimizer", "searched", "chosen", "val acc", "stage-1 runs",
                         "stage-2 runs"), _tuning_rows(t)),
                 "", "Stage 2 (the chosen setting on every seed):", "",

@@ -94,6 +94,7 @@ def hand_made_report() -> dict[str, Any]:
                "best_run_id": 2, "stage2_run_ids": [3, 4, 5], "sweep_id": 1,
                "stage1_states": {"succeeded": 1, "pruned": 1}}
               for o in ("bamsprod", "adam", "bop", "sgd")]
+    tuning[-1]["searched"] = {"lr": [1e-3, 1e-2, 1e-1]}  # SGD's choice is the lowest rate
     return {
         "format": 2, "created": "2026-01-01T00:00:00Z", "wall_seconds": 125.0,
         "machine": {"cpu": "Test CPU", "cores": 2, "memory_gib": 8.0, "torch": "2.13.0+cpu"},
@@ -318,6 +319,7 @@ def test_markdown_report_states_verdicts_tuning_map_and_cost():
     assert "Adam's validation accuracy: **still rising**" in md
     assert ("| BAMSProd | lr: 0.0001, 0.001 | lr 0.001 | 90.00 | 2 (pruned 1, succeeded 1) | 3 |"
             in md)
+    assert "| SGD-momentum | lr: 0.001, 0.01, 0.1 | lr 0.001 (grid edge) |" in md
     assert "| 1 | 91.50 ± 0.50 (+5.00) | — |" in md  # final acc, kappa 1 x gamma 0.001
     assert "| 4 | — | not reached (0/3) (n/a) |" in md
     assert "paper's numbers (speed-up ≥ 1.2× and ≥ +3.7 points over Bop" in md
