@@ -1,11 +1,14 @@
 """``bamsprod reproduce``: the paper's claims measured through the service.
 
-Submits the plan of :mod:`app.reproduce` (three tasks x six optimizers x seeds) to a running
+``--plan paper|quick`` (:mod:`app.reproduce_plan`) is printed with its estimated cost
+(:mod:`app.reproduce_cost`) before anything is submitted; ``--dry-run`` stops there. The plan's
+sweeps (one tuned sweep per task and optimizer, and the kappa x gamma grid) go to a running
 server (``--url``), or, when none is given or the given one does not answer, to an embedded
-default it starts itself (``bamsprod up`` on a free port with ``BAMSPROD_HOME=<out>/service``,
-stopped at the end). It follows the runs with a progress bar, fetches ``GET /api/compare``
-per task with baselines Adam, AMSGrad (at Adam's target) and Bop, and writes
-``reproduction.md``, ``reproduction.html`` and ``reproduction.json`` under ``--out``.
+default started here (``bamsprod up`` on a free port with ``BAMSPROD_HOME=<out>/service``,
+stopped at the end). The command follows them until every stage 2 has run, reads the tuning
+choices, the runs and ``GET /api/compare`` (stage-2 runs; baselines Adam by epoch and by time,
+and Bop, at Adam's target), and writes ``reproduction.{md,html,json}`` under ``--out``;
+:mod:`app.reproduce_stats` turns the answers into intervals and verdicts.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,9 +31,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from app import reproduce as rp
+from app import reproduce_html, reproduce_md, reproduce_plan, reproduce_stats
 from app.cli import cli
 from app.commands.service_cmds import _client, _die_with_parent, _request
+from app.reproduce_cost import plan_cost
+from app.reproduce_machine import machine_info, now_iso
 from core.spec import TERMINAL_STATES
 
 console = Console(stderr=True)
@@ -109,131 +115,202 @@ def service(url: str | None, out: Path, threads: int = 1) -> Iterator[tuple[str,
         yield embedded, f"embedded (SQLite + SQLite broker, one worker, {per})"
 
 
-def submit_plan(url: str, plan: rp.Plan, stamp: str) -> list[dict[str, Any]]:
-    """POST the sweeps of every task; per task its sweep and run ids."""
+def submit_plan(url: str, plan: reproduce_plan.Plan, stamp: str) -> list[dict[str, Any]]:
+    """POST every sweep of the plan; per sweep its task, optimizer (None: the map), id and
+    expected run count (a tuned sweep's count includes its stage 2)."""
+    tags = (reproduce_plan.TAG, f"{reproduce_plan.TAG}-{stamp}")
     submitted = []
-    for task in plan.tasks:
-        sweep_ids: list[int] = []
-        run_ids: list[int] = []
-        for body in rp.sweep_bodies(task, plan.recipes, plan.seeds,
-                                    tags=(rp.TAG, f"{rp.TAG}-{stamp}")):
-            answer = _request(url, "POST", "/api/sweeps", json=body)
-            sweep_ids.append(answer["sweep"]["id"])
-            run_ids += answer["run_ids"]
-        submitted.append({"task": task, "sweep_ids": sweep_ids, "run_ids": run_ids})
+    for item in reproduce_plan.sweep_bodies(plan, tags):
+        answer = _request(url, "POST", "/api/sweeps", json=item["body"])
+        submitted.append({"task": item["task"], "optimizer": item["optimizer"],
+                          "sweep_id": answer["sweep"]["id"], "expected": answer["count"]})
     return submitted
 
 
-def sweep_states(url: str, sweep_ids: list[int]) -> dict[str, int]:
-    """Run states summed over ``sweep_ids``."""
-    states: dict[str, int] = {}
-    for sid in sweep_ids:
-        for k, v in _request(url, "GET", f"/api/sweeps/{sid}")["states"].items():
-            states[k] = states.get(k, 0) + v
-    return states
+def sweep_progress(detail: dict[str, Any], expected: int) -> tuple[int, bool]:
+    """(runs ended, finished): finished once every run has ended and a tuned sweep has its
+    stage 2, or can never get one (no stage-1 run succeeded or was pruned)."""
+    states = detail["states"]
+    n = sum(states.values())
+    done = sum(v for k, v in states.items() if k in TERMINAL_STATES)
+    chosen = any(states.get(k) for k in ("succeeded", "pruned"))
+    return done, done == n and (n >= expected or not chosen)
+
+
+def _bar(item: dict[str, Any]) -> str:
+    return item["task"] if item["optimizer"] else f"{item['task']} κ×γ"
 
 
 def follow(url: str, submitted: list[dict[str, Any]], poll: float,
            timeout: float | None) -> bool:
-    """Progress bars over runs finished, per task and in all; False on timeout."""
+    """Progress bars over runs ended, per task and in all; False on timeout."""
     start = time.monotonic()
     columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[states]}"), TimeElapsedColumn())
+               TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        total = sum(len(s["run_ids"]) for s in submitted)
-        bars = [progress.add_task(s["task"].key, total=len(s["run_ids"]), states="")
-                for s in submitted]
-        overall = progress.add_task("all runs", total=total, states="")
+        labels = list(dict.fromkeys(_bar(s) for s in submitted))
+        bars = {k: progress.add_task(k, total=sum(s["expected"] for s in submitted
+                                                  if _bar(s) == k)) for k in labels}
+        overall = progress.add_task("all runs", total=sum(s["expected"] for s in submitted))
         while True:
-            done_all = 0
-            for bar, s in zip(bars, submitted, strict=True):
-                states = sweep_states(url, s["sweep_ids"])
-                done = sum(v for k, v in states.items() if k in TERMINAL_STATES)
-                done_all += done
-                text = " ".join(f"{k}:{v}" for k, v in sorted(states.items()))
-                progress.update(bar, completed=done, states=text)
-            progress.update(overall, completed=done_all)
-            if done_all >= total:
+            done = dict.fromkeys(labels, 0)
+            finished = True
+            for s in submitted:
+                detail = _request(url, "GET", f"/api/sweeps/{s['sweep_id']}")
+                n, ended = sweep_progress(detail, s["expected"])
+                done[_bar(s)] += n
+                finished &= ended
+            for k, bar in bars.items():
+                progress.update(bar, completed=done[k])
+            progress.update(overall, completed=sum(done.values()))
+            if finished:
                 return True
             if timeout is not None and time.monotonic() - start > timeout:
                 return False
             time.sleep(poll)
 
 
-def fetch_task(url: str, sub: dict[str, Any]) -> dict[str, Any]:
-    """Compare results (baselines Adam, AMSGrad, Bop at Adam's target), rows and configs."""
-    task: rp.Task = sub["task"]
-    sweep_ids, run_ids = sub["sweep_ids"], sub["run_ids"]
-    compares: dict[str, Any] = {}
-    adam = _request(url, "GET", "/api/compare",
-                    params=rp.compare_params(run_ids, sweep_ids, "adam"))
-    compares["adam"] = adam
-    for base in ("amsgrad", "bop"):
-        compares[base] = _request(url, "GET", "/api/compare",
-                                  params=rp.compare_params(run_ids, sweep_ids, base,
-                                                           adam.get("target")))
-    runs = [_request(url, "GET", f"/api/runs/{rid}") for rid in run_ids]
-    configs: dict[str, Any] = {}
-    for r in sorted(runs, key=lambda r: r["seed"]):
-        configs.setdefault(r["config"]["optimizer"], r["config"])
-    states: dict[str, int] = {}
-    for r in runs:
-        states[r["state"]] = states.get(r["state"], 0) + 1
-    rows = rp.task_rows(compares)
+def sweep_runs(url: str, sweep_id: int) -> list[dict[str, Any]]:
+    """Every run of a sweep (id order), page by page."""
+    runs: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"sweep": sweep_id, "limit": 500, "order": "asc"}
+    while True:
+        page = _request(url, "GET", "/api/runs", params=params)["items"]
+        runs += page
+        if len(page) < params["limit"]:
+            return runs
+        params["after"] = page[-1]["id"]
+
+
+def _compare(url: str, ids: list[int], baseline: str | None, target: float | None = None,
+             **kw: Any) -> dict[str, Any]:
+    return _request(url, "GET", "/api/compare",
+                    params=reproduce_plan.compare_params(ids, baseline, target, **kw))
+
+
+def _count(runs: list[dict[str, Any]]) -> dict[str, int]:
+    return dict(Counter(r["state"] for r in runs))
+
+
+def _ended(runs: list[dict[str, Any]]) -> list[int]:
+    return [r["id"] for r in runs if r["state"] in TERMINAL_STATES]
+
+
+def fetch_task(url: str, task: reproduce_plan.Task, sweeps: list[dict[str, Any]],
+               runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One task: each optimizer's tuning choice and runs, and the three compare answers over
+    the stage-2 runs that ended (baseline Adam by epoch and by time, Bop at Adam's target).
+    Adds the task's runs to ``runs``."""
+    tuning, states = [], Counter[str]()
+    for s in sweeps:
+        choice = _request(url, "GET", f"/api/sweeps/{s['sweep_id']}")["tuning"][0]
+        mine = sweep_runs(url, s["sweep_id"])
+        runs.update({r["id"]: r for r in mine})
+        states.update(r["state"] for r in mine)
+        stage1 = [r for r in mine if r["id"] in set(choice["stage1_run_ids"])]
+        stage2 = [runs[i] for i in choice["stage2_run_ids"]]
+        tuning.append({**choice, "sweep_id": s["sweep_id"], "stage1_states": _count(stage1),
+                       "ended": _ended(stage2)})
+    ended = {t["optimizer"]: t.pop("ended") for t in tuning}
+    ids = [i for got in ended.values() for i in got]
+    compare: dict[str, Any] = {}
+    if ended.get("adam"):
+        compare["adam"] = _compare(url, ids, "adam")
+        target = compare["adam"]["target"]
+        compare["adam_time"] = _compare(url, ids, "adam", target, x="time")
+        if ended.get("bop"):
+            compare["bop"] = _compare(url, ids, "bop", target)
     return {
-        "key": task.key,
-        "title": task.title,
-        "sweep_ids": sweep_ids,
-        "run_ids": run_ids,
-        "states": states,
-        "devices": sorted({str(r.get("device")) for r in runs if r.get("device")}),
-        "workers": sorted({str(r.get("worker_host")) for r in runs if r.get("worker_host")}),
-        "target": adam.get("target"),
-        "target_source": adam.get("target_source"),
-        "budget": adam.get("budget"),
-        "rows": rows,
-        "claims": rp.claim_summary(rows),
-        "configs": configs,
-        "all_configs": {str(r["id"]): r["config"] for r in runs},
-        "compare": {"adam": rp.slim_compare(adam, keep_series=True),
-                    "amsgrad": rp.slim_compare(compares["amsgrad"]),
-                    "bop": rp.slim_compare(compares["bop"])},
+        "key": task.key, "title": task.title, "states": dict(states), "tuning": tuning,
+        "run_ids": ids, "stage2": ended, "target": compare.get("adam", {}).get("target"),
+        "budget": compare.get("adam", {}).get("budget"),
+        "configs": {o: runs[got[0]]["config"] for o, got in ended.items() if got},
+        "compare": {k: reproduce_stats.slim_compare(v, keep_series=k == "adam")
+                    for k, v in compare.items()},
     }
+
+
+def fetch_map(url: str, m: reproduce_plan.SensitivityMap, sweep_id: int,
+              task: dict[str, Any], runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The kappa x gamma runs compared, cell by cell, with the task's tuned Adam and Bop
+    (grouped by optimizer, kappa and gamma; Adam's target)."""
+    mine = sweep_runs(url, sweep_id)
+    runs.update({r["id"]: r for r in mine})
+    cells, base = _ended(mine), task["stage2"]
+    compare = {}
+    if base.get("adam") and cells:
+        ids = cells + base["adam"] + base.get("bop", [])
+        by = "optimizer,hparams.kappa,hparams.gamma"
+        for baseline in ("adam", "bop") if base.get("bop") else ("adam",):
+            compare[baseline] = reproduce_stats.slim_compare(
+                _compare(url, ids, baseline, task["target"], group_by=by))
+    return {"task": m.task, "sweep_id": sweep_id, "run_ids": cells, "lr": m.lr,
+            "kappas": list(m.kappas), "gammas": list(m.gammas), "seeds": list(m.seeds),
+            "target": task["target"], "states": _count(mine), "compare": compare}
+
+
+def fetch(url: str, plan: reproduce_plan.Plan, submitted: list[dict[str, Any]]
+          ) -> dict[str, Any]:
+    """Every task and the map, and the compute they took: run seconds (started to finished)
+    and epoch seconds (one compare answer over every run that ended, with its series)."""
+    runs: dict[int, dict[str, Any]] = {}
+    tasks = [fetch_task(url, t, [s for s in submitted if s["task"] == t.key and s["optimizer"]],
+                        runs) for t in plan.tasks]
+    sens = None
+    for s in submitted:
+        if s["optimizer"] is None and plan.sensitivity is not None:
+            task = next(t for t in tasks if t["key"] == plan.sensitivity.task)
+            sens = fetch_map(url, plan.sensitivity, s["sweep_id"], task, runs)
+    ended = _ended(list(runs.values()))
+    every = _compare(url, ended, None, include="runs") if ended else {}
+    epoch_s = {r["id"]: sum(v for v in (r.get("series") or {}).get("seconds", []) if v)
+               for r in every.get("runs", [])}
+    return {"tasks": tasks, "sensitivity": sens, "runs": list(runs.values()),
+            "compute": reproduce_stats.compute_time(list(runs.values()), epoch_s)}
 
 
 def write_report(report: dict[str, Any], out: Path) -> list[Path]:
     """``reproduction.{md,html,json}`` under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "reproduction.md", out / "reproduction.html", out / "reproduction.json"]
-    files[0].write_text(rp.markdown_report(report))
-    files[1].write_text(rp.html_report(report))
+    files[0].write_text(reproduce_md.markdown_report(report))
+    files[1].write_text(reproduce_html.html_report(report))
     files[2].write_text(json.dumps(report, indent=1, default=str) + "\n")
     return files
 
 
 def rerender(path: Path, out: Path) -> list[Path]:
-    """Rebuild the rows, claims and the three files from a saved ``reproduction.json``."""
+    """Rebuild the numbers and the three files from a saved ``reproduction.json``."""
     report = json.loads(path.read_text())
-    for task in report["tasks"]:
-        task["rows"] = rp.task_rows(task["compare"])
-        task["claims"] = rp.claim_summary(task["rows"])
-    return write_report(report, out)
+    if report.get("format") != REPORT_FORMAT:
+        console.print(f"[red]error:[/red] {path} was written by an earlier `bamsprod reproduce` "
+                      "(fixed recipes, no tuning); its .md and .html beside it are its report")
+        raise typer.Exit(2)
+    return write_report(reproduce_stats.analyse(report), out)
+
+
+REPORT_FORMAT = 2
 
 
 @cli.command()
 def reproduce(
-    quick: bool = typer.Option(False, "--quick",
-                               help="a few epochs, one seed, small subsets: minutes"),
-    url: str | None = typer.Option(None, help="a running bamsprod server (default: start an "
-                                   "embedded one under --out)"),
+    plan_name: str = typer.Option("paper", "--plan", help="paper: full data sets, every "
+                                  "optimizer tuned, ~10 min of one GPU; quick: toy sizes, "
+                                  "minutes on a CPU"),
+    quick: bool = typer.Option(False, "--quick", help="the same as --plan quick"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and its estimated "
+                                 "cost (markdown, on stdout) and run nothing"),
+    url: str | None = typer.Option(None, help="a running bamsprod server, e.g. one whose "
+                                   "workers have a GPU (default: start an embedded one under "
+                                   "--out)"),
     out: Path = typer.Option(Path("reproduction"), help="where the report goes"),
-    seeds: int | None = typer.Option(None, min=1, help="seeds per optimizer (default 3; 1 "
-                                     "with --quick)"),
-    epochs: int | None = typer.Option(None, min=1, help="epochs for every task (default: "
+    seeds: int | None = typer.Option(None, min=1, help="stage-2 seeds per optimizer (default: "
+                                     "the plan's, 3 or 2)"),
+    epochs: int | None = typer.Option(None, min=1, help="every task's epoch budget (default: "
                                       "per task)"),
     poll: float = typer.Option(2.0, min=0.1, help="seconds between progress polls"),
     timeout: float | None = typer.Option(None, min=1, help="give up following after this "
-                                         "many seconds (the report covers what finished)"),
+                                         "many seconds (the report covers what ended)"),
     threads: int = typer.Option(1, min=0, help="torch threads of the embedded worker "
                                 "(OMP_NUM_THREADS; 0: torch's default). 1 is the safe choice on "
                                 "a shared CPU, where 2 OpenMP threads can run 10x slower"),
@@ -242,41 +319,58 @@ def reproduce(
                                           help="run nothing: rebuild the report files under "
                                           "--out from a saved reproduction.json"),
 ) -> None:
-    """Measure the paper's two claims (speed-up, accuracy over Bop) through the service."""
+    """Measure the paper's claims (speed-up over Adam, accuracy over Bop) with every optimizer
+    tuned, through the service."""
     if from_json is not None:
         for f in rerender(from_json, out):
             console.print(f"wrote {f}")
         return
+    try:
+        plan = reproduce_plan.make_plan("quick" if quick else plan_name, seeds, epochs)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--plan") from None
+    cost = plan_cost(plan)
+    listing = "\n".join(reproduce_md.plan_markdown(plan.to_dict(), cost))
+    if dry_run:
+        typer.echo(listing)
+        return
+    console.print(listing, markup=False, highlight=False)
+    if url is None and cost["cpu_seconds"] > 3600:
+        console.print(f"[yellow]plan {plan.name} is sized for a GPU service (--url, workers "
+                      "with --concurrency 4); the embedded worker here runs one run at a time: "
+                      f"about {reproduce_md.fmt_seconds(cost['cpu_seconds'])} on a CPU like "
+                      "this project's[/yellow]")
     t0 = time.monotonic()
-    plan = rp.make_plan(quick=quick, seeds=seeds, epochs=epochs)
-    out.mkdir(parents=True, exist_ok=True)
-    created = rp.now_iso()
+    created = now_iso()
     stamp = created.replace("-", "").replace(":", "")[:15]
-    console.print(f"reproduce: {plan.n_runs} runs ({len(plan.tasks)} tasks x "
-                  f"{len(plan.recipes)} optimizers x {len(plan.seeds)} seeds)")
     with service(url, out, threads) as (base_url, mode):
         submitted = submit_plan(base_url, plan, stamp)
         finished = follow(base_url, submitted, poll, timeout)
-        tasks = [fetch_task(base_url, s) for s in submitted]
-    wall = time.monotonic() - t0
+        got = fetch(base_url, plan, submitted)
     note_text = note
     if not finished:
         note_text = (note + " " if note else "") + (
-            f"Stopped following after {timeout:g} s: unfinished runs are left out of the "
-            "numbers (see each task's run states).")
+            f"Stopped following after {timeout:g} s: runs that had not ended are left out of "
+            "the numbers (see each task's run states).")
     report = {
+        "format": REPORT_FORMAT,
         "created": created,
-        "wall_seconds": wall,
-        "machine": rp.machine_info(),
-        "devices": sorted({d for t in tasks for d in t["devices"]}),
+        "wall_seconds": time.monotonic() - t0,
+        "machine": machine_info(),
+        "devices": sorted({reproduce_stats.device_of(r) for r in got["runs"] if r.get("device")}),
+        "workers": sorted({str(r["worker_host"]) for r in got["runs"] if r.get("worker_host")}),
         "service": {"url": base_url, "mode": mode},
-        "n_runs": plan.n_runs,
         "note": note_text.strip(),
         "plan": plan.to_dict(),
-        "tasks": tasks,
+        "cost": cost,
+        "compute": got["compute"],
+        "tasks": got["tasks"],
+        "sensitivity": got["sensitivity"],
     }
-    files = write_report(report, out)
-    console.print(rp.claims_markdown(tasks))
+    files = write_report(reproduce_stats.analyse(report), out)
+    console.print("\n".join(reproduce_md.table(
+        ("task", "claim", "paper", "measured [95% CI]", "verdict"),
+        reproduce_md.verdict_rows(report["tasks"]))), markup=False, highlight=False)
     for f in files:
         console.print(f"wrote {f}")
     if not finished:
