@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from app.commands import core_cmds, service_cmds, tune_cmds
+from app.commands import core_cmds, reproduce_cmds, service_cmds, tune_cmds
 
 cli = typer.Typer(
     name="bamsprod",
@@ -13,13 +13,10 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-for group in (core_cmds.commands, service_cmds.commands, tune_cmds.commands):
+for group in (core_cmds.commands, service_cmds.commands, tune_cmds.commands,
+              reproduce_cmds.commands):
     cli.add_typer(group)
 
 
 def main() -> None:
-    # reproduce_cmds still adds itself to ``cli`` (importing this module); it joins the
-    # groups above once it declares its own ``commands``.
-    from app.commands import reproduce_cmds  # noqa: F401
-
     cli()

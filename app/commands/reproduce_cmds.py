@@ -32,11 +32,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from app import reproduce_html, reproduce_md, reproduce_plan, reproduce_stats
-from app.cli import cli
-from app.commands.service_cmds import _client, _die_with_parent, _request
+from app.commands.common import client, die_with_parent, request
 from app.reproduce_cost import plan_cost
 from app.reproduce_machine import machine_info, now_iso
 from core.spec import TERMINAL_STATES
+
+commands = typer.Typer()
 
 console = Console(stderr=True)
 
@@ -56,7 +57,7 @@ def free_port() -> int:
 def service_ready(url: str, timeout: float = 3.0) -> bool:
     """True when ``url``'s /api/health answers ``ok`` and sees at least one worker."""
     try:
-        with _client(url) as c:
+        with client(url) as c:
             r = c.get("/api/health", timeout=timeout)
         body = r.json()
     except (httpx.HTTPError, ValueError):
@@ -80,7 +81,7 @@ def embedded_service(home: Path, threads: int = 1) -> Iterator[str]:
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "app", "up", "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+            env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
         )
         try:
             deadline = time.monotonic() + SERVICE_READY_SECONDS
@@ -121,7 +122,7 @@ def submit_plan(url: str, plan: reproduce_plan.Plan, stamp: str) -> list[dict[st
     tags = (reproduce_plan.TAG, f"{reproduce_plan.TAG}-{stamp}")
     submitted = []
     for item in reproduce_plan.sweep_bodies(plan, tags):
-        answer = _request(url, "POST", "/api/sweeps", json=item["body"])
+        answer = request(url, "POST", "/api/sweeps", json=item["body"])
         submitted.append({"task": item["task"], "optimizer": item["optimizer"],
                           "sweep_id": answer["sweep"]["id"], "expected": answer["count"]})
     return submitted
@@ -156,7 +157,7 @@ def follow(url: str, submitted: list[dict[str, Any]], poll: float,
             done = dict.fromkeys(labels, 0)
             finished = True
             for s in submitted:
-                detail = _request(url, "GET", f"/api/sweeps/{s['sweep_id']}")
+                detail = request(url, "GET", f"/api/sweeps/{s['sweep_id']}")
                 n, ended = sweep_progress(detail, s["expected"])
                 done[_bar(s)] += n
                 finished &= ended
@@ -175,7 +176,7 @@ def sweep_runs(url: str, sweep_id: int) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
     params: dict[str, Any] = {"sweep": sweep_id, "limit": 500, "order": "asc"}
     while True:
-        page = _request(url, "GET", "/api/runs", params=params)["items"]
+        page = request(url, "GET", "/api/runs", params=params)["items"]
         runs += page
         if len(page) < params["limit"]:
             return runs
@@ -184,7 +185,7 @@ def sweep_runs(url: str, sweep_id: int) -> list[dict[str, Any]]:
 
 def _compare(url: str, ids: list[int], baseline: str | None, target: float | None = None,
              **kw: Any) -> dict[str, Any]:
-    return _request(url, "GET", "/api/compare",
+    return request(url, "GET", "/api/compare",
                     params=reproduce_plan.compare_params(ids, baseline, target, **kw))
 
 
@@ -203,7 +204,7 @@ def fetch_task(url: str, task: reproduce_plan.Task, sweeps: list[dict[str, Any]]
     Adds the task's runs to ``runs``."""
     tuning, states = [], Counter[str]()
     for s in sweeps:
-        choice = _request(url, "GET", f"/api/sweeps/{s['sweep_id']}")["tuning"][0]
+        choice = request(url, "GET", f"/api/sweeps/{s['sweep_id']}")["tuning"][0]
         mine = sweep_runs(url, s["sweep_id"])
         runs.update({r["id"]: r for r in mine})
         states.update(r["state"] for r in mine)
@@ -292,7 +293,7 @@ def rerender(path: Path, out: Path) -> list[Path]:
 REPORT_FORMAT = 2
 
 
-@cli.command()
+@commands.command()
 def reproduce(
     plan_name: str = typer.Option("paper", "--plan", help="paper: full data sets, every "
                                   "optimizer tuned, ~10 min of one GPU; quick: toy sizes, "

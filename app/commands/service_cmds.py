@@ -30,7 +30,6 @@ from app.commands.common import (
     COLUMNS,
     TOKEN_OPTION,
     URL_OPTION,
-    client,
     console,
     die_with_parent,
     err,
@@ -45,8 +44,6 @@ from app.settings import Settings, get_settings
 from core.spec import RunConfig
 
 commands = typer.Typer()
-# Still imported under these names by reproduce_cmds until it takes them from app.commands.common.
-_client, _die_with_parent, _request = client, die_with_parent, request
 STOP_GRACE_SECONDS = 20.0
 # A worker that dies is restarted after 1 s, then 2, 4, ... up to 30 s while it keeps dying
 # within a minute of its start.
