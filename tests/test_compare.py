@@ -214,3 +214,41 @@ def test_seconds_to_target_by_hand() -> None:
     assert bams["speedup_seconds"] == pytest.approx(5.0 / 6.0)
     row = next(r for r in cmp.summary_rows(result) if r["group"] == "optimizer=bamsprod")
     assert row["to_target_seconds_mean"] == pytest.approx(6.0)
+
+
+def _aggregate_by_hand(series: list[dict], name: str) -> tuple[list, list, list, list]:
+    """Epochs, n, mean and sample std of ``name`` per epoch, one epoch at a time."""
+    epochs = sorted({e for s in series for e in s["epoch"]})
+    ns, means, stds = [], [], []
+    for e in epochs:
+        held = [s[name][s["epoch"].index(e)] for s in series if e in s["epoch"]]
+        ns.append(len(held))
+        xs = [v for v in held if v is not None and math.isfinite(v)]
+        mean = sum(xs) / len(xs) if xs else None
+        means.append(mean)
+        stds.append(math.sqrt(sum((v - mean) ** 2 for v in xs) / (len(xs) - 1))
+                    if len(xs) > 1 else None)
+    return epochs, ns, means, stds
+
+
+def test_aggregate_matches_a_hand_computation_with_gaps_missing_and_non_finite_values() -> None:
+    import random
+
+    rng = random.Random(7)
+    series = []
+    for _ in range(9):
+        epochs = sorted(rng.sample(range(1, 13), rng.randint(0, 12)))  # gaps; one may be empty
+        values = [rng.choice([None, math.nan, math.inf, rng.random()]) if rng.random() < 0.2
+                  else rng.random() for _ in epochs]
+        series.append({"epoch": epochs, "x": epochs, "test_acc": values})
+    agg = cmp.aggregate(series, metrics=["test_acc"])
+    epochs, ns, means, stds = _aggregate_by_hand(series, "test_acc")
+    assert agg["epoch"] == epochs and agg["n"] == ns
+    assert [m is None for m in agg["mean"]["test_acc"]] == [m is None for m in means]
+    assert [s is None for s in agg["std"]["test_acc"]] == [s is None for s in stds]
+    for got, want in zip(agg["mean"]["test_acc"] + agg["std"]["test_acc"], means + stds,
+                         strict=True):
+        assert got == want or got == pytest.approx(want, rel=1e-12)
+    assert agg["x"] == [float(e) for e in epochs]
+    assert cmp.aggregate([], metrics=["test_acc"]) == {
+        "epoch": [], "x": [], "n": [], "mean": {"test_acc": []}, "std": {"test_acc": []}}

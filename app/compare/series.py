@@ -8,7 +8,9 @@ from collections.abc import Mapping, Sequence
 from itertools import accumulate
 from typing import Any
 
-from app.compare.stats import finite, mean_std
+import numpy as np
+
+from app.compare.stats import finite
 from core.metric_schema import METRIC_NAMES
 
 SERIES_METRICS = METRIC_NAMES
@@ -44,24 +46,37 @@ def columns_series(columns: Mapping[str, Sequence[Any]], x: str = "epoch") -> di
 def aggregate(
     series: Sequence[Mapping[str, Sequence[Any]]], metrics: Sequence[str] = SERIES_METRICS
 ) -> dict[str, Any]:
-    """Per-epoch mean/std/n over runs' columnar series (epochs a run lacks are left out)."""
-    by_epoch: dict[int, list[tuple[Mapping[str, Sequence[Any]], int]]] = {}
-    for s in series:
-        for i, epoch in enumerate(s["epoch"]):
-            by_epoch.setdefault(int(epoch), []).append((s, i))
-    epochs = sorted(by_epoch)
-    members = [by_epoch[e] for e in epochs]
-    out: dict[str, Any] = {
-        "epoch": epochs,
-        "x": [mean_std(s["x"][i] for s, i in m)[0] for m in members],
-        "n": [len(m) for m in members],
-        "mean": {},
-        "std": {},
-    }
+    """Per-epoch mean/std/n over runs' columnar series (epochs a run lacks are left out).
+
+    Vectorised: one runs x epochs grid per metric (NaN where a run lacks the epoch or its value
+    is missing or not finite), summed down the runs in run order, as a Python loop would."""
+    epochs = sorted({int(e) for s in series for e in s["epoch"]})
+    column = {e: j for j, e in enumerate(epochs)}
+    rows = np.repeat(np.arange(len(series)), [len(s["epoch"]) for s in series])
+    cols = np.fromiter((column[int(e)] for s in series for e in s["epoch"]), np.intp,
+                       count=len(rows))
+    shape = (len(series), len(epochs))
+    present = np.zeros(shape, dtype=bool)
+    present[rows, cols] = True
+
+    def column_stats(name: str) -> tuple[list[float | None], list[float | None]]:
+        grid = np.full(shape, np.nan)
+        grid[rows, cols] = np.fromiter(
+            (np.nan if v is None else v for s in series for v in s[name]), float,
+            count=len(rows))
+        finite = np.isfinite(grid)
+        k = finite.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(finite, grid, 0.0).sum(axis=0) / k
+            var = (np.where(finite, grid - mean, 0.0) ** 2).sum(axis=0) / (k - 1)
+        means = [float(m) if n else None for m, n in zip(mean, k, strict=True)]
+        stds = [math.sqrt(float(v)) if n > 1 else None for v, n in zip(var, k, strict=True)]
+        return means, stds
+
+    out: dict[str, Any] = {"epoch": epochs, "x": column_stats("x")[0],
+                           "n": present.sum(axis=0).tolist(), "mean": {}, "std": {}}
     for name in metrics:
-        pairs = [mean_std([s[name][i] for s, i in m]) for m in members]
-        out["mean"][name] = [p[0] for p in pairs]
-        out["std"][name] = [p[1] for p in pairs]
+        out["mean"][name], out["std"][name] = column_stats(name)
     return out
 
 

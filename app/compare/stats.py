@@ -39,18 +39,6 @@ def stat(values: Iterable[Any]) -> Stat:
     return Stat(mean, std, n, std / math.sqrt(n))
 
 
-def mean_std(values: Iterable[Any]) -> tuple[float | None, float | None]:
-    """Mean and sample std (None for n < 2) of the finite values: ``stat`` without the object."""
-    xs = [v for v in values if v is not None and math.isfinite(v)]
-    n = len(xs)
-    if n == 0:
-        return None, None
-    mean = sum(xs) / n
-    if n < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in xs) / (n - 1))
-
-
 def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 

@@ -125,6 +125,13 @@ def metrics_for_runs(session: Session, run_ids: Iterable[int]) -> dict[int, list
 
 
 def _finite_or_none(values: Sequence[Any]) -> list[Any]:
+    # All finite (the common case): their sum is finite, and NaN or inf anywhere makes it not.
+    try:
+        total = sum(values)
+    except TypeError:  # a None among them
+        total = sum(v for v in values if v is not None)
+    if math.isfinite(total):
+        return list(values)
     return [v if v is None or math.isfinite(v) else None for v in values]
 
 
