@@ -262,7 +262,7 @@ def slim_compare(result: Mapping[str, Any], keep_series: bool = False) -> dict[s
 
 def device_of(run: Mapping[str, Any]) -> str:
     """The device a run trained on: its stored device without the optimizer path
-    (``cuda · compiled`` -> ``cuda``)."""
+    (``cuda (NVIDIA H100 80GB HBM3) · compiled`` -> ``cuda (NVIDIA H100 80GB HBM3)``)."""
     return str(run.get("device") or "?").split(" · ")[0]
 
 

@@ -18,6 +18,11 @@ def pick_device(requested: str | None = "auto") -> torch.device:
 
 
 def describe(device: str, optimizer_path: str) -> str | None:
-    """What a run stores as its device once trained: the device and the optimizer path that
-    ran (``cpu · fused``), so its numbers can be reproduced on the same path."""
-    return f"{device} · {optimizer_path}" if optimizer_path else None
+    """What a run stores as its device once trained: the device (a GPU with its card's name)
+    and the optimizer path that ran (``cpu · fused``, ``cuda (NVIDIA H100 80GB HBM3) ·
+    compiled``), so its numbers can be reproduced on the same hardware and path."""
+    if not optimizer_path:
+        return None
+    if device.startswith("cuda") and torch.cuda.is_available():
+        device = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"{device} · {optimizer_path}"

@@ -118,3 +118,5 @@ def test_trainer_on_cuda(mode: str) -> None:
     assert result.history[-1].test_acc > 0.5
     expected = "compiled" if mode == "off" else f"compiled-step({mode}):single_tensor"
     assert result.optimizer_path == expected
+    assert result.trained_on == (
+        f"{result.device} ({torch.cuda.get_device_name(0)}) · {expected}")  # the card, named
