@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from core.spec import DEVICE_TEXT_MAX
+
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 
 
@@ -107,7 +109,7 @@ class Run(SQLModel, table=True):
     finished_at: datetime | None = _ts(index=True)
     heartbeat_at: datetime | None = _ts()
     worker_host: str | None = Field(default=None, max_length=255)
-    device: str | None = Field(default=None, max_length=64)
+    device: str | None = Field(default=None, max_length=DEVICE_TEXT_MAX)
     error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     cancel_requested: bool = False
     attempts: int = 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from core.spec import DEVICE_TEXT_MAX
+
 __all__ = ["describe", "pick_device"]
 
 
@@ -23,6 +25,11 @@ def describe(device: str, optimizer_path: str) -> str | None:
     compiled``), so its numbers can be reproduced on the same hardware and path."""
     if not optimizer_path:
         return None
+    text = f"{device} · {optimizer_path}"
     if device.startswith("cuda") and torch.cuda.is_available():
-        device = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    return f"{device} · {optimizer_path}"
+        card = torch.cuda.get_device_name(torch.device(device))
+        room = DEVICE_TEXT_MAX - len(text) - 3  # " ()"
+        if room >= 8:
+            card = card if len(card) <= room else card[: room - 1] + "…"
+            text = f"{device} ({card}) · {optimizer_path}"
+    return text[:DEVICE_TEXT_MAX]

@@ -187,6 +187,8 @@ DEFAULT_LR: dict[str, float] = {
 }
 
 MAX_EPOCHS = 1000
+# A run's stored device text (the column's width): device, GPU card name, optimizer path.
+DEVICE_TEXT_MAX = 64
 
 
 class EntryError(ValueError):

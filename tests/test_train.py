@@ -150,3 +150,23 @@ def test_one_function_picks_the_device_and_names_what_trained() -> None:
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             pick_device("cuda")
     assert describe("cpu", "fused") == "cpu · fused" and describe("cpu", "") is None
+
+
+def test_a_gpu_runs_device_text_names_the_card_and_fits_its_column() -> None:
+    from unittest import mock
+
+    from core.device import describe
+    from core.spec import DEVICE_TEXT_MAX
+
+    assert describe("cpu", "fused") == "cpu · fused"
+    assert describe("cpu", "") is None
+    long = "NVIDIA GeForce RTX 4090 Laptop GPU, a name longer than the column has room for"
+    with mock.patch("torch.cuda.is_available", return_value=True), \
+            mock.patch("torch.cuda.get_device_name", return_value="NVIDIA H100 80GB HBM3"):
+        assert describe("cuda", "compiled") == "cuda (NVIDIA H100 80GB HBM3) · compiled"
+    with mock.patch("torch.cuda.is_available", return_value=True), \
+            mock.patch("torch.cuda.get_device_name", return_value=long):
+        for path in ("compiled", "compiled-step(reduce-overhead):single_tensor"):
+            text = describe("cuda:0", path)
+            assert len(text) <= DEVICE_TEXT_MAX and text.endswith(f" · {path}")
+            assert text.startswith("cuda:0 (NVIDIA")
