@@ -377,6 +377,39 @@ def test_runs_table_pages_by_keyset(page: Any, live_server: LiveServer) -> None:
     )
 
 
+# The browser's own fetch and EventSource (no page replaces them), and no page-wide globals.
+UNPATCHED = (
+    "() => [window.fetch, window.EventSource].every((f) => f.toString().includes('[native code]'))"
+    " && !('B' in window) && !('BC' in window)"
+)
+SCRIPTS = (
+    "() => [...document.scripts].filter((s) => s.src)"
+    ".map((s) => [new URL(s.src).pathname, s.type])"
+)
+
+
+def test_pages_are_modules_and_leave_fetch_alone(page: Any, live_server: LiveServer) -> None:
+    """Each page runs one ES module (it imports the shared ones); the API is called through
+    api.js's helpers, so window.fetch and EventSource stay native on every page."""
+    sweep_id = seed_finished_sweep(live_server, 2, 2)
+    with live_server.api() as c:
+        run_id = c.get(f"/api/sweeps/{sweep_id}").json()["run_ids"][0]
+    pages = {
+        "/": ("runs.js", "#runs-body tr"),
+        "/runs/new": ("new_run.js", "#run-form[data-ready='1']"),
+        f"/runs/{run_id}": ("run.js", "#chart-acc .main-svg"),
+        f"/compare?sweep={sweep_id}": ("compare.js", "body[data-rendered='1']"),
+        "/convex?steps=50": ("convex.js", "body[data-rendered='1']"),
+    }
+    for path, (script, ready) in pages.items():
+        page.goto(path)
+        page.wait_for_selector(ready)
+        assert page.evaluate(UNPATCHED), path
+        scripts = page.evaluate(SCRIPTS)
+        assert [s for s in scripts if s[1] == "module"] == [[f"/static/{script}", "module"]], path
+        assert all(s == ["/static/plotly.min.js", ""] for s in scripts if s[1] != "module"), path
+
+
 def test_convex_page_runs_the_example(page: Any, shoot: Any) -> None:
     page.goto("/convex")
     page.fill("#steps", "300")
