@@ -188,7 +188,8 @@ def compare_api_url(request: Request) -> str | None:
 @router.get("/compare", response_class=HTMLResponse)
 def compare_page(request: Request) -> Response:
     targets = [(m.name, m.label) for m in METRICS if m.target]
-    return _page(request, "compare.html", preload=compare_api_url(request), targets=targets)
+    return _page(request, "compare.html", preload=compare_api_url(request), targets=targets,
+                 charts=chart_specs())
 
 
 @router.get("/convex", response_class=HTMLResponse)

@@ -221,6 +221,14 @@ def test_compare_shows_two_groups_with_bands_and_speedup(
         )
         assert [f for f, _ in traces].count("tonexty") == 2, chart
         assert any("(n=2)" in name for _, name in traces), chart
+    # The charts are the server's chart specs (the run page's too), the compared metric's first.
+    with live_server.api() as c:
+        specs = c.get("/api/schema/options").json()["charts"]
+    ids = page.eval_on_selector_all(".charts .chart", "els => els.map((e) => e.id)")
+    assert sorted(ids) == sorted(s["id"] for s in specs) and ids[0] == "chart-acc", ids
+    heading = "(id) => document.getElementById(id).layout.title.text"
+    assert page.evaluate(heading, "chart-acc") == "Accuracy (test acc)"
+    assert page.evaluate(heading, "chart-loss") == "Loss (train loss)"
     assert page.input_value("#c-group_by") == "optimizer"
     assert page.input_value("#c-baseline") == "optimizer=adam"
     shoot(page, "compare")

@@ -123,6 +123,14 @@ export function setEmpty(title, detail = "") {
   box.querySelector(".empty-detail").textContent = detail;
 }
 
+/** What the empty state promises: "Loss, accuracy, ... and sign-flip rate appear here after
+ * each epoch", from the server's chart specs (core/metric_schema.py) in the order shown. */
+export function comingText(specs) {
+  const titles = specs.map((c, i) => (i ? c.title.toLowerCase() : c.title));
+  const list = titles.length > 1 ? `${titles.slice(0, -1).join(", ")} and ${titles[titles.length - 1]}` : titles.join("");
+  return `${list} appear${titles.length > 1 ? "" : "s"} here after each epoch.`;
+}
+
 /** "1st", "2nd", "3rd", "4th", ..., "11th", "12th", "13th", "21st". */
 export function ordinal(n) {
   const tens = n % 100;

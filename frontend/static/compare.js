@@ -15,12 +15,9 @@ const API_KEYS = ["runs", "sweep", "group_by", "baseline", "target", "metric", "
 const VIEW_KEYS = ["logx", "logy", "smooth", "indiv"];
 const LIVE_MS = 3000;
 
-const CHARTS = [
-  { id: "chart-acc", metric: null, title: "Accuracy", y: "accuracy", yaxis: { tickformat: ".0%" } },
-  { id: "chart-loss", metric: "train_loss", title: "Train loss", y: "loss", logy: true },
-  { id: "chart-qerr", metric: "quant_error", title: "Quantization error", y: "e(w), relative sq. error", log: true },
-  { id: "chart-flip", metric: "flip_rate", title: "Sign-flip rate", y: "fraction flipped", logy: true },
-];
+const pageInfo = pageData("compare-data") || {};
+// The server's chart specs (core/metric_schema.py, the run page's too).
+const SPECS = pageInfo.charts || [];
 
 let state = readUrl();
 let result = null;
@@ -28,7 +25,27 @@ let plotted = []; // rows for the CSV of what is plotted
 let live = null;
 let firstRender = true;
 let loading = null;
-let preload = (pageData("compare-data") || {}).preload || null;
+let preload = pageInfo.preload || null;
+
+/**
+ * The compare page's charts, from the server's specs: each draws one metric, the compared one
+ * (`compared`) in the chart that holds it, which comes first and carries the legend, else
+ * the chart's first trace. A chart whose spec has a log y axis is always log; "log y" puts the
+ * others but the compared metric's on a log axis.
+ */
+function compareCharts(compared) {
+  const charts = SPECS.map((spec) => {
+    const metrics = spec.traces.map(([m]) => m);
+    const main = metrics.includes(compared);
+    const metric = main ? compared : metrics[0];
+    const log = (spec.yaxis || {}).type === "log";
+    return {
+      ...spec, metric, main, log, logy: !main && !log,
+      heading: metrics.length > 1 ? `${spec.title} (${metric.replace(/_/g, " ")})` : spec.title,
+    };
+  });
+  return [...charts.filter((c) => c.main), ...charts.filter((c) => !c.main)];
+}
 
 function readUrl() {
   const p = new URLSearchParams(location.search);
@@ -160,8 +177,7 @@ async function renderEmpty() {
     parts.push(`${queued}${running ? "" : ` run${queued === 1 ? "" : "s"}`} queued${where}`);
   }
   if (parts.length) {
-    BC.setEmpty(`Waiting for epoch 1 — ${parts.join(", ")}`,
-      "Accuracy, loss, quantization error and sign-flip rate appear here after each epoch.");
+    BC.setEmpty(`Waiting for epoch 1 — ${parts.join(", ")}`, BC.comingText(placeCharts()));
   } else {
     BC.setEmpty("No epochs: these runs ended before their first epoch",
       "Retry them from their run pages to train them from the start.");
@@ -271,7 +287,7 @@ function renderTable() {
 // -------------------------------------------------------------------- charts
 
 function chartData(chart) {
-  const metric = chart.metric || result.metric;
+  const metric = chart.metric;
   const positive = !!(chart.log || (chart.logy && state.logy));
   let zeros = 0; // groups whose values are all 0: a log axis cannot draw them
   const traces = [];
@@ -333,20 +349,20 @@ async function renderCharts() {
   const maxEpoch = Math.max(1, ...result.groups.map((g) => g.series.epoch[g.series.epoch.length - 1] || 1));
   const jobs = [];
   plotted = [];
-  for (const chart of CHARTS) {
-    const { traces, rows, metric, zeros } = chartData(chart);
+  const charts = placeCharts();
+  for (const chart of charts) {
+    const { traces, rows, zeros } = chartData(chart);
     plotted.push(...rows);
     const ylog = chart.log || (chart.logy && state.logy);
-    const title = chart.metric ? chart.title : `${chart.title} (${metric.replace("_", " ")})`;
     const ticks = result.x === "epoch" && !state.logx ? BC.epochTicks(maxEpoch) : {};
-    const layout = BC.layout(title, xTitle, chart.y, {
+    const layout = BC.layout(chart.heading, xTitle, chart.y, {
       xaxis: { type: state.logx ? "log" : "linear", ...ticks },
       yaxis: { ...(chart.yaxis || {}), type: ylog ? "log" : "linear" },
       // Axis settings the user changes reset the view; new data alone never does.
       uirevision: `${result.x}|${state.logx}|${ylog}`,
-      // One legend (on the accuracy chart; click a group there to hide it): the table's
-      // colour swatches are the key for the others, which get the height back.
-      ...(chart === CHARTS[0] ? {} : sideLayout(zeros)),
+      // One legend (on the compared metric's chart; click a group there to hide it): the
+      // table's colour swatches are the key for the others, which get the height back.
+      ...(chart.main ? {} : sideLayout(zeros)),
     });
     const el = document.getElementById(chart.id);
     jobs.push(firstRender
@@ -359,6 +375,15 @@ async function renderCharts() {
     window.__bamsprodRendered = performance.now();
     document.body.dataset.rendered = "1";
   }
+}
+
+/** The charts for the compared metric, their boxes put in that order; "log y" names the
+ * charts it turns. */
+function placeCharts() {
+  const charts = compareCharts(result ? result.metric : state.metric);
+  $(".charts").append(...charts.map((c) => document.getElementById(c.id)));
+  $("#logy-charts").textContent = `(${charts.filter((c) => c.logy).map((c) => c.title.toLowerCase()).join(", ")})`;
+  return charts;
 }
 
 function csvOfPlot() {
@@ -401,6 +426,7 @@ $("#copy-link").addEventListener("click", async () => {
 });
 
 fillControls();
+placeCharts();
 wireApiDownloads();
 load();
 startTuned();

@@ -11,8 +11,10 @@ const runData = pageData("run-data");
 const runId = runData.run_id;
 
 // Each chart, from the server's one metric declaration (core/metric_schema.py): traces by
-// metric as [metric, name] (extendTraces appends to these indices, in this order).
+// metric as [metric, name] (extendTraces appends to these indices, in this order). The chart
+// marked `layers` gets one more trace per binary layer (quant_error_layers) after them.
 const CHARTS = Object.fromEntries(runData.charts.map((c) => [c.id, c]));
+const LAYERED = runData.charts.find((c) => c.layers) || null;
 
 let run = null;
 let lastEpoch = -1;
@@ -61,8 +63,9 @@ async function createCharts(epochs) {
 
 /** Bop's weights are ±1: its quantization error is exactly 0, which a log axis cannot draw. */
 function markZeros() {
-  const names = ["mean", ...layerNames.map((l) => BC.escapeForPlotly(l))];
-  return BC.markZeroTraces(document.getElementById("chart-qerr"), names);
+  if (!LAYERED) return Promise.resolve();
+  const names = [...LAYERED.traces.map(([, name]) => name), ...layerNames.map((l) => BC.escapeForPlotly(l))];
+  return BC.markZeroTraces(document.getElementById(LAYERED.id), names);
 }
 
 function layersOf(epochs) {
@@ -104,9 +107,9 @@ async function flush() {
 
 async function extendCharts(items) {
   const newLayers = layersOf(items).filter((l) => !layerNames.includes(l));
-  if (newLayers.length) {
+  if (LAYERED && newLayers.length) {
     // Layers seen for the first time: add their (empty) traces, then extend as usual.
-    await window.Plotly.addTraces("chart-qerr", newLayers.map((layer, j) => ({
+    await window.Plotly.addTraces(LAYERED.id, newLayers.map((layer, j) => ({
       x: [], y: [], name: BC.escapeForPlotly(layer), mode: "lines", type: "scatter",
       line: { width: 1, dash: "dot", color: BC.color(layerNames.length + j + 2) },
     })));
@@ -167,7 +170,7 @@ function renderEmpty() {
     queuePoll = null;
   }
   if (charts) return;
-  const coming = "Loss, accuracy, quantization error and sign-flip rate appear here after each epoch.";
+  const coming = BC.comingText(runData.charts);
   if (run.state === "queued") {
     const ahead = run.queued_ahead;
     const where = Number.isInteger(ahead) ? `queued, ${BC.inLine(ahead)}` : "queued";
