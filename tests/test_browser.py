@@ -13,6 +13,7 @@ import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -476,11 +477,16 @@ SCRIPTS = (
     "() => [...document.scripts].filter((s) => s.src)"
     ".map((s) => [new URL(s.src).pathname, s.type])"
 )
+PRELOADED = "() => [...document.querySelectorAll('link[rel=modulepreload]')].map((l) => l.href)"
+LOADED_JS = (
+    "() => performance.getEntriesByType('resource').map((e) => new URL(e.name).pathname)"
+    ".filter((p) => p.startsWith('/static/') && p.endsWith('.js'))"
+)
 
 
 def test_pages_are_modules_and_leave_fetch_alone(page: Any, live_server: LiveServer) -> None:
-    """Each page runs one ES module (it imports the shared ones); the API is called through
-    api.js's helpers, so window.fetch and EventSource stay native on every page."""
+    """Each page runs one ES module (it imports the shared ones, which the page preloads); the
+    API is called through api.js's helpers, so window.fetch and EventSource stay native."""
     sweep_id = seed_finished_sweep(live_server, 2, 2)
     with live_server.api() as c:
         run_id = c.get(f"/api/sweeps/{sweep_id}").json()["run_ids"][0]
@@ -498,6 +504,12 @@ def test_pages_are_modules_and_leave_fetch_alone(page: Any, live_server: LiveSer
         scripts = page.evaluate(SCRIPTS)
         assert [s for s in scripts if s[1] == "module"] == [[f"/static/{script}", "module"]], path
         assert all(s == ["/static/plotly.min.js", ""] for s in scripts if s[1] != "module"), path
+        # Its imports are preloaded, every one and nothing more, each fetched once.
+        loaded = page.evaluate(LOADED_JS)
+        imported = sorted(set(loaded) - {f"/static/{script}", "/static/plotly.min.js"})
+        preloaded = sorted(urlsplit(u).path for u in page.evaluate(PRELOADED))
+        assert "/static/api.js" in imported and imported == preloaded, path
+        assert len(loaded) == len(set(loaded)), (path, loaded)
 
 
 def test_convex_page_runs_the_example(page: Any, shoot: Any) -> None:

@@ -1,7 +1,20 @@
 // Plotly helpers shared by the run, compare and convex pages.
 // Charts are created once; later data goes in with extendTraces / react and a fixed
 // uirevision, so the user's zoom and hidden traces survive every update. Plotly itself is the
-// classic global window.Plotly (plotly.min.js, a deferred script that runs before the modules).
+// classic global window.Plotly, from plotly.min.js (a deferred script): see plotly().
+
+/**
+ * Resolves to window.Plotly once plotly.min.js has run. The pages' modules are async: they
+ * start (and fetch their data) while the 1.4 MB Plotly still loads, and wait here to draw.
+ */
+export function plotly() {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  const tag = document.querySelector('script[src^="/static/plotly.min.js"]');
+  return new Promise((resolve, reject) => {
+    tag.addEventListener("load", () => resolve(window.Plotly), { once: true });
+    tag.addEventListener("error", () => reject(new Error("plotly.min.js did not load")), { once: true });
+  });
+}
 
 export const PALETTE = [
   "#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df",

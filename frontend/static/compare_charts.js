@@ -97,6 +97,7 @@ function chartData(chart, result) {
 const sideLayout = (zeros) => (zeros ? {} : { showlegend: false, margin: { l: 66, r: 16, t: 34, b: 44 } });
 
 export async function renderCharts(result) {
+  const Plotly = await BC.plotly();
   if (firstRender) performance.mark("bamsprod:plotly");
   const xTitle = result.x === "time" ? "seconds" : "epoch";
   const maxEpoch = Math.max(1, ...result.groups.map((g) => g.series.epoch[g.series.epoch.length - 1] || 1));
@@ -118,8 +119,8 @@ export async function renderCharts(result) {
     });
     const el = document.getElementById(chart.id);
     jobs.push(firstRender
-      ? window.Plotly.newPlot(el, traces, layout, BC.CONFIG).then(BC.fitLegend)
-      : window.Plotly.react(el, traces, BC.keepLegendRoom(el, layout), BC.CONFIG));
+      ? Plotly.newPlot(el, traces, layout, BC.CONFIG).then(BC.fitLegend)
+      : Plotly.react(el, traces, BC.keepLegendRoom(el, layout), BC.CONFIG));
   }
   await Promise.all(jobs);
   if (firstRender) {

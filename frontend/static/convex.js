@@ -39,6 +39,7 @@ async function run() {
 }
 
 async function plot(res) {
+  const Plotly = await BC.plotly();
   const names = Object.keys(res.optimizers);
   const ts = Array.from({ length: res.steps }, (_, i) => i + 1);
   const trace = (name, i, key) => ({
@@ -48,8 +49,8 @@ async function plot(res) {
   const xT = names.map((n, i) => trace(n, i, "x"));
   const reg = names.map((n, i) => trace(n, i, "avg_regret"));
   await Promise.all([
-    window.Plotly.react("chart-x", xT, BC.layout("Latent weight x_t", "step t", "x_t", { yaxis: { range: [-1.1, 1.1] }, hovermode: "x" }), BC.CONFIG),
-    window.Plotly.react("chart-regret", reg, BC.layout("Average regret R_t / t", "step t", "average regret", { xaxis: { type: "log" }, hovermode: "x" }), BC.CONFIG),
+    Plotly.react("chart-x", xT, BC.layout("Latent weight x_t", "step t", "x_t", { yaxis: { range: [-1.1, 1.1] }, hovermode: "x" }), BC.CONFIG),
+    Plotly.react("chart-regret", reg, BC.layout("Average regret R_t / t", "step t", "average regret", { xaxis: { type: "log" }, hovermode: "x" }), BC.CONFIG),
   ]);
   $("#convex-body").replaceChildren(...names.map((n, i) => h("tr", null,
     h("td", null, h("span", { class: "swatch", dataset: { color: BC.color(i) } }), n),

@@ -29,6 +29,7 @@ let flushQueued = false;
 // ---------------------------------------------------------------- charts
 
 async function createCharts(epochs) {
+  const Plotly = await BC.plotly();
   const jobs = [];
   layerNames = layersOf(epochs);
   for (const [id, spec] of Object.entries(CHARTS)) {
@@ -54,7 +55,7 @@ async function createCharts(epochs) {
     const total = run.epochs;
     const xaxis = { ...BC.epochTicks(total), range: [0.7, Math.max(total, 1) + 0.3] };
     const layout = BC.layout(spec.title, "epoch", spec.y, { yaxis: spec.yaxis || {}, xaxis });
-    jobs.push(window.Plotly.newPlot(id, data, layout, BC.CONFIG).then(BC.fitLegend));
+    jobs.push(Plotly.newPlot(id, data, layout, BC.CONFIG).then(BC.fitLegend));
   }
   await Promise.all(jobs);
   await markZeros();
@@ -106,10 +107,11 @@ async function flush() {
 }
 
 async function extendCharts(items) {
+  const Plotly = await BC.plotly(); // drawn already: at once
   const newLayers = layersOf(items).filter((l) => !layerNames.includes(l));
   if (LAYERED && newLayers.length) {
     // Layers seen for the first time: add their (empty) traces, then extend as usual.
-    await window.Plotly.addTraces(LAYERED.id, newLayers.map((layer, j) => ({
+    await Plotly.addTraces(LAYERED.id, newLayers.map((layer, j) => ({
       x: [], y: [], name: BC.escapeForPlotly(layer), mode: "lines", type: "scatter",
       line: { width: 1, dash: "dot", color: BC.color(layerNames.length + j + 2) },
     })));
@@ -131,7 +133,7 @@ async function extendCharts(items) {
         idx.push(spec.traces.length + j);
       });
     }
-    window.Plotly.extendTraces(id, { x: xs, y: ys }, idx);
+    Plotly.extendTraces(id, { x: xs, y: ys }, idx);
   }
   await markZeros();
 }
@@ -145,9 +147,10 @@ async function resetCharts() {
   pending = [];
   if (drawn) {
     await drawn;
+    const Plotly = await BC.plotly();
     for (const id of Object.keys(CHARTS)) {
       const div = document.getElementById(id);
-      window.Plotly.purge(div);
+      Plotly.purge(div);
       delete div.__legendBase;
       delete div.__legendRoom;
     }
