@@ -12,13 +12,15 @@ The JSON the pages read lives in ``app/api`` like the rest: ``/api/schema/option
 
 Pages get ``app.security``'s Content-Security-Policy (scripts from this server only), so
 templates carry data in ``<script type="application/json">`` blocks, never inline code; user
-text reaches the page through ``textContent`` only.
+text reaches the page through ``textContent`` only. Each page's script is one ES module (a
+template sets ``module``); ``base.html`` preloads the modules it imports (``module_imports``).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
@@ -84,6 +86,36 @@ def static_url(name: str) -> str:
     return f"/static/{name}?v={version}"
 
 
+_IMPORT = re.compile(r"""^import\b[^"']*["']\./([\w.-]+\.js)["']""", re.MULTILINE)
+
+
+@lru_cache(maxsize=64)
+def _imports(path: str, mtime_ns: int) -> tuple[str, ...]:
+    return tuple(_IMPORT.findall(Path(path).read_text(encoding="utf-8")))
+
+
+def module_imports(entry: str) -> list[str]:
+    """``/static/<name>`` of every module ``entry`` imports, directly or through another one.
+
+    For ``<link rel="modulepreload">``: the browser then fetches them all at once rather than
+    one level of imports after another. The URLs are the ones the imports resolve to
+    (unversioned: a module is one instance per URL, so they must match).
+    """
+    found: list[str] = []
+    todo = [entry]
+    while todo:
+        path = STATIC_DIR / todo.pop()
+        try:
+            names = _imports(str(path), path.stat().st_mtime_ns)
+        except OSError:
+            continue
+        for name in names:
+            if name != entry and name not in found:
+                found.append(name)
+                todo.append(name)
+    return [f"/static/{name}" for name in sorted(found)]
+
+
 class VersionedStatic(StaticFiles):
     """Static files; a request carrying ``?v=`` (see ``static_url``) may be cached for a year."""
 
@@ -134,6 +166,7 @@ def plotly_js(request: Request) -> Response:
 
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 templates.env.globals["static_url"] = static_url
+templates.env.globals["module_imports"] = module_imports
 templates.env.policies["json.dumps_kwargs"] = {"sort_keys": False}  # keep registry order
 
 
@@ -188,7 +221,8 @@ def compare_api_url(request: Request) -> str | None:
 @router.get("/compare", response_class=HTMLResponse)
 def compare_page(request: Request) -> Response:
     targets = [(m.name, m.label) for m in METRICS if m.target]
-    return _page(request, "compare.html", preload=compare_api_url(request), targets=targets)
+    return _page(request, "compare.html", preload=compare_api_url(request), targets=targets,
+                 charts=chart_specs())
 
 
 @router.get("/convex", response_class=HTMLResponse)

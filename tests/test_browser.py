@@ -13,6 +13,7 @@ import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -72,8 +73,12 @@ def test_form_errors_are_shown_beside_their_fields(
     epochs_err.wait_for()
     assert "greater than or equal to 1" in epochs_err.text_content()
     assert "greater than 0" in page.locator('[data-field="lr"] .field-error').text_content()
-    gamma_err = page.locator('[data-field="hparams.gamma"] .field-error').text_content()
-    assert "gamma" in gamma_err and ">= 0" in gamma_err
+    # The hyperparameter's error lands where its loc points: today the server's loc is
+    # ["body", "hparams"] (the name is in the message only), so the hyperparameters' box shows
+    # it; a loc naming gamma would put it on gamma's field, inside the same box.
+    gamma_err = page.locator("#nested-hparams .field-error:not(:empty)")
+    assert gamma_err.count() == 1
+    assert "gamma" in gamma_err.text_content() and ">= 0" in gamma_err.text_content()
     assert page.locator('[data-field="name"] .field-error').text_content() == ""
     assert page.url.endswith("/runs/new")
     shoot(page, "new_run_errors")
@@ -86,20 +91,98 @@ def test_form_errors_are_shown_beside_their_fields(
     assert page.locator('[data-field="epochs"] .field-error').text_content() == ""
 
 
+# Every text #sweep-count shows, and whether it was pending then ("…" while the server counts).
+WATCH_COUNT = (
+    "() => { const el = document.getElementById('sweep-count'); window.__counts = []; "
+    "new MutationObserver(() => window.__counts.push([el.textContent, el.hasAttribute("
+    "'data-pending')])).observe(el, {childList: true, characterData: true, subtree: true, "
+    "attributes: true}); }"
+)
+
+
 def test_sweep_mode_counts_runs(page: Any, shoot: Any) -> None:
+    dry_runs: list[Any] = []
+    page.on("response", lambda r: dry_runs.append(r) if "dry_run=true" in r.url else None)
     open_form(page)
     page.check("#sweep-mode")
     page.check('[data-field="optimizer"] input[value="adam"]')
     fill_form(page, {"epochs": "2, 3", "model_args.width": "32"})
+    page.wait_for_function("() => document.getElementById('sweep-count').textContent === '4'")
+    page.evaluate(WATCH_COUNT)
     page.fill("#f-n_seeds", "2")
-    # 2 optimizers x 2 epoch counts x 2 seeds, confirmed by POST /api/sweeps?dry_run=true
+    # 2 optimizers x 2 epoch counts x 2 seeds, as POST /api/sweeps?dry_run=true counts them:
+    # pending until its answer, which is the only count shown.
     page.wait_for_function("() => document.getElementById('sweep-count').textContent === '8'")
+    answer = dry_runs[-1].json()
+    assert answer["count"] == 8 and answer["dry_run"] is True, answer
+    shown = page.evaluate("() => window.__counts")
+    assert shown[0] == ["…", True] and shown[-1] == ["8", False], shown
+    assert {text for text, _ in shown} <= {"…", "8"}, shown  # nothing counted on the page
     # Hyperparameters shown are those every chosen optimizer has.
     assert page.locator('[data-field="hparams.kappa"]').count() == 0
     assert page.locator('[data-field="hparams.beta1"]').count() == 1
     fill_form(page, {"epochs": "2, 0"})
     page.locator('[data-field="epochs"] .field-error:not(:empty)').wait_for()
     shoot(page, "new_sweep")
+
+
+def detail(*items: tuple[list[Any], str]) -> dict[str, Any]:
+    """A 422 body in FastAPI's shape."""
+    return {"detail": [{"type": "value_error", "loc": loc, "msg": msg} for loc, msg in items]}
+
+
+def field_error(page: Any, key: str) -> str:
+    return page.locator(f'[data-field="{key}"] .field-error').text_content()
+
+
+def test_422_errors_land_by_their_loc_alone(page: Any, shoot: Any) -> None:
+    """Each 422 item is shown beside the widget its loc names, whatever its message says (the
+    answers here are faked); the sweep count shown is the dry run's, never one made here."""
+    reply: dict[str, Any] = {}
+    page.route(re.compile(r"/api/(runs|sweeps\?dry_run=true)$"),
+               lambda route: route.fulfill(status=reply["status"], json=reply["json"]))
+    open_form(page)
+    reply.update(status=422, json=detail(
+        (["body", "lr"], "wrong A"),
+        (["body", "hparams", "kappa"], "wrong B"),
+        (["body", "model_args", "width"], "wrong C"),
+        (["body", "hparams"], "hparam gamma must be >= 0"),  # names gamma: only its loc counts
+        (["body", "tags", 1], "wrong D"),
+        (["body", "schema_version"], "wrong E"),  # no widget: the form's own error box
+    ))
+    page.click("#submit")
+    page.locator("#form-error:not([hidden])").wait_for()
+    assert field_error(page, "lr") == "wrong A"
+    assert page.get_attribute('[data-field="lr"] input', "aria-invalid") == "true"
+    assert field_error(page, "hparams.kappa") == "wrong B"
+    assert field_error(page, "model_args.width") == "wrong C"
+    assert page.text_content("#nested-hparams > .group-error") == "hparam gamma must be >= 0"
+    assert field_error(page, "hparams.gamma") == ""
+    assert field_error(page, "tags") == "wrong D"
+    assert page.text_content("#form-error") == "wrong E"
+
+    # Sweep mode: the count is the server's answer (here one no product of the form gives).
+    reply.update(status=200, json={"count": 77, "max_runs": 1000, "dry_run": True})
+    page.check("#sweep-mode")
+    page.wait_for_function("() => document.getElementById('sweep-count').textContent === '77'")
+    assert page.text_content("#submit") == "Start 77 runs"
+    reply.update(status=422, json=detail(
+        (["body", "grid", "lr"], "hparam kappa must be >= 0 (at lr=0.1)"),  # lr's, by its loc
+        (["body", "base", "hparams", "kappa"], "wrong F"),
+        (["body", "base", "model_args", "width"], "wrong G"),
+        (["body", "name"], "wrong H"),
+        (["body", "grid"], "wrong I"),
+    ))
+    fill_form(page, {"lr": "1e-3, 1e-1"})
+    page.locator('[data-field="lr"].has-error').wait_for()
+    assert field_error(page, "lr") == "hparam kappa must be >= 0 (at lr=0.1)"
+    assert field_error(page, "hparams.kappa") == "wrong F"
+    assert field_error(page, "model_args.width") == "wrong G"
+    assert field_error(page, "sweep_name") == "wrong H"
+    assert page.text_content("#sweep-count-note") == "wrong I"
+    assert page.text_content("#sweep-count") == "?"
+    assert page.locator("#form-error").is_hidden()
+    shoot(page, "new_sweep_errors_by_loc")
 
 
 def test_submitted_run_appears_and_its_charts_grow_live(
@@ -221,6 +304,14 @@ def test_compare_shows_two_groups_with_bands_and_speedup(
         )
         assert [f for f, _ in traces].count("tonexty") == 2, chart
         assert any("(n=2)" in name for _, name in traces), chart
+    # The charts are the server's chart specs (the run page's too), the compared metric's first.
+    with live_server.api() as c:
+        specs = c.get("/api/schema/options").json()["charts"]
+    ids = page.eval_on_selector_all(".charts .chart", "els => els.map((e) => e.id)")
+    assert sorted(ids) == sorted(s["id"] for s in specs) and ids[0] == "chart-acc", ids
+    heading = "(id) => document.getElementById(id).layout.title.text"
+    assert page.evaluate(heading, "chart-acc") == "Accuracy (test acc)"
+    assert page.evaluate(heading, "chart-loss") == "Loss (train loss)"
     assert page.input_value("#c-group_by") == "optimizer"
     assert page.input_value("#c-baseline") == "optimizer=adam"
     shoot(page, "compare")
@@ -375,6 +466,50 @@ def test_runs_table_pages_by_keyset(page: Any, live_server: LiveServer) -> None:
     page.wait_for_function(
         "() => document.getElementById('page-info').textContent === '51–100 of 120'"
     )
+
+
+# The browser's own fetch and EventSource (no page replaces them), and no page-wide globals.
+UNPATCHED = (
+    "() => [window.fetch, window.EventSource].every((f) => f.toString().includes('[native code]'))"
+    " && !('B' in window) && !('BC' in window)"
+)
+SCRIPTS = (
+    "() => [...document.scripts].filter((s) => s.src)"
+    ".map((s) => [new URL(s.src).pathname, s.type])"
+)
+PRELOADED = "() => [...document.querySelectorAll('link[rel=modulepreload]')].map((l) => l.href)"
+LOADED_JS = (
+    "() => performance.getEntriesByType('resource').map((e) => new URL(e.name).pathname)"
+    ".filter((p) => p.startsWith('/static/') && p.endsWith('.js'))"
+)
+
+
+def test_pages_are_modules_and_leave_fetch_alone(page: Any, live_server: LiveServer) -> None:
+    """Each page runs one ES module (it imports the shared ones, which the page preloads); the
+    API is called through api.js's helpers, so window.fetch and EventSource stay native."""
+    sweep_id = seed_finished_sweep(live_server, 2, 2)
+    with live_server.api() as c:
+        run_id = c.get(f"/api/sweeps/{sweep_id}").json()["run_ids"][0]
+    pages = {
+        "/": ("runs.js", "#runs-body tr"),
+        "/runs/new": ("new_run.js", "#run-form[data-ready='1']"),
+        f"/runs/{run_id}": ("run.js", "#chart-acc .main-svg"),
+        f"/compare?sweep={sweep_id}": ("compare.js", "body[data-rendered='1']"),
+        "/convex?steps=50": ("convex.js", "body[data-rendered='1']"),
+    }
+    for path, (script, ready) in pages.items():
+        page.goto(path)
+        page.wait_for_selector(ready)
+        assert page.evaluate(UNPATCHED), path
+        scripts = page.evaluate(SCRIPTS)
+        assert [s for s in scripts if s[1] == "module"] == [[f"/static/{script}", "module"]], path
+        assert all(s == ["/static/plotly.min.js", ""] for s in scripts if s[1] != "module"), path
+        # Its imports are preloaded, every one and nothing more, each fetched once.
+        loaded = page.evaluate(LOADED_JS)
+        imported = sorted(set(loaded) - {f"/static/{script}", "/static/plotly.min.js"})
+        preloaded = sorted(urlsplit(u).path for u in page.evaluate(PRELOADED))
+        assert "/static/api.js" in imported and imported == preloaded, path
+        assert len(loaded) == len(set(loaded)), (path, loaded)
 
 
 def test_convex_page_runs_the_example(page: Any, shoot: Any) -> None:

@@ -1,23 +1,34 @@
 // Plotly helpers shared by the run, compare and convex pages.
 // Charts are created once; later data goes in with extendTraces / react and a fixed
-// uirevision, so the user's zoom and hidden traces survive every update.
-"use strict";
+// uirevision, so the user's zoom and hidden traces survive every update. Plotly itself is the
+// classic global window.Plotly, from plotly.min.js (a deferred script): see plotly().
 
-const C = (window.BC = {});
+/**
+ * Resolves to window.Plotly once plotly.min.js has run. The pages' modules are async: they
+ * start (and fetch their data) while the 1.4 MB Plotly still loads, and wait here to draw.
+ */
+export function plotly() {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  const tag = document.querySelector('script[src^="/static/plotly.min.js"]');
+  return new Promise((resolve, reject) => {
+    tag.addEventListener("load", () => resolve(window.Plotly), { once: true });
+    tag.addEventListener("error", () => reject(new Error("plotly.min.js did not load")), { once: true });
+  });
+}
 
-C.PALETTE = [
+export const PALETTE = [
   "#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df",
   "#bf3989", "#0a7ea4", "#6e7781", "#fb8f44", "#2da44e",
 ];
-C.color = (i) => C.PALETTE[i % C.PALETTE.length];
+export const color = (i) => PALETTE[i % PALETTE.length];
 
 /** rgba() string from a #rrggbb colour. */
-C.alpha = function alpha(hex, a) {
+export function alpha(hex, a) {
   const n = parseInt(hex.slice(1), 16);
   return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${a})`;
-};
+}
 
-C.CONFIG = {
+export const CONFIG = {
   responsive: true,
   displaylogo: false,
   modeBarButtonsToRemove: ["select2d", "lasso2d"],
@@ -25,7 +36,7 @@ C.CONFIG = {
 };
 
 /** A compact layout with a title and axis titles; uirevision keeps zoom across updates. */
-C.layout = function layout(title, xTitle, yTitle, extra = {}) {
+export function layout(title, xTitle, yTitle, extra = {}) {
   const { xaxis = {}, yaxis = {}, ...rest } = extra;
   return {
     title: { text: title, font: { size: 14 }, x: 0.02, xanchor: "left" },
@@ -45,18 +56,18 @@ C.layout = function layout(title, xTitle, yTitle, extra = {}) {
     font: { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 12 },
     ...rest,
   };
-};
+}
 
 /** Axis settings for an epoch axis up to maxEpoch: whole-number ticks, about 8 of them. */
-C.epochTicks = function epochTicks(maxEpoch) {
+export function epochTicks(maxEpoch) {
   const raw = Math.max(1, (maxEpoch || 1) / 8);
   const pow = Math.pow(10, Math.floor(Math.log10(raw)));
   const step = [1, 2, 5, 10].map((m) => m * pow).find((v) => v >= raw) || raw;
   return { tick0: 0, dtick: Math.max(1, Math.round(step)) };
-};
+}
 
 /** Exponential moving average (TensorBoard style, debiased); nulls pass through. */
-C.smooth = function smooth(ys, weight) {
+export function smooth(ys, weight) {
   if (!weight) return ys;
   let last = 0;
   let count = 0;
@@ -66,13 +77,13 @@ C.smooth = function smooth(ys, weight) {
     count += 1;
     return last / (1 - Math.pow(weight, count));
   });
-};
+}
 
 /**
  * Three traces for one group: lower edge, upper edge filled to the lower ('tonexty'), mean.
  * ys: means, sd: standard deviations (null where n < 2), ns: n per point.
  */
-C.bandTraces = function bandTraces({ name, color, xs, ys, sd, ns, legendgroup, positive = false }) {
+export function bandTraces({ name, color, xs, ys, sd, ns, legendgroup, positive = false }) {
   const lo = [];
   const hi = [];
   for (let i = 0; i < ys.length; i++) {
@@ -94,19 +105,19 @@ C.bandTraces = function bandTraces({ name, color, xs, ys, sd, ns, legendgroup, p
     { ...common, y: lo, name: `${name} −σ`, line: { width: 0, color }, showlegend: false, hoverinfo: "skip" },
     {
       ...common, y: hi, name: `${name} +σ`, line: { width: 0, color }, fill: "tonexty",
-      fillcolor: C.alpha(color, 0.18), showlegend: false, hoverinfo: "skip",
+      fillcolor: alpha(color, 0.18), showlegend: false, hoverinfo: "skip",
     },
     {
       ...common, y: ys, name, line: { width: 2, color }, customdata: ns,
       // Few points: show them as markers too (a single epoch is otherwise invisible).
       mode: xs.length <= 40 ? "lines+markers" : "lines", marker: { size: 5, color },
-      hovertemplate: `%{y:.4g} (n=%{customdata})<extra>${C.escapeForPlotly(name)}</extra>`,
+      hovertemplate: `%{y:.4g} (n=%{customdata})<extra>${escapeForPlotly(name)}</extra>`,
     },
   ];
-};
+}
 
 /** Plotly renders hovertemplate/legend strings as its own HTML subset: escape < and >. */
-C.escapeForPlotly = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+export const escapeForPlotly = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
 // ------------------------------------------------------------- empty and zero states
 
@@ -114,7 +125,7 @@ C.escapeForPlotly = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;"
  * Before the first epoch there is nothing to draw: hide the charts (empty axes say nothing)
  * and show #empty-state with a title and a detail line. `title` null shows the charts again.
  */
-C.setEmpty = function setEmpty(title, detail = "") {
+export function setEmpty(title, detail = "") {
   const box = document.getElementById("empty-state");
   const charts = document.querySelector(".charts");
   if (!box || !charts) return;
@@ -123,44 +134,52 @@ C.setEmpty = function setEmpty(title, detail = "") {
   if (title === null) return;
   box.querySelector(".empty-title").textContent = title;
   box.querySelector(".empty-detail").textContent = detail;
-};
+}
+
+/** What the empty state promises: "Loss, accuracy, ... and sign-flip rate appear here after
+ * each epoch", from the server's chart specs (core/metric_schema.py) in the order shown. */
+export function comingText(specs) {
+  const titles = specs.map((c, i) => (i ? c.title.toLowerCase() : c.title));
+  const list = titles.length > 1 ? `${titles.slice(0, -1).join(", ")} and ${titles[titles.length - 1]}` : titles.join("");
+  return `${list} appear${titles.length > 1 ? "" : "s"} here after each epoch.`;
+}
 
 /** "1st", "2nd", "3rd", "4th", ..., "11th", "12th", "13th", "21st". */
-C.ordinal = function ordinal(n) {
+export function ordinal(n) {
   const tens = n % 100;
   const suffix = tens >= 11 && tens <= 13 ? "th" : ["th", "st", "nd", "rd"][n % 10] || "th";
   return `${n}${suffix}`;
-};
+}
 
 /** A place in the queue from the API's queued_ahead: "next in line", "2nd in line", ... */
-C.inLine = (ahead) => (ahead === 0 ? "next in line" : `${C.ordinal(ahead + 1)} in line`);
+export const inLine = (ahead) => (ahead === 0 ? "next in line" : `${ordinal(ahead + 1)} in line`);
 
 /** Log axes cannot draw 0: said in the legend of a trace whose every value is exactly 0. */
-C.ZERO_NOTE = "e = 0, not drawn on log axis";
+export const ZERO_NOTE = "e = 0, not drawn on log axis";
 
 /** True when ys has at least one value and every value is exactly 0 (nulls aside). */
-C.allZero = function allZero(ys) {
+export function allZero(ys) {
   const vals = (ys || []).filter((y) => y !== null && y !== undefined);
   return vals.length > 0 && vals.every((y) => y === 0);
-};
+}
 
 /**
  * On a log chart, append ZERO_NOTE to the name of each trace whose values are all 0 (and take
  * it off again when a non-zero value arrives). baseNames: each trace's name without the note.
  */
-C.markZeroTraces = function markZeroTraces(el, baseNames) {
+export function markZeroTraces(el, baseNames) {
   const names = [];
   const idx = [];
   el.data.forEach((t, i) => {
     if (baseNames[i] === undefined) return;
-    const name = C.allZero(t.y) ? `${baseNames[i]} (${C.ZERO_NOTE})` : baseNames[i];
+    const name = allZero(t.y) ? `${baseNames[i]} (${ZERO_NOTE})` : baseNames[i];
     if (name !== t.name) {
       names.push(name);
       idx.push(i);
     }
   });
   return idx.length ? window.Plotly.restyle(el, { name: names }, idx) : Promise.resolve();
-};
+}
 
 // ------------------------------------------------------------------ legend placement
 
@@ -170,7 +189,7 @@ C.markZeroTraces = function markZeroTraces(el, baseNames) {
  * the tick labels. So after every draw the margin (and the height, so the plot area keeps its
  * size) gets one row's height more for each extra row.
  */
-C.fitLegend = function fitLegend(el) {
+export function fitLegend(el) {
   if (el.__legendBase) return;
   el.__legendBase = { b: el.layout.margin.b, height: el.layout.height };
   let busy = false;
@@ -193,11 +212,11 @@ C.fitLegend = function fitLegend(el) {
   };
   el.on("plotly_afterplot", fit);
   return fit(); // the first draw is already done
-};
+}
 
 /** A layout for Plotly.react that keeps the room fitLegend made for el's legend. */
-C.keepLegendRoom = function keepLegendRoom(el, layout) {
+export function keepLegendRoom(el, layout) {
   const room = el && el.__legendRoom;
   if (!room || layout.showlegend === false) return layout;
   return { ...layout, height: room.height, margin: { ...layout.margin, b: room["margin.b"] } };
-};
+}
