@@ -1,10 +1,11 @@
 """One form for "this field is wrong": built from a pydantic ``ValidationError`` or from a 422
 answer's ``detail`` list (the same dicts), read by the API, the services and the CLI.
 
-``loc`` stays exactly as pydantic or FastAPI give it (``("body", "grid", "lr")``, the browser
-keys on it); ``path`` is the field it names in words: the location kind (``body``, ``query``)
-and a union member's tag (``model_args.width.float``) left out, and the entry a whole-mapping
-check named (``hparams`` -> ``hparams.kappa``, from ``core.spec.EntryError``) added.
+``loc`` is as pydantic or FastAPI give it (``("body", "grid", "lr")``); the API answers
+``full_loc``, the same with the entry a whole-mapping check named (``core.spec.EntryError``)
+added (``("body", "hparams", "gamma")``), which the browser keys on. ``path`` is the field it
+names in words: the location kind (``body``, ``query``) and a union member's tag
+(``model_args.width.float``) left out, the entry added (``hparams.kappa``).
 """
 
 from __future__ import annotations
@@ -44,12 +45,20 @@ class FieldError:
                    key if isinstance(key, str) else None)
 
     @property
+    def full_loc(self) -> Loc:
+        """``loc`` with the entry a whole-mapping check named (``body.hparams.gamma``): what
+        the API answers, so the browser finds the entry's own widget."""
+        if self.key is None or (self.loc and self.loc[-1] == self.key):
+            return self.loc
+        return (*self.loc, self.key)
+
+    @property
     def path(self) -> Loc:
         """The field named, without the location kind or a union tag, with the entry."""
         parts = list(self.loc[1:] if self.loc and self.loc[0] in _KINDS else self.loc)
         if len(parts) > 1 and self.type.startswith(f"{_UNION_TAGS.get(str(parts[-1]), '-')}_"):
             parts.pop()
-        if self.key is not None:
+        if self.key is not None and (not parts or parts[-1] != self.key):
             parts.append(self.key)
         return tuple(parts)
 
@@ -64,7 +73,8 @@ class FieldError:
 
     def detail(self) -> dict[str, Any]:
         """One item of FastAPI's 422 ``detail``."""
-        return {"type": self.type, "loc": list(self.loc), "msg": self.msg, "input": self.input}
+        return {"type": self.type, "loc": list(self.full_loc), "msg": self.msg,
+                "input": self.input}
 
 
 class InvalidField(ValueError):

@@ -27,6 +27,7 @@ from app.api.convex import ConvexResults
 from app.api.events import Broadcaster
 from app.csrf import CSRFGuard
 from app.db import init_db
+from app.field_errors import FieldError
 from app.safejson import dumps
 from app.security import SecurityHeaders, install_log_redaction, unreadable_body_auth_error
 from app.settings import Settings, get_settings
@@ -189,7 +190,9 @@ def create_app(
                                     headers=denied.headers)
         # The rejected input goes back in the answer; it may hold NaN or a lone surrogate,
         # which plain JSON cannot carry, so it is scrubbed (``app.safejson``): never a 500.
-        return Response(dumps({"detail": exc.errors()}), status_code=422,
+        # A whole-mapping check (hparams, model_args) names its entry: it joins the loc.
+        errors = [{**e, "loc": list(FieldError.from_dict(e).full_loc)} for e in exc.errors()]
+        return Response(dumps({"detail": errors}), status_code=422,
                         media_type="application/json")
 
     app.include_router(api_router)

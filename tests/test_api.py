@@ -77,8 +77,9 @@ def test_submit_run_returns_201_and_enqueues(client: TestClient, enqueued: list[
         ({"epochs": 0}, ["body", "epochs"]),
         ({"lr": -1}, ["body", "lr"]),
         ({"optimizer": "rmsprop"}, ["body", "optimizer"]),
-        ({"hparams": {"kappa": 1000}}, ["body", "hparams"]),
-        ({"hparams": {"nope": 1}}, ["body", "hparams"]),
+        ({"hparams": {"kappa": 1000}}, ["body", "hparams", "kappa"]),  # the entry, named
+        ({"hparams": {"nope": 1}}, ["body", "hparams", "nope"]),
+        ({"model_args": {"width": 0}}, ["body", "model_args", "width"]),
     ],
 )
 def test_rejected_run_body_names_the_field_and_enqueues_nothing(

@@ -73,12 +73,11 @@ def test_form_errors_are_shown_beside_their_fields(
     epochs_err.wait_for()
     assert "greater than or equal to 1" in epochs_err.text_content()
     assert "greater than 0" in page.locator('[data-field="lr"] .field-error').text_content()
-    # The hyperparameter's error lands where its loc points: today the server's loc is
-    # ["body", "hparams"] (the name is in the message only), so the hyperparameters' box shows
-    # it; a loc naming gamma would put it on gamma's field, inside the same box.
+    # The hyperparameter's error lands where its loc points: the server names the entry
+    # (["body", "hparams", "gamma"]), so it is on gamma's own field.
     gamma_err = page.locator("#nested-hparams .field-error:not(:empty)")
     assert gamma_err.count() == 1
-    assert "gamma" in gamma_err.text_content() and ">= 0" in gamma_err.text_content()
+    assert ">= 0" in field_error(page, "hparams.gamma") and "gamma" in gamma_err.text_content()
     assert page.locator('[data-field="name"] .field-error').text_content() == ""
     assert page.url.endswith("/runs/new")
     shoot(page, "new_run_errors")

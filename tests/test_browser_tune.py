@@ -72,6 +72,18 @@ def test_tuned_sweep_from_the_form_to_the_compare_page(
         chosen = page.locator(f'#tuned-body tr[data-optimizer="{t["optimizer"]}"] td.chosen')
         assert chosen.text_content() == f"lr: {t['chosen']['lr']:g}"
     shoot(page, "compare_tuned")
-    stage2 = [i for t in detail["tuning"] for i in t["stage2_run_ids"]]
+    # the sweep's page compares stage 2 alone; the link leads to the trials, and back
+    stage2 = {i for t in detail["tuning"] for i in t["stage2_run_ids"]}
+    with live_server.api() as c:
+        shown = c.get("/api/compare", params={"sweep": sweep_id, "include": "runs"}).json()
+        trials = c.get("/api/compare", params={"sweep": sweep_id, "stage": 1,
+                                               "include": "runs"}).json()
+    assert {r["id"] for r in shown["runs"]} == stage2
+    assert {r["id"] for r in trials["runs"]} == {
+        i for t in detail["tuning"] for i in t["stage1_run_ids"]}
     href = page.get_attribute("#tuned-compare", "href")
-    assert href == f"/compare?runs={','.join(map(str, stage2))}&group_by=optimizer"
+    assert href == f"/compare?sweep={sweep_id}&stage=1&group_by=optimizer,lr"
+    page.click("#tuned-compare")
+    page.wait_for_function("() => window.__bamsprodRendered !== undefined", timeout=60_000)
+    assert page.get_attribute("#tuned-compare", "href") == (
+        f"/compare?sweep={sweep_id}&group_by=optimizer")

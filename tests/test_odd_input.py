@@ -164,9 +164,9 @@ def test_out_of_range_numbers_are_422_naming_the_field(client: TestClient) -> No
     huge = "1" + "0" * 400
     assert loc(post_raw(client, "/api/runs", f'{{"seed": {huge}}}')) == ["body", "seed"]
     r = post_raw(client, "/api/runs", f'{{"hparams": {{"kappa": {huge}}}}}')
-    assert loc(r) == ["body", "hparams"] and "kappa" in r.json()["detail"][0]["msg"]
+    assert loc(r) == ["body", "hparams", "kappa"] and "kappa" in r.json()["detail"][0]["msg"]
     r = post_raw(client, "/api/runs", f'{{"model_args": {{"depth": {huge}}}}}')
-    assert loc(r) == ["body", "model_args"] and "depth" in r.json()["detail"][0]["msg"]
+    assert loc(r) == ["body", "model_args", "depth"] and "depth" in r.json()["detail"][0]["msg"]
     assert loc(post_raw(client, "/api/sweeps", f'{{"seeds": [{huge}]}}'))[:3] == [
         "body", "seeds", 0]
     r = post_raw(client, "/api/sweeps", '{"n_seeds": 2, "base": {"seed": "abc"}}')

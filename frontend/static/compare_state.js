@@ -3,7 +3,7 @@
 
 import { $, $$, h } from "./common.js";
 
-const API_KEYS = ["runs", "sweep", "group_by", "baseline", "target", "metric", "x"];
+const API_KEYS = ["runs", "sweep", "stage", "group_by", "baseline", "target", "metric", "x"];
 
 export function readUrl() {
   const p = new URLSearchParams(location.search);

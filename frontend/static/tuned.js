@@ -40,10 +40,15 @@ async function refresh() {
   box.hidden = !rows;
   settled = !rows || rows.every((t) => t.value !== null || t.best_run_id !== null || t.stage2_run_ids.length);
   if (rows) render(rows);
-  const stage2 = rows ? rows.flatMap((t) => t.stage2_run_ids) : [];
+  // The page compares a tuned sweep's stage 2 by default; the link switches to its trials and back.
+  const trials = new URLSearchParams(location.search).get("stage") === "1";
   const link = document.getElementById("tuned-compare");
-  link.hidden = !stage2.length;
-  link.href = `/compare?runs=${stage2.join(",")}&group_by=optimizer`;
+  link.hidden = !rows;
+  link.textContent = trials
+    ? "Compare stage 2: the tuned optimizers on every seed"
+    : "Compare the tuning trials (stage 1), by optimizer and learning rate";
+  const id = encodeURIComponent(sweep);
+  link.href = trials ? `/compare?sweep=${id}&group_by=optimizer` : `/compare?sweep=${id}&stage=1&group_by=optimizer,lr`;
 }
 
 /** Show the tuning of the sweep in the URL, and keep it fresh until it is decided. */
