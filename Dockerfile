@@ -18,6 +18,7 @@ COPY core ./core
 COPY app ./app
 COPY worker ./worker
 COPY frontend ./frontend
+COPY bamsprod ./bamsprod
 RUN pip install -e . && mkdir -p /var/lib/bamsprod
 
 EXPOSE 8000

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from app.commands import core_cmds, reproduce_cmds, service_cmds, tune_cmds
+from bamsprod.app.commands import core_cmds, reproduce_cmds, service_cmds, tune_cmds
 
 cli = typer.Typer(
     name="bamsprod",

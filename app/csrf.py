@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.settings import Settings
+from bamsprod.app.settings import Settings
 
 __all__ = ["CSRFGuard", "LOCAL_HOSTS", "UNSAFE_METHODS", "csrf_refusal", "exposure_warning"]
 

@@ -48,7 +48,7 @@ def _build_engine(url: str) -> Engine:
         )
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    from app.settings import get_settings
+    from bamsprod.app.settings import get_settings
 
     s = get_settings()
     return sa.create_engine(url, pool_pre_ping=True, pool_size=s.db_pool_size,

@@ -21,16 +21,16 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import store
-from app.api import api_router
-from app.api.convex import ConvexResults
-from app.api.events import Broadcaster
-from app.csrf import CSRFGuard
-from app.db import init_db
-from app.field_errors import FieldError
-from app.safejson import dumps
-from app.security import SecurityHeaders, install_log_redaction, unreadable_body_auth_error
-from app.settings import Settings, get_settings
+from bamsprod.app import store
+from bamsprod.app.api import api_router
+from bamsprod.app.api.convex import ConvexResults
+from bamsprod.app.api.events import Broadcaster
+from bamsprod.app.csrf import CSRFGuard
+from bamsprod.app.db import init_db
+from bamsprod.app.field_errors import FieldError
+from bamsprod.app.safejson import dumps
+from bamsprod.app.security import SecurityHeaders, install_log_redaction, unreadable_body_auth_error
+from bamsprod.app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ async def _empty_receive() -> Message:
 
 def _default_enqueue(run_id: int) -> Any:
     # Imported on use: the API needs no broker connection to start or to be tested.
-    return importlib.import_module("app.queue").enqueue_run(run_id)
+    return importlib.import_module("bamsprod.app.queue").enqueue_run(run_id)
 
 
 @asynccontextmanager
@@ -196,8 +196,8 @@ def create_app(
                         media_type="application/json")
 
     app.include_router(api_router)
-    if pages and importlib.util.find_spec("app.pages") is not None:
-        from app.pages import install_pages
+    if pages and importlib.util.find_spec("bamsprod.app.pages") is not None:
+        from bamsprod.app.pages import install_pages
 
         install_pages(app)
     return app

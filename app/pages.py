@@ -33,12 +33,12 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.types import Scope
 
-from app import store
-from app.api.convex import CONVEX_MAX_STEPS
-from app.api.deps import MAX_ID
-from app.api.schema import schema_options
-from app.db import session_scope
-from core.metric_schema import METRICS, chart_specs
+from bamsprod.app import store
+from bamsprod.app.api.convex import CONVEX_MAX_STEPS
+from bamsprod.app.api.deps import MAX_ID
+from bamsprod.app.api.schema import schema_options
+from bamsprod.app.db import session_scope
+from bamsprod.core.metric_schema import METRICS, chart_specs
 
 
 def frontend_dir() -> Path:

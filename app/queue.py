@@ -31,12 +31,12 @@ from celery import Celery
 from kombu.transport import sqlalchemy as kombu_sqla
 from sqlalchemy.engine import make_url
 
-from app.settings import Settings, get_settings
+from bamsprod.app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 TASK_NAME = "bamsprod.train_run"
-EMBEDDED_TRANSPORT = "app.queue:EmbeddedTransport"
+EMBEDDED_TRANSPORT = "bamsprod.app.queue:EmbeddedTransport"
 # How often a worker announces itself, and how long an announcement stays valid.
 PRESENCE_SECONDS = 5.0
 PRESENCE_TTL = 3 * PRESENCE_SECONDS

@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from app.reproduce_plan import Plan, Task
-from core.spec import resolve_model_args
+from bamsprod.app.reproduce_plan import Plan, Task
+from bamsprod.core.spec import resolve_model_args
 
 FULL_EXAMPLES = 70_000
 GPU_PACK = 4

@@ -11,9 +11,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from app.reproduce_cost import GPU_PROCESS_START, RUN_OVERHEAD
-from app.reproduce_plan import PAPER_GAIN_POINTS, PAPER_SPEEDUP
-from app.reproduce_stats import PLATEAU_POINTS, VERDICT_RULE, ok
+from bamsprod.app.reproduce_cost import GPU_PROCESS_START, RUN_OVERHEAD
+from bamsprod.app.reproduce_plan import PAPER_GAIN_POINTS, PAPER_SPEEDUP
+from bamsprod.app.reproduce_stats import PLATEAU_POINTS, VERDICT_RULE, ok
 
 NAMES = {
     "bamsprod": "BAMSProd", "adam": "Adam", "amsgrad": "AMSGrad", "adabound": "AdaBound",

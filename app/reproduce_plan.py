@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from app.tuning import lr_grid
-from core.spec import DATASETS, DEFAULT_LR
+from bamsprod.app.tuning import lr_grid
+from bamsprod.core.spec import DATASETS, DEFAULT_LR
 
 PAPER_SPEEDUP = 1.2
 PAPER_GAIN_POINTS = 3.7

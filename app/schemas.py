@@ -14,8 +14,8 @@ from annotated_types import Ge, Le
 from pydantic import ConfigDict, field_validator
 from sqlmodel import Field, SQLModel
 
-from core.metric_schema import METRIC_NAMES
-from core.spec import RUN_STATES, OptimizerName, RunConfig, SafeText
+from bamsprod.core.metric_schema import METRIC_NAMES
+from bamsprod.core.spec import RUN_STATES, OptimizerName, RunConfig, SafeText
 
 METRIC_FIELDS = METRIC_NAMES  # core.metric_schema declares them; tests hold the columns to it
 # Columns GET /api/runs may sort on.

@@ -41,8 +41,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.csrf import UNSAFE_METHODS
-from app.settings import Settings
+from bamsprod.app.csrf import UNSAFE_METHODS
+from bamsprod.app.settings import Settings
 
 __all__ = [
     "CSP",

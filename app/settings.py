@@ -17,7 +17,7 @@ from platformdirs import user_data_dir
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from core.spec import MAX_EPOCHS
+from bamsprod.core.spec import MAX_EPOCHS
 
 
 class Settings(BaseSettings):

@@ -15,11 +15,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.compare import fmt_value
-from app.field_errors import FieldError, InvalidField, first_error
-from app.schemas import SweepCreate
-from core.model_size import SIZE_ARG, too_large
-from core.spec import RunConfig, escape_text
+from bamsprod.app.compare import fmt_value
+from bamsprod.app.field_errors import FieldError, InvalidField, first_error
+from bamsprod.app.schemas import SweepCreate
+from bamsprod.core.model_size import SIZE_ARG, too_large
+from bamsprod.core.spec import RunConfig, escape_text
 
 __all__ = ["GRID_FIELDS", "NESTED", "check_count", "check_limits", "config_at", "count",
            "expand", "points", "seeds", "size"]

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from core.spec import DEVICE_TEXT_MAX
+from bamsprod.core.spec import DEVICE_TEXT_MAX
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 

@@ -24,12 +24,12 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from app import store, studies, sweeps
-from app.compare import fmt_value
-from app.field_errors import InvalidField
-from app.schemas import SweepCreate
-from app.tables import EpochMetric, Run, Sweep, TuneStage, TuneTrial, utcnow
-from core.spec import OPTIMIZERS, TERMINAL_STATES, RunConfig, escape_text
+from bamsprod.app import store, studies, sweeps
+from bamsprod.app.compare import fmt_value
+from bamsprod.app.field_errors import InvalidField
+from bamsprod.app.schemas import SweepCreate
+from bamsprod.app.tables import EpochMetric, Run, Sweep, TuneStage, TuneTrial, utcnow
+from bamsprod.core.spec import OPTIMIZERS, TERMINAL_STATES, RunConfig, escape_text
 
 
 @dataclass

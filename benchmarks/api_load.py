@@ -92,7 +92,9 @@ def database(kind: str, home: Path) -> Iterator[dict[str, str]]:
         try:
             yield env
         finally:
-            from app.db import dispose_engine  # this process seeded it: close its pool first
+            from bamsprod.app.db import (
+                dispose_engine,  # this process seeded it: close its pool first
+            )
 
             dispose_engine(env["BAMSPROD_DATABASE_URL"])
 
@@ -101,9 +103,9 @@ def seed(url: str, n_runs: int, n_epochs: int) -> float:
     """Migrate ``url`` and bulk-insert finished runs with their epochs; returns seconds."""
     import sqlalchemy as sa
 
-    from app.db import get_engine, init_db
-    from app.tables import EpochMetric, Run
-    from core.spec import RunConfig
+    from bamsprod.app.db import get_engine, init_db
+    from bamsprod.app.tables import EpochMetric, Run
+    from bamsprod.core.spec import RunConfig
 
     t0 = time.perf_counter()
     init_db(url)
@@ -161,7 +163,7 @@ def bamsprod_up(env: dict[str, str], log: Path) -> Iterator[tuple[str, subproces
     """``bamsprod up`` (API + one worker) on a free port; yields (URL, process) once healthy."""
     port = free_port()
     out = log.open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "app", "up", "--port", str(port)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "bamsprod", "up", "--port", str(port)], cwd=ROOT,
                             env=env, stdout=out, stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -4,7 +4,7 @@
 
 Seeds a fresh SQLite database (temporary BAMSPROD_HOME) through ``app.store`` with ``--runs``
 finished runs (5 optimizers x seeds) of ``--epochs`` epochs each, starts the API
-(``python -m app serve``) on a free port and loads
+(``python -m bamsprod serve``) on a free port and loads
 ``/compare?runs=...&group_by=optimizer&baseline=adam`` in Debian's Chromium (Playwright, never
 ``playwright install``). The page sets ``window.__bamsprodRendered`` (``performance.now()``,
 i.e. ms since navigation start) once its four Plotly charts have rendered.
@@ -69,9 +69,9 @@ def synthetic_epoch(epoch: int, rate: float, rng: random.Random) -> dict[str, An
 
 def seed_database(database_url: str, n_runs: int, n_epochs: int) -> list[int]:
     """``n_runs`` succeeded runs of ``n_epochs`` epochs, written with ``app.store``."""
-    from app import store
-    from app.db import init_db, session_scope
-    from core.spec import RunConfig
+    from bamsprod.app import store
+    from bamsprod.app.db import init_db, session_scope
+    from bamsprod.core.spec import RunConfig
 
     init_db(database_url)
     rng = random.Random(0)
@@ -101,7 +101,7 @@ def start_server(home: Path, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BAMSPROD_")}
     env["BAMSPROD_HOME"] = str(home)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "bamsprod", "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -52,7 +52,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.optim import AdaBound, BAMSProd, Bop, CaseOptimizer, _fused  # noqa: E402
+from bamsprod.core.optim import AdaBound, BAMSProd, Bop, CaseOptimizer, _fused  # noqa: E402
 
 Shape = tuple[int, ...]
 # (shape, is_binary)
@@ -228,7 +228,7 @@ def kernel_info() -> dict:
 
 
 def _path(opt: torch.optim.Optimizer) -> str:
-    from core.train import optimizer_path
+    from bamsprod.core.train import optimizer_path
 
     return optimizer_path(opt)
 

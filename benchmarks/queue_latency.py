@@ -84,7 +84,7 @@ def bamsprod_up(extra_env: dict[str, str]) -> Iterator[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BAMSPROD_")}
         env.update(BAMSPROD_HOME=str(Path(tmp) / "home"), OMP_NUM_THREADS="1", **extra_env)
         log = open(Path(tmp) / "up.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, "-m", "app", "up", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "bamsprod", "up", "--port", str(port)],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:

@@ -81,12 +81,12 @@ def service(mode: str, workers: int, threads: int) -> Iterator[str]:
         procs: list[subprocess.Popen] = []
         try:
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "app", "serve", "--port", str(port)],
+                [sys.executable, "-m", "bamsprod", "serve", "--port", str(port)],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
             _wait(url, procs, 0, tmp)  # the API migrates the database first
             for i in range(workers):
                 procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "app", "worker", "--name", f"scale{i}@%h",
+                    [sys.executable, "-m", "bamsprod", "worker", "--name", f"scale{i}@%h",
                      "--loglevel", "warning"],
                     cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
             _wait(url, procs, workers, tmp)

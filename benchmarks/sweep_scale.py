@@ -94,8 +94,8 @@ def make_sweep(url: str, n: int) -> int:
     """Turn runs 1..n into one sweep; returns its id."""
     import sqlalchemy as sa
 
-    from app.db import get_engine
-    from app.tables import Run, Sweep, utcnow
+    from bamsprod.app.db import get_engine
+    from bamsprod.app.tables import Run, Sweep, utcnow
 
     with get_engine(url).begin() as conn:
         sweep_id = conn.execute(sa.insert(Sweep.__table__).values(

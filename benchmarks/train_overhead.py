@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from core.data import load_dataset
-from core.nn import build_model
-from core.optim import build
-from core.spec import RunConfig
-from core.train import evaluate, train
+from bamsprod.core.data import load_dataset
+from bamsprod.core.nn import build_model
+from bamsprod.core.optim import build
+from bamsprod.core.spec import RunConfig
+from bamsprod.core.train import evaluate, train
 
 
 def bare_epoch(config: RunConfig) -> float:
@@ -125,10 +125,10 @@ def packing_table(counts: list[int], device: str, subset: int | None) -> list[di
 
 def worker_epoch(config: RunConfig, home: Path) -> float:
     """One epoch through the worker's task body on a SQLite store, including claim and writes."""
-    from app import store
-    from app.db import init_db, session_scope
-    from app.settings import Settings
-    from worker.tasks import execute_run
+    from bamsprod.app import store
+    from bamsprod.app.db import init_db, session_scope
+    from bamsprod.app.settings import Settings
+    from bamsprod.worker.tasks import execute_run
 
     settings = Settings(home=home)
     settings.ensure_dirs()

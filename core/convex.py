@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from core.metrics import sign
-from core.optim import BAMSProd
+from bamsprod.core.metrics import sign
+from bamsprod.core.optim import BAMSProd
 
 __all__ = ["CONVEX_OPTIMIZERS", "ConvexTrace", "run_convex", "convex_figure", "write_convex_html"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from core.spec import DEVICE_TEXT_MAX
+from bamsprod.core.spec import DEVICE_TEXT_MAX
 
 __all__ = ["describe", "pick_device"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from core.spec import DATASETS, MODELS, RunConfig, resolve_model_args
+from bamsprod.core.spec import DATASETS, MODELS, RunConfig, resolve_model_args
 
 __all__ = ["SIZE_ARG", "fitting_size", "param_bytes", "param_count", "too_large"]
 

@@ -33,13 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.data import load_dataset
-from core.data.split import validation_split
-from core.device import describe, pick_device
-from core.metrics import FlipCounter, quantization_error
-from core.nn import binary_weights, build_model
-from core.optim import build as build_optimizer
-from core.spec import RunConfig
+from bamsprod.core.data import load_dataset
+from bamsprod.core.data.split import validation_split
+from bamsprod.core.device import describe, pick_device
+from bamsprod.core.metrics import FlipCounter, quantization_error
+from bamsprod.core.nn import binary_weights, build_model
+from bamsprod.core.optim import build as build_optimizer
+from bamsprod.core.spec import RunConfig
 
 __all__ = ["EpochMetrics", "TrainResult", "train"]
 

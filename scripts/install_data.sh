@@ -10,7 +10,7 @@ if [ "$#" -eq 0 ]; then set -- mnist fashion-mnist; fi
 "$PY" - "$@" <<'PYEOF'
 import sys
 
-from core.data import DatasetError, install
+from bamsprod.core.data import DatasetError, install
 
 for name in sys.argv[1:]:
     try:

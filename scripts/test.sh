@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/services.sh
-.venv/bin/ruff check core app worker tests benchmarks
+.venv/bin/ruff check bamsprod core app worker tests benchmarks
 mkdir -p artifacts
 .venv/bin/pytest "$@"

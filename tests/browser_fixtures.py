@@ -1,7 +1,7 @@
 """Fixtures for browser tests: a real ``bamsprod up`` (API + Celery worker on SQLite) and
 headless Chromium driven by Playwright's sync API.
 
-- ``live_server``: ``python -m app up --port N`` in a temporary ``BAMSPROD_HOME`` (embedded
+- ``live_server``: ``python -m bamsprod up --port N`` in a temporary ``BAMSPROD_HOME`` (embedded
   default: SQLite database, SQLite broker, one real worker), returned once the worker has
   answered /api/health; stopped (SIGTERM, then SIGKILL of its process group) at teardown. Its
   output goes to ``artifacts/browser-server.log``.
@@ -127,7 +127,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     ARTIFACTS.mkdir(exist_ok=True)
     log = (ARTIFACTS / "browser-server.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "up", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "bamsprod", "up", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=log,

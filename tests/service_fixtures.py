@@ -7,7 +7,7 @@ Load with ``pytest_plugins = ["tests.service_fixtures"]`` in ``tests/conftest.py
 - ``pg_url``: a fresh, migrated PostgreSQL database for the test, dropped afterwards.
 - ``service_settings``: ``Settings`` for a fresh home (SQLite or PostgreSQL, Redis broker) with
   ``app.queue`` configured to it, so ``enqueue_run`` in the test process reaches the workers.
-- ``start_worker(settings, name)``: a ``bamsprod worker`` (``celery -A worker.app worker``)
+- ``start_worker(settings, name)``: a ``bamsprod worker`` (``celery -A bamsprod.worker.app worker``)
   subprocess with that configuration in its environment, returned once it has announced
   itself; stopped at teardown. ``node=`` gives the full node name (e.g. a killed worker's, to
   start it again).
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import Settings
+from bamsprod.app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = os.environ.get("BAMSPROD_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -89,7 +89,7 @@ def redis_url() -> Iterator[str]:
 def pg_url() -> Iterator[str]:
     import sqlalchemy as sa
 
-    from app.db import dispose_engine, init_db
+    from bamsprod.app.db import dispose_engine, init_db
 
     name = f"bamsprod_t_{uuid.uuid4().hex[:12]}"
     try:
@@ -147,8 +147,8 @@ def settings_env(s: Settings) -> dict[str, str]:
 def service_settings(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str
                      ) -> Iterator[Settings]:
     """A migrated database (SQLite file or PostgreSQL) and a Redis broker, in ``app.queue``."""
-    from app import queue
-    from app.db import dispose_engine, init_db
+    from bamsprod.app import queue
+    from bamsprod.app.db import dispose_engine, init_db
 
     if request.param == "postgres":
         db_url = request.getfixturevalue("pg_url")
@@ -193,7 +193,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
 
     ``concurrency=None`` leaves ``--concurrency`` out (``settings.worker_concurrency`` or 1);
     ``node`` restarts a killed node under its own name."""
-    from app.queue import workers_seen
+    from bamsprod.app.queue import workers_seen
 
     started: list[WorkerProcess] = []
 
@@ -201,8 +201,9 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
               node: str | None = None) -> WorkerProcess:
         node = node or f"{name}@{uuid.uuid4().hex[:6]}"
         log = tmp_path / f"worker-{name}-{len(started)}.log"
-        # ``bamsprod worker`` execs ``celery -A worker.app worker`` with the queue from settings.
-        argv = [sys.executable, "-m", "app", "worker", "--name", node]
+        # ``bamsprod worker`` execs ``celery -A bamsprod.worker.app worker`` with the queue from
+        # settings.
+        argv = [sys.executable, "-m", "bamsprod", "worker", "--name", node]
         if concurrency is not None:
             argv += ["--concurrency", str(concurrency)]
         with open(log, "wb") as out:
@@ -239,9 +240,9 @@ def start_api(tmp_path: Path) -> Iterator[Callable[[Settings], str]]:
             port = sock.getsockname()[1]
         log = tmp_path / f"api-{port}.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port)],
-                                    cwd=ROOT, env=settings_env(s), stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen([sys.executable, "-m", "bamsprod", "serve",
+                                     "--port", str(port)], cwd=ROOT, env=settings_env(s),
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app import store
-from app.db import session_scope
-from app.main import create_app
+from bamsprod.app import store
+from bamsprod.app.db import session_scope
+from bamsprod.app.main import create_app
 
 BODY = {
     "name": "r",
@@ -415,15 +415,17 @@ def test_the_api_never_imports_torch_or_the_worker(tmp_path) -> None:
         f"""
         import sys
         from fastapi.testclient import TestClient
-        from app.main import create_app
-        from app.settings import Settings
+        from bamsprod.app.main import create_app
+        from bamsprod.app.settings import Settings
         s = Settings(home={str(tmp_path)!r}, broker_url="memory://")
         with TestClient(create_app(s, enqueue=lambda i: None)) as c:
             assert c.post("/api/runs", json={{"epochs": 1}}).status_code == 201
             assert c.get("/api/health").status_code == 200
             assert c.get("/api/compare?runs=1").status_code == 200
-        bad = [m for m in sys.modules if m.split(".")[0] in ("torch", "worker")
-               or m in ("core.train", "core.nn", "core.optim", "core.data")]
+        bad = [m for m in sys.modules if m.split(".")[0] == "torch"
+               or m.startswith("bamsprod.worker")
+               or m in ("bamsprod.core.train", "bamsprod.core.nn", "bamsprod.core.optim",
+                        "bamsprod.core.data")]
         assert not bad, bad
         """
     )
@@ -545,7 +547,7 @@ def test_a_500_run_sweep_is_one_bulk_insert(client: TestClient, db_url: str,
     statement per run); every run queued after the answer, in order."""
     import sqlalchemy as sa
 
-    from app.db import get_engine
+    from bamsprod.app.db import get_engine
 
     statements: list[str] = []
 
@@ -569,7 +571,7 @@ def test_a_500_run_sweep_is_one_bulk_insert(client: TestClient, db_url: str,
 
 
 def test_schema_options_serve_the_metric_declarations_charts(client: TestClient) -> None:
-    from core.metric_schema import chart_specs
+    from bamsprod.core.metric_schema import chart_specs
 
     charts = client.get("/api/schema/options").json()["charts"]
     assert charts == chart_specs()

@@ -384,10 +384,10 @@ def seed_finished_sweep(server: LiveServer, n_runs: int, n_epochs: int) -> int:
     the server's database in two statements (no worker trains them); returns the sweep id."""
     import sqlalchemy as sa
 
-    from app import store
-    from app.db import session_scope
-    from app.tables import EpochMetric, Run, utcnow
-    from core.spec import RunConfig
+    from bamsprod.app import store
+    from bamsprod.app.db import session_scope
+    from bamsprod.app.tables import EpochMetric, Run, utcnow
+    from bamsprod.core.spec import RunConfig
 
     opts = ("adam", "bamsprod", "bop", "sgd")
     configs = [

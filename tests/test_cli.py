@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BAMSPROD = [sys.executable, "-m", "app"]
+BAMSPROD = [sys.executable, "-m", "bamsprod"]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -93,10 +93,10 @@ def test_user_text_is_printed_plainly(start_api, tmp_path: Path) -> None:
     import sqlalchemy as sa
     from service_fixtures import make_settings, settings_env
 
-    from app import store
-    from app.db import get_engine, init_db, session_scope
-    from app.tables import Run
-    from core.spec import RunConfig
+    from bamsprod.app import store
+    from bamsprod.app.db import get_engine, init_db, session_scope
+    from bamsprod.app.tables import Run
+    from bamsprod.core.spec import RunConfig
 
     s = make_settings(tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'cli.db'}",
                       broker_url="memory://")
@@ -130,7 +130,7 @@ def test_user_text_is_printed_plainly(start_api, tmp_path: Path) -> None:
 
 def test_relative_data_dir_means_this_directory_and_batch_size_one_is_refused(
         tmp_path: Path) -> None:
-    from app.commands.run_options import with_run_config
+    from bamsprod.app.commands.run_options import with_run_config
 
     seen: list = []
     command = with_run_config(lambda config: seen.append(config))

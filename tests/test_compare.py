@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from app import compare as cmp
+from bamsprod.app import compare as cmp
 
 
 def run(

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from service_fixtures import service_missing
 
-from app.settings import Settings
+from bamsprod.app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -92,7 +92,7 @@ def test_bamsprod_worker_reads_its_concurrency_from_the_environment(
     service_settings: Settings, start_worker: Any
 ) -> None:
     """What the compose worker runs: ``bamsprod worker`` with BAMSPROD_WORKER_CONCURRENCY=2."""
-    from app.queue import celery_app
+    from bamsprod.app.queue import celery_app
 
     s = service_settings.model_copy(update={"worker_concurrency": 2})
     w = start_worker(s, concurrency=None)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from core.convex import run_convex, write_convex_html
+from bamsprod.core.convex import run_convex, write_convex_html
 
 
 @pytest.fixture(scope="module")

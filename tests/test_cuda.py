@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.optim import AdaBound, BAMSProd, Bop, CaseOptimizer
-from core.spec import RunConfig
-from core.train import train
+from bamsprod.core.optim import AdaBound, BAMSProd, Bop, CaseOptimizer
+from bamsprod.core.spec import RunConfig
+from bamsprod.core.train import train
 
 pytestmark = [
     pytest.mark.cuda,

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-import core.data.checksums as checksums
-import core.data.registry as registry
-from core.data import (
+import bamsprod.core.data.checksums as checksums
+import bamsprod.core.data.registry as registry
+from bamsprod.core.data import (
     ENV_VAR,
     DatasetError,
     cifar,
@@ -32,8 +32,8 @@ from core.data import (
     sources,
     status,
 )
-from core.data.idx import read_idx, write_idx
-from core.spec import DATASETS
+from bamsprod.core.data.idx import read_idx, write_idx
+from bamsprod.core.spec import DATASETS
 
 
 @pytest.fixture(autouse=True)
@@ -389,7 +389,7 @@ def test_crafted_cifar_dir_fails_naming_the_file_and_caches_nothing(tmp_path: Pa
 
 
 def test_array_cache_evicts_least_recently_used_beyond_its_bytes() -> None:
-    from core.data.cache import ArrayCache
+    from bamsprod.core.data.cache import ArrayCache
 
     kb = np.zeros(1024, np.uint8)
     cache = ArrayCache(limit=3 * 1024)

@@ -61,7 +61,7 @@ def algorithm_defaults() -> dict[str, object]:
 
 
 def test_algorithm_page_states_the_optimizers_defaults() -> None:
-    from core.optim import BAMSProd
+    from bamsprod.core.optim import BAMSProd
 
     signature = inspect.signature(BAMSProd.__init__).parameters
     code = {name: p.default for name, p in signature.items() if name not in NOT_HYPERPARAMETERS}

@@ -83,7 +83,7 @@ def start_up(home: Path, port: int, log: Path) -> Server:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BAMSPROD_")}
     env.update(BAMSPROD_HOME=str(home), OMP_NUM_THREADS="1")
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "app", "up", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "bamsprod", "up", "--port", str(port)],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     srv = Server(f"http://127.0.0.1:{port}", proc, home, log, env)
     wait_for(lambda: healthy(srv), 90, "bamsprod up to report a healthy API and a worker")
@@ -113,7 +113,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def cli(srv: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "app", *args, "--url", srv.url], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "bamsprod", *args, "--url", srv.url], cwd=ROOT,
                           env={**srv.env, "COLUMNS": "200"}, capture_output=True, text=True,
                           timeout=120)
 
@@ -184,7 +184,7 @@ def test_client_commands(server: Server) -> None:
     missing = cli(server, "show", "999999")
     assert missing.returncode == 3 and "not found" in missing.stderr
 
-    nobody = subprocess.run([sys.executable, "-m", "app", "runs", "--url",
+    nobody = subprocess.run([sys.executable, "-m", "bamsprod", "runs", "--url",
                              f"http://127.0.0.1:{free_port()}"], cwd=ROOT, env=server.env,
                             capture_output=True, text=True, timeout=60)
     assert nobody.returncode == 2 and "cannot reach" in nobody.stderr
@@ -289,7 +289,7 @@ def test_embedded_broker_deletes_delivered_messages(tmp_path: Path) -> None:
 
     from kombu import Connection
 
-    from app.queue import EMBEDDED_TRANSPORT
+    from bamsprod.app.queue import EMBEDDED_TRANSPORT
 
     db = tmp_path / "broker.db"
     with Connection(f"sqlite:///{db}", transport=EMBEDDED_TRANSPORT) as conn:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app import sweeps
-from app.field_errors import FieldError, InvalidField, field_errors, first_error
-from app.schemas import SweepCreate
-from core.spec import RunConfig
+from bamsprod.app import sweeps
+from bamsprod.app.field_errors import FieldError, InvalidField, field_errors, first_error
+from bamsprod.app.schemas import SweepCreate
+from bamsprod.core.spec import RunConfig
 
 
 def error_of(**fields: object) -> FieldError:
@@ -66,9 +66,9 @@ def test_the_sweep_service_counts_and_names_its_runs() -> None:
 
 
 def test_the_cli_names_the_option_that_sets_the_field() -> None:
-    from app.commands.common import option_for
-    from app.commands.run_options import OPTION_FOR_FIELD
-    from app.commands.tune_cmds import TUNE_OPTIONS
+    from bamsprod.app.commands.common import option_for
+    from bamsprod.app.commands.run_options import OPTION_FOR_FIELD
+    from bamsprod.app.commands.tune_cmds import TUNE_OPTIONS
 
     assert option_for(error_of(hparams={"kappa": -1}), OPTION_FOR_FIELD) == "--hp"
     assert option_for(error_of(model_args={"width": "x"}), OPTION_FOR_FIELD) == "--model-arg"

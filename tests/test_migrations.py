@@ -11,8 +11,15 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from app.db import current_revision, downgrade_db, get_engine, head_revision, init_db, is_sqlite
-from app.tables import metadata
+from bamsprod.app.db import (
+    current_revision,
+    downgrade_db,
+    get_engine,
+    head_revision,
+    init_db,
+    is_sqlite,
+)
+from bamsprod.app.tables import metadata
 
 TABLES = {"run", "epoch_metric", "sweep", "tune_trial", "tune_stage"}
 
@@ -53,7 +60,7 @@ def test_concurrent_start_up_migrates_once(empty_db_url, kind: str) -> None:
     url = empty_db_url(kind)
     code = textwrap.dedent(
         f"""
-        from app.db import init_db
+        from bamsprod.app.db import init_db
         init_db({url!r})
         """
     )
@@ -70,9 +77,9 @@ def test_sqlite_autoincrement_rebuild_keeps_every_row(empty_db_url) -> None:
     links survive, foreign keys are on again afterwards, and a deleted newest id is not reused."""
     from alembic import command
 
-    from app import store
-    from app.db import alembic_config, session_scope
-    from core.spec import RunConfig
+    from bamsprod.app import store
+    from bamsprod.app.db import alembic_config, session_scope
+    from bamsprod.core.spec import RunConfig
 
     url = empty_db_url("sqlite")
     command.upgrade(alembic_config(url), "0001")
@@ -101,9 +108,9 @@ def test_val_metrics_migration_keeps_old_epochs_and_adds_columns(empty_db_url) -
     """0003 adds val_loss/val_acc: an epoch stored before reads back with them NULL."""
     from alembic import command
 
-    from app import store
-    from app.db import alembic_config, session_scope
-    from core.spec import RunConfig
+    from bamsprod.app import store
+    from bamsprod.app.db import alembic_config, session_scope
+    from bamsprod.core.spec import RunConfig
 
     url = empty_db_url("sqlite")
     command.upgrade(alembic_config(url), "0002_autoincrement")

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.model_size import STATE_SLOTS, fitting_size, param_bytes, param_count
-from core.nn import build_model
-from core.optim import build as build_optimizer
-from core.spec import DATASETS, RunConfig
+from bamsprod.core.model_size import STATE_SLOTS, fitting_size, param_bytes, param_count
+from bamsprod.core.nn import build_model
+from bamsprod.core.optim import build as build_optimizer
+from bamsprod.core.spec import DATASETS, RunConfig
 
 SIZES = [
     ("mlp", {"width": 8, "depth": 1}),

@@ -6,8 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from core.nn import BinaryConv2d, BinaryLinear, binary_weights, build_model, is_binary, model_names
-from core.spec import DATASETS, MODELS
+from bamsprod.core.nn import (
+    BinaryConv2d,
+    BinaryLinear,
+    binary_weights,
+    build_model,
+    is_binary,
+    model_names,
+)
+from bamsprod.core.spec import DATASETS, MODELS
 
 SHAPES = sorted({tuple(meta["shape"]) for meta in DATASETS.values()})
 SMALL = {
@@ -124,7 +131,7 @@ def test_binarynet_layout_at_full_width() -> None:
 
 
 def test_mlp_learns_digits() -> None:
-    from core.data import load_dataset
+    from bamsprod.core.data import load_dataset
 
     torch.manual_seed(0)
     data = load_dataset("digits")

@@ -8,7 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.nn import BinaryConv2d, BinaryLinear, SignSTE, binary_weights, is_binary, ste_sign
+from bamsprod.core.nn import (
+    BinaryConv2d,
+    BinaryLinear,
+    SignSTE,
+    binary_weights,
+    is_binary,
+    ste_sign,
+)
 
 
 def ref_sign(x: torch.Tensor) -> torch.Tensor:

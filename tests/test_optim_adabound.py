@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.optim import AdaBound, adabound_bounds
+from bamsprod.core.optim import AdaBound, adabound_bounds
 
 
 def test_bounds_by_hand() -> None:

@@ -11,10 +11,10 @@ import torch
 from optim_helpers import np_quant_error, rel_err
 from torch import nn
 
-import core.optim.bamsprod as bamsprod_module
-from core.metrics import quantization_error
-from core.nn import BinaryLinear, binary_weights
-from core.optim import BAMSProd, bound_schedule, build
+import bamsprod.core.optim.bamsprod as bamsprod_module
+from bamsprod.core.metrics import quantization_error
+from bamsprod.core.nn import BinaryLinear, binary_weights
+from bamsprod.core.optim import BAMSProd, bound_schedule, build
 
 # ---------------------------------------------------------------- helpers
 

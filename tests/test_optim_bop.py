@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from core.nn import BinaryLinear, binary_weights
-from core.optim import Bop, CaseOptimizer, build
+from bamsprod.core.nn import BinaryLinear, binary_weights
+from bamsprod.core.optim import Bop, CaseOptimizer, build
 
 
 def test_construction_binarizes_with_sign_zero_plus_one() -> None:

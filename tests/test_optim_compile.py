@@ -19,8 +19,8 @@ import torch
 from optim_helpers import rel_err
 from torch import nn
 
-from core.nn import BinaryLinear
-from core.optim import AdaBound, BAMSProd, Bop, CaseOptimizer, build
+from bamsprod.core.nn import BinaryLinear
+from bamsprod.core.optim import AdaBound, BAMSProd, Bop, CaseOptimizer, build
 
 pytestmark = pytest.mark.slow
 
@@ -113,8 +113,8 @@ def test_step_is_a_tensor_in_every_optimizer() -> None:
 def test_a_compiled_path_that_cannot_compile_warns_once_and_steps_on_foreach(monkeypatch) -> None:
     """Where Inductor fails (no working Triton, say), the step still happens, on the foreach
     path with its device-held step counts (capturable: never read on the host)."""
-    import core.optim._paths as paths
-    from core.optim.bamsprod import _step
+    import bamsprod.core.optim._paths as paths
+    from bamsprod.core.optim.bamsprod import _step
 
     def broken(fn):  # torch.compile failing on first call, as a backend error would
         def call(*args, **kwargs):

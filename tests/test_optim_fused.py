@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from optim_helpers import np_quant_error, rel_err
 from torch import nn
 
-import core.optim._fused as fused_module
-import core.optim.bamsprod as bamsprod_module
-from core.metrics import quantization_error
-from core.optim import BAMSProd, build
+import bamsprod.core.optim._fused as fused_module
+import bamsprod.core.optim.bamsprod as bamsprod_module
+from bamsprod.core.metrics import quantization_error
+from bamsprod.core.optim import BAMSProd, build
 
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
@@ -201,7 +201,7 @@ def test_fused_step_bumps_version_counters(fused_ops) -> None:
 
 def test_fused_state_dict_round_trip_and_build(fused_ops) -> None:
     torch.manual_seed(0)
-    from core.nn import BinaryLinear
+    from bamsprod.core.nn import BinaryLinear
 
     model = nn.Sequential(nn.Linear(8, 16), BinaryLinear(16, 16), nn.Linear(16, 4))
     x, y = torch.randn(32, 8), torch.randint(0, 4, (32,))

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from core.nn import BinaryLinear, binary_weights
-from core.optim import (
+from bamsprod.core.nn import BinaryLinear, binary_weights
+from bamsprod.core.optim import (
     OPTIMIZER_NAMES,
     AdaBound,
     BAMSProd,
@@ -19,7 +19,7 @@ from core.optim import (
     build,
     clip_latent_weights,
 )
-from core.spec import DEFAULT_LR, OPTIMIZERS, HParam
+from bamsprod.core.spec import DEFAULT_LR, OPTIMIZERS, HParam
 
 
 def make_model(seed: int = 0) -> nn.Module:

@@ -15,8 +15,8 @@ import torch
 from optim_helpers import rel_err
 from torch import nn
 
-from core.nn import BinaryLinear, binary_weights
-from core.optim import build
+from bamsprod.core.nn import BinaryLinear, binary_weights
+from bamsprod.core.optim import build
 
 NAMES = ("bamsprod", "adabound", "amsbound", "bop")
 PATHS = {"reference": {"foreach": False}, "foreach": {"fused": False}, "default": {}}

@@ -4,8 +4,9 @@ The wheel is built from a copy of the checkout's files (tracked, or untracked an
 so the build leaves nothing in the working tree. The dashboard is then served from a
 ``pip install --no-deps --target`` of that wheel, run with ``python -S`` and the scratch directory
 first on the path, from a working directory outside the repository: only the installed copy of
-``app`` can answer. An editable install of the same copy must keep reading ``frontend/``, and
-a wheel built through the sdist (as ``python -m build`` does) must hold the dashboard too.
+``bamsprod`` can answer, and no other top-level name may exist. An editable install of the same
+copy must keep reading ``frontend/``, and a wheel built through the sdist (as ``python -m build``
+does) must hold the dashboard too.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from browser_fixtures import free_port
 from service_fixtures import ROOT, stop_process_group, wait_for
 
 PACKAGE_ROOTS = ("app", "core", "worker")
+# Where each top-level source folder lives inside the one import package.
+MAPPED = {"bamsprod": "bamsprod", "app": "bamsprod.app", "core": "bamsprod.core",
+          "worker": "bamsprod.worker", "frontend": "bamsprod.app.frontend"}
 
 
 def pyproject() -> dict:
@@ -36,14 +40,20 @@ def pyproject() -> dict:
 
 def frontend_files() -> set[str]:
     """Every file of the dashboard, as the wheel must name it."""
-    return {"app/" + p.relative_to(ROOT).as_posix()
+    return {"bamsprod/app/" + p.relative_to(ROOT).as_posix()
             for p in (ROOT / "frontend").rglob("*") if p.is_file()}
 
 
+def in_wheel(path: str) -> str:
+    """A source file's name in the wheel (``core/x.py`` is ``bamsprod/core/x.py``)."""
+    top, _, rest = path.partition("/")
+    return "/".join([*MAPPED[top].split("."), rest])
+
+
 def package_name(folder: Path) -> str:
-    """The package a source folder ships as (``frontend/x`` is ``app.frontend.x``)."""
-    parts = folder.relative_to(ROOT).parts
-    return ".".join(("app", *parts) if parts[0] == "frontend" else parts)
+    """The package a source folder ships as (``frontend/x`` is ``bamsprod.app.frontend.x``)."""
+    top, *rest = folder.relative_to(ROOT).parts
+    return ".".join((MAPPED[top], *rest))
 
 
 def test_every_source_folder_is_a_listed_package() -> None:
@@ -51,7 +61,7 @@ def test_every_source_folder_is_a_listed_package() -> None:
     listed = set(pyproject()["tool"]["setuptools"]["packages"])
     folders = {
         package_name(d)
-        for top in (*PACKAGE_ROOTS, "frontend")
+        for top in MAPPED
         for d in [ROOT / top, *(ROOT / top).rglob("*")]
         if d.is_dir() and d.name != "__pycache__"
         and any(f.is_file() and f.suffix != ".pyc" for f in d.iterdir())
@@ -60,7 +70,8 @@ def test_every_source_folder_is_a_listed_package() -> None:
     assert not missing, f"add {missing} to [tool.setuptools] packages in pyproject.toml"
     mapped = pyproject()["tool"]["setuptools"]["package-dir"]
     for name in listed:
-        prefix = next((k for k in mapped if name == k or name.startswith(k + ".")), None)
+        prefix = max((k for k in mapped if name == k or name.startswith(k + ".")), key=len,
+                     default=None)
         folder = Path(*name.split(".")) if prefix is None else Path(
             mapped[prefix], *name.removeprefix(prefix).split(".")[1:])
         assert (ROOT / folder).is_dir(), f"package {name} has no folder {folder}"
@@ -120,14 +131,15 @@ def test_wheel_holds_the_dashboard_and_migrations(wheel_build: tuple[Path, str])
         names = set(z.namelist())
         metadata = next(z.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
     frontend = frontend_files()
-    assert {"app/frontend/templates/new_run.html", "app/frontend/static/new_run.js",
-            "app/frontend/static/app.css"} <= frontend
+    assert {"bamsprod/app/frontend/templates/new_run.html",
+            "bamsprod/app/frontend/static/new_run.js",
+            "bamsprod/app/frontend/static/app.css"} <= frontend
     assert sorted(frontend - names) == []
     for path in (ROOT / "app" / "migrations").rglob("*"):
         if path.is_file() and "__pycache__" not in path.parts:
-            assert path.relative_to(ROOT).as_posix() in names
-    assert "app/alembic.ini" in names
-    assert "core/optim/csrc/bamsprod_fused.cpp" in names
+            assert in_wheel(path.relative_to(ROOT).as_posix()) in names
+    assert "bamsprod/app/alembic.ini" in names
+    assert "bamsprod/core/optim/csrc/bamsprod_fused.cpp" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert "License-Expression: MIT" in metadata
 
@@ -170,12 +182,14 @@ def installed_env(target: Path, home: Path) -> dict[str, str]:
     return env
 
 
-PROBE = ("import app, app.main, app.pages, app.db; "
+PROBE = ("import bamsprod.app.main, bamsprod.app.pages, bamsprod.app.db; "
+         "from bamsprod import app; "
          "print(app.__file__); print(app.pages.FRONTEND); print(app.db.MIGRATIONS_DIR)")
 
 
 def probe(target: Path, cwd: Path, prelude: str = "") -> list[Path]:
-    """Where ``app``, its frontend and its migrations come from, in a ``python -S`` child."""
+    """Where ``bamsprod.app``, its frontend and its migrations come from, in a ``python -S``
+    child."""
     done = subprocess.run([sys.executable, "-S", "-c", prelude + PROBE], cwd=cwd, timeout=120,
                           env=installed_env(target, cwd / "home"), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -184,9 +198,57 @@ def probe(target: Path, cwd: Path, prelude: str = "") -> list[Path]:
 
 @pytest.mark.slow
 def test_installed_app_reads_its_own_frontend(installed: Path, tmp_path: Path) -> None:
-    assert probe(installed, tmp_path) == [installed / "app" / "__init__.py",
-                                          installed / "app" / "frontend",
-                                          installed / "app" / "migrations"]
+    app = installed / "bamsprod" / "app"
+    assert probe(installed, tmp_path) == [app / "__init__.py", app / "frontend",
+                                          app / "migrations"]
+
+
+def test_wheel_has_one_top_level_package(wheel_build: tuple[Path, str]) -> None:
+    """Only ``bamsprod`` (and its dist-info) lands in site-packages: no ``app``, ``core`` or
+    ``worker`` to clobber another distribution's packages, or be clobbered by them."""
+    wheel, _ = wheel_build
+    with zipfile.ZipFile(wheel) as z:
+        tops = {name.split("/")[0] for name in z.namelist()}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"bamsprod"}, tops
+
+
+def test_torch_is_a_range_not_a_pin(wheel_build: tuple[Path, str]) -> None:
+    """The wheel admits the torch builds it is tested on (2.11 on the GPU image, 2.13 here,
+    2.14), so ``pip install`` keeps a CUDA build already installed; only the setup path pins."""
+    from packaging.requirements import Requirement
+
+    wheel, _ = wheel_build
+    with zipfile.ZipFile(wheel) as z:
+        metadata = next(z.read(n).decode() for n in z.namelist()
+                        if n.endswith(".dist-info/METADATA"))
+    (torch,) = [Requirement(line.split(":", 1)[1].strip()) for line in metadata.splitlines()
+                if line.startswith("Requires-Dist: torch")]
+    for version in ("2.11.0", "2.11.0+cu126", "2.13.0", "2.13.0+cpu", "2.14.1"):
+        assert torch.specifier.contains(version, prereleases=False), (torch, version)
+    assert not torch.specifier.contains("2.10.0")
+    assert "torch==2.13.0" in (ROOT / "scripts" / "setup.sh").read_text()
+
+
+@pytest.mark.slow
+def test_installed_wheel_has_no_top_level_app(installed: Path, tmp_path: Path) -> None:
+    """Installed, ``import app`` (or ``core``, ``worker``) fails, and every module of the
+    package imports: none of them reaches for a top-level name that only a checkout has."""
+    code = ("import importlib, pkgutil, sys, bamsprod\n"
+            "for name in ('app', 'core', 'worker'):\n"
+            "    try:\n"
+            "        importlib.import_module(name)\n"
+            "    except ModuleNotFoundError:\n"
+            "        continue\n"
+            "    sys.exit(f'top-level {name} importable')\n"
+            "for m in pkgutil.walk_packages(bamsprod.__path__, 'bamsprod.'):\n"
+            "    if '.migrations' not in m.name and m.name != 'bamsprod.__main__':\n"
+            "        importlib.import_module(m.name)\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('app', 'core', 'worker'))\n"
+            "sys.exit(f'imported {bad}' if bad else 0)\n")
+    done = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, timeout=300,
+                          env=installed_env(installed, tmp_path / "home"), capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.mark.slow
@@ -207,13 +269,13 @@ def test_editable_install_reads_the_top_level_frontend(
 
 @pytest.fixture(scope="module")
 def installed_server(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``uvicorn app.main:create_app`` from the installed copy, on a fresh embedded home."""
+    """``uvicorn bamsprod.app.main:create_app`` from the installed copy, on a fresh home."""
     tmp_path = tmp_path_factory.mktemp("served")
     port = free_port()
     log = tmp_path / "uvicorn.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-S", "-m", "uvicorn", "app.main:create_app", "--factory",
+            [sys.executable, "-S", "-m", "uvicorn", "bamsprod.app.main:create_app", "--factory",
              "--host", "127.0.0.1", "--port", str(port)],
             cwd=tmp_path, env=installed_env(installed, tmp_path / "home"),
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -13,12 +13,12 @@ import sqlalchemy as sa
 from service_fixtures import wait_for
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from app import queue, store
-from app.db import session_scope
-from app.settings import Settings
-from core.spec import TERMINAL_STATES, RunConfig
-from worker.reconciler import reconcile_once
-from worker.tasks import execute_run, with_db_retry
+from bamsprod.app import queue, store
+from bamsprod.app.db import session_scope
+from bamsprod.app.settings import Settings
+from bamsprod.core.spec import TERMINAL_STATES, RunConfig
+from bamsprod.worker.reconciler import reconcile_once
+from bamsprod.worker.tasks import execute_run, with_db_retry
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
@@ -58,7 +58,7 @@ def wait_state(s: Settings, run_id: int, states: tuple[str, ...], timeout: float
 def test_submitted_run_completes_on_worker(service_settings: Settings, start_worker) -> None:
     from fastapi.testclient import TestClient
 
-    from app.main import create_app
+    from bamsprod.app.main import create_app
 
     s = service_settings
     w = start_worker(s, "w1")
@@ -181,7 +181,7 @@ def test_task_for_a_running_run_does_not_train_it(service_settings: Settings) ->
 
 @pytest.mark.parametrize("service_settings", ["sqlite"], indirect=True)
 def test_stale_running_run_is_reclaimed_and_resumed(service_settings: Settings) -> None:
-    from core.train import train
+    from bamsprod.core.train import train
 
     s = service_settings.model_copy(update={"stale_running_seconds": 2.0})
     run_id = submit(s, tiny(epochs=3), enqueue=False)
@@ -368,11 +368,11 @@ def test_cancel_during_data_loading_skips_building_the_model(service_settings: S
                                                               monkeypatch: pytest.MonkeyPatch
                                                               ) -> None:
     """Cancelled while its data set loads: the worker ends the run before the model is built."""
-    import core.train
+    import bamsprod.core.train as core_train
 
     s = service_settings
     run_id = submit(s, tiny(epochs=3), enqueue=False)
-    real_load, built = core.train.load_dataset, []
+    real_load, built = core_train.load_dataset, []
 
     def load_then_cancel(*args, **kwargs):  # type: ignore[no-untyped-def]
         data = real_load(*args, **kwargs)
@@ -380,8 +380,8 @@ def test_cancel_during_data_loading_skips_building_the_model(service_settings: S
             store.request_cancel(session, run_id, stale_before=s.stale_before())
         return data
 
-    monkeypatch.setattr(core.train, "load_dataset", load_then_cancel)
-    monkeypatch.setattr(core.train, "build_model", lambda *a, **k: built.append(a))
+    monkeypatch.setattr(core_train, "load_dataset", load_then_cancel)
+    monkeypatch.setattr(core_train, "build_model", lambda *a, **k: built.append(a))
     assert execute_run(run_id, hostname="me@host", settings=s) == "cancelled"
     run = run_row(s, run_id)
     assert run.state == "cancelled" and run.epochs_done == 0 and built == []

@@ -30,12 +30,12 @@ import sqlalchemy as sa
 from service_fixtures import PG_ADMIN_URL, wait_for
 from sqlalchemy.engine import make_url
 
-from app import queue, store
-from app.db import get_engine, session_scope
-from app.settings import Settings
-from core.spec import TERMINAL_STATES, RunConfig
-from worker.reconciler import NEVER
-from worker.tasks import with_db_retry
+from bamsprod.app import queue, store
+from bamsprod.app.db import get_engine, session_scope
+from bamsprod.app.settings import Settings
+from bamsprod.core.spec import TERMINAL_STATES, RunConfig
+from bamsprod.worker.reconciler import NEVER
+from bamsprod.worker.tasks import with_db_retry
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
@@ -167,7 +167,7 @@ def test_cancel_and_delete_of_a_stale_run_work_at_once(client, db_url: str,
 
 
 def test_a_starting_worker_takes_back_its_own_node_runs(db_url: str) -> None:
-    from worker.reconciler import Reconciler
+    from bamsprod.worker.reconciler import Reconciler
 
     with session_scope(db_url) as session:
         mine, other = (int(store.create_run(session, tiny()).id) for _ in range(2))
@@ -206,7 +206,7 @@ def test_broker_flushed_with_runs_queued_all_complete(service_settings: Settings
     import redis
     from fastapi.testclient import TestClient
 
-    from app.main import create_app
+    from bamsprod.app.main import create_app
 
     s = service_settings.model_copy(update={"reconcile_seconds": 1.0})
     with TestClient(create_app(s)) as client:  # the real app and its real enqueue
@@ -342,7 +342,7 @@ def test_epoch_write_is_all_or_nothing_when_the_connection_drops(service_setting
                                                                  ) -> None:
     """The connection dies after the epoch row is inserted and before the summary is updated:
     neither is kept; the retry writes both."""
-    from worker.tasks import db_call
+    from bamsprod.worker.tasks import db_call
 
     s = service_settings
     run_id = submit(s, tiny(epochs=3), enqueue=False)
@@ -386,7 +386,7 @@ def test_epoch_write_is_all_or_nothing_when_the_connection_drops(service_setting
 
 
 def _corrupt_cifar(d: Path) -> Path:
-    from core.data.cifar import TEST_BATCH, TRAIN_BATCHES
+    from bamsprod.core.data.cifar import TEST_BATCH, TRAIN_BATCHES
 
     d.mkdir()
     for name in (*TRAIN_BATCHES, TEST_BATCH):
@@ -395,7 +395,7 @@ def _corrupt_cifar(d: Path) -> Path:
 
 
 def _corrupt_mnist(d: Path) -> Path:
-    from core.data.sources import IDX_SOURCES
+    from bamsprod.core.data.sources import IDX_SOURCES
 
     d.mkdir()
     for f in IDX_SOURCES["mnist"].files:

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from app import compare as cmp
-from app import reproduce_cost as rc
-from app import reproduce_md as rmd
-from app import reproduce_plan as rp
-from app import reproduce_stats as rs
-from app.reproduce_html import html_report
-from core.spec import DEFAULT_LR
+from bamsprod.app import compare as cmp
+from bamsprod.app import reproduce_cost as rc
+from bamsprod.app import reproduce_md as rmd
+from bamsprod.app import reproduce_plan as rp
+from bamsprod.app import reproduce_stats as rs
+from bamsprod.app.reproduce_html import html_report
+from bamsprod.core.spec import DEFAULT_LR
 
 ROOT = Path(__file__).resolve().parents[1]
 T975 = {1: 12.706204736, 2: 4.302652730, 4: 2.776445105, 9: 2.262157163}  # Student-t tables
@@ -294,7 +294,7 @@ def test_sweep_bodies_pass_the_api_with_the_planned_counts(client):
 
 def test_dry_run_prints_the_plan_and_its_cost():
     env = {**os.environ, "COLUMNS": "200"}
-    run = [sys.executable, "-m", "app", "reproduce", "--dry-run"]
+    run = [sys.executable, "-m", "bamsprod", "reproduce", "--dry-run"]
     paper = subprocess.run([*run, "--plan", "paper"], capture_output=True, text=True, env=env,
                            cwd=ROOT, timeout=120)
     assert paper.returncode == 0, paper.stderr
@@ -337,7 +337,7 @@ def test_html_report_inlines_plotly_and_draws_the_map():
 def test_rerender_from_json(tmp_path):
     import typer
 
-    from app.commands.reproduce_cmds import rerender
+    from bamsprod.app.commands.reproduce_cmds import rerender
 
     saved = tmp_path / "in.json"
     saved.write_text(json.dumps(hand_made_report()))
@@ -361,13 +361,13 @@ def _section(md: str, title: str) -> str:
 def test_reproduce_quick_end_to_end(tmp_path):
     from fastapi.testclient import TestClient
 
-    from app.main import create_app
-    from app.settings import Settings
+    from bamsprod.app.main import create_app
+    from bamsprod.app.settings import Settings
 
     out = tmp_path / "repro"
     env = {k: v for k, v in os.environ.items() if not k.startswith("BAMSPROD_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "app", "reproduce", "--plan", "quick", "--out", str(out),
+        [sys.executable, "-m", "bamsprod", "reproduce", "--plan", "quick", "--out", str(out),
          "--poll", "0.5"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=540,
     )

@@ -39,10 +39,10 @@ from service_fixtures import (
     wait_for,
 )
 
-from app import csrf, security, store
-from app.db import dispose_engine, init_db, session_scope
-from app.settings import Settings
-from core.spec import RunConfig
+from bamsprod.app import csrf, security, store
+from bamsprod.app.db import dispose_engine, init_db, session_scope
+from bamsprod.app.settings import Settings
+from bamsprod.core.spec import RunConfig
 
 API = "write-token-7f3a"
 READ = "read-token-42"
@@ -68,7 +68,7 @@ def _runs(session: Any) -> dict[str, int]:
 def make_client(api_settings: Settings, enqueued: list[int]
                 ) -> Iterator[Callable[..., tuple[TestClient, dict[str, int]]]]:
     """``make_client(api_token=..., read_token=...)``: the app with those tokens, seeded."""
-    from app.main import create_app
+    from bamsprod.app.main import create_app
 
     clients: list[TestClient] = []
 
@@ -371,7 +371,7 @@ def test_security_headers_on_every_response(make_client) -> None:
 
 
 def test_html_escapes_user_text(make_client) -> None:
-    from app.pages import templates
+    from bamsprod.app.pages import templates
 
     client, ids = make_client()
     for path in ("/", f"/runs/{ids['done']}", f"/compare?runs={ids['done']}", "/runs/new"):
@@ -409,7 +409,7 @@ def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     log = open(home / "serve.log", "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "bamsprod", "serve", "--port", str(port)],
                             cwd=ROOT, env=settings_env(s), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -432,7 +432,7 @@ def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def bamsprod(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("BAMSPROD_")}
-    return subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, text=True,
+    return subprocess.run([sys.executable, "-m", "bamsprod", *args], cwd=ROOT, text=True,
                           capture_output=True, timeout=120,
                           env={**base, "COLUMNS": "200", **(env or {})})
 

@@ -15,9 +15,9 @@ from service_fixtures import stop_process_group
 from test_embedded import children_of
 from test_sse import SSEClient, free_port
 
-from app import store
-from app.db import session_scope
-from core.spec import RunConfig
+from bamsprod.app import store
+from bamsprod.app.db import session_scope
+from bamsprod.core.spec import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow]
@@ -47,7 +47,7 @@ def test_two_api_processes_each_stream_epochs(db_url: str, tmp_path: Path) -> No
                PYTHONPATH=str(ROOT))
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--workers", "2", "--port", str(port)],
+        [sys.executable, "-m", "bamsprod", "serve", "--workers", "2", "--port", str(port)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

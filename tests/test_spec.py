@@ -8,7 +8,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from core.spec import DATASETS, MODELS, OPTIMIZERS, RunConfig
+from bamsprod.core.spec import DATASETS, MODELS, OPTIMIZERS, RunConfig
 
 
 def test_defaults_are_filled_so_stored_json_says_what_ran():
@@ -55,12 +55,12 @@ def test_spec_imports_no_torch():
 
 
 def test_registries_agree_with_the_trainer():
-    from core.nn import build_model, model_names
-    from core.optim import OPTIMIZER_NAMES, build
+    from bamsprod.core.nn import build_model, model_names
+    from bamsprod.core.optim import OPTIMIZER_NAMES, build
 
     assert set(OPTIMIZER_NAMES) == set(OPTIMIZERS)
     assert set(model_names()) == set(MODELS)
-    from core.data import dataset_names
+    from bamsprod.core.data import dataset_names
 
     assert set(dataset_names()) == set(DATASETS)
     for name, table in OPTIMIZERS.items():
@@ -75,11 +75,11 @@ def test_every_metric_store_follows_the_one_declaration() -> None:
     the API schema and the compare series hold exactly its names (plus their own keys)."""
     from dataclasses import fields
 
-    from app.compare import SERIES_METRICS
-    from app.schemas import EpochMetricPublic
-    from app.tables import EpochMetric
-    from core.metric_schema import METRIC_NAMES, chart_specs
-    from core.train import EpochMetrics
+    from bamsprod.app.compare import SERIES_METRICS
+    from bamsprod.app.schemas import EpochMetricPublic
+    from bamsprod.app.tables import EpochMetric
+    from bamsprod.core.metric_schema import METRIC_NAMES, chart_specs
+    from bamsprod.core.train import EpochMetrics
 
     own = {"epoch", "quant_error_layers"}
     assert {f.name for f in fields(EpochMetrics)} - own == set(METRIC_NAMES)

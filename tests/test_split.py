@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from core.data.split import validation_split
-from core.spec import RunConfig
-from core.train import train
+from bamsprod.core.data.split import validation_split
+from bamsprod.core.spec import RunConfig
+from bamsprod.core.train import train
 
 
 def test_split_is_disjoint_deterministic_and_covers_the_train_set() -> None:

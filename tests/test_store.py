@@ -11,10 +11,10 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import store
-from app.db import get_engine, new_session, session_scope
-from app.tables import EpochMetric, Run
-from core.spec import RunConfig
+from bamsprod.app import store
+from bamsprod.app.db import get_engine, new_session, session_scope
+from bamsprod.app.tables import EpochMetric, Run
+from bamsprod.core.spec import RunConfig
 
 
 def cfg(**kw) -> RunConfig:

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from core.spec import RunConfig
-from core.train import EpochMetrics, train
+from bamsprod.core.spec import RunConfig
+from bamsprod.core.train import EpochMetrics, train
 
 
 def _cfg(**kw) -> RunConfig:
@@ -142,7 +142,7 @@ def test_compiled_train_step_trains_resumes_and_says_so(tmp_path):
 def test_one_function_picks_the_device_and_names_what_trained() -> None:
     import torch
 
-    from core.device import describe, pick_device
+    from bamsprod.core.device import describe, pick_device
 
     assert pick_device("cpu").type == "cpu" and pick_device(None) == pick_device("auto")
     assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -155,8 +155,8 @@ def test_one_function_picks_the_device_and_names_what_trained() -> None:
 def test_a_gpu_runs_device_text_names_the_card_and_fits_its_column() -> None:
     from unittest import mock
 
-    from core.device import describe
-    from core.spec import DEVICE_TEXT_MAX
+    from bamsprod.core.device import describe
+    from bamsprod.core.spec import DEVICE_TEXT_MAX
 
     assert describe("cpu", "fused") == "cpu · fused"
     assert describe("cpu", "") is None

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app import store, studies, tuning
-from app.db import session_scope
-from app.settings import Settings
-from app.tables import TuneStage
-from worker.tasks import db_call, execute_run
-from worker.tuned import after_run
+from bamsprod.app import store, studies, tuning
+from bamsprod.app.db import session_scope
+from bamsprod.app.settings import Settings
+from bamsprod.app.tables import TuneStage
+from bamsprod.worker.tasks import db_call, execute_run
+from bamsprod.worker.tuned import after_run
 
 BASE = {"model": "mlp", "dataset": "digits", "model_args": {"width": 32}, "batch_size": 128,
         "epochs": 3, "val_split": 0.2, "seed": 7}
@@ -222,7 +222,7 @@ def test_concurrent_stage1_endings_create_stage2_once(client, api_settings) -> N
 def test_worker_prunes_the_loser_then_queues_stage2(service_settings: Settings) -> None:
     """The worker reports val_acc to Optuna; the trial behind at the first rung is pruned
     (state ``pruned``, stopped after epoch 1 of 3) and stage 2 takes the other rate."""
-    from app.main import create_app
+    from bamsprod.app.main import create_app
 
     s = service_settings
     body = tune_body(optimizers=["adam"], lr_min=1e-6, lr_max=1e-2, n_lr=2, stage1_epochs=3)
@@ -251,8 +251,8 @@ def test_worker_prunes_the_loser_then_queues_stage2(service_settings: Settings) 
 def test_reconciler_creates_stage2_when_the_last_trial_was_cancelled_queued(
         service_settings: Settings) -> None:
     """No worker ends a run cancelled while queued: the reconciler's pass starts stage 2."""
-    from app.main import create_app
-    from worker.reconciler import reconcile_once
+    from bamsprod.app.main import create_app
+    from bamsprod.worker.reconciler import reconcile_once
 
     s = service_settings
     body = tune_body(optimizers=["adam"], n_lr=2)
@@ -282,14 +282,14 @@ def test_cli_tune_submits_stage1_and_names_the_bad_option(start_api, tmp_path) -
 
     from service_fixtures import make_settings, settings_env
 
-    from app.db import init_db
+    from bamsprod.app.db import init_db
 
     s = make_settings(tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'cli.db'}",
                       broker_url="memory://")
     init_db(s.database_url)
     url = start_api(s)
     env = {**settings_env(s), "COLUMNS": "200"}
-    cmd = [sys.executable, "-m", "app", "tune", "--url", url, "--dataset", "digits",
+    cmd = [sys.executable, "-m", "bamsprod", "tune", "--url", url, "--dataset", "digits",
            "--epochs", "3", "--opt", "adam", "--opt", "bamsprod", "--lr-min", "0.001",
            "--lr-max", "0.1", "--n-lr", "3", "--search", "kappa=0.5,2", "--stage1-epochs", "1",
            "--seeds", "2"]
@@ -346,7 +346,7 @@ def test_two_celery_workers_run_both_stages(service_settings: Settings, start_wo
     whichever ends the last trial queues stage 2, and stage 2 trains too."""
     from service_fixtures import wait_for
 
-    from app.main import create_app
+    from bamsprod.app.main import create_app
 
     s = service_settings
     workers = [start_worker(s, "w1"), start_worker(s, "w2")]

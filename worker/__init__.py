@@ -1,4 +1,5 @@
-"""Celery worker: ``worker.tasks`` trains runs, ``worker.reconciler`` re-queues lost ones.
+"""Celery worker: ``bamsprod.worker.tasks`` trains runs, ``bamsprod.worker.reconciler``
+re-queues lost ones.
 
-Start one with ``bamsprod worker`` or ``celery -A worker.app worker -Q bamsprod``.
+Start one with ``bamsprod worker`` or ``celery -A bamsprod.worker.app worker -Q bamsprod``.
 """

@@ -30,11 +30,11 @@ from datetime import UTC, datetime, timedelta
 
 from celery import signals
 
-from app import store
-from app.queue import PRESENCE_SECONDS, announce_worker, enqueue_run, queue_depth
-from app.settings import Settings, get_settings
-from worker import tuned
-from worker.tasks import db_call
+from bamsprod.app import store
+from bamsprod.app.queue import PRESENCE_SECONDS, announce_worker, enqueue_run, queue_depth
+from bamsprod.app.settings import Settings, get_settings
+from bamsprod.worker import tuned
+from bamsprod.worker.tasks import db_call
 
 log = logging.getLogger(__name__)
 NEVER = datetime(1970, 1, 1, tzinfo=UTC)  # as queued_before: leaves out every queued run

@@ -40,14 +40,14 @@ from celery.concurrency.solo import TaskPool as SoloPool
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from app import store
-from app.db import init_db, session_scope
-from app.queue import TASK_NAME, celery_app, enqueue_run
-from app.settings import Settings, get_settings
-from app.tables import Run
-from core.model_size import too_large
-from core.spec import TERMINAL_STATES, RunConfig
-from worker import tuned
+from bamsprod.app import store
+from bamsprod.app.db import init_db, session_scope
+from bamsprod.app.queue import TASK_NAME, celery_app, enqueue_run
+from bamsprod.app.settings import Settings, get_settings
+from bamsprod.app.tables import Run
+from bamsprod.core.model_size import too_large
+from bamsprod.core.spec import TERMINAL_STATES, RunConfig
+from bamsprod.worker import tuned
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,7 +71,7 @@ def _preload_trainer() -> None:
     # torch takes seconds to import: pay that at start-up, not when the first run arrives.
     import torch
 
-    import core.train  # noqa: F401
+    import bamsprod.core.train  # noqa: F401
 
     settings = get_settings()
     if settings.torch_threads is not None:
@@ -208,7 +208,7 @@ def execute_run(run_id: int, *, hostname: str | None = None,
     if run.state in TERMINAL_STATES:
         log.info("run %s already %s; skipping this delivery", run_id, run.state)
         return "skipped"
-    from core.device import pick_device  # torch loads with the first run, not at import
+    from bamsprod.core.device import pick_device  # torch loads with the first run, not at import
 
     config: RunConfig | None = None
     device, error = "cpu", None
@@ -251,8 +251,8 @@ def _after_run(s: Settings, run_id: int, outcome: str) -> None:
 
 def _train_claimed(s: Settings, run_id: int, host: str, config: RunConfig, device: str,
                    ckpt: Path) -> str:
-    from core.data import DatasetError, set_cache_limit
-    from core.train import train
+    from bamsprod.core.data import DatasetError, set_cache_limit
+    from bamsprod.core.train import train
 
     set_cache_limit(s.data_cache_bytes)
     heartbeat = _Heartbeat(s, run_id, host, heartbeat_interval(s))

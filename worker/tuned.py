@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from app import studies, tuning
-from app.queue import enqueue_run
-from app.settings import Settings
+from bamsprod.app import studies, tuning
+from bamsprod.app.queue import enqueue_run
+from bamsprod.app.settings import Settings
 
 log = logging.getLogger(__name__)
 

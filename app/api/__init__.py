@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api import compare, convex, events, health, metrics, runs, schema, sweeps
+from bamsprod.app.api import compare, convex, events, health, metrics, runs, schema, sweeps
 
 api_router = APIRouter(prefix="/api")
 for _module in (runs, metrics, events, sweeps, compare, health, schema, convex):

@@ -15,9 +15,9 @@ from typing import Annotated, Literal
 import pydantic_core
 from fastapi import APIRouter, Query, Request, Response
 
-from app import compare as cmp
-from app import store
-from app.api.deps import (
+from bamsprod.app import compare as cmp
+from bamsprod.app import store
+from bamsprod.app.api.deps import (
     AUTH_ERRORS,
     MAX_ID,
     READ,
@@ -27,12 +27,12 @@ from app.api.deps import (
     unprocessable,
     wants_csv,
 )
-from app.api.etag import ResponseCache, etag, if_none_match
-from app.api.metrics import to_csv
-from app.compare import load
-from app.schemas import CompareResult, ErrorDetail
-from core.metric_schema import TARGET_METRICS
-from core.spec import MODELS, OPTIMIZERS, RunConfig
+from bamsprod.app.api.etag import ResponseCache, etag, if_none_match
+from bamsprod.app.api.metrics import to_csv
+from bamsprod.app.compare import load
+from bamsprod.app.schemas import CompareResult, ErrorDetail
+from bamsprod.core.metric_schema import TARGET_METRICS
+from bamsprod.core.spec import MODELS, OPTIMIZERS, RunConfig
 
 router = APIRouter(tags=["compare"], dependencies=READ, responses=AUTH_ERRORS)
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import AUTH_ERRORS, READ
+from bamsprod.app.api.deps import AUTH_ERRORS, READ
 
 router = APIRouter(tags=["dashboard"], dependencies=READ, responses=AUTH_ERRORS)
 
@@ -20,7 +20,7 @@ CONVEX_RETRY_AFTER = 5
 
 
 def _run_convex(steps: int, c: float) -> dict[str, Any]:
-    from core.convex import run_convex  # torch: imported on use only
+    from bamsprod.core.convex import run_convex  # torch: imported on use only
 
     traces = run_convex(steps=steps, c=c)
     return {

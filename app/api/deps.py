@@ -15,13 +15,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, TypeAdapter
 from sqlmodel import Session
 
-from app.db import session_scope
-from app.field_errors import FieldError, InvalidField
-from app.safejson import scrub
-from app.schemas import ErrorDetail
-from app.security import require_read, require_write
-from app.settings import Settings
-from core.spec import check_text
+from bamsprod.app.db import session_scope
+from bamsprod.app.field_errors import FieldError, InvalidField
+from bamsprod.app.safejson import scrub
+from bamsprod.app.schemas import ErrorDetail
+from bamsprod.app.security import require_read, require_write
+from bamsprod.app.settings import Settings
+from bamsprod.core.spec import check_text
 
 
 def get_settings_dep(request: Request) -> Settings:

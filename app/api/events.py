@@ -27,14 +27,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from app import store
-from app.api.deps import AUTH_ERRORS, NOT_FOUND, RunId, SessionDep, unprocessable
-from app.api.metrics import MAX_EPOCH
-from app.db import session_scope
-from app.safejson import dumps
-from app.schemas import EpochMetricPublic, ErrorDetail, RunPublic
-from app.security import issue_ticket, require_read, require_read_or_ticket
-from core.spec import TERMINAL_STATES
+from bamsprod.app import store
+from bamsprod.app.api.deps import AUTH_ERRORS, NOT_FOUND, RunId, SessionDep, unprocessable
+from bamsprod.app.api.metrics import MAX_EPOCH
+from bamsprod.app.db import session_scope
+from bamsprod.app.safejson import dumps
+from bamsprod.app.schemas import EpochMetricPublic, ErrorDetail, RunPublic
+from bamsprod.app.security import issue_ticket, require_read, require_read_or_ticket
+from bamsprod.core.spec import TERMINAL_STATES
 
 log = logging.getLogger(__name__)
 SSE_RETRY_AFTER = 5

@@ -10,9 +10,9 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response, status
 
-from app.db import get_engine
-from app.schemas import Health, HealthPart
-from app.security import token_matches
+from bamsprod.app.db import get_engine
+from bamsprod.app.schemas import Health, HealthPart
+from bamsprod.app.security import token_matches
 
 router = APIRouter(tags=["health"])
 
@@ -24,7 +24,7 @@ def _db_check(url: str) -> None:
 
 def _queue_fn(name: str) -> Callable[[], Any]:
     def call() -> Any:
-        return getattr(importlib.import_module("app.queue"), name)()
+        return getattr(importlib.import_module("bamsprod.app.queue"), name)()
 
     return call
 

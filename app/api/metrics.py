@@ -9,8 +9,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app import store
-from app.api.deps import (
+from bamsprod.app import store
+from bamsprod.app.api.deps import (
     AUTH_ERRORS,
     NOT_FOUND,
     READ,
@@ -19,7 +19,7 @@ from app.api.deps import (
     json_response,
     wants_csv,
 )
-from app.schemas import METRIC_FIELDS, EpochMetricPublic, MetricList
+from bamsprod.app.schemas import METRIC_FIELDS, EpochMetricPublic, MetricList
 
 router = APIRouter(prefix="/runs", tags=["metrics"], dependencies=READ, responses=AUTH_ERRORS)
 MAX_EPOCH = 1_000_000

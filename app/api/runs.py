@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from app import store
-from app.api.deps import (
+from bamsprod.app import store
+from bamsprod.app.api.deps import (
     AUTH_ERRORS,
     BODY_ERRORS,
     CONFLICT,
@@ -24,9 +24,9 @@ from app.api.deps import (
     remove_checkpoints,
     unprocessable,
 )
-from app.schemas import RUN_SORT_COLUMNS, RunList, RunPublic
-from core.model_size import SIZE_ARG, too_large
-from core.spec import RUN_STATES, RunConfig
+from bamsprod.app.schemas import RUN_SORT_COLUMNS, RunList, RunPublic
+from bamsprod.core.model_size import SIZE_ARG, too_large
+from bamsprod.core.spec import RUN_STATES, RunConfig
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=AUTH_ERRORS)
 MAX_OFFSET = 10_000_000

@@ -11,9 +11,17 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from app.api.deps import AUTH_ERRORS, READ
-from core.metric_schema import chart_specs
-from core.spec import DATASETS, DEFAULT_LR, MODELS, OPTIMIZERS, RUN_STATES, HParam, RunConfig
+from bamsprod.app.api.deps import AUTH_ERRORS, READ
+from bamsprod.core.metric_schema import chart_specs
+from bamsprod.core.spec import (
+    DATASETS,
+    DEFAULT_LR,
+    MODELS,
+    OPTIMIZERS,
+    RUN_STATES,
+    HParam,
+    RunConfig,
+)
 
 router = APIRouter(tags=["dashboard"], dependencies=READ, responses=AUTH_ERRORS)
 

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request, Response, status
 
-from app import store, tuning
-from app.api.deps import (
+from bamsprod.app import store, tuning
+from bamsprod.app.api.deps import (
     AUTH_ERRORS,
     BODY_ERRORS,
     CONFLICT,
@@ -21,7 +21,7 @@ from app.api.deps import (
     json_response,
     remove_checkpoints,
 )
-from app.schemas import (
+from bamsprod.app.schemas import (
     ErrorDetail,
     SweepCreate,
     SweepDetail,
@@ -29,8 +29,8 @@ from app.schemas import (
     SweepPublic,
     SweepSubmitted,
 )
-from app.security import require_sweep_access
-from app.sweeps import check_count, check_limits, count, expand, seeds
+from bamsprod.app.security import require_sweep_access
+from bamsprod.app.sweeps import check_count, check_limits, count, expand, seeds
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], responses=AUTH_ERRORS)
 

@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from app.field_errors import FieldError, first_error
-from core.metric_schema import METRICS, format_value
-from core.spec import escape_text
+from bamsprod.app.field_errors import FieldError, first_error
+from bamsprod.core.metric_schema import METRICS, format_value
+from bamsprod.core.spec import escape_text
 
 console = Console()
 err = Console(stderr=True)

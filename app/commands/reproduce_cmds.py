@@ -31,11 +31,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from app import reproduce_html, reproduce_md, reproduce_plan, reproduce_stats
-from app.commands.common import client, die_with_parent, request
-from app.reproduce_cost import plan_cost
-from app.reproduce_machine import machine_info, now_iso
-from core.spec import TERMINAL_STATES
+from bamsprod.app import reproduce_html, reproduce_md, reproduce_plan, reproduce_stats
+from bamsprod.app.commands.common import client, die_with_parent, request
+from bamsprod.app.reproduce_cost import plan_cost
+from bamsprod.app.reproduce_machine import machine_info, now_iso
+from bamsprod.core.spec import TERMINAL_STATES
 
 commands = typer.Typer()
 
@@ -80,7 +80,7 @@ def embedded_service(home: Path, threads: int = 1) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "up", "--port", str(port)],
+            [sys.executable, "-m", "bamsprod", "up", "--port", str(port)],
             env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
         )
         try:

@@ -16,9 +16,9 @@ import typer
 from pydantic import ValidationError
 from pydantic_core import PydanticUndefined
 
-from app.commands.common import bad_parameter
-from app.field_errors import first_error
-from core.spec import RunConfig
+from bamsprod.app.commands.common import bad_parameter
+from bamsprod.app.field_errors import first_error
+from bamsprod.core.spec import RunConfig
 
 T = TypeVar("T")
 

@@ -26,7 +26,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from app.commands.common import (
+from bamsprod.app.commands.common import (
     COLUMNS,
     TOKEN_OPTION,
     URL_OPTION,
@@ -39,9 +39,9 @@ from app.commands.common import (
     request,
     safe,
 )
-from app.commands.run_options import OPTION_FOR_FIELD, with_run_config
-from app.settings import Settings, get_settings
-from core.spec import RunConfig
+from bamsprod.app.commands.run_options import OPTION_FOR_FIELD, with_run_config
+from bamsprod.app.settings import Settings, get_settings
+from bamsprod.core.spec import RunConfig
 
 commands = typer.Typer()
 STOP_GRACE_SECONDS = 20.0
@@ -71,7 +71,7 @@ def worker_argv(s: Settings, concurrency: int = 1, name: str | None = None,
                 loglevel: str = "info") -> list[str]:
     """The ``celery worker`` command line for ``s`` (solo pool for one process at a time);
     Celery's superuser banner is left out (the caller prints ``root_note`` once instead)."""
-    argv = [sys.executable, "-W", CELERY_ROOT_BANNER, "-m", "celery", "-A", "worker.app",
+    argv = [sys.executable, "-W", CELERY_ROOT_BANNER, "-m", "celery", "-A", "bamsprod.worker.app",
             "worker", "-Q", s.queue, "--loglevel", loglevel, "--concurrency", str(concurrency),
             "--pool", "solo" if concurrency == 1 else "prefork"]
     if name:
@@ -88,7 +88,7 @@ def _say_root_note(s: Settings) -> None:
 
 
 def api_argv(host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+    return [sys.executable, "-m", "uvicorn", "bamsprod.app.main:create_app", "--factory",
             "--host", host, "--port", str(port)]
 
 
@@ -107,7 +107,7 @@ def _stop(procs: list[subprocess.Popen], grace: float = STOP_GRACE_SECONDS) -> N
 
 
 def _warn_if_exposed(host: str) -> None:
-    from app.csrf import exposure_warning
+    from bamsprod.app.csrf import exposure_warning
 
     warning = exposure_warning(host, get_settings())
     if warning:
@@ -127,12 +127,12 @@ def serve(
 
     _warn_if_exposed(host)
     if workers > 1:  # migrate once here, so the processes start on an up-to-date schema
-        from app.db import init_db
+        from bamsprod.app.db import init_db
 
         s = get_settings()
         s.ensure_dirs()
         init_db(s.database_url)
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers)
+    uvicorn.run("bamsprod.app.main:create_app", factory=True, host=host, port=port, workers=workers)
 
 
 @commands.command()
@@ -157,7 +157,7 @@ def up(
     port: int = typer.Option(8000, min=1, max=65535, help="port"),
 ) -> None:
     """Start the API and one worker (the embedded default); Ctrl-C stops both."""
-    from app.db import init_db
+    from bamsprod.app.db import init_db
 
     s = get_settings()
     s.ensure_dirs()

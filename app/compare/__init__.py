@@ -20,7 +20,7 @@ API's hot path, ``"columns"`` instead: one list per metric in epoch order (no pe
 By concern: ``stats``, ``grouping``, ``series``, ``measure`` (``compare``), ``tables`` (CSV).
 """
 
-from app.compare.grouping import (
+from bamsprod.app.compare.grouping import (
     flatten,
     fmt_value,
     get_field,
@@ -30,8 +30,8 @@ from app.compare.grouping import (
     pick_baseline,
     varying_fields,
 )
-from app.compare.measure import DEFAULT_TARGET_FRACTION, compare
-from app.compare.series import (
+from bamsprod.app.compare.measure import DEFAULT_TARGET_FRACTION, compare
+from bamsprod.app.compare.series import (
     SERIES_METRICS,
     aggregate,
     best_value,
@@ -40,8 +40,8 @@ from app.compare.series import (
     first_reach,
     run_series,
 )
-from app.compare.stats import Stat, paired_or_welch, paired_ratios, stat
-from app.compare.tables import SUMMARY_COLUMNS, runs_rows, series_rows, summary_rows
+from bamsprod.app.compare.stats import Stat, paired_or_welch, paired_ratios, stat
+from bamsprod.app.compare.tables import SUMMARY_COLUMNS, runs_rows, series_rows, summary_rows
 
 __all__ = [
     "DEFAULT_TARGET_FRACTION",

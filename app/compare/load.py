@@ -9,10 +9,10 @@ from typing import Any
 
 from sqlmodel import Session
 
-from app import store
-from app.compare.series import SERIES_METRICS
-from app.field_errors import InvalidField
-from app.safejson import scrub
+from bamsprod.app import store
+from bamsprod.app.compare.series import SERIES_METRICS
+from bamsprod.app.field_errors import InvalidField
+from bamsprod.app.safejson import scrub
 
 
 def run_ids(session: Session, ids: Sequence[int], sweep: int | None = None,

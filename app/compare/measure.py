@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from itertools import accumulate
 from typing import Any
 
-from app.compare.grouping import (
+from bamsprod.app.compare.grouping import (
     get_field,
     group_key,
     group_label,
@@ -14,7 +14,7 @@ from app.compare.grouping import (
     pick_baseline,
     varying_fields,
 )
-from app.compare.series import (
+from bamsprod.app.compare.series import (
     SERIES_METRICS,
     aggregate,
     best_value,
@@ -23,8 +23,8 @@ from app.compare.series import (
     first_reach,
     run_series,
 )
-from app.compare.stats import finite, paired_or_welch, paired_ratios, ratio, stat
-from core.metric_schema import TARGET_METRICS
+from bamsprod.app.compare.stats import finite, paired_or_welch, paired_ratios, ratio, stat
+from bamsprod.core.metric_schema import TARGET_METRICS
 
 DEFAULT_TARGET_FRACTION = 0.99
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from app.compare.stats import finite
-from core.metric_schema import METRIC_NAMES
+from bamsprod.app.compare.stats import finite
+from bamsprod.core.metric_schema import METRIC_NAMES
 
 SERIES_METRICS = METRIC_NAMES
 

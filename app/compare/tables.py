@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from app.compare.series import SERIES_METRICS
+from bamsprod.app.compare.series import SERIES_METRICS
 
 SUMMARY_COLUMNS = (
     "group",

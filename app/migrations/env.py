@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from app.db import get_engine, is_sqlite
-from app.tables import metadata
+from bamsprod.app.db import get_engine, is_sqlite
+from bamsprod.app.tables import metadata
 
 config = context.config
 
@@ -13,7 +13,7 @@ config = context.config
 def _url() -> str:
     url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url")
     if not url:
-        from app.settings import get_settings
+        from bamsprod.app.settings import get_settings
 
         url = get_settings().database_url
     return url

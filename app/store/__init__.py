@@ -9,8 +9,8 @@ By concern: ``runs`` (one run, the user's actions), ``claims`` (the worker's sid
 (metrics and summaries), ``sweeps``, ``listing`` (pages of runs); ``base`` holds the errors.
 """
 
-from app.store.base import RunNotFound, RunStateError, SweepNotFound
-from app.store.claims import (
+from bamsprod.app.store.base import RunNotFound, RunStateError, SweepNotFound
+from bamsprod.app.store.claims import (
     cancel_requested,
     claim_run,
     expire_runs_of,
@@ -20,7 +20,7 @@ from app.store.claims import (
     requeue_candidates,
     touch_run,
 )
-from app.store.epochs import (
+from bamsprod.app.store.epochs import (
     get_metrics,
     metric_columns,
     metric_rows,
@@ -29,8 +29,8 @@ from app.store.epochs import (
     poll_runs,
     record_epoch,
 )
-from app.store.listing import list_run_rows, list_runs
-from app.store.runs import (
+from bamsprod.app.store.listing import list_run_rows, list_runs
+from bamsprod.app.store.runs import (
     COMPARE_RUN_COLUMNS,
     compare_run_rows,
     create_run,
@@ -43,7 +43,7 @@ from app.store.runs import (
     retry_run,
     run_row,
 )
-from app.store.sweeps import (
+from bamsprod.app.store.sweeps import (
     LIVE_STATES,
     create_sweep,
     delete_sweep,

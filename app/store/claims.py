@@ -8,9 +8,9 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from app.store.base import stale, update_run
-from app.tables import Run, utcnow
-from core.spec import TERMINAL_STATES
+from bamsprod.app.store.base import stale, update_run
+from bamsprod.app.tables import Run, utcnow
+from bamsprod.core.spec import TERMINAL_STATES
 
 
 def _take(session: Session, run_id: int, where: object, worker_host: str, device: str,

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from app.schemas import METRIC_FIELDS
-from app.store.base import RunNotFound, dialect, update_run
-from app.tables import EpochMetric, Run, utcnow
+from bamsprod.app.schemas import METRIC_FIELDS
+from bamsprod.app.store.base import RunNotFound, dialect, update_run
+from bamsprod.app.tables import EpochMetric, Run, utcnow
 
 
 def _clean_float(value: Any) -> float | None:

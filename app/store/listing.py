@@ -9,9 +9,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session, col, select
 
-from app.schemas import RUN_SORT_COLUMNS
-from app.store.base import RunNotFound, dialect
-from app.tables import Run
+from bamsprod.app.schemas import RUN_SORT_COLUMNS
+from bamsprod.app.store.base import RunNotFound, dialect
+from bamsprod.app.tables import Run
 
 
 def _tag_filter(session: Session, tag: str) -> Any:

@@ -9,9 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col
 
-from app.store.base import RunNotFound, RunStateError, stale, update_run
-from app.tables import EpochMetric, Run, utcnow
-from core.spec import TERMINAL_STATES, RunConfig
+from bamsprod.app.store.base import RunNotFound, RunStateError, stale, update_run
+from bamsprod.app.tables import EpochMetric, Run, utcnow
+from bamsprod.core.spec import TERMINAL_STATES, RunConfig
 
 
 def new_run(config: RunConfig, sweep_id: int | None, now: datetime) -> Run:

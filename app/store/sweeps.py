@@ -8,10 +8,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from app.store.base import RunStateError, SweepNotFound
-from app.store.runs import new_run
-from app.tables import Run, Sweep, TuneTrial, utcnow
-from core.spec import RunConfig
+from bamsprod.app.store.base import RunStateError, SweepNotFound
+from bamsprod.app.store.runs import new_run
+from bamsprod.app.tables import Run, Sweep, TuneTrial, utcnow
+from bamsprod.core.spec import RunConfig
 
 
 def create_sweep(

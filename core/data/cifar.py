@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from core.data.errors import DatasetError, install_hint
+from bamsprod.core.data.errors import DatasetError, install_hint
 
 __all__ = [
     "TRAIN_BATCHES",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.errors import DatasetError
+from bamsprod.core.data.errors import DatasetError
 
 __all__ = ["read_idx", "write_idx"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import platformdirs
 
-from core.data.sources import SYSTEM_DIRS
+from bamsprod.core.data.sources import SYSTEM_DIRS
 
 __all__ = ["ENV_VAR", "data_root", "default_root", "search_dirs"]
 

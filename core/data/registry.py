@@ -28,14 +28,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from core.data import builtin, cifar
-from core.data.cache import DEFAULT_CACHE_BYTES, ArrayCache
-from core.data.checksums import verify_file
-from core.data.errors import DatasetError, install_hint
-from core.data.idx import read_idx
-from core.data.paths import search_dirs
-from core.data.sources import IDX_SOURCES, IdxFile
-from core.spec import DATASETS
+from bamsprod.core.data import builtin, cifar
+from bamsprod.core.data.cache import DEFAULT_CACHE_BYTES, ArrayCache
+from bamsprod.core.data.checksums import verify_file
+from bamsprod.core.data.errors import DatasetError, install_hint
+from bamsprod.core.data.idx import read_idx
+from bamsprod.core.data.paths import search_dirs
+from bamsprod.core.data.sources import IDX_SOURCES, IdxFile
+from bamsprod.core.spec import DATASETS
 
 __all__ = [
     "Dataset",

@@ -1,6 +1,6 @@
 """Binary layers and the models built from them."""
 
-from core.nn.binary import (
+from bamsprod.core.nn.binary import (
     BinaryConv2d,
     BinaryLinear,
     SignSTE,
@@ -8,7 +8,7 @@ from core.nn.binary import (
     is_binary,
     ste_sign,
 )
-from core.nn.models import BinaryMLP, BinaryNet, BiRealResNet18, build_model, model_names
+from bamsprod.core.nn.models import BinaryMLP, BinaryNet, BiRealResNet18, build_model, model_names
 
 __all__ = [
     "BiRealResNet18",

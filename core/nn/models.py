@@ -24,8 +24,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from core.nn.binary import BinaryConv2d, BinaryLinear
-from core.spec import MODELS, resolve_model_args
+from bamsprod.core.nn.binary import BinaryConv2d, BinaryLinear
+from bamsprod.core.spec import MODELS, resolve_model_args
 
 __all__ = ["build_model", "model_names", "BinaryMLP", "BinaryNet", "BiRealResNet18"]
 

@@ -13,10 +13,10 @@ Three ways to get an optimizer, best first:
 Adam, AMSGrad and SGD are torch's own classes; nothing here re-implements them.
 """
 
-from core.optim.adabound import AdaBound, adabound_bounds
-from core.optim.bamsprod import BAMSProd, bound_schedule
-from core.optim.bop import Bop, CaseOptimizer
-from core.optim.registry import OPTIMIZER_NAMES, build, clip_latent_weights, param_groups
+from bamsprod.core.optim.adabound import AdaBound, adabound_bounds
+from bamsprod.core.optim.bamsprod import BAMSProd, bound_schedule
+from bamsprod.core.optim.bop import Bop, CaseOptimizer
+from bamsprod.core.optim.registry import OPTIMIZER_NAMES, build, clip_latent_weights, param_groups
 
 __all__ = [
     "OPTIMIZER_NAMES",

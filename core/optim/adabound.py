@@ -33,8 +33,8 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT, _get_value, _use_grad_for_differentiable
 
-from core.optim import _paths
-from core.optim.bamsprod import bound_schedule
+from bamsprod.core.optim import _paths
+from bamsprod.core.optim.bamsprod import bound_schedule
 
 __all__ = ["AdaBound", "adabound", "adabound_bounds"]
 

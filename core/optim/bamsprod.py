@@ -57,8 +57,8 @@ from torch.optim.optimizer import (
     _use_grad_for_differentiable,
 )
 
-from core.metrics import quantization_error_tensor
-from core.optim import _fused, _paths
+from bamsprod.core.metrics import quantization_error_tensor
+from bamsprod.core.optim import _fused, _paths
 
 __all__ = ["BAMSProd", "bamsprod", "bound_schedule"]
 

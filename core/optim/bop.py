@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT, _use_grad_for_differentiable
 
-from core.optim import _paths
+from bamsprod.core.optim import _paths
 
 __all__ = ["Bop", "CaseOptimizer"]
 

@@ -29,11 +29,11 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from core.nn import binary_weights
-from core.optim.adabound import AdaBound
-from core.optim.bamsprod import BAMSProd
-from core.optim.bop import Bop, CaseOptimizer
-from core.spec import DEFAULT_LR, resolve_hparams
+from bamsprod.core.nn import binary_weights
+from bamsprod.core.optim.adabound import AdaBound
+from bamsprod.core.optim.bamsprod import BAMSProd
+from bamsprod.core.optim.bop import Bop, CaseOptimizer
+from bamsprod.core.spec import DEFAULT_LR, resolve_hparams
 
 __all__ = ["OPTIMIZER_NAMES", "build", "clip_latent_weights", "param_groups"]
 

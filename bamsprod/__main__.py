@@ -1,0 +1,5 @@
+"""``python -m bamsprod`` runs the ``bamsprod`` command line."""
+
+from bamsprod.app.cli import main
+
+main()
