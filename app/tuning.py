@@ -15,7 +15,6 @@ the same transaction as the stage-2 runs, so two workers finishing at once creat
 from __future__ import annotations
 
 import itertools
-import math
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -24,11 +23,12 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from bamsprod.app import store, studies, sweeps
+from bamsprod.app import optuna_store, store, sweeps
 from bamsprod.app.compare import fmt_value
 from bamsprod.app.field_errors import InvalidField
 from bamsprod.app.schemas import SweepCreate
 from bamsprod.app.tables import EpochMetric, Run, Sweep, TuneStage, TuneTrial, utcnow
+from bamsprod.core.search_space import lr_grid
 from bamsprod.core.spec import OPTIMIZERS, TERMINAL_STATES, RunConfig, escape_text
 
 
@@ -39,14 +39,6 @@ class Trial:
     optimizer: str
     number: int
     config: RunConfig
-
-
-def lr_grid(lo: float, hi: float, n: int) -> list[float]:
-    """``n`` learning rates evenly spaced on a log scale from ``lo`` to ``hi`` (4 digits)."""
-    if n == 1:
-        return [float(f"{math.sqrt(lo * hi):.4g}")]
-    step = (math.log(hi) - math.log(lo)) / (n - 1)
-    return [float(f"{math.exp(math.log(lo) + i * step):.4g}") for i in range(n)]
 
 
 def _n_rates(tune: dict[str, Any]) -> int:
@@ -120,7 +112,7 @@ def plan_stage1(body: SweepCreate, seeds: list[int | None], database_url: str
     spec["tune"] = tune
     trials: list[Trial] = []
     for optimizer in dict.fromkeys(body.tune.optimizers):
-        study = studies.create_study(database_url, tune, optimizer, seed=base_seed)
+        study = optuna_store.create_study(database_url, tune, optimizer, seed=base_seed)
         space = _hparam_space(tune, optimizer)
         grid = list(dict.fromkeys(lr_grid(tune["lr_min"], tune["lr_max"], tune["n_lr"])))
         for i, combo in enumerate(itertools.product(range(_n_rates(tune)), *space.values())):
@@ -270,7 +262,7 @@ def forget(database_url: str, spec: dict[str, Any]) -> None:
     tune = spec.get("tune") if spec.get("strategy") == "tune" else None
     if tune and tune.get("study"):
         for optimizer in dict.fromkeys(tune["optimizers"]):
-            studies.delete_study(database_url, tune, optimizer)
+            optuna_store.delete_study(database_url, tune, optimizer)
 
 
 def trial_of(session: Session, run_id: int) -> TuneTrial | None:

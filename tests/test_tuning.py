@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from bamsprod.app import store, studies, tuning
+from bamsprod.app import optuna_store, store, tuning
 from bamsprod.app.db import session_scope
 from bamsprod.app.settings import Settings
 from bamsprod.app.tables import TuneStage
@@ -240,7 +240,7 @@ def test_worker_prunes_the_loser_then_queues_stage2(service_settings: Settings) 
         t = stage1(c, sweep_id)["adam"]
         assert t["chosen"] == {"lr": 0.01} and len(t["stage2_run_ids"]) == 2
     tune = db_call(s, "tune", tuning.sweep_tune, sweep_id)
-    study = studies.load_study(s.database_url, tune, "adam")
+    study = optuna_store.load_study(s.database_url, tune, "adam")
     states = {tr.params["lr"]: tr.state.name for tr in study.get_trials()}
     assert states == {0.01: "COMPLETE", 1e-6: "PRUNED"}
     assert study.best_trial.params == t["chosen"]  # Optuna was told the same scores
@@ -270,7 +270,7 @@ def test_reconciler_creates_stage2_when_the_last_trial_was_cancelled_queued(
         assert len(c.get(f"/api/sweeps/{sweep_id}").json()["run_ids"]) == 4
     # The cancelled run's trial, told by no worker, is closed too.
     tune = db_call(s, "tune", tuning.sweep_tune, sweep_id)
-    trials = studies.load_study(s.database_url, tune, "adam").get_trials()
+    trials = optuna_store.load_study(s.database_url, tune, "adam").get_trials()
     assert sorted(t.state.name for t in trials) == ["COMPLETE", "FAIL"]
 
 
@@ -315,10 +315,10 @@ def test_deleting_a_tuned_sweep_deletes_its_studies(client, api_settings) -> Non
         end_with(url, run_id, [(0.5, 0.5)])
     with session_scope(url) as session:
         tune = tuning.sweep_tune(session, sweep_id)
-    assert studies.load_study(url, tune, "adam").trials
+    assert optuna_store.load_study(url, tune, "adam").trials
     assert client.delete(f"/api/sweeps/{sweep_id}").status_code == 204
     with pytest.raises(KeyError):
-        studies.load_study(url, tune, "adam")
+        optuna_store.load_study(url, tune, "adam")
 
 
 @pytest.mark.service
@@ -329,7 +329,7 @@ def test_api_and_worker_opening_optuna_storage_at_once_both_succeed(pg_url: str)
 
     from service_fixtures import ROOT
 
-    code = (f"from app import studies; s = studies.storage({pg_url!r}); "
+    code = (f"from bamsprod.app import optuna_store; s = optuna_store.storage({pg_url!r}); "
             "print(len(s.get_all_studies()))")
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bamsprod.app import studies, tuning
+from bamsprod.app import optuna_store, tuning
 from bamsprod.app.queue import enqueue_run
 from bamsprod.app.settings import Settings
 
@@ -21,8 +21,8 @@ class TrialHook:
                  number: int, tune: dict[str, Any]) -> None:
         self.s, self.run_id, self.sweep_id, self.optimizer = s, run_id, sweep_id, optimizer
         self.number, self.tune = number, tune
-        self.study = studies.load_study(s.database_url, tune, optimizer)
-        self.reporter = studies.TrialReporter(self.study, number)
+        self.study = optuna_store.load_study(s.database_url, tune, optimizer)
+        self.reporter = optuna_store.TrialReporter(self.study, number)
 
     @property
     def pruned(self) -> bool:
@@ -47,7 +47,7 @@ def trial_hook(s: Settings, db: Any, run_id: int) -> TrialHook | None:
 def _tell(s: Settings, db: Any, study: Any, run_id: int, state: str, number: int,
           criterion: str) -> None:
     value = db(s, "run_score", tuning.run_score, run_id, criterion)
-    studies.tell(study, number, state, value)
+    optuna_store.tell(study, number, state, value)
 
 
 def _start_stage2(s: Settings, db: Any, sweep_id: int, optimizer: str) -> list[int]:
@@ -60,7 +60,7 @@ def _start_stage2(s: Settings, db: Any, sweep_id: int, optimizer: str) -> list[i
         enqueue_run(new_id)
     log.info("sweep %s: stage 2 of %s queued: runs %s", sweep_id, optimizer, new)
     tune = db(s, "sweep_tune", tuning.sweep_tune, sweep_id)
-    study = studies.load_study(s.database_url, tune, optimizer)
+    study = optuna_store.load_study(s.database_url, tune, optimizer)
     open_trials = {t.number for t in study.get_trials(deepcopy=False) if not t.state.is_finished()}
     for run_id, state, number in db(s, "stage1_trials", tuning.stage1_trials, sweep_id,
                                     optimizer):
@@ -86,6 +86,6 @@ def after_run(s: Settings, db: Any, run_id: int, state: str) -> list[int]:
         return []
     if trial.trial_number is not None:
         tune = db(s, "sweep_tune", tuning.sweep_tune, trial.sweep_id)
-        study = studies.load_study(s.database_url, tune, trial.optimizer)
+        study = optuna_store.load_study(s.database_url, tune, trial.optimizer)
         _tell(s, db, study, run_id, state, trial.trial_number, tune["criterion"])
     return _start_stage2(s, db, trial.sweep_id, trial.optimizer)
