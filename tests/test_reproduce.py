@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from bamsprod.app import compare as cmp
-from bamsprod.app import reproduce_cost as rc
-from bamsprod.app import reproduce_md as rmd
-from bamsprod.app import reproduce_plan as rp
-from bamsprod.app import reproduce_stats as rs
-from bamsprod.app.reproduce_html import html_report
+from bamsprod.app.studies import cost as rc
+from bamsprod.app.studies import plan as rp
+from bamsprod.app.studies import report_md as rmd
+from bamsprod.app.studies import stats as rs
+from bamsprod.app.studies.report_html import html_report
 from bamsprod.core.spec import DEFAULT_LR
 
 ROOT = Path(__file__).resolve().parents[1]

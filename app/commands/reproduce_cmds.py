@@ -1,14 +1,14 @@
 """``bamsprod reproduce``: the paper's claims measured through the service.
 
-``--plan paper|quick`` (:mod:`app.reproduce_plan`) is printed with its estimated cost
-(:mod:`app.reproduce_cost`) before anything is submitted; ``--dry-run`` stops there. The plan's
+``--plan paper|quick`` (:mod:`app.studies.plan`) is printed with its estimated cost
+(:mod:`app.studies.cost`) before anything is submitted; ``--dry-run`` stops there. The plan's
 sweeps (one tuned sweep per task and optimizer, and the kappa x gamma grid) go to a running
 server (``--url``), or, when none is given or the given one does not answer, to an embedded
 default started here (``bamsprod up`` on a free port with ``BAMSPROD_HOME=<out>/service``,
 stopped at the end). The command follows them until every stage 2 has run, reads the tuning
 choices, the runs and ``GET /api/compare`` (stage-2 runs; baselines Adam by epoch and by time,
 and Bop, at Adam's target), and writes ``reproduction.{md,html,json}`` under ``--out``;
-:mod:`app.reproduce_stats` turns the answers into intervals and verdicts.
+:mod:`app.studies.stats` turns the answers into intervals and verdicts.
 """
 
 from __future__ import annotations
@@ -31,10 +31,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bamsprod.app import reproduce_html, reproduce_md, reproduce_plan, reproduce_stats
 from bamsprod.app.commands.common import client, die_with_parent, request
-from bamsprod.app.reproduce_cost import plan_cost
-from bamsprod.app.reproduce_machine import machine_info, now_iso
+from bamsprod.app.studies import plan as reproduce_plan
+from bamsprod.app.studies import report_html as reproduce_html
+from bamsprod.app.studies import report_md as reproduce_md
+from bamsprod.app.studies import stats as reproduce_stats
+from bamsprod.app.studies.cost import plan_cost
+from bamsprod.app.studies.machine import machine_info, now_iso
 from bamsprod.core.spec import TERMINAL_STATES
 
 commands = typer.Typer()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bamsprod.app.reproduce_plan import Plan, Task
+from bamsprod.app.studies.plan import Plan, Task
 from bamsprod.core.spec import resolve_model_args
 
 FULL_EXAMPLES = 70_000

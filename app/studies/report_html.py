@@ -12,7 +12,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from bamsprod.app.reproduce_md import (
+from bamsprod.app.studies.plan import OPTIMIZER_ORDER
+from bamsprod.app.studies.report_md import (
     RESULTS_HEAD,
     fmt_num,
     header_lines,
@@ -23,8 +24,7 @@ from bamsprod.app.reproduce_md import (
     table,
     verdict_rows,
 )
-from bamsprod.app.reproduce_plan import OPTIMIZER_ORDER
-from bamsprod.app.reproduce_stats import VERDICT_RULE, groups_by_optimizer, ok
+from bamsprod.app.studies.stats import VERDICT_RULE, groups_by_optimizer, ok
 
 COLORS = {
     "bamsprod": "#d62728", "adam": "#1f77b4", "amsgrad": "#17becf", "adabound": "#8c564b",

@@ -11,9 +11,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bamsprod.app.reproduce_cost import GPU_PROCESS_START, RUN_OVERHEAD
-from bamsprod.app.reproduce_plan import PAPER_GAIN_POINTS, PAPER_SPEEDUP
-from bamsprod.app.reproduce_stats import PLATEAU_POINTS, VERDICT_RULE, ok
+from bamsprod.app.studies.cost import GPU_PROCESS_START, RUN_OVERHEAD
+from bamsprod.app.studies.plan import PAPER_GAIN_POINTS, PAPER_SPEEDUP
+from bamsprod.app.studies.stats import PLATEAU_POINTS, VERDICT_RULE, ok
 
 NAMES = {
     "bamsprod": "BAMSProd", "adam": "Adam", "amsgrad": "AMSGrad", "adabound": "AdaBound",
@@ -139,7 +139,7 @@ def plan_markdown(plan: Mapping[str, Any], cost: Mapping[str, Any]) -> list[str]
             f"- CPU: about **{fmt_seconds(cost['cpu_seconds'])}** with one worker and one torch "
             f"thread on this project's 2-core machine ({RUN_OVERHEAD['cpu']:g} s per run).",
             "- Per-epoch times are measured references scaled by examples seen (see "
-            "`app/reproduce_cost.py`); * marks a config without its own reference, which takes "
+            "`app/studies/cost.py`); * marks a config without its own reference, which takes "
             "its model's full-width one."]
     if plan.get("cuts"):
         out += ["", "Cut to fit:", ""] + [f"- {c}" for c in plan["cuts"]]

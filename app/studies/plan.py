@@ -10,7 +10,7 @@ default learning rate, so it is queued at once instead of waiting for tuning.
 
 - ``paper``: full MNIST and Fashion-MNIST, ``mlp`` 512x2, ``binarynet`` and ``resnet18`` at
   full width, six optimizers, 3 seeds; sized for about 10 minutes of one H100/H200-class GPU
-  (``app.reproduce_cost``), with what was cut to fit in ``Plan.cuts``.
+  (``app.studies.cost``), with what was cut to fit in ``Plan.cuts``.
 - ``quick``: the same structure at toy size (tiny subsets and widths, 1-2 epochs, two learning
   rates, 2 seeds so paired intervals exist) for a few minutes on a CPU.
 """
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from bamsprod.app.tuning import lr_grid
+from bamsprod.core.search_space import lr_grid
 from bamsprod.core.spec import DATASETS, DEFAULT_LR
 
 PAPER_SPEEDUP = 1.2

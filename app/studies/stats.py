@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bamsprod.app.reproduce_plan import OPTIMIZER_ORDER, PAPER_GAIN_POINTS, PAPER_SPEEDUP
+from bamsprod.app.studies.plan import OPTIMIZER_ORDER, PAPER_GAIN_POINTS, PAPER_SPEEDUP
 
 LEVEL = 0.95
 # A plateau: the best mean validation accuracy rose less than this over the last third of the
