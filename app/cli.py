@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from bamsprod.app.commands import core_cmds, reproduce_cmds, service_cmds, tune_cmds
+from bamsprod.app.commands import core_cmds, service_cmds, study_cmds, tune_cmds
 
 cli = typer.Typer(
     name="bamsprod",
@@ -14,7 +14,7 @@ cli = typer.Typer(
     add_completion=False,
 )
 for group in (core_cmds.commands, service_cmds.commands, tune_cmds.commands,
-              reproduce_cmds.commands):
+              study_cmds.commands):
     cli.add_typer(group)
 
 

@@ -2,7 +2,8 @@
 ``runs``, ``show``, ``cancel``.
 
 ``up`` is the embedded default: it migrates the database, then starts the API (uvicorn) and one
-Celery worker as child processes, each in its own session, and stops both on Ctrl-C or SIGTERM
+Celery worker (``BAMSPROD_WORKER_CONCURRENCY`` processes of the prefork pool, else the solo
+pool) as child processes, each in its own session, and stops both on Ctrl-C or SIGTERM
 (the worker hands a running run back to the queue; the next ``up`` resumes it). It supervises
 the worker: a worker that dies (killed, out of memory) is started again, with back-off, while
 the API goes on serving; the new worker has the same node name, so it takes back the run the
@@ -156,11 +157,13 @@ def up(
     host: str = typer.Option("127.0.0.1", help="interface to listen on"),
     port: int = typer.Option(8000, min=1, max=65535, help="port"),
 ) -> None:
-    """Start the API and one worker (the embedded default); Ctrl-C stops both."""
+    """Start the API and one worker (the embedded default); Ctrl-C stops both. The worker
+    trains $BAMSPROD_WORKER_CONCURRENCY runs at once (default 1), one process each."""
     from bamsprod.app.db import init_db
 
     s = get_settings()
     s.ensure_dirs()
+    concurrency = s.worker_concurrency or 1
     init_db(s.database_url)
     mode = "embedded: SQLite + SQLite broker" if s.embedded else "external broker"
     err.print(f"bamsprod home: {s.home}  ({mode})")
@@ -175,7 +178,7 @@ def up(
     procs: dict[str, subprocess.Popen] = {}
     try:
         procs["API"] = subprocess.Popen(api_argv(host, port), preexec_fn=die_with_parent)
-        procs["worker"] = subprocess.Popen(worker_argv(s), preexec_fn=die_with_parent)
+        procs["worker"] = subprocess.Popen(worker_argv(s, concurrency), preexec_fn=die_with_parent)
         started, delay = time.monotonic(), RESTART_DELAYS[0]
         console.print(f"bamsprod is up: http://{host}:{port}  (Ctrl-C stops it)")
         while not stop_requested:
@@ -193,7 +196,8 @@ def up(
                     time.sleep(0.1)
                 if stop_requested:
                     break
-                procs["worker"] = subprocess.Popen(worker_argv(s), preexec_fn=die_with_parent)
+                procs["worker"] = subprocess.Popen(worker_argv(s, concurrency),
+                                                   preexec_fn=die_with_parent)
                 started, delay = time.monotonic(), min(delay * 2, RESTART_DELAYS[1])
             time.sleep(0.2)
     finally:

@@ -1,20 +1,24 @@
-"""What a reproduction plan costs before it runs: runs, epochs, GPU and CPU seconds.
+"""What a study costs before it runs: runs, epochs, GPU and CPU seconds and wall time.
 
-The model is deliberately simple and every number in it is stated:
+The model is deliberately simple and every number in it is stated here:
 
 - one epoch of a task costs ``EPOCH_SECONDS[device][model config]`` (measured on the whole
-  data set: 60,000 training examples including the validation split, 10,000 test) scaled by
-  the examples the task sees (train + test) over 70,000;
+  data set: 60,000 training examples including the validation split, 10,000 test, one
+  evaluation an epoch) scaled by the examples the task sees (train + test) over 70,000;
+- each evaluation beyond the first in an epoch adds one pass over the validation split at
+  ``EVAL_PASS_COST`` of a training pass per example (a forward pass only, against forward,
+  backward and the optimizer step);
 - a config without a measurement of its own takes its model's full-width one (an upper bound
   on a GPU, where small models are launch-bound, and a crude one on a CPU);
 - each run adds ``RUN_OVERHEAD`` seconds (data to the device, model and optimizer built,
-  claim and writes), and each of the ``GPU_PACK`` GPU worker processes pays
-  ``GPU_PROCESS_START`` once (CUDA context and the first compile of the optimizer step, cached
-  on disk afterwards);
+  claim and writes), and each GPU worker process pays ``GPU_PROCESS_START`` once (CUDA context
+  and the first compile of the optimizer step, cached on disk afterwards);
 - stage 1 is counted at full length: successive halving can only make it cheaper;
-- GPU wall time is the run seconds over ``GPU_PACK`` runs sharing the card (the reference
-  epoch times are per run with four runs packed); CPU time is one worker with one torch thread
-  (``bamsprod reproduce``'s embedded service), run after run.
+- GPU wall time is the run seconds over the runs sharing the card (the study's ``workers``
+  for a GPU study, else ``GPU_PACK``; the reference epoch times are per run with four runs
+  packed); CPU wall time is the run seconds over the worker processes (the study's
+  ``workers`` for a CPU study, else 1), each process at ``CPU_PARALLEL_EFFICIENCY`` when
+  there are several.
 """
 
 from __future__ import annotations
@@ -22,13 +26,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bamsprod.app.studies.plan import Plan, Task
+from bamsprod.app.studies.plan import Study, Task
 from bamsprod.core.spec import resolve_model_args
 
 FULL_EXAMPLES = 70_000
 GPU_PACK = 4
 GPU_PROCESS_START = 30.0
 RUN_OVERHEAD = {"gpu": 3.0, "cpu": 0.3}
+EVAL_PASS_COST = 1 / 3
+# Two worker processes of one thread each on this project's 2-core machine finished a 12-run
+# sweep 1.60x faster than one (benchmarks/results/scale.json): 80% per process.
+CPU_PARALLEL_EFFICIENCY = 0.8
 
 
 def config_key(model: str, model_args: dict[str, Any]) -> str:
@@ -42,8 +50,10 @@ def _ref(model: str, **args: Any) -> str:
 
 # Seconds per epoch of one run on the whole data set (MNIST or Fashion-MNIST, batch 128).
 # gpu: measured on an H200 with four runs sharing the card (mlp 2-3 s, the middle taken).
-# cpu: this project's 2-core shared machine, one torch thread, BAMSProd, measured on a subset
-# (2,000-4,000 examples; 512 for the full-width conv nets) and scaled to 70,000.
+# cpu: this project's 2-core machine, one torch thread, BAMSProd. mlp 512x2: 5.5 s, one epoch
+# on the full Fashion-MNIST with the machine quiet (2026-12; an earlier 10.5 s came from
+# subsets on a busy machine); the rest measured on a subset (2,000-4,000 examples; 512 for the
+# full-width conv nets) on a shared machine and scaled to 70,000.
 EPOCH_SECONDS: dict[str, dict[str, float]] = {
     "gpu": {
         _ref("mlp", width=512, depth=2): 2.5,
@@ -51,7 +61,7 @@ EPOCH_SECONDS: dict[str, dict[str, float]] = {
         _ref("resnet18", width_mult=1.0): 11.0,
     },
     "cpu": {
-        _ref("mlp", width=512, depth=2): 10.5,
+        _ref("mlp", width=512, depth=2): 5.5,
         _ref("mlp", width=64, depth=2): 0.93,
         _ref("binarynet", width_mult=1.0): 2600.0,
         _ref("binarynet", width_mult=0.0625): 28.0,
@@ -65,23 +75,26 @@ FULL_WIDTH = {"mlp": _ref("mlp", width=512, depth=2),
 
 
 def epoch_seconds(task: Task, device: str) -> tuple[float, bool]:
-    """(seconds per epoch of one run of ``task`` on ``device``, measured for this config)."""
+    """(seconds per epoch of one run of ``task`` on ``device``, measured for this config).
+    A model without any reference (a plugin's) takes the full-width ``mlp``'s, flagged."""
     table = EPOCH_SECONDS[device]
     key = config_key(task.model, task.model_args)
     exact = key in table
-    full = table[key] if exact else table[FULL_WIDTH[task.model]]
-    return full * sum(task.examples()) / FULL_EXAMPLES, exact
+    full = table[key] if exact else table[FULL_WIDTH.get(task.model, FULL_WIDTH["mlp"])]
+    train, test = task.examples()
+    evals = (task.evals_per_epoch - 1) * round(train * task.val_split) * EVAL_PASS_COST
+    return full * (train + test + evals) / FULL_EXAMPLES, exact
 
 
 def _seconds(task: Task, device: str, runs: int, epochs: int) -> float:
     return runs * RUN_OVERHEAD[device] + epochs * epoch_seconds(task, device)[0]
 
 
-def task_cost(plan: Plan, task: Task) -> dict[str, Any]:
-    """Runs and epochs of one task's tuned sweeps (stage 1 at full length), and their seconds."""
+def task_cost(study: Study, task: Task) -> dict[str, Any]:
+    """Runs and epochs of one task's sweeps (stage 1 at full length), and their seconds."""
     s1_runs = s2_runs = 0
-    for search in plan.searches:
-        a, b = plan.tuned_runs(search)
+    for search in study.searches:
+        a, b = study.tuned_runs(search)
         s1_runs, s2_runs = s1_runs + a, s2_runs + b
     s1_epochs, s2_epochs = s1_runs * task.stage1_epochs, s2_runs * task.epochs
     runs, epochs = s1_runs + s2_runs, s1_epochs + s2_epochs
@@ -92,14 +105,14 @@ def task_cost(plan: Plan, task: Task) -> dict[str, Any]:
     }
 
 
-def map_cost(plan: Plan) -> dict[str, Any] | None:
-    m = plan.sensitivity
+def map_cost(study: Study) -> dict[str, Any] | None:
+    m = study.sensitivity
     if m is None:
         return None
-    task = plan.task(m.task)
+    task = study.task(m.task)
     runs = m.n_cells * len(m.seeds)
     return {
-        "part": "kappa x gamma", "what": f"BAMSProd map on {task.key}", "stage1_runs": 0,
+        "part": "kappa x gamma", "what": f"{m.optimizer} map on {task.key}", "stage1_runs": 0,
         "stage1_epochs": 0, "stage2_runs": runs, "stage2_epochs": runs * task.epochs,
         "runs": runs, "epochs": runs * task.epochs,
         **_device_seconds(task, runs, runs * task.epochs),
@@ -107,33 +120,47 @@ def map_cost(plan: Plan) -> dict[str, Any] | None:
 
 
 def _device_seconds(task: Task, runs: int, epochs: int) -> dict[str, Any]:
+    gpu, gpu_exact = epoch_seconds(task, "gpu")
+    cpu, cpu_exact = epoch_seconds(task, "cpu")
     return {
-        "gpu_epoch_seconds": epoch_seconds(task, "gpu")[0],
-        "gpu_measured": epoch_seconds(task, "gpu")[1],
+        "gpu_epoch_seconds": gpu, "gpu_measured": gpu_exact,
         "gpu_run_seconds": _seconds(task, "gpu", runs, epochs),
-        "cpu_epoch_seconds": epoch_seconds(task, "cpu")[0],
-        "cpu_measured": epoch_seconds(task, "cpu")[1],
+        "cpu_epoch_seconds": cpu, "cpu_measured": cpu_exact,
         "cpu_seconds": _seconds(task, "cpu", runs, epochs),
     }
 
 
-def plan_cost(plan: Plan) -> dict[str, Any]:
+def cpu_speed(workers: int) -> float:
+    """How many single-process run-seconds ``workers`` processes get through per second."""
+    return 1.0 if workers == 1 else workers * CPU_PARALLEL_EFFICIENCY
+
+
+def study_cost(study: Study) -> dict[str, Any]:
     """Per part (each task, the map) and in total: runs, epochs, GPU run seconds and wall time
-    with ``GPU_PACK`` runs per card, CPU seconds with one worker."""
-    parts = [task_cost(plan, t) for t in plan.tasks]
-    if (m := map_cost(plan)) is not None:
+    with the runs sharing one card, CPU run seconds and wall time with the study's workers."""
+    parts = [task_cost(study, t) for t in study.tasks]
+    if (m := map_cost(study)) is not None:
         parts.append(m)
-    run_seconds = sum(p["gpu_run_seconds"] for p in parts) + GPU_PACK * GPU_PROCESS_START
+    pack = study.workers if study.device == "gpu" else GPU_PACK
+    cpu_workers = study.workers if study.device == "cpu" else 1
+    run_seconds = sum(p["gpu_run_seconds"] for p in parts) + pack * GPU_PROCESS_START
+    cpu_seconds = sum(p["cpu_seconds"] for p in parts)
     return {
         "parts": parts,
         "runs": sum(p["runs"] for p in parts),
         "epochs": sum(p["epochs"] for p in parts),
+        "device": study.device,
         "gpu_run_seconds": run_seconds,
-        "gpu_pack": GPU_PACK,
-        "gpu_wall_seconds": run_seconds / GPU_PACK,
-        "cpu_seconds": sum(p["cpu_seconds"] for p in parts),
+        "gpu_pack": pack,
+        "gpu_wall_seconds": run_seconds / pack,
+        "cpu_seconds": cpu_seconds,
+        "cpu_workers": cpu_workers,
+        "cpu_threads": study.threads,
+        "cpu_wall_seconds": cpu_seconds / cpu_speed(cpu_workers),
         "assumptions": {
-            "gpu_pack": GPU_PACK, "gpu_process_start": GPU_PROCESS_START,
+            "gpu_pack": pack, "gpu_process_start": GPU_PROCESS_START,
             "run_overhead": dict(RUN_OVERHEAD), "full_examples": FULL_EXAMPLES,
+            "eval_pass_cost": EVAL_PASS_COST,
+            "cpu_parallel_efficiency": CPU_PARALLEL_EFFICIENCY,
         },
     }

@@ -1,36 +1,34 @@
-"""The reproduction plans: what ``bamsprod reproduce`` submits, as data (no HTTP, no torch).
+"""A study as data (no HTTP, no torch): tasks x optimizers x tuning x seeds, a target, claims,
+and an optional kappa x gamma map; and the ``POST /api/sweeps`` bodies that run it.
 
-A plan is tasks (model x data set x epoch budget) x optimizer searches x seeds, plus a BAMSProd
-sensitivity map. Every optimizer is tuned through the service's tuned-sweep strategy
-(``docs/tuning.md``): one ``strategy: tune`` sweep per task and optimizer, so each optimizer
-gets its own learning-rate range and, for Bop, its own ``gamma`` values (a hyperparameter name
-the other optimizers share). Stage 1 searches on the validation split; stage 2 runs the best
-setting on every seed. The map is a grid sweep over BAMSProd's ``kappa`` x ``gamma`` at its
-default learning rate, so it is queued at once instead of waiting for tuning.
+A study comes from a TOML file (:mod:`app.studies.studyfile`, ``docs/studies.md``); the shipped
+ones are ``app/studies/files/*.toml``. Each optimizer of each task is one sweep:
 
-- ``paper``: full MNIST and Fashion-MNIST, ``mlp`` 512x2, ``binarynet`` and ``resnet18`` at
-  full width, six optimizers, 3 seeds; sized for about 10 minutes of one H100/H200-class GPU
-  (``app.studies.cost``), with what was cut to fit in ``Plan.cuts``.
-- ``quick``: the same structure at toy size (tiny subsets and widths, 1-2 epochs, two learning
-  rates, 2 seeds so paired intervals exist) for a few minutes on a CPU.
+- **tuned** (two or more settings, unless the file says ``tuned = false``): a tuned sweep
+  (``docs/tuning.md``): stage 1 tries every setting on seed 0 for the task's
+  ``stage1_epochs`` on the validation split, stage 2 runs the best one on every seed;
+- **fixed** (one setting): a grid sweep of that setting over the seeds.
+
+The map is a grid sweep over the map optimizer's ``kappa`` x ``gamma`` at a fixed learning rate,
+so it queues at once instead of waiting for tuning.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from bamsprod.app.studies.claims import Claim
 from bamsprod.core.search_space import lr_grid
-from bamsprod.core.spec import DATASETS, DEFAULT_LR
+from bamsprod.core.spec import DATASETS
 
-PAPER_SPEEDUP = 1.2
-PAPER_GAIN_POINTS = 3.7
-TAG = "reproduce"
-PLAN_NAMES = ("paper", "quick")
-# The order of rows in every table and chart.
+TAG = "study"
+# The order of rows in every table and chart (others follow in the study's order).
 OPTIMIZER_ORDER = ("bamsprod", "adam", "amsgrad", "adabound", "amsbound", "bop", "sgd")
 CRITERION = "best_val_acc"
+DEFAULT_FRACTION = 0.99
 
 
 @dataclass(frozen=True)
@@ -48,10 +46,14 @@ class Task:
     test_subset: int | None = None
     batch_size: int = 128
     val_split: float = 0.1
+    evals_per_epoch: int = 1
+    target: float | None = None  # an absolute target; None: the study's target rule
 
     def base_config(self) -> dict[str, Any]:
-        """The run config fields the task fixes (no optimizer, lr, seed or name)."""
-        return {
+        """The run config fields the task fixes (no optimizer, lr, seed or name).
+        ``evals_per_epoch`` is sent only when it is not 1, so a server without the field
+        still takes the others."""
+        base = {
             "model": self.model,
             "model_args": dict(self.model_args),
             "dataset": self.dataset,
@@ -63,6 +65,9 @@ class Task:
             "scheduler": "none",
             "device": "auto",
         }
+        if self.evals_per_epoch != 1:
+            base["evals_per_epoch"] = self.evals_per_epoch
+        return base
 
     def examples(self) -> tuple[int, int]:
         """(train, test) examples one epoch sees (the train side includes the validation
@@ -75,36 +80,42 @@ class Task:
 
 @dataclass(frozen=True)
 class Search:
-    """Stage 1 of one optimizer: a log-spaced learning-rate range (``n_lr`` rates, the plan's)
-    and, optionally, more values of its own hyperparameters; the rest keep the spec defaults."""
+    """One optimizer of the study: its learning rates (``lr_range``: given as a log range
+    ``(min, max)``, the rates being ``lr_grid(min, max, len(lrs))``), the values of its searched
+    hyperparameters, the ones it fixes, and whether it is tuned."""
 
     optimizer: str
-    lr_min: float
-    lr_max: float
-    hparams: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    lrs: tuple[float, ...]
+    hparams: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # searched: 2+ values
+    fixed: dict[str, Any] = field(default_factory=dict)
+    tuned: bool = True
+    lr_range: tuple[float, float] | None = None
     source: str = ""
 
-    def grid(self, n_lr: int) -> list[float]:
-        """The learning rates stage 1 tries (as ``app.tuning`` spaces them)."""
-        return list(dict.fromkeys(lr_grid(self.lr_min, self.lr_max, n_lr)))
+    def grid(self) -> list[float]:
+        """The learning rates stage 1 tries (or the one fixed rate)."""
+        return list(self.lrs)
 
-    def n_settings(self, n_lr: int) -> int:
+    def n_settings(self) -> int:
         """Stage-1 runs: rates x the values of each searched hyperparameter."""
-        n = len(self.grid(n_lr))
-        for values in self.hparams.values():
-            n *= len(values)
-        return n
+        return len(self.lrs) * math.prod(len(v) for v in self.hparams.values())
+
+    def tune_range(self) -> tuple[float, float, int]:
+        """``(lr_min, lr_max, n_lr)`` of a tuned sweep whose grid is exactly :meth:`grid`."""
+        lo, hi = self.lr_range or (min(self.lrs), max(self.lrs))
+        return lo, hi, len(self.lrs)
 
 
 @dataclass(frozen=True)
 class SensitivityMap:
-    """BAMSProd over kappa x gamma on one task, at a fixed learning rate, ``seeds`` each."""
+    """The map optimizer over kappa x gamma on one task, at a fixed learning rate."""
 
     task: str
     kappas: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
     gammas: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
     seeds: tuple[int, ...] = (0,)
-    lr: float = DEFAULT_LR["bamsprod"]
+    lr: float = 1e-3
+    optimizer: str = "bamsprod"
 
     @property
     def n_cells(self) -> int:
@@ -112,22 +123,40 @@ class SensitivityMap:
 
 
 @dataclass(frozen=True)
-class Plan:
+class Target:
+    """How each task's target is set: ``fraction`` x the best per-evaluation mean ``metric`` of
+    the ``baseline`` optimizer's stage-2 runs within the budget (unless the task gives one)."""
+
+    metric: str = "test_acc"
+    baseline: str = "adam"
+    fraction: float = DEFAULT_FRACTION
+
+
+@dataclass(frozen=True)
+class Study:
     name: str
     purpose: str
     tasks: tuple[Task, ...]
     searches: tuple[Search, ...]
-    n_lr: int
     seeds: tuple[int, ...]
-    sensitivity: SensitivityMap | None
+    target: Target
+    claims: tuple[Claim, ...] = ()
+    sensitivity: SensitivityMap | None = None
     cuts: tuple[str, ...] = ()
+    device: str = "cpu"  # what the study is sized for: its cost headline
+    workers: int = 1  # worker processes (CPU), or runs sharing one card (GPU)
+    threads: int = 1  # torch threads per worker process
+    source: str = ""  # the file it came from
 
     def task(self, key: str) -> Task:
         return next(t for t in self.tasks if t.key == key)
 
+    def search(self, optimizer: str) -> Search:
+        return next(s for s in self.searches if s.optimizer == optimizer)
+
     def tuned_runs(self, search: Search) -> tuple[int, int]:
         """(stage-1 runs, stage-2 runs) of one optimizer on one task."""
-        return search.n_settings(self.n_lr), len(self.seeds)
+        return (search.n_settings() if search.tuned else 0), len(self.seeds)
 
     @property
     def n_runs(self) -> int:
@@ -135,125 +164,74 @@ class Plan:
         m = self.sensitivity
         return len(self.tasks) * per_task + (m.n_cells * len(m.seeds) if m else 0)
 
+    def baselines(self) -> dict[str, list[str]]:
+        """The baselines each kind of measure is taken against: ``speed`` (the target's
+        baseline and every speed-up claim's) and ``gain`` (every accuracy claim's)."""
+        speed = [self.target.baseline] + [c.baseline for c in self.claims if c.kind == "speed"]
+        gain = [c.baseline for c in self.claims if c.kind == "gain"]
+        return {"speed": list(dict.fromkeys(speed)), "gain": list(dict.fromkeys(gain))}
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["n_runs"] = self.n_runs
+        out["claims"] = [c.to_dict() for c in self.claims]
         for s, d in zip(self.searches, out["searches"], strict=True):
-            d["grid"] = s.grid(self.n_lr)
+            d["grid"] = s.grid()
         return out
 
-
-# ------------------------------------------------------------------------ the searches
-
-# A decade centred on a default, so three log-spaced rates are default / 3.162, default, x 3.162.
-_ADAPTIVE = (10**-3.5, 10**-2.5)
-SEARCHES: tuple[Search, ...] = (
-    Search("bamsprod", *_ADAPTIVE, source="a decade around its default 1e-3 (Adam's); gamma 1e-3 "
-           "and kappa 1 stay at the spec defaults (the kappa x gamma map varies them)"),
-    Search("adam", *_ADAPTIVE, source="a decade around Kingma & Ba's 1e-3 (Adam on the latent "
-           "weights is the BinaryNet recipe)"),
-    Search("amsgrad", *_ADAPTIVE, source="as Adam (Reddi et al. 2018 keep Adam's settings)"),
-    Search("adabound", *_ADAPTIVE, source="a decade around Luo et al. 2019's 1e-3; final_lr 0.1, "
-           "gamma 1e-3 at their defaults"),
-    Search("bop", 10**-2.5, 10**-1.5, {"gamma": (1e-4, 1e-3)},
-           source="larq's Bop recipe (Helwegen et al. 2019): Bop for the binary weights with "
-           "threshold 1e-8, Adam for the real ones; searched: that Adam's lr (a decade around "
-           "larq's 0.01) and gamma in {1e-4 (the recipe), 1e-3 (short budgets)}"),
-    Search("sgd", 1e-2, 1e-1, source="momentum 0.9, lr over the usual 0.01-0.1"),
-)
+    def override(self, seeds: int | None = None, epochs: int | None = None) -> Study:
+        """``seeds`` (stage 2, and at most as many for the map) and ``epochs`` (every task's
+        budget; stage 1 is capped at it) replaced."""
+        study = self
+        if seeds is not None:
+            if seeds < 1:
+                raise ValueError("seeds must be >= 1")
+            m = study.sensitivity
+            study = replace(study, seeds=tuple(range(seeds)),
+                            sensitivity=m and replace(m, seeds=m.seeds[:seeds]))
+        if epochs is not None:
+            if epochs < 1:
+                raise ValueError("epochs must be >= 1")
+            study = replace(study, tasks=tuple(
+                replace(t, epochs=epochs, stage1_epochs=min(t.stage1_epochs, epochs))
+                for t in study.tasks))
+        return study
 
 
-# --------------------------------------------------------------------------------- plans
-
-PAPER_TASKS: tuple[Task, ...] = (
-    Task("mlp-mnist", "mlp 512x2 on MNIST", "mlp", "mnist", {"width": 512, "depth": 2},
-         epochs=3, stage1_epochs=2),
-    Task("mlp-fashion", "mlp 512x2 on Fashion-MNIST", "mlp", "fashion-mnist",
-         {"width": 512, "depth": 2}, epochs=4, stage1_epochs=2),
-    Task("binarynet-fashion", "binarynet on Fashion-MNIST", "binarynet", "fashion-mnist",
-         {"width_mult": 1.0}, epochs=3, stage1_epochs=1),
-    Task("resnet18-fashion", "resnet18 on Fashion-MNIST", "resnet18", "fashion-mnist",
-         {"width_mult": 1.0}, epochs=2, stage1_epochs=1),
-)
-PAPER_CUTS = (
-    "Epochs: 3 (mlp, MNIST), 4 (mlp, Fashion-MNIST), 3 (binarynet), 2 (resnet18) instead of "
-    "the paper's hundreds; the report checks whether Adam's validation accuracy has plateaued.",
-    "Stage 1: 3 learning rates per optimizer (6 settings for Bop), 2 epochs per trial on the "
-    "mlps and 1 on binarynet and resnet18, where successive halving cannot cut anything.",
-    "binarynet and resnet18 run on Fashion-MNIST only (MNIST is near-saturated for them; the "
-    "mlp covers it); no CIFAR-10 or ImageNet, which the paper uses.",
-    "The kappa x gamma map: one seed, on mlp 512x2 / Fashion-MNIST (the cheapest task that is "
-    "not saturated), at BAMSProd's default lr 1e-3 so it queues at once.",
-    "AMSBound is left out (AdaBound stands for the bound family); add it to SEARCHES to run it.",
-)
-
-QUICK_TASKS: tuple[Task, ...] = (
-    Task("mlp-mnist", "mlp 64x2 on MNIST (2k examples)", "mlp", "mnist",
-         {"width": 64, "depth": 2}, epochs=2, stage1_epochs=1, train_subset=2000,
-         test_subset=1000),
-    Task("mlp-fashion", "mlp 64x2 on Fashion-MNIST (2k examples)", "mlp", "fashion-mnist",
-         {"width": 64, "depth": 2}, epochs=2, stage1_epochs=1, train_subset=2000,
-         test_subset=1000),
-    Task("binarynet-fashion", "binarynet (width_mult 1/16) on Fashion-MNIST (500 examples)",
-         "binarynet", "fashion-mnist", {"width_mult": 0.0625}, epochs=2, stage1_epochs=1,
-         train_subset=500, test_subset=500),
-    Task("resnet18-fashion", "resnet18 (width_mult 1/16) on Fashion-MNIST (500 examples)",
-         "resnet18", "fashion-mnist", {"width_mult": 0.0625}, epochs=2, stage1_epochs=1,
-         train_subset=500, test_subset=500),
-)
+def log_rates(lo: float, hi: float, n: int) -> tuple[float, ...]:
+    """The distinct rates of a log range, as tuned sweeps space them."""
+    return tuple(dict.fromkeys(lr_grid(lo, hi, n)))
 
 
-def make_plan(name: str = "paper", seeds: int | None = None, epochs: int | None = None) -> Plan:
-    """The ``paper`` or ``quick`` plan; ``seeds`` (stage 2 and at most as many for the map) and
-    ``epochs`` (every task's budget; stage 1 is capped at it) override the plan's."""
-    if name == "paper":
-        plan = Plan(
-            "paper",
-            "the paper's measures at a GPU budget of about 10 minutes, every optimizer tuned",
-            PAPER_TASKS, SEARCHES, n_lr=3, seeds=(0, 1, 2),
-            sensitivity=SensitivityMap("mlp-fashion"), cuts=PAPER_CUTS,
-        )
-    elif name == "quick":
-        plan = Plan(
-            "quick",
-            "the whole path end to end on a CPU in minutes; its numbers measure nothing",
-            QUICK_TASKS, SEARCHES, n_lr=2, seeds=(0, 1),
-            sensitivity=SensitivityMap("mlp-fashion"),
-            cuts=("Toy widths, 500-2,000 examples, 1 epoch per trial and 2 in stage 2, two "
-                  "learning rates per optimizer (the ends of each range), 2 seeds.",),
-        )
-    else:
-        raise ValueError(f"unknown plan {name!r}; known: {', '.join(PLAN_NAMES)}")
-    if seeds is not None:
-        if seeds < 1:
-            raise ValueError("seeds must be >= 1")
-        m = plan.sensitivity
-        plan = replace(plan, seeds=tuple(range(seeds)),
-                       sensitivity=m and replace(m, seeds=m.seeds[:seeds]))
-    if epochs is not None:
-        if epochs < 1:
-            raise ValueError("epochs must be >= 1")
-        plan = replace(plan, tasks=tuple(
-            replace(t, epochs=epochs, stage1_epochs=min(t.stage1_epochs, epochs))
-            for t in plan.tasks))
-    return plan
+def ordered(names: Sequence[str]) -> list[str]:
+    """Optimizer names in report order: the built-ins' order, then the rest as given."""
+    return [o for o in OPTIMIZER_ORDER if o in names] + [o for o in names
+                                                         if o not in OPTIMIZER_ORDER]
 
 
 # -------------------------------------------------------------------------- sweep bodies
 
 
-def tuned_body(plan: Plan, task: Task, search: Search, tags: Sequence[str]) -> dict[str, Any]:
+def _tags(tags: Sequence[str], task: Task) -> list[str]:
+    return [*tags, task.key]
+
+
+def tuned_body(study: Study, task: Task, search: Search, tags: Sequence[str]) -> dict[str, Any]:
     """``POST /api/sweeps`` body tuning one optimizer on one task (stage 1 on seed 0)."""
+    lo, hi, n = search.tune_range()
+    base = {**task.base_config(), "seed": 0, "tags": _tags(tags, task)}
+    if search.fixed:
+        base["hparams"] = dict(search.fixed)
     return {
-        "name": f"reproduce {task.key} {search.optimizer}",
+        "name": f"{study.name} {task.key} {search.optimizer}",
         "strategy": "tune",
-        "seeds": list(plan.seeds),
-        "base": {**task.base_config(), "seed": 0, "tags": [*tags, task.key]},
+        "seeds": list(study.seeds),
+        "base": base,
         "tune": {
             "optimizers": [search.optimizer],
-            "lr_min": search.lr_min,
-            "lr_max": search.lr_max,
-            "n_lr": plan.n_lr,
+            "lr_min": lo,
+            "lr_max": hi,
+            "n_lr": n,
             "sampler": "grid",
             "hparams": {k: list(v) for k, v in search.hparams.items()},
             "stage1_epochs": task.stage1_epochs,
@@ -262,38 +240,51 @@ def tuned_body(plan: Plan, task: Task, search: Search, tags: Sequence[str]) -> d
     }
 
 
-def map_body(plan: Plan, tags: Sequence[str]) -> dict[str, Any]:
-    """``POST /api/sweeps`` body of the kappa x gamma grid (BAMSProd, fixed lr)."""
-    m = plan.sensitivity
-    assert m is not None
-    task = plan.task(m.task)
+def fixed_body(study: Study, task: Task, search: Search, tags: Sequence[str]) -> dict[str, Any]:
+    """``POST /api/sweeps`` body of an optimizer that is not tuned: its one setting, every seed."""
+    hparams = {**search.fixed, **{k: v[0] for k, v in search.hparams.items()}}
     return {
-        "name": f"reproduce {task.key} bamsprod kappa x gamma",
-        "base": {**task.base_config(), "optimizer": "bamsprod", "lr": m.lr,
-                 "tags": [*tags, task.key, "kappa-gamma"]},
+        "name": f"{study.name} {task.key} {search.optimizer}",
+        "base": {**task.base_config(), "optimizer": search.optimizer, "lr": search.lrs[0],
+                 "hparams": hparams, "tags": _tags(tags, task)},
+        "seeds": list(study.seeds),
+    }
+
+
+def map_body(study: Study, tags: Sequence[str]) -> dict[str, Any]:
+    """``POST /api/sweeps`` body of the kappa x gamma grid (fixed lr)."""
+    m = study.sensitivity
+    assert m is not None
+    task = study.task(m.task)
+    return {
+        "name": f"{study.name} {task.key} {m.optimizer} kappa x gamma",
+        "base": {**task.base_config(), "optimizer": m.optimizer, "lr": m.lr,
+                 "tags": [*_tags(tags, task), "kappa-gamma"]},
         "grid": {"hparams.kappa": list(m.kappas), "hparams.gamma": list(m.gammas)},
         "seeds": list(m.seeds),
     }
 
 
-def sweep_bodies(plan: Plan, tags: Sequence[str] = (TAG,)) -> list[dict[str, Any]]:
-    """Every sweep of the plan, as ``{"task", "optimizer" (None for the map), "body"}``; the
-    most expensive tasks first, so their stage 2 is not the last thing a packed GPU waits on."""
+def sweep_bodies(study: Study, tags: Sequence[str] = (TAG,)) -> list[dict[str, Any]]:
+    """Every sweep of the study, as ``{"task", "optimizer" (None for the map), "tuned",
+    "body"}``; the most expensive tasks first, so their stage 2 is not the last thing a packed
+    GPU waits on."""
     out: list[dict[str, Any]] = []
-    for task in reversed(plan.tasks):
-        for search in plan.searches:
-            out.append({"task": task.key, "optimizer": search.optimizer,
-                        "body": tuned_body(plan, task, search, tags)})
-    if plan.sensitivity is not None:
-        out.append({"task": plan.sensitivity.task, "optimizer": None,
-                    "body": map_body(plan, tags)})
+    for task in reversed(study.tasks):
+        for search in study.searches:
+            make = tuned_body if search.tuned else fixed_body
+            out.append({"task": task.key, "optimizer": search.optimizer, "tuned": search.tuned,
+                        "body": make(study, task, search, tags)})
+    if study.sensitivity is not None:
+        out.append({"task": study.sensitivity.task, "optimizer": None, "tuned": False,
+                    "body": map_body(study, tags)})
     return out
 
 
 def compare_params(run_ids: Sequence[int], baseline: str | None = None,
                    target: float | None = None, x: str = "epoch", group_by: str = "optimizer",
-                   include: str | None = None) -> dict[str, Any]:
+                   include: str | None = None, metric: str | None = None) -> dict[str, Any]:
     """Query parameters for ``GET /api/compare`` over ``run_ids``."""
-    given = {"baseline": baseline, "target": target, "include": include}
+    given = {"baseline": baseline, "target": target, "include": include, "metric": metric}
     return {"runs": ",".join(str(i) for i in run_ids), "group_by": group_by, "x": x,
             **{k: v for k, v in given.items() if v is not None}}

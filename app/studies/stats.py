@@ -1,35 +1,47 @@
-"""The reproduction's statistics, from ``GET /api/compare`` answers (no HTTP, no torch).
+"""A study's statistics, from ``GET /api/compare`` answers (no HTTP, no torch).
 
-Every per-group number comes from the API (``app.compare``); this module adds what a verdict
-needs on top of it:
-
-- :func:`interval`: a t-interval over seeds around a paired statistic (the mean of per-seed
-  ratios or differences that compare returns with its standard error);
-- :func:`verdict`: holds / does not hold / inconclusive, by the rule in :data:`VERDICT_RULE`;
-- :func:`task_rows` and :func:`claims`: one row per optimizer, and BAMSProd's three measures
-  (speed-up in epochs and in seconds to the target vs Adam, final accuracy minus Bop's);
-- :func:`plateau`: whether Adam's validation accuracy stopped rising within the budget;
-- :func:`map_cells`: the kappa x gamma map against Adam and Bop.
+- :func:`run_records`: one record per run from a compare answer: final and best test
+  accuracy, time to the target in epochs and seconds, and whether that time is censored
+  (reached at the run's first evaluation, or never reached);
+- :func:`paired_speedup` and :func:`paired_gain`: per-seed ratios and differences between two
+  optimizers, with a t-interval (``scipy.stats.t``) over the measured pairs;
+- :func:`verdict`: holds / does not hold / inconclusive, by :data:`VERDICT_RULE`;
+- :func:`analyse`: everything the report derives from its stored records: each task's rows,
+  claims, plateau and tuning robustness, the map's cells, the performance profiles and the
+  environments.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
+from datetime import datetime
+from itertools import accumulate
 from typing import Any
 
-from bamsprod.app.studies.plan import OPTIMIZER_ORDER, PAPER_GAIN_POINTS, PAPER_SPEEDUP
+from scipy import stats as sps
+
+from bamsprod.app.studies import profiles, robustness
+from bamsprod.app.studies.environment import device_of, env_key, summary
+from bamsprod.app.studies.plan import ordered
 
 LEVEL = 0.95
+MIN_PAIRS = 3
 # A plateau: the best mean validation accuracy rose less than this over the last third of the
 # budget (at least one epoch).
 PLATEAU_POINTS = 0.5
+# Names the per-run "reached at the first evaluation" flag may have in compare's runs entries.
+FIRST_POINT_KEYS = ("to_target_first", "reached_at_first", "first_point", "at_first_eval")
 VERDICT_RULE = (
-    "95% t-interval over seeds of the paired per-seed values (seed k of BAMSProd with seed k of "
-    "the baseline). Holds: the interval lies above no effect (1× or 0 points) and not wholly "
-    "below the paper's value. Does not hold: the interval lies wholly below the paper's value "
-    "(even if above no effect). Inconclusive: anything else, including fewer than 2 paired "
-    "seeds."
+    f"{LEVEL:.0%} t-interval (scipy.stats.t) over the measured paired seeds (seed k of the "
+    "subject with seed k of the baseline). Holds: the interval lies above no effect (1× or 0 "
+    "points) and not wholly below the claimed value. Does not hold: it lies wholly below the "
+    "claimed value (even if above no effect). Inconclusive: anything else, and always with "
+    f"fewer than {MIN_PAIRS} measured pairs, with tied pairs (zero spread: a zero-width "
+    "interval is no evidence), with runs from different environments (seconds), or when a "
+    "censored pair (a target reached at a run's first evaluation, or never reached by one of "
+    "the two) could lie on the other side of the verdict."
 )
 
 
@@ -40,53 +52,25 @@ def ok(x: Any) -> bool:
 # ---------------------------------------------------------------------------- t-intervals
 
 
-def _t_within(t: float, df: int) -> float:
-    """P(|T| <= t) for Student's t with integer ``df`` (Abramowitz & Stegun 26.7.3-4)."""
-    theta = math.atan(t / math.sqrt(df))
-    s, c2 = math.sin(theta), math.cos(theta) ** 2
-    if df % 2 == 0:
-        term = total = 1.0
-        for k in range(df // 2 - 1):
-            term *= c2 * (2 * k + 1) / (2 * k + 2)
-            total += term
-        return s * total
-    total = theta
-    if df > 1:
-        term = math.cos(theta)
-        acc = term
-        for k in range(1, (df - 1) // 2):
-            term *= c2 * (2 * k) / (2 * k + 1)
-            acc += term
-        total += s * acc
-    return 2 * total / math.pi
-
-
 def t_quantile(level: float, df: int) -> float:
     """The two-sided ``level`` quantile of Student's t: P(|T| <= q) = level."""
     if df < 1 or not 0 < level < 1:
         raise ValueError("need df >= 1 and 0 < level < 1")
-    lo, hi = 0.0, 1.0
-    while _t_within(hi, df) < level:
-        hi *= 2
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _t_within(mid, df) < level else (lo, mid)
-    return (lo + hi) / 2
+    return float(sps.t.ppf((1 + level) / 2, df))
 
 
-def interval(st: Mapping[str, Any] | None, level: float = LEVEL,
-             scale: float = 1.0) -> dict[str, Any] | None:
-    """``st`` (mean, std, n, se: a compare ``Stat``) with a t-interval over its ``n`` values
-    (``lo``/``hi`` None for n < 2), all times ``scale``; None without a mean."""
-    if not st or not ok(st.get("mean")):
-        return None
-    n = int(st.get("n") or 0)
-    out = {"mean": scale * st["mean"], "std": None, "n": n, "se": None, "lo": None, "hi": None,
-           "level": level, "paired": bool(st.get("paired", True))}
-    if ok(st.get("std")):
-        out["std"] = scale * st["std"]
-    if n >= 2 and ok(st.get("se")):
-        out["se"] = scale * st["se"]
+def interval(values: Sequence[float], level: float = LEVEL) -> dict[str, Any]:
+    """Mean, sample std, n, standard error and the t-interval of ``values`` (``lo``/``hi``
+    None for n < 2)."""
+    xs = [float(v) for v in values if ok(v)]
+    n = len(xs)
+    out: dict[str, Any] = {"mean": None, "std": None, "n": n, "se": None, "lo": None,
+                           "hi": None, "level": level, "paired": True}
+    if n:
+        out["mean"] = statistics.fmean(xs)
+    if n >= 2:
+        out["std"] = statistics.stdev(xs)
+        out["se"] = out["std"] / math.sqrt(n)
         half = t_quantile(level, n - 1) * out["se"]
         out["lo"], out["hi"] = out["mean"] - half, out["mean"] + half
     return out
@@ -95,103 +79,282 @@ def interval(st: Mapping[str, Any] | None, level: float = LEVEL,
 def verdict(ci: Mapping[str, Any] | None, claimed: float, null: float) -> dict[str, str]:
     """Holds / does not hold / inconclusive for a claim of ``claimed`` against no effect
     ``null``, from a paired interval (see :data:`VERDICT_RULE`)."""
-    if not ci or not ci.get("paired") or not ok(ci.get("lo")) or not ok(ci.get("hi")):
-        n = (ci or {}).get("n", 0)
+    if not ci:
+        return {"verdict": "inconclusive", "why": "no paired values"}
+    if ci.get("mixed"):
         return {"verdict": "inconclusive",
-                "why": f"no interval: {n} paired seed{'' if n == 1 else 's'} (2 needed)"}
-    lo, hi = ci["lo"], ci["hi"]
+                "why": f"the runs span {len(ci['mixed'])} environments: seconds are not pooled"}
+    if not ci.get("paired"):
+        return {"verdict": "inconclusive", "why": "the seeds do not pair up"}
+    n = ci.get("n", 0)
+    extra = _censored_text(ci)
+    if n < MIN_PAIRS:
+        return {"verdict": "inconclusive",
+                "why": f"{n} measured paired seed{'' if n == 1 else 's'} ({MIN_PAIRS} "
+                       f"needed){extra}"}
+    lo, hi = ci.get("lo"), ci.get("hi")
+    if not ok(lo) or not ok(hi) or not ci.get("std"):
+        return {"verdict": "inconclusive",
+                "why": f"the {n} paired values are tied (zero spread): a zero-width interval "
+                       "is no evidence"}
     if hi < claimed:
+        against = [c for c in ci.get("censored", []) if c["hi"] is None or c["hi"] >= claimed]
+        if against:
+            return {"verdict": "inconclusive", "why": _against(against, "at or above the claim")}
         side = "above no effect, " if lo > null else ""
         return {"verdict": "does not hold",
-                "why": f"the interval lies {side}wholly below the paper's {claimed:g}"}
+                "why": f"the interval lies {side}wholly below the claimed {claimed:g}{extra}"}
     if lo > null:
+        against = [c for c in ci.get("censored", []) if not c["lo"] > null]
+        if against:
+            return {"verdict": "inconclusive", "why": _against(against, "at or below no effect")}
         where = "above" if lo > claimed else "around"
         return {"verdict": "holds",
                 "why": f"the interval excludes no effect ({null:g}) and lies {where} the "
-                       f"paper's {claimed:g}"}
+                       f"claimed {claimed:g}{extra}"}
     return {"verdict": "inconclusive",
-            "why": f"the interval holds both no effect ({null:g}) and the paper's {claimed:g}"}
+            "why": f"the interval holds both no effect ({null:g}) and the claimed {claimed:g}"
+                   f"{extra}"}
+
+
+def _censored_text(ci: Mapping[str, Any]) -> str:
+    parts = []
+    if ci.get("censored"):
+        parts.append(f"{len(ci['censored'])} censored pair(s) left out")
+    if ci.get("neither"):
+        parts.append(f"neither reached the target on seed(s) "
+                     f"{', '.join(str(s) for s in ci['neither'])}")
+    return f"; {'; '.join(parts)}" if parts else ""
+
+
+def _against(censored: Sequence[Mapping[str, Any]], side: str) -> str:
+    seeds = ", ".join(f"{c['seed']} ({c['why']})" for c in censored)
+    return f"censored pair(s) could lie {side}: seed {seeds}"
+
+
+# ------------------------------------------------------------------------- per-run values
+
+
+def _first_flag(entry: Mapping[str, Any]) -> bool | None:
+    for key in FIRST_POINT_KEYS:
+        if key in entry:
+            return bool(entry[key])
+    return None
+
+
+def run_records(answer: Mapping[str, Any], runs: Mapping[int, Mapping[str, Any]],
+                test_metric: str = "test_acc") -> list[dict[str, Any]]:
+    """One record per run of a compare answer given ``include=runs``: its final and best
+    ``test_metric`` within the budget, its horizon (last epoch and training seconds within the
+    budget), its time to the answer's target in epochs and seconds (compare's own per-run
+    values where it gives them, interpolated between evaluations; else the first epoch at or
+    above the target) and ``first``: reached at its first evaluation (the true crossing may
+    be earlier). ``runs``: the runs as ``GET /api/runs`` lists them (state, environment)."""
+    target, budget, metric = answer.get("target"), answer.get("budget"), answer["metric"]
+    out = []
+    for entry in answer.get("runs", []):
+        s = entry.get("series") or {}
+        epochs = list(s.get("epoch") or [])
+        keep = [i for i, e in enumerate(epochs) if budget is None or e <= budget]
+        elapsed = list(accumulate(float(v or 0.0) for v in s.get("seconds") or []))
+        tests = [s.get(test_metric, [None] * len(epochs))[i] for i in keep]
+        finite = [v for v in tests if ok(v)]
+        run = runs.get(entry["id"], {})
+        record: dict[str, Any] = {
+            "id": entry["id"], "optimizer": entry.get("optimizer"), "seed": entry.get("seed"),
+            "state": run.get("state", entry.get("state")),
+            "hparams": (run.get("config") or {}).get("hparams", {}),
+            "final": float(tests[-1]) if tests and ok(tests[-1]) else None,
+            "best": max(finite) if finite else None,
+            "horizon_epochs": float(epochs[keep[-1]]) if keep else None,
+            "horizon_seconds": elapsed[keep[-1]] if keep and len(elapsed) > keep[-1] else None,
+            "environment": env_key(run) if run else None,
+        }
+        if "to_target" in entry:
+            record["to_target"] = entry.get("to_target")
+            record["to_target_seconds"] = entry.get("to_target_seconds")
+            record["first"] = bool(_first_flag(entry)) and entry.get("to_target") is not None
+        else:
+            values = s.get(metric) or []
+            hit = next((i for i in keep if target is not None and i < len(values)
+                        and ok(values[i]) and values[i] >= target), None)
+            record["to_target"] = float(epochs[hit]) if hit is not None else None
+            record["to_target_seconds"] = (elapsed[hit] if hit is not None
+                                           and hit < len(elapsed) else None)
+            record["first"] = hit == 0
+        out.append(record)
+    return out
+
+
+def _bounds(rec: Mapping[str, Any], key: str) -> tuple[float, float] | None:
+    """(low, high) of a run's true time to target: exact, (0, t] when reached at its first
+    evaluation, (horizon, inf) when never reached; None without data."""
+    t = rec.get(key)
+    horizon = rec.get("horizon_epochs" if key == "to_target" else "horizon_seconds")
+    if t is None:
+        return (horizon, math.inf) if ok(horizon) else None
+    return (0.0, float(t)) if rec.get("first") else (float(t), float(t))
+
+
+def _div(a: float, b: float) -> float:
+    if b == 0:
+        return math.inf
+    return 0.0 if math.isinf(b) else a / b
+
+
+def _by_seed(records: Sequence[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]] | None:
+    seeds = [r.get("seed") for r in records]
+    if any(s is None for s in seeds) or len(set(seeds)) != len(seeds):
+        return None
+    return {int(r["seed"]): r for r in records}
+
+
+def paired_speedup(subject: Sequence[Mapping[str, Any]], baseline: Sequence[Mapping[str, Any]],
+                   unit: str = "epochs") -> dict[str, Any] | None:
+    """Speed-up baseline time / subject time, seed by seed. Measured pairs (both reached the
+    target after their first evaluation) give the interval; a censored pair gives only bounds
+    on its ratio (``censored``: seed, lo, hi, why); seeds where neither reached the target are
+    listed in ``neither``. None when there is nothing to pair."""
+    key = "to_target" if unit == "epochs" else "to_target_seconds"
+    s_seed, b_seed = _by_seed(subject), _by_seed(baseline)
+    if s_seed is None or b_seed is None:
+        return {**interval([]), "paired": False} if subject and baseline else None
+    shared = sorted(set(s_seed) & set(b_seed))
+    if not shared:
+        return None
+    values, censored, neither = [], [], []
+    for seed in shared:
+        s, b = _bounds(s_seed[seed], key), _bounds(b_seed[seed], key)
+        if s is None or b is None:
+            continue
+        if s[0] == s[1] and b[0] == b[1] and s[0] > 0:
+            values.append(b[0] / s[0])
+            continue
+        if math.isinf(s[1]) and math.isinf(b[1]):
+            neither.append(seed)
+            continue
+        why = []
+        for who, (lo, hi), rec in (("subject", s, s_seed[seed]), ("baseline", b, b_seed[seed])):
+            if math.isinf(hi):
+                why.append(f"{rec.get('optimizer') or who} never reached")
+            elif lo != hi:
+                why.append(f"{rec.get('optimizer') or who} at its first evaluation")
+        censored.append({"seed": seed, "lo": _div(b[0], s[1]), "hi": _div(b[1], s[0]),
+                         "why": ", ".join(why)})
+    out = interval(values)
+    out.update(censored=_finite_json(censored), neither=neither, pairs=len(shared),
+               values=values)
+    return out
+
+
+def _finite_json(censored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Bounds with an infinite upper bound as None (standard JSON); :func:`verdict` reads
+    None as unbounded."""
+    return [{**c, "hi": c["hi"] if math.isfinite(c["hi"]) else None} for c in censored]
+
+
+def paired_gain(subject: Sequence[Mapping[str, Any]], baseline: Sequence[Mapping[str, Any]]
+                ) -> dict[str, Any] | None:
+    """Final accuracy subject - baseline in points, seed by seed, with its interval."""
+    s_seed, b_seed = _by_seed(subject), _by_seed(baseline)
+    if s_seed is None or b_seed is None:
+        return {**interval([]), "paired": False} if subject and baseline else None
+    shared = sorted(set(s_seed) & set(b_seed))
+    diffs = [100 * (s_seed[k]["final"] - b_seed[k]["final"]) for k in shared
+             if ok(s_seed[k].get("final")) and ok(b_seed[k].get("final"))]
+    if not shared:
+        return None
+    return {**interval(diffs), "pairs": len(shared), "values": diffs}
+
+
+def _time_stat(records: Sequence[Mapping[str, Any]], key: str) -> dict[str, Any]:
+    times = [r.get(key) for r in records]
+    reached = [float(t) for t in times if t is not None]
+    st = interval(reached)
+    median = profiles.median_time(times)
+    return {"mean": st["mean"], "std": st["std"], "reached": len(reached), "n": len(records),
+            "first": sum(1 for r in records if r.get("first") and r.get(key) is not None),
+            "median": median if math.isfinite(median) else None}
+
+
+def _acc_stat(records: Sequence[Mapping[str, Any]], key: str) -> dict[str, Any]:
+    st = interval([r.get(key) for r in records])
+    return {"mean": st["mean"], "std": st["std"], "n": st["n"]}
+
+
+def _envs(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    return sorted({r["environment"] for r in records if r.get("environment")})
+
+
+def _seconds_speedup(subject: Sequence[Mapping[str, Any]],
+                     baseline: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    envs = _envs([*subject, *baseline])
+    if len(envs) > 1:
+        return {"mean": None, "n": 0, "paired": True, "mixed": envs}
+    return paired_speedup(subject, baseline, "seconds")
 
 
 # --------------------------------------------------------------------------------- rows
 
 
-def _group_optimizer(group: Mapping[str, Any]) -> str:
-    opt = (group.get("fields") or {}).get("optimizer")
-    if opt is None:  # key "optimizer=adam"
-        opt = str(group.get("key", "")).partition("=")[2]
-    return str(opt)
-
-
-def groups_by_optimizer(result: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    """A compare result's groups keyed by optimizer name."""
-    return {_group_optimizer(g): g for g in result.get("groups", [])}
-
-
-def _speedup(group: Mapping[str, Any], ratio_key: str) -> dict[str, Any] | None:
-    """The paired per-seed speed-up with its interval, else the ratio of means (no interval)."""
-    paired = interval(group.get("speedup_paired"))
-    if paired is not None:
-        return paired
-    value = group.get(ratio_key)
-    if not ok(value):
-        return None
-    return {"mean": value, "std": None, "n": 0, "se": None, "lo": None, "hi": None,
-            "level": LEVEL, "paired": False}
-
-
-def task_rows(compares: Mapping[str, Mapping[str, Any]],
-              order: Sequence[str] = OPTIMIZER_ORDER) -> list[dict[str, Any]]:
-    """One row per optimizer from three compare results of the stage-2 runs: ``adam``
-    (baseline Adam, x=epoch), ``adam_time`` (the same target, x=time) and ``bop``."""
-    by = {k: groups_by_optimizer(v) for k, v in compares.items()}
-    main = by["adam"]
-    names = [o for o in order if o in main] + [o for o in main if o not in order]
-    rows = []
-    for opt in names:
-        g = main[opt]
-        timed = by.get("adam_time", {}).get(opt)
-        bop = by.get("bop", {}).get(opt)
-        diff = bop.get("final_diff") if bop else None
-        rows.append({
-            "optimizer": opt,
-            "n": g["n"],
-            "final": dict(g["final"]),
-            "best": dict(g["best"]),
-            "to_target": {**{k: g["to_target"][k] for k in ("mean", "std", "reached")},
-                          "n": g["n"]},
-            "to_target_seconds": {**{k: g["to_target_seconds"][k]
-                                     for k in ("mean", "std", "reached")}, "n": g["n"]},
-            "speedup_epochs": _speedup(g, "speedup"),
-            "speedup_seconds": _speedup(timed, "speedup") if timed else None,
-            "diff_vs_bop": (interval(diff, scale=100) if diff and diff.get("paired")
-                            else None),
-        })
-    return rows
-
-
-CLAIMS = (
-    ("speedup_epochs", "speed-up vs Adam, epochs to target", PAPER_SPEEDUP, 1.0),
-    ("speedup_seconds", "speed-up vs Adam, seconds to target", PAPER_SPEEDUP, 1.0),
-    ("diff_vs_bop", "final test accuracy − Bop (points)", PAPER_GAIN_POINTS, 0.0),
-)
-
-
-def claims(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """BAMSProd's three measures with their intervals and verdicts (one entry per claim)."""
-    bams = next((r for r in rows if r["optimizer"] == "bamsprod"), None)
-    out = []
-    for key, label, claimed, null in CLAIMS:
-        ci = bams.get(key) if bams else None
-        out.append({"key": key, "label": label, "claimed": claimed, "null": null, "ci": ci,
-                    **verdict(ci, claimed, null)})
+def by_optimizer(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        out.setdefault(str(r["optimizer"]), []).append(r)
     return out
 
 
-def plateau(adam_group: Mapping[str, Any] | None, budget: int | None) -> dict[str, Any]:
-    """Did Adam's mean validation accuracy plateau? The rise of its best-so-far over the last
-    third of the budget (at least one epoch), in points, against :data:`PLATEAU_POINTS`."""
-    series = (adam_group or {}).get("series") or {}
+def task_rows(task: Mapping[str, Any], baselines: Mapping[str, Sequence[str]]
+              ) -> list[dict[str, Any]]:
+    """One row per optimizer of a task: accuracies, times to target, and the paired measures
+    against each baseline (``speed``: speed-ups in epochs and seconds; ``gain``: points)."""
+    runs = by_optimizer(task.get("runs", []))
+    mixed = len(_envs(task.get("runs", []))) > 1
+    chosen = {tu["optimizer"]: tu.get("chosen") or {} for tu in task.get("tuning", [])}
+    rows = []
+    for opt in ordered(list(runs)):
+        mine = runs[opt]
+        row: dict[str, Any] = {
+            "optimizer": opt, "n": len(mine), "lr": chosen.get(opt, {}).get("lr"),
+            "final": _acc_stat(mine, "final"), "best": _acc_stat(mine, "best"),
+            "to_target": _time_stat(mine, "to_target"),
+            "to_target_seconds": _time_stat(mine, "to_target_seconds"),
+            "seconds_mixed": mixed,
+            "speedup_epochs": {}, "speedup_seconds": {}, "gain": {},
+        }
+        for b in baselines.get("speed", []):
+            if b in runs:
+                row["speedup_epochs"][b] = paired_speedup(mine, runs[b], "epochs")
+                row["speedup_seconds"][b] = _seconds_speedup(mine, runs[b])
+        for b in baselines.get("gain", []):
+            if b in runs:
+                row["gain"][b] = paired_gain(mine, runs[b])
+        rows.append(row)
+    return rows
+
+
+def claim_results(task: Mapping[str, Any], claims: Sequence[Mapping[str, Any]]
+                  ) -> list[dict[str, Any]]:
+    """Each claim on one task: its interval and verdict."""
+    runs = by_optimizer(task.get("runs", []))
+    out = []
+    for c in claims:
+        subject, base = runs.get(c["subject"], []), runs.get(c["baseline"], [])
+        if c["measure"] == "gain":
+            ci = paired_gain(subject, base)
+        elif c["measure"] == "speedup_seconds":
+            ci = _seconds_speedup(subject, base)
+        else:
+            ci = paired_speedup(subject, base, "epochs")
+        out.append({**c, "ci": ci, **verdict(ci, c["claimed"], c["null"])})
+    return out
+
+
+def plateau(group: Mapping[str, Any] | None, budget: int | None) -> dict[str, Any]:
+    """Did the baseline's mean validation accuracy plateau? The rise of its best-so-far over
+    the last third of the budget (at least one epoch), in points, against
+    :data:`PLATEAU_POINTS`."""
+    series = (group or {}).get("series") or {}
     pts = [(e, v) for e, v in zip(series.get("epoch", []),
                                   (series.get("mean") or {}).get("val_acc", []), strict=False)
            if ok(v) and (budget is None or e <= budget)]
@@ -207,46 +370,106 @@ def plateau(adam_group: Mapping[str, Any] | None, budget: int | None) -> dict[st
                    f"({'<' if flat else '>='} {PLATEAU_POINTS} points)"}
 
 
+def group_of(answer: Mapping[str, Any] | None, optimizer: str) -> Mapping[str, Any] | None:
+    """The group of ``optimizer`` in a compare answer grouped by optimizer."""
+    for g in (answer or {}).get("groups", []):
+        if (g.get("fields") or {}).get("optimizer") == optimizer:
+            return g
+    return None
+
+
 # ---------------------------------------------------------------------------------- map
 
 
-def map_cells(by_adam: Mapping[str, Any], by_bop: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One cell per BAMSProd (kappa, gamma) group of two compares grouped by
-    ``optimizer,hparams.kappa,hparams.gamma`` (baseline Adam, and Bop at Adam's target)."""
-    bop_groups = {g["key"]: g for g in by_bop.get("groups", [])}
-    cells = []
-    for g in by_adam.get("groups", []):
-        f = g.get("fields") or {}
-        if f.get("optimizer") != "bamsprod":
+def map_cells(sens: Mapping[str, Any], task: Mapping[str, Any],
+              claims: Sequence[Mapping[str, Any]], speed_base: str,
+              gain_base: str | None) -> list[dict[str, Any]]:
+    """One cell per (kappa, gamma) of the map: final accuracy, time to the task's target, and
+    paired against the task's tuned baselines (seed k with seed k): the speed-up over
+    ``speed_base`` and the gain over ``gain_base``; ``meets``: both means reach the first
+    speed-up and accuracy claims of the map's optimizer (None without such claims)."""
+    base = by_optimizer(task.get("runs", []))
+    speed_claim = next((c for c in claims if c["subject"] == sens["optimizer"]
+                        and c["measure"] == "speedup_epochs"), None)
+    gain_claim = next((c for c in claims if c["subject"] == sens["optimizer"]
+                       and c["measure"] == "gain"), None)
+    cells: dict[tuple[Any, Any], list[Mapping[str, Any]]] = {}
+    for r in sens.get("runs", []):
+        h = r.get("hparams") or {}
+        cells.setdefault((h.get("kappa"), h.get("gamma")), []).append(r)
+    out = []
+    for (kappa, gamma), mine in cells.items():
+        speed = paired_speedup(mine, base.get(speed_base, []), "epochs")
+        gain = paired_gain(mine, base.get(gain_base, [])) if gain_base else None
+        meets = None
+        if speed_claim or gain_claim:
+            meets = ((not speed_claim or (speed is not None and ok(speed.get("mean"))
+                                          and speed["mean"] >= speed_claim["claimed"]))
+                     and (not gain_claim or (gain is not None and ok(gain.get("mean"))
+                                             and gain["mean"] >= gain_claim["claimed"])))
+        out.append({"kappa": kappa, "gamma": gamma, "n": len(mine),
+                    "final": _acc_stat(mine, "final"),
+                    "to_target": _time_stat(mine, "to_target"),
+                    "speedup_epochs": speed, "gain": gain, "meets": meets})
+    return out
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+def study_profiles(tasks: Sequence[Mapping[str, Any]], optimizers: Sequence[str]
+                   ) -> dict[str, Any]:
+    """Performance profiles in epochs and in seconds over the tasks' stage-2 runs; a task whose
+    runs span several environments is left out of the seconds profile."""
+    epochs: dict[str, dict[str, float]] = {}
+    seconds: dict[str, dict[str, float]] = {}
+    left_out: dict[str, str] = {}
+    for t in tasks:
+        runs = by_optimizer(t.get("runs", []))
+        epochs[t["key"]] = {o: profiles.median_time(r.get("to_target") for r in runs.get(o, []))
+                            for o in optimizers}
+        envs = _envs(t.get("runs", []))
+        if len(envs) > 1:
+            left_out[t["key"]] = f"its runs span {len(envs)} environments"
             continue
-        diff = (bop_groups.get(g["key"]) or {}).get("final_diff")
-        speed = _speedup(g, "speedup")
-        gain = interval(diff, scale=100) if diff else None
-        meets = (bool(speed) and ok(speed["mean"]) and speed["mean"] >= PAPER_SPEEDUP
-                 and bool(gain) and gain["mean"] >= PAPER_GAIN_POINTS)
-        cells.append({
-            "kappa": f.get("hparams.kappa"), "gamma": f.get("hparams.gamma"), "n": g["n"],
-            "final": dict(g["final"]),
-            "to_target": {**{k: g["to_target"][k] for k in ("mean", "std", "reached")},
-                          "n": g["n"]},
-            "speedup_epochs": speed, "diff_vs_bop": gain, "meets_paper": meets,
-        })
-    return cells
+        seconds[t["key"]] = {o: profiles.median_time(r.get("to_target_seconds")
+                                                     for r in runs.get(o, []))
+                             for o in optimizers}
+    return {"epochs": profiles.profile(epochs, optimizers),
+            "seconds": profiles.profile(seconds, optimizers, left_out)}
 
 
 def analyse(report: dict[str, Any]) -> dict[str, Any]:
-    """Fill in what is derived from the stored compare answers: each task's rows, claims and
-    plateau, and the map's cells (so a saved report re-renders from its JSON alone)."""
+    """Fill in what is derived from the stored records: each task's rows, claims, plateau and
+    robustness, the map's cells, the profiles and the environments (so a saved report
+    re-renders from its JSON alone)."""
+    study = report["study"]
+    claims = study.get("claims", [])
+    names = [s["optimizer"] for s in study["searches"]]
+    target_base = study["target"]["baseline"]
+    baselines = {
+        "speed": list(dict.fromkeys([target_base, *(c["baseline"] for c in claims
+                                                    if c["kind"] == "speed")])),
+        "gain": list(dict.fromkeys(c["baseline"] for c in claims if c["kind"] == "gain")),
+    }
+    report["baselines"] = baselines
+    every: list[str] = []
     for task in report["tasks"]:
-        compares = task.get("compare") or {}
-        task["rows"] = task_rows(compares) if "adam" in compares else []
-        task["claims"] = claims(task["rows"])
-        adam = groups_by_optimizer(compares["adam"]).get("adam") if "adam" in compares else None
-        task["plateau"] = plateau(adam, task.get("budget"))
+        task["rows"] = task_rows(task, baselines)
+        task["claims"] = claim_results(task, claims)
+        main = (task.get("compare") or {}).get("main")
+        task["plateau"] = plateau(group_of(main, target_base), task.get("budget"))
+        task["robustness"] = robustness.task_robustness(task.get("trials") or {})
+        task["environments"] = _envs(task.get("runs", []))
+        every += [r["environment"] for r in task.get("runs", []) if r.get("environment")]
     sens = report.get("sensitivity")
     if sens:
-        compares = sens.get("compare") or {}
-        sens["cells"] = map_cells(compares.get("adam") or {}, compares.get("bop") or {})
+        task = next((t for t in report["tasks"] if t["key"] == sens["task"]), {})
+        gain = baselines["gain"][0] if baselines["gain"] else None
+        sens["cells"] = map_cells(sens, task, claims, target_base, gain)
+        every += [r["environment"] for r in sens.get("runs", []) if r.get("environment")]
+    report["profiles"] = study_profiles(report["tasks"], ordered(names))
+    report["environments"] = summary(every)
     return report
 
 
@@ -260,18 +483,10 @@ def slim_compare(result: Mapping[str, Any], keep_series: bool = False) -> dict[s
     return out
 
 
-def device_of(run: Mapping[str, Any]) -> str:
-    """The device a run trained on: its stored device without the optimizer path
-    (``cuda (NVIDIA H100 80GB HBM3) · compiled`` -> ``cuda (NVIDIA H100 80GB HBM3)``)."""
-    return str(run.get("device") or "?").split(" · ")[0]
-
-
 def compute_time(runs: Sequence[Mapping[str, Any]],
                  epoch_seconds: Mapping[int, float]) -> dict[str, Any]:
     """Run seconds (started to finished, summed) per device and in all, and the epochs' own
-    seconds (training and evaluation, from the stored metrics) summed."""
-    from datetime import datetime
-
+    seconds (from the stored metrics) summed."""
     by_device: dict[str, float] = {}
     for r in runs:
         if r.get("started_at") and r.get("finished_at"):
