@@ -78,10 +78,11 @@ def healthy(srv: Server) -> bool:
     return h.get("status") == "ok" and bool(h.get("workers"))
 
 
-def start_up(home: Path, port: int, log: Path) -> Server:
-    """``bamsprod up`` on ``home`` and ``port``, returned once healthy with a worker."""
+def start_up(home: Path, port: int, log: Path, **settings: str) -> Server:
+    """``bamsprod up`` on ``home`` and ``port`` (``settings``: more environment), returned once
+    healthy with a worker."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BAMSPROD_")}
-    env.update(BAMSPROD_HOME=str(home), OMP_NUM_THREADS="1")
+    env.update(BAMSPROD_HOME=str(home), OMP_NUM_THREADS="1", **settings)
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "bamsprod", "up", "--port", str(port)],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -305,3 +306,23 @@ def test_embedded_broker_deletes_delivered_messages(tmp_path: Path) -> None:
     rows = sqlite3.connect(db).execute("SELECT visible FROM kombu_message").fetchall()
     assert got == [0, 1, 2]
     assert sorted(rows) == [(1,), (1,)]  # only the two undelivered messages are left
+
+
+def test_up_trains_worker_concurrency_runs_at_once(tmp_path: Path) -> None:
+    """``BAMSPROD_WORKER_CONCURRENCY=2``: ``up``'s worker trains two runs at the same time (the
+    prefork pool; what a study's ``workers = 2`` asks for), and both finish."""
+    srv = start_up(tmp_path / "home", free_port(), tmp_path / "up.log",
+                   BAMSPROD_WORKER_CONCURRENCY="2")
+    try:
+        body = {**RUN, "epochs": 40, "model_args": {"width": 256}}
+        ids = [httpx.post(f"{srv.url}/api/runs", json={**body, "seed": s}).json()["id"]
+               for s in (0, 1)]
+
+        def running() -> int:
+            return httpx.get(f"{srv.url}/api/runs", params={"state": "running"}).json()["total"]
+
+        wait_for(lambda: running() == 2, 60, "both runs running at once")
+        wait_for(lambda: all(httpx.get(f"{srv.url}/api/runs/{i}").json()["state"] == "succeeded"
+                             for i in ids), 180, "both runs to succeed", interval=0.5)
+    finally:
+        stop_up(srv)

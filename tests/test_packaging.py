@@ -140,6 +140,9 @@ def test_wheel_holds_the_dashboard_and_migrations(wheel_build: tuple[Path, str])
             assert in_wheel(path.relative_to(ROOT).as_posix()) in names
     assert "bamsprod/app/alembic.ini" in names
     assert "bamsprod/core/optim/csrc/bamsprod_fused.cpp" in names
+    studies = {f"bamsprod/app/studies/files/{p.name}"
+               for p in (ROOT / "app" / "studies" / "files").glob("*.toml")}
+    assert {"bamsprod/app/studies/files/paper.toml"} < studies <= names  # the shipped studies
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert "License-Expression: MIT" in metadata
 
