@@ -478,3 +478,14 @@ def test_study_run_names_the_bad_key_and_line(tmp_path):
     got = _cli("study", "run", str(bad), "--dry-run")
     assert got.returncode == 2
     assert f"{bad}:8: tasks[0].epochs:" in " ".join(got.stderr.split())
+
+
+def test_planning_a_study_imports_no_torch_sql_or_optuna():
+    """Issue 21: the plan imported app.tuning (SQLModel, the store, Optuna) for ``lr_grid``."""
+    code = ("import sys; import bamsprod.app.studies.studyfile, bamsprod.app.studies.cost, "
+            "bamsprod.app.studies.stats, bamsprod.app.studies.report_md; "
+            "print(sorted(m for m in ('torch', 'sqlmodel', 'sqlalchemy', 'optuna', 'celery') "
+            "if m in sys.modules))")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=ROOT)
+    assert got.returncode == 0 and got.stdout.strip() == "[]", got.stdout + got.stderr
