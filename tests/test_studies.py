@@ -489,3 +489,9 @@ def test_planning_a_study_imports_no_torch_sql_or_optuna():
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, cwd=ROOT)
     assert got.returncode == 0 and got.stdout.strip() == "[]", got.stdout + got.stderr
+
+
+def test_values_equal_up_to_rounding_are_tied():
+    ci = rs.interval([2.0, 2.0 + 1e-12, 2.0 - 1e-12])
+    assert 0 < ci["std"] < 1e-11
+    assert rs.verdict(ci, 1.2, 1.0)["verdict"] == "inconclusive"

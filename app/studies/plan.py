@@ -71,10 +71,12 @@ class Task:
 
     def examples(self) -> tuple[int, int]:
         """(train, test) examples one epoch sees (the train side includes the validation
-        split, which is evaluated every epoch)."""
-        meta = DATASETS[self.dataset]
-        train = min(self.train_subset or meta["train"], meta["train"])
-        test = min(self.test_subset or meta["test"], meta["test"])
+        split, which is evaluated every epoch). A data set that does not state its sizes counts
+        as MNIST-sized (60,000 / 10,000)."""
+        meta = DATASETS.get(self.dataset) or {}
+        full_train, full_test = meta.get("train") or 60_000, meta.get("test") or 10_000
+        train = min(self.train_subset or full_train, full_train)
+        test = min(self.test_subset or full_test, full_test)
         return train, test
 
 

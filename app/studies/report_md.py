@@ -347,8 +347,8 @@ def environment_lines(report: Mapping[str, Any]) -> list[str]:
         return ["- environment: unknown"]
     head = "environment" if len(envs) == 1 else f"environments ({len(envs)}: seconds are " \
                                                "compared only within one)"
-    return [f"- {head}: " + "; ".join(f"**{e['environment']}** ({e['runs']} runs)"
-                                      for e in envs)]
+    return [f"- {head}: " + "; ".join(f"**{e['environment']}** ({e['runs']} stage-2 and map "
+                                      "runs)" for e in envs)]
 
 
 def header_lines(report: Mapping[str, Any]) -> list[str]:

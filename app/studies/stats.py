@@ -28,6 +28,9 @@ from bamsprod.app.studies.plan import ordered
 
 LEVEL = 0.95
 MIN_PAIRS = 3
+# Paired values whose spread is below this (relative to the mean) are tied: equal up to
+# floating-point rounding.
+TIE = 1e-9
 # A plateau: the best mean validation accuracy rose less than this over the last third of the
 # budget (at least one epoch).
 PLATEAU_POINTS = 0.5
@@ -93,7 +96,8 @@ def verdict(ci: Mapping[str, Any] | None, claimed: float, null: float) -> dict[s
                 "why": f"{n} measured paired seed{'' if n == 1 else 's'} ({MIN_PAIRS} "
                        f"needed){extra}"}
     lo, hi = ci.get("lo"), ci.get("hi")
-    if not ok(lo) or not ok(hi) or not ci.get("std"):
+    if not ok(lo) or not ok(hi) or not ok(ci.get("std")) or ci["std"] <= TIE * max(
+            1.0, abs(ci["mean"])):
         return {"verdict": "inconclusive",
                 "why": f"the {n} paired values are tied (zero spread): a zero-width interval "
                        "is no evidence"}
