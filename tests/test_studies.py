@@ -316,7 +316,7 @@ def test_run_records_read_the_epochs_of_a_compare_without_per_run_times():
     assert (bams0["to_target"], bams0["to_target_seconds"], bams0["first"]) == (2.0, 3.0, False)
     early = answer([{"id": 9, "optimizer": "x", "seed": 0, "finals": [0.95, 0.96]}], target=0.9)
     for entry in early["runs"]:
-        del entry["to_target"], entry["to_target_seconds"], entry["to_target_first"]
+        del entry["to_target"], entry["to_target_seconds"], entry["reached_at_first_eval"]
     (rec,) = rs.run_records(early, {})
     assert rec["to_target"] == 1.0 and rec["first"] is True
 
@@ -495,3 +495,27 @@ def test_values_equal_up_to_rounding_are_tied():
     ci = rs.interval([2.0, 2.0 + 1e-12, 2.0 - 1e-12])
     assert 0 < ci["std"] < 1e-11
     assert rs.verdict(ci, 1.2, 1.0)["verdict"] == "inconclusive"
+
+
+def test_claims_from_interpolated_per_run_times():
+    """An answer with per-run times between evaluations: BAMSProd 1.3, 1.25, 1.4 epochs, Adam
+    2.1, 2.0, 2.2; speed-ups 2.1/1.3, 2.0/1.25, 2.2/1.4 with their t-interval, by hand."""
+    from scipy import stats as sps
+
+    runs = [{"id": 10 + k, "optimizer": "bamsprod", "seed": k, "to_target": t,
+             "to_target_seconds": 4 * t, "finals": [0.9, 0.91]}
+            for k, t in enumerate([1.3, 1.25, 1.4])]
+    runs += [{"id": 20 + k, "optimizer": "adam", "seed": k, "to_target": t,
+              "to_target_seconds": 4 * t, "finals": [0.9, 0.9]}
+             for k, t in enumerate([2.1, 2.0, 2.2])]
+    task = {"key": "t", "runs": rs.run_records(answer(runs, budget=2), {}), "tuning": []}
+    claim = {"subject": "bamsprod", "baseline": "adam", "measure": "speedup_epochs",
+             "claimed": 1.2, "null": 1.0, "kind": "speed"}
+    (got,) = rs.claim_results(task, [claim])
+    ratios = [2.1 / 1.3, 2.0 / 1.25, 2.2 / 1.4]
+    mean = sum(ratios) / 3
+    sd = math.sqrt(sum((r - mean) ** 2 for r in ratios) / 2)
+    half = sps.t.ppf(0.975, 2) * sd / math.sqrt(3)
+    assert (got["ci"]["mean"], got["ci"]["lo"], got["ci"]["hi"]) == pytest.approx(
+        (mean, mean - half, mean + half))
+    assert got["verdict"] == "holds"  # [1.48, 1.69]: above 1 and around... above 1.2

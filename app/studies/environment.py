@@ -22,8 +22,9 @@ def device_of(run: Mapping[str, Any]) -> str:
 
 
 def _text(value: Any) -> str:
-    if isinstance(value, Mapping):  # e.g. {"version": ..., "commit": ...}
-        return "+".join(str(v) for v in value.values() if v not in (None, ""))
+    if isinstance(value, Mapping):  # {"version": "0.1.0", "commit": "b26f480c..."}
+        return "+".join(str(v)[:12] if k == "commit" else str(v) for k, v in value.items()
+                        if v not in (None, ""))
     return str(value)
 
 

@@ -34,8 +34,8 @@ TIE = 1e-9
 # A plateau: the best mean validation accuracy rose less than this over the last third of the
 # budget (at least one epoch).
 PLATEAU_POINTS = 0.5
-# Names the per-run "reached at the first evaluation" flag may have in compare's runs entries.
-FIRST_POINT_KEYS = ("to_target_first", "reached_at_first", "first_point", "at_first_eval")
+# Compare's per-run flag: the target was reached at the run's first evaluation.
+FIRST_EVAL_KEY = "reached_at_first_eval"
 VERDICT_RULE = (
     f"{LEVEL:.0%} t-interval (scipy.stats.t) over the measured paired seeds (seed k of the "
     "subject with seed k of the baseline). Holds: the interval lies above no effect (1× or 0 "
@@ -139,13 +139,6 @@ def _against(censored: Sequence[Mapping[str, Any]], side: str) -> str:
 # ------------------------------------------------------------------------- per-run values
 
 
-def _first_flag(entry: Mapping[str, Any]) -> bool | None:
-    for key in FIRST_POINT_KEYS:
-        if key in entry:
-            return bool(entry[key])
-    return None
-
-
 def run_records(answer: Mapping[str, Any], runs: Mapping[int, Mapping[str, Any]],
                 test_metric: str = "test_acc") -> list[dict[str, Any]]:
     """One record per run of a compare answer given ``include=runs``: its final and best
@@ -177,7 +170,7 @@ def run_records(answer: Mapping[str, Any], runs: Mapping[int, Mapping[str, Any]]
         if "to_target" in entry:
             record["to_target"] = entry.get("to_target")
             record["to_target_seconds"] = entry.get("to_target_seconds")
-            record["first"] = bool(_first_flag(entry)) and entry.get("to_target") is not None
+            record["first"] = bool(entry.get(FIRST_EVAL_KEY)) and entry.get("to_target") is not None
         else:
             values = s.get(metric) or []
             hit = next((i for i in keep if target is not None and i < len(values)
@@ -478,9 +471,11 @@ def analyse(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def slim_compare(result: Mapping[str, Any], keep_series: bool = False) -> dict[str, Any]:
-    """A compare result without per-run series (and group series unless ``keep_series``)."""
+    """A compare result without per-run series and evaluation points (and group series unless
+    ``keep_series``)."""
     out = {k: v for k, v in result.items() if k != "runs"}
-    out["runs"] = [{k: v for k, v in r.items() if k != "series"} for r in result.get("runs", [])]
+    out["runs"] = [{k: v for k, v in r.items() if k not in ("series", "evals")}
+                   for r in result.get("runs", [])]
     if not keep_series:
         out["groups"] = [{k: v for k, v in g.items() if k != "series"}
                          for g in result.get("groups", [])]
