@@ -20,9 +20,11 @@ import pytest
 from study_fixtures import BOP_FINAL, hand_made_records, hand_made_report
 
 from bamsprod.app.studies import cost as rc
+from bamsprod.app.studies import paired as pr
 from bamsprod.app.studies import plan as rp
 from bamsprod.app.studies import report_md as rmd
 from bamsprod.app.studies import stats as rs
+from bamsprod.app.studies.fmt import table
 from bamsprod.app.studies.report_html import html_report
 from bamsprod.app.studies.runner import REPORT_FORMAT, rerender, write_report
 from bamsprod.app.studies.studyfile import load_study
@@ -43,22 +45,22 @@ def _hand_ci(values: list[float]) -> tuple[float, float, float]:
 
 def test_t_quantile_matches_the_tables():
     for df, q in T975.items():
-        assert rs.t_quantile(0.95, df) == pytest.approx(q, abs=1e-8)
-    assert rs.t_quantile(0.95, 1) == pytest.approx(math.tan(0.95 * math.pi / 2))
+        assert pr.t_quantile(0.95, df) == pytest.approx(q, abs=1e-8)
+    assert pr.t_quantile(0.95, 1) == pytest.approx(math.tan(0.95 * math.pi / 2))
     with pytest.raises(ValueError):
-        rs.t_quantile(0.95, 0)
+        pr.t_quantile(0.95, 0)
 
 
 def test_paired_intervals_against_a_hand_computation():
     by = rs.by_optimizer(hand_made_records())
     b, adam, bop = by["bamsprod"], by["adam"], by["bop"]
-    for got, values in ((rs.paired_speedup(b, adam, "epochs"), [4 / 2, 4 / 4, 4 / 3]),
-                        (rs.paired_speedup(b, adam, "seconds"), [4 / 3, 4 / 6, 4 / 4.5]),
-                        (rs.paired_gain(b, bop), [5.0, 3.0, 4.0])):
+    for got, values in ((pr.paired_speedup(b, adam, "epochs"), [4 / 2, 4 / 4, 4 / 3]),
+                        (pr.paired_speedup(b, adam, "seconds"), [4 / 3, 4 / 6, 4 / 4.5]),
+                        (pr.paired_gain(b, bop), [5.0, 3.0, 4.0])):
         mean, lo, hi = _hand_ci(values)
         assert got["paired"] and got["n"] == 3
         assert (got["mean"], got["lo"], got["hi"]) == pytest.approx((mean, lo, hi))
-    sgd = rs.paired_speedup(by["sgd"], adam, "epochs")  # never reached: only bounds
+    sgd = pr.paired_speedup(by["sgd"], adam, "epochs")  # never reached: only bounds
     assert sgd["n"] == 0 and len(sgd["censored"]) == 3 and sgd["mean"] is None
     # SGD never reached within 4 epochs, Adam took 4: its speed-up is at most 4 / 4
     assert all(c["lo"] == 0 and c["hi"] == pytest.approx(1.0) for c in sgd["censored"])
@@ -74,7 +76,7 @@ def test_paired_intervals_against_a_hand_computation():
 ])
 def test_verdict_rules(lo, hi, expected):
     ci = {"mean": (lo + hi) / 2, "std": 0.1, "lo": lo, "hi": hi, "n": 3, "paired": True}
-    assert rs.verdict(ci, 1.2, 1.0)["verdict"] == expected
+    assert pr.verdict(ci, 1.2, 1.0)["verdict"] == expected
 
 
 def test_claims_on_hand_made_records():
@@ -348,9 +350,9 @@ def test_reproduce_quick_end_to_end(tmp_path):
             assert rs.run_records(api, by_id) == task["runs"]
             rows = rs.task_rows({**task, "runs": rs.run_records(api, by_id)}, report["baselines"])
             assert rows == task["rows"] and len(rows) == len(study.searches)
-            table = rmd.table(rmd.results_head(report["baselines"]),
-                              rmd.results_rows(task, report["baselines"]))
-            assert "\n".join(table) in section
+            results = table(rmd.results_head(report["baselines"]),
+                            rmd.results_rows(task, report["baselines"]))
+            assert "\n".join(results) in section
             assert {c["verdict"] for c in task["claims"]} == {"inconclusive"}  # 2 seeds
         sens = report["sensitivity"]
         assert len(sens["cells"]) == 15 and sens["states"] == {"succeeded": 15}

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from study_fixtures import ENV, answer
 
+from bamsprod.app.studies import paired as pr
 from bamsprod.app.studies import plan as sp
 from bamsprod.app.studies import profiles as pf
 from bamsprod.app.studies import robustness as rb
@@ -24,11 +25,11 @@ from bamsprod.app.studies.cost import study_cost
 from bamsprod.app.studies.environment import env_key
 from bamsprod.app.studies.studyfile import (
     StudyFileError,
-    key_lines,
     load_study,
     parse_study,
     shipped_names,
 )
+from bamsprod.app.studies.toml_lines import key_lines
 from bamsprod.core.spec import OPTIMIZERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,58 +230,58 @@ def _records(opt: str, times: list[float | None], first: tuple[int, ...] = (),
 def test_tied_pairs_never_give_a_decisive_verdict():
     """Issue 19: three seeds agreeing on a whole-epoch ratio gave ``1.00× [1.00, 1.00]`` and
     read as "does not hold". A zero-width interval is no evidence, either way."""
-    tied = rs.paired_speedup(_records("b", [2.0, 2.0, 2.0]), _records("a", [2.0, 2.0, 2.0]))
+    tied = pr.paired_speedup(_records("b", [2.0, 2.0, 2.0]), _records("a", [2.0, 2.0, 2.0]))
     assert tied["values"] == [1.0, 1.0, 1.0] and tied["lo"] == tied["hi"] == 1.0
-    got = rs.verdict(tied, 1.2, 1.0)
+    got = pr.verdict(tied, 1.2, 1.0)
     assert got["verdict"] == "inconclusive" and "tied (zero spread)" in got["why"]
-    fast = rs.paired_speedup(_records("b", [1.0, 1.0, 1.0]), _records("a", [3.0, 3.0, 3.0]))
-    assert rs.verdict(fast, 1.2, 1.0)["verdict"] == "inconclusive"  # 3x on every seed, tied
-    gain = rs.paired_gain(_records("b", [1, 1, 1], finals=[0.9, 0.9, 0.9]),
+    fast = pr.paired_speedup(_records("b", [1.0, 1.0, 1.0]), _records("a", [3.0, 3.0, 3.0]))
+    assert pr.verdict(fast, 1.2, 1.0)["verdict"] == "inconclusive"  # 3x on every seed, tied
+    gain = pr.paired_gain(_records("b", [1, 1, 1], finals=[0.9, 0.9, 0.9]),
                           _records("a", [1, 1, 1], finals=[0.8, 0.8, 0.8]))
     assert gain["mean"] == pytest.approx(10.0)
-    assert rs.verdict(gain, 3.7, 0.0)["verdict"] == "inconclusive"
+    assert pr.verdict(gain, 3.7, 0.0)["verdict"] == "inconclusive"
 
 
 def test_a_verdict_needs_three_measured_pairs():
-    two = rs.paired_speedup(_records("b", [1.0, 1.1]), _records("a", [3.0, 3.1]))
-    assert two["n"] == 2 and rs.verdict(two, 1.2, 1.0) == {
+    two = pr.paired_speedup(_records("b", [1.0, 1.1]), _records("a", [3.0, 3.1]))
+    assert two["n"] == 2 and pr.verdict(two, 1.2, 1.0) == {
         "verdict": "inconclusive", "why": "2 measured paired seeds (3 needed)"}
-    three = rs.paired_speedup(_records("b", [1.0, 1.1, 0.9]), _records("a", [3.0, 3.1, 3.05]))
-    assert rs.verdict(three, 1.2, 1.0)["verdict"] == "holds"
+    three = pr.paired_speedup(_records("b", [1.0, 1.1, 0.9]), _records("a", [3.0, 3.1, 3.05]))
+    assert pr.verdict(three, 1.2, 1.0)["verdict"] == "holds"
     # a third seed where the subject never reached the target is not a measured pair
-    censored = rs.paired_speedup(_records("b", [1.0, 1.1, None]), _records("a", [3.0, 3.1, 3.0]))
+    censored = pr.paired_speedup(_records("b", [1.0, 1.1, None]), _records("a", [3.0, 3.1, 3.0]))
     assert censored["n"] == 2 and len(censored["censored"]) == 1
-    assert "2 measured paired seeds (3 needed); 1 censored pair" in rs.verdict(
+    assert "2 measured paired seeds (3 needed); 1 censored pair" in pr.verdict(
         censored, 1.2, 1.0)["why"]
-    assert rs.verdict(None, 1.2, 1.0)["verdict"] == "inconclusive"
-    assert rs.verdict({"mean": 2.0, "n": 5, "paired": False}, 1.2, 1.0)["verdict"] == (
+    assert pr.verdict(None, 1.2, 1.0)["verdict"] == "inconclusive"
+    assert pr.verdict({"mean": 2.0, "n": 5, "paired": False}, 1.2, 1.0)["verdict"] == (
         "inconclusive")
 
 
 def test_censored_pairs_hold_back_a_verdict_they_could_contradict():
     subject = _records("b", [1.0, 1.1, 0.9, None])  # seed 3: never reached within 4 epochs
     baseline = _records("a", [3.0, 3.1, 3.05, 3.0])
-    got = rs.paired_speedup(subject, baseline)
+    got = pr.paired_speedup(subject, baseline)
     (c,) = got["censored"]
     assert (c["seed"], c["lo"], c["hi"]) == (3, 0.0, pytest.approx(3.0 / 4.0))
     assert "b never reached" in c["why"]
-    v = rs.verdict(got, 1.2, 1.0)  # the measured three say "holds"; seed 3 may be slower
+    v = pr.verdict(got, 1.2, 1.0)  # the measured three say "holds"; seed 3 may be slower
     assert v["verdict"] == "inconclusive" and "at or below no effect" in v["why"]
     # the baseline never reached on seed 3: the subject was faster there, whatever the ratio
-    got = rs.paired_speedup(_records("b", [1.0, 1.1, 0.9, 2.0]),
+    got = pr.paired_speedup(_records("b", [1.0, 1.1, 0.9, 2.0]),
                             _records("a", [3.0, 3.1, 3.05, None]))
     assert got["censored"][0]["lo"] == pytest.approx(4.0 / 2.0) and got["censored"][0]["hi"] is None
-    assert rs.verdict(got, 1.2, 1.0)["verdict"] == "holds"
+    assert pr.verdict(got, 1.2, 1.0)["verdict"] == "holds"
     # reached at its first evaluation (0.25 epochs): the subject's time is at most that
-    got = rs.paired_speedup(_records("b", [0.25, 3.0, 3.1, 2.9], first=(0,)),
+    got = pr.paired_speedup(_records("b", [0.25, 3.0, 3.1, 2.9], first=(0,)),
                             _records("a", [1.0, 3.0, 3.0, 3.0]))
     assert got["censored"][0]["lo"] == pytest.approx(4.0) and got["censored"][0]["hi"] is None
-    assert rs.verdict(got, 1.2, 1.0)["verdict"] == "inconclusive"  # "does not hold" held back
+    assert pr.verdict(got, 1.2, 1.0)["verdict"] == "inconclusive"  # "does not hold" held back
     # neither reached: no information on speed, left out and said
-    got = rs.paired_speedup(_records("b", [1.0, 1.1, 0.9, None]),
+    got = pr.paired_speedup(_records("b", [1.0, 1.1, 0.9, None]),
                             _records("a", [3.0, 3.1, 3.05, None]))
     assert got["neither"] == [3] and not got["censored"]
-    assert rs.verdict(got, 1.2, 1.0)["verdict"] == "holds"
+    assert pr.verdict(got, 1.2, 1.0)["verdict"] == "holds"
 
 
 # --------------------------------------------------------------------- per-run records
@@ -492,9 +493,9 @@ def test_planning_a_study_imports_no_torch_sql_or_optuna():
 
 
 def test_values_equal_up_to_rounding_are_tied():
-    ci = rs.interval([2.0, 2.0 + 1e-12, 2.0 - 1e-12])
+    ci = pr.interval([2.0, 2.0 + 1e-12, 2.0 - 1e-12])
     assert 0 < ci["std"] < 1e-11
-    assert rs.verdict(ci, 1.2, 1.0)["verdict"] == "inconclusive"
+    assert pr.verdict(ci, 1.2, 1.0)["verdict"] == "inconclusive"
 
 
 def test_claims_from_interpolated_per_run_times():

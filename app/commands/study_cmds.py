@@ -16,6 +16,8 @@ import typer
 from bamsprod.app.commands.common import console, err, safe
 from bamsprod.app.studies import report_md, runner
 from bamsprod.app.studies.cost import study_cost
+from bamsprod.app.studies.fmt import fmt_seconds, table
+from bamsprod.app.studies.listing import plan_markdown
 from bamsprod.app.studies.studyfile import StudyFileError, load_study, shipped_names, shipped_text
 
 commands = typer.Typer()
@@ -50,7 +52,7 @@ def _run(source: str, *, url: str | None, dry_run: bool, out: Path | None, seeds
         study = replace(study, workers=workers or study.workers,
                         threads=study.threads if threads is None else threads)
     cost = study_cost(study)
-    listing = "\n".join(report_md.plan_markdown(study.to_dict(), cost))
+    listing = "\n".join(plan_markdown(study.to_dict(), cost))
     if dry_run:
         typer.echo(listing)
         return
@@ -58,12 +60,12 @@ def _run(source: str, *, url: str | None, dry_run: bool, out: Path | None, seeds
     if url is None and study.device == "gpu" and cost["cpu_seconds"] > CPU_WARN_SECONDS:
         err.print(f"[yellow]study {study.name} is sized for a GPU service (--url, workers "
                   f"with --concurrency {study.workers}); on this machine's CPU it would take "
-                  f"about {report_md.fmt_seconds(cost['cpu_seconds'])}[/yellow]")
+                  f"about {fmt_seconds(cost['cpu_seconds'])}[/yellow]")
     out = out or Path(f"study-{study.name}")
     report, files, finished = runner.run_study(study, url, out, poll=poll, timeout=timeout,
                                                note=note, stem=stem, cost=cost)
     if report["study"].get("claims"):
-        err.print("\n".join(report_md.table(
+        err.print("\n".join(table(
             ("task", "claim", "claimed", "measured [95% CI]", "verdict"),
             report_md.verdict_rows(report["tasks"]))), markup=False, highlight=False)
     for f in files:
@@ -124,7 +126,7 @@ def study_list() -> None:
         cost = study_cost(study)
         wall = cost["gpu_wall_seconds"] if study.device == "gpu" else cost["cpu_wall_seconds"]
         typer.echo(f"{name:<8} {cost['runs']:>4} runs {cost['epochs']:>5} epochs  about "
-                   f"{report_md.fmt_seconds(wall)} on a {study.device.upper()}: "
+                   f"{fmt_seconds(wall)} on a {study.device.upper()}: "
                    f"{study.purpose}")
 
 

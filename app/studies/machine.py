@@ -1,4 +1,4 @@
-"""The machine a reproduction report was made on: CPU, cores, memory, OS and versions.
+"""The machine a study report was made on: CPU, cores, memory, OS and versions.
 
 torch is not imported (the version comes from the installed distribution), so the report
 builders stay cheap. With ``--url`` this describes the machine that ran the command, not the

@@ -15,22 +15,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bamsprod.app.studies.fmt import fmt_num, name, table
+from bamsprod.app.studies.listing import plan_markdown
+from bamsprod.app.studies.paired import VERDICT_RULE, ok
 from bamsprod.app.studies.plan import ordered
 from bamsprod.app.studies.report_md import (
     environment_lines,
-    fmt_num,
     header_lines,
     map_markdown,
-    name,
-    plan_markdown,
     profile_lines,
     results_head,
     results_rows,
     robustness_lines,
-    table,
     verdict_rows,
 )
-from bamsprod.app.studies.stats import VERDICT_RULE, ok
 
 PLOTLY_JS = "plotly.min.js"
 COLORS = {

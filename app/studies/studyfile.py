@@ -1,11 +1,12 @@
 """Study files: TOML (``tomllib``) to a validated :class:`~app.studies.plan.Study`.
 
-The file's shape is checked by pydantic models, then its names and values through
+The file's shape is checked by the pydantic models of :mod:`app.studies.file_shape`, then its
+names and values through
 ``bamsprod.core.spec`` (optimizers, models, data sets and their hyperparameters, plugins
 included, and :class:`~bamsprod.core.spec.RunConfig` for each task). Any error is a
 :class:`StudyFileError` that names the key (``tasks[1].epochs``) and the line it is on: a TOML
-syntax error carries its line; for the rest, :func:`key_lines` maps each key of the text to its
-line. The reference for the format is ``docs/studies.md``; the shipped studies are
+syntax error carries its line; for the rest, :mod:`app.studies.toml_lines` maps each key of
+the text to its line. The reference for the format is ``docs/studies.md``; the shipped studies are
 ``app/studies/files/*.toml``.
 """
 
@@ -17,13 +18,19 @@ import tomllib
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from bamsprod.app.studies.claims import parse_claim
+from bamsprod.app.studies.file_shape import (
+    LogRange,
+    MapEntry,
+    OptimizerEntry,
+    StudyFileShape,
+    TaskEntry,
+)
 from bamsprod.app.studies.plan import (
-    DEFAULT_FRACTION,
     Search,
     SensitivityMap,
     Study,
@@ -31,7 +38,7 @@ from bamsprod.app.studies.plan import (
     Task,
     log_rates,
 )
-from bamsprod.core.metric_schema import TARGET_METRICS
+from bamsprod.app.studies.toml_lines import Loc, key_lines, key_text, line_of
 from bamsprod.core.spec import (
     DATASETS,
     DEFAULT_LR,
@@ -43,14 +50,7 @@ from bamsprod.core.spec import (
     resolve_model_args,
 )
 
-__all__ = ["StudyFileError", "key_lines", "load_study", "parse_study", "shipped_names",
-           "shipped_text"]
-
-Loc = tuple[str | int, ...]
-Scalar = bool | int | float
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
-# a learning rate's bounds, as run configs take it
-LR_MAX = 10.0
+__all__ = ["StudyFileError", "load_study", "parse_study", "shipped_names", "shipped_text"]
 
 
 class StudyFileError(ValueError):
@@ -66,141 +66,6 @@ class _Bad(Exception):
     def __init__(self, loc: Loc, message: str) -> None:
         super().__init__(message)
         self.loc, self.message = loc, message
-
-
-# ---------------------------------------------------------------------------- the shape
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, protected_namespaces=())
-
-
-def _scalar(value: Any) -> bool:
-    return isinstance(value, bool | int | float)
-
-
-def _seeds(value: Any) -> tuple[int, ...]:
-    """``n`` (seeds 0 .. n-1) or a list of distinct seeds."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if not 1 <= value <= 1000:
-            raise ValueError("a number of seeds must be 1 to 1000")
-        return tuple(range(value))
-    if isinstance(value, list) and value and all(
-            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**31 for s in value):
-        if len(set(value)) != len(value):
-            raise ValueError("seeds repeat")
-        return tuple(value)
-    raise ValueError("give a number of seeds (3) or a list of seeds ([0, 1, 2]), each >= 0")
-
-
-class _Task(_Strict):
-    name: Name
-    title: str | None = Field(default=None, max_length=200)
-    model: str
-    model_args: dict[str, Any] = Field(default_factory=dict)
-    dataset: str
-    train_subset: int | None = None
-    test_subset: int | None = None
-    val_split: float = 0.1
-    epochs: int = Field(ge=1)
-    batch_size: int = 128
-    evals_per_epoch: int = Field(default=1, ge=1, le=64)
-    stage1_epochs: int | None = Field(default=None, ge=1)
-    target: float | None = Field(default=None, gt=0, le=1)
-
-    @field_validator("model_args")
-    @classmethod
-    def _args(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key, v in value.items():
-            if not _scalar(v):
-                raise ValueError(f"{key} must be a number or true/false")
-        return value
-
-
-class _LogRange(_Strict):
-    min: float = Field(gt=0, le=LR_MAX)
-    max: float = Field(gt=0, le=LR_MAX)
-    n: int = Field(ge=1, le=64)
-
-
-class _Optimizer(_Strict):
-    name: str
-    lr: list[float] | _LogRange | None = None
-    hparams: dict[str, Any] = Field(default_factory=dict)
-    tuned: bool | None = None
-    note: str = Field(default="", max_length=1000)
-
-    @field_validator("lr", mode="before")
-    @classmethod
-    def _lr(cls, value: Any) -> Any:
-        if _scalar(value) and not isinstance(value, bool):
-            raise ValueError(f"give a list, lr = [{value}], or a log range "
-                             "{min = 1e-4, max = 1e-2, n = 3}")
-        if isinstance(value, list):
-            if not value or not all(_scalar(v) and not isinstance(v, bool) and 0 < v <= LR_MAX
-                                    for v in value):
-                raise ValueError(f"a list of learning rates, each > 0 and <= {LR_MAX:g}")
-            if len(set(value)) != len(value):
-                raise ValueError("learning rates repeat")
-        elif value is not None and not isinstance(value, dict):
-            raise ValueError("a list of learning rates, or a log range {min, max, n}")
-        return value
-
-    @field_validator("hparams")
-    @classmethod
-    def _hparams(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key, v in value.items():
-            values = v if isinstance(v, list) else [v]
-            if not values or not all(_scalar(x) for x in values):
-                raise ValueError(f"{key} must be a value or a list of values (numbers or "
-                                 "true/false)")
-            if len(set(values)) != len(values):
-                raise ValueError(f"{key}: values repeat")
-        return value
-
-
-class _Target(_Strict):
-    metric: Literal[*TARGET_METRICS] = "test_acc"  # type: ignore[valid-type]
-    baseline: str | None = None
-    fraction: float = Field(default=DEFAULT_FRACTION, gt=0, le=1)
-
-
-class _Map(_Strict):
-    task: str
-    optimizer: str = "bamsprod"
-    kappa: list[float] = Field(min_length=1, max_length=20)
-    gamma: list[float] = Field(min_length=1, max_length=20)
-    lr: float | None = Field(default=None, gt=0, le=LR_MAX)
-    seeds: Any = Field(default=1, validate_default=True)
-
-    @field_validator("seeds")
-    @classmethod
-    def _check_seeds(cls, value: Any) -> tuple[int, ...]:
-        return _seeds(value)
-
-
-class _Resources(_Strict):
-    device: Literal["cpu", "gpu"] = "cpu"
-    workers: int = Field(default=1, ge=1, le=64)
-    threads: int = Field(default=1, ge=0, le=1024)
-
-
-class _StudyFile(_Strict):
-    name: Name
-    purpose: str = Field(default="", max_length=1000)
-    seeds: Any = Field(default=3, validate_default=True)
-    claims: list[str] = Field(default_factory=list, max_length=50)
-    cuts: list[str] = Field(default_factory=list, max_length=50)
-    tasks: list[_Task] = Field(min_length=1, max_length=50)
-    optimizers: list[_Optimizer] = Field(min_length=1, max_length=50)
-    target: _Target = Field(default_factory=_Target)
-    map: _Map | None = None
-    resources: _Resources = Field(default_factory=_Resources)
-
-    @field_validator("seeds")
-    @classmethod
-    def _check_seeds(cls, value: Any) -> tuple[int, ...]:
-        return _seeds(value)
 
 
 # ------------------------------------------------------------------------- the meaning
@@ -219,7 +84,7 @@ def _known(name: str, table: Any, what: str, loc: Loc) -> None:
         raise _Bad(loc, f"unknown {what} {name!r}; known: {', '.join(table)}")
 
 
-def _task(i: int, t: _Task, needs_val: bool) -> Task:
+def _task(i: int, t: TaskEntry, needs_val: bool) -> Task:
     loc: Loc = ("tasks", i)
     _known(t.model, MODELS, "model", (*loc, "model"))
     _known(t.dataset, DATASETS, "data set", (*loc, "dataset"))
@@ -249,7 +114,7 @@ def _task(i: int, t: _Task, needs_val: bool) -> Task:
     return task
 
 
-def _search(j: int, o: _Optimizer) -> Search:
+def _search(j: int, o: OptimizerEntry) -> Search:
     loc: Loc = ("optimizers", j)
     _known(o.name, OPTIMIZERS, "optimizer", (*loc, "name"))
     searched: dict[str, tuple[Any, ...]] = {}
@@ -266,7 +131,7 @@ def _search(j: int, o: _Optimizer) -> Search:
         else:
             fixed[key] = values[0]
     lr_range = None
-    if isinstance(o.lr, _LogRange):
+    if isinstance(o.lr, LogRange):
         if o.lr.min > o.lr.max:
             raise _Bad((*loc, "lr", "max"), "max must be >= min")
         lrs, lr_range = log_rates(o.lr.min, o.lr.max, o.lr.n), (o.lr.min, o.lr.max)
@@ -292,7 +157,7 @@ def _search(j: int, o: _Optimizer) -> Search:
                   lr_range=lr_range, source=o.note)
 
 
-def _map(m: _Map, tasks: Sequence[Task]) -> SensitivityMap:
+def _map(m: MapEntry, tasks: Sequence[Task]) -> SensitivityMap:
     if m.task not in [t.key for t in tasks]:
         raise _Bad(("map", "task"), f"no task {m.task!r}; tasks: "
                    f"{', '.join(t.key for t in tasks)}")
@@ -308,7 +173,7 @@ def _map(m: _Map, tasks: Sequence[Task]) -> SensitivityMap:
                           seeds=m.seeds, lr=lr, optimizer=m.optimizer)
 
 
-def _study(f: _StudyFile, source: str) -> Study:
+def _study(f: StudyFileShape, source: str) -> Study:
     _unique([t.name for t in f.tasks], "tasks", "task")
     _unique([o.name for o in f.optimizers], "optimizers", "optimizer")
     searches = tuple(_search(j, o) for j, o in enumerate(f.optimizers))
@@ -332,89 +197,6 @@ def _study(f: _StudyFile, source: str) -> Study:
         cuts=tuple(f.cuts), device=f.resources.device, workers=f.resources.workers,
         threads=f.resources.threads, source=source,
     )
-
-
-# ----------------------------------------------------------------------- keys to lines
-
-_STRING = re.compile(r'"""|\'\'\'|"(?:[^"\\]|\\.)*"|\'[^\']*\'')
-_HEADER = re.compile(r"^\[(\[)?\s*([^\[\]]+?)\s*\]\]?$")
-_KEY = re.compile(r"^([A-Za-z0-9_\-.\s\"']+?)\s*=\s*(.*)$")
-_INLINE_KEY = re.compile(r"([A-Za-z0-9_\-]+|\"[^\"]*\")\s*=")
-
-
-def _key_parts(text: str) -> list[str]:
-    return [p.strip().strip("\"'") for p in re.split(r"\.(?=(?:[^\"']*[\"'][^\"']*[\"'])*[^\"']*$)",
-                                                    text)]
-
-
-def key_lines(text: str) -> dict[Loc, int]:
-    """Each key of a TOML text (as a pydantic-style loc: ``("tasks", 1, "epochs")``) and the
-    line it is written on; array-of-tables headers map to their element (``("tasks", 1)``),
-    keys of an inline table to its line. Continuation lines of multi-line values are skipped."""
-    lines: dict[Loc, int] = {}
-    counts: dict[Loc, int] = {}
-    table: Loc = ()
-    depth = 0  # open brackets/braces of a multi-line value
-    in_triple = False
-
-    def resolve(parts: list[str]) -> Loc:
-        out: list[str | int] = []
-        for p in parts:
-            out.append(p)
-            if tuple(out) in counts:
-                out.append(counts[tuple(out)])
-        return tuple(out)
-
-    for no, raw in enumerate(text.splitlines(), 1):
-        bare = _STRING.sub(lambda m: m.group(0) if m.group(0) in ('"""', "'''") else '""', raw)
-        if bare.count('"""') % 2 or bare.count("'''") % 2:
-            in_triple = not in_triple
-            continue
-        if in_triple:
-            continue
-        bare = bare.split("#", 1)[0].strip()
-        if depth:
-            depth += bare.count("[") + bare.count("{") - bare.count("]") - bare.count("}")
-            continue
-        if not bare:
-            continue
-        if (m := _HEADER.match(bare)) is not None:
-            parts = _key_parts(m.group(2))
-            if m.group(1):  # [[array]]: a new element
-                head = resolve(parts[:-1]) + (parts[-1],)
-                counts[head] = counts.get(head, -1) + 1
-                table = (*head, counts[head])
-                lines.setdefault(head, no)
-            else:
-                table = resolve(parts)
-            lines.setdefault(table, no)
-            continue
-        if (m := _KEY.match(bare)) is not None:
-            path = (*table, *_key_parts(m.group(1)))
-            lines.setdefault(path, no)
-            value = m.group(2)
-            if value.startswith("{"):
-                for sub in _INLINE_KEY.finditer(value):
-                    lines.setdefault((*path, sub.group(1).strip('"')), no)
-            depth = max(0, value.count("[") + value.count("{") - value.count("]")
-                        - value.count("}"))
-    return lines
-
-
-def line_of(loc: Loc, lines: dict[Loc, int]) -> int | None:
-    """The line of ``loc``, else of its nearest enclosing key (a missing key: its table)."""
-    for n in range(len(loc), 0, -1):
-        if loc[:n] in lines:
-            return lines[loc[:n]]
-    return None
-
-
-def key_text(loc: Loc) -> str:
-    """``("tasks", 1, "epochs")`` -> ``tasks[1].epochs``."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 _TYPE_TAG = re.compile(r"^(bool|int|float|str|list|dict|none)$|[\[\]]|^function-")
@@ -441,7 +223,7 @@ def parse_study(text: str, source: str = "<study>") -> Study:
         raise StudyFileError(source, "", f"TOML syntax: {msg}{col}", line) from None
     lines = key_lines(text)
     try:
-        shape = _StudyFile.model_validate(data)
+        shape = StudyFileShape.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = _clean(error["loc"])
