@@ -520,3 +520,16 @@ def test_claims_from_interpolated_per_run_times():
     assert (got["ci"]["mean"], got["ci"]["lo"], got["ci"]["hi"]) == pytest.approx(
         (mean, mean - half, mean + half))
     assert got["verdict"] == "holds"  # [1.48, 1.69]: above 1 and around... above 1.2
+
+
+def test_the_embedded_service_gets_the_study_workers_and_threads(monkeypatch, tmp_path):
+    from bamsprod.app.studies.service import service_env
+
+    monkeypatch.setenv("BAMSPROD_DATABASE_URL", "postgresql+psycopg://elsewhere/db")
+    monkeypatch.setenv("BAMSPROD_API_TOKEN", "t")
+    env = service_env(tmp_path, workers=2, threads=1)
+    assert env["BAMSPROD_HOME"] == str(tmp_path) and "BAMSPROD_DATABASE_URL" not in env
+    assert env["BAMSPROD_WORKER_CONCURRENCY"] == "2" and env["BAMSPROD_API_TOKEN"] == "t"
+    assert env["OMP_NUM_THREADS"] == env["BAMSPROD_TORCH_THREADS"] == "1"
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert "OMP_NUM_THREADS" not in service_env(tmp_path, workers=1, threads=0)
