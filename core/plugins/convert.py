@@ -15,8 +15,8 @@
 Optional attributes of a plugin's class or function: ``bamsprod_hparams`` (``@bamsprod.hparams``:
 bounds, log scale, help and defaults per name), ``bamsprod_state_slots`` (an optimizer's state
 tensors per parameter, default 2), ``bamsprod_param_count`` and ``bamsprod_size_arg`` (a
-model's parameter count in closed form, and its size argument). Its help is the first line of
-its docstring.
+model's parameter count in closed form, and its size argument). Its help is the first paragraph
+of its docstring.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ EXECUTION_FLAGS = frozenset({"foreach", "fused", "capturable", "differentiable",
 
 
 def _help(obj: Any) -> str:
-    doc = inspect.getdoc(obj) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    """The first paragraph of ``obj``'s docstring, on one line."""
+    doc = (inspect.getdoc(obj) or "").strip()
+    return " ".join(doc.split("\n\n", 1)[0].split())
 
 
 def _info(obj: Any, where: str) -> Mapping[str, Any]:
