@@ -78,7 +78,8 @@ async def health(request: Request, response: Response) -> Health:
     if not _may_see_details(request):
         # A protected instance tells strangers only whether it is up: no host, port or name.
         return Health(status=overall)
-    plugins = [e.describe() for e in registry().plugins()]  # loaded at start (create_app)
+    # Loaded at start (create_app): every plugin, and a built-in only when it is broken.
+    plugins = [e.describe() for e in registry().entries if not (e.builtin and e.ok)]
     return Health(
         status=overall,
         database=HealthPart(ok=db_err is None, detail=db_err),
