@@ -8,6 +8,7 @@ at the same version; otherwise :func:`plugin_mismatch` says what differs and wha
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -30,6 +31,11 @@ def plugins_used(config: Mapping[str, Any] | Any) -> list[dict[str, str]]:
     return out
 
 
+def _normal(dist: Any) -> str:
+    """A distribution name as PEP 503 compares them (``Bamsprod_Lion`` is ``bamsprod-lion``)."""
+    return re.sub(r"[-_.]+", "-", str(dist)).lower()
+
+
 def plugin_mismatch(recorded: Iterable[Mapping[str, Any]] | None, worker: str) -> str | None:
     """None when this process has every plugin of ``recorded`` at its recorded version;
     otherwise why not, naming the plugin, the distribution, both versions and ``worker``, and
@@ -44,7 +50,7 @@ def plugin_mismatch(recorded: Iterable[Mapping[str, Any]] | None, worker: str) -
             have = f"worker {worker} does not have it installed"
         elif not entry.ok:
             have = f"on worker {worker}, {entry.source} fails to load: {entry.error}"
-        elif entry.dist != dist:
+        elif _normal(entry.dist) != _normal(dist):
             have = f"worker {worker} has {name!r} from {entry.source} instead"
         elif entry.version != version:
             have = f"worker {worker} has {entry.source}"
