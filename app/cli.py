@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import typer
 
-from bamsprod.app.commands import core_cmds, service_cmds, study_cmds, tune_cmds
+from bamsprod.app.commands import (
+    core_cmds,
+    plugin_cmds,
+    service_cmds,
+    study_cmds,
+    tune_cmds,
+)
 
 cli = typer.Typer(
     name="bamsprod",
@@ -14,7 +20,7 @@ cli = typer.Typer(
     add_completion=False,
 )
 for group in (core_cmds.commands, service_cmds.commands, tune_cmds.commands,
-              study_cmds.commands):
+              plugin_cmds.commands, study_cmds.commands):
     cli.add_typer(group)
 
 

@@ -31,6 +31,7 @@ from bamsprod.app.field_errors import FieldError
 from bamsprod.app.safejson import dumps
 from bamsprod.app.security import SecurityHeaders, install_log_redaction, unreadable_body_auth_error
 from bamsprod.app.settings import Settings, get_settings
+from bamsprod.core.plugins import registry
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ def create_app(
     settings.ensure_dirs()
     if migrate:
         init_db(settings.database_url)
+    registry()  # load the plugins now: a broken one is logged at start and listed in health
 
     app = FastAPI(
         title="bamsprod",

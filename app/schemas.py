@@ -46,6 +46,25 @@ RUN_SORT_COLUMNS = (
 RunCreate = RunConfig  # POST /api/runs takes the run config itself.
 
 
+class PluginUse(SQLModel):
+    """A plugin a run uses: which of its parts (``kind``: optimizer, model or dataset), the
+    entry's name, and the distribution and version that provided it on the API."""
+
+    kind: str
+    name: str
+    dist: str
+    version: str
+
+
+class PluginStatus(PluginUse):
+    """An entry of the registry (``bamsprod plugins``): usable, or broken with its error."""
+
+    target: str = Field(description="the entry point's object, module:attr")
+    builtin: bool
+    ok: bool
+    error: str | None = None
+
+
 class RunPublic(SQLModel):
     """A run as the API returns it."""
 
@@ -85,6 +104,10 @@ class RunPublic(SQLModel):
     best_epoch: int | None
     final_quant_error: float | None
     diverged_epoch: int | None
+    plugins: list[PluginUse] = Field(
+        default_factory=list,
+        description="the plugins the run uses, by distribution and version (built-ins: none)",
+    )
     queued_ahead: int | None = Field(
         default=None,
         description="queued runs a worker takes before this one (GET /api/runs/{id}, "
@@ -163,7 +186,7 @@ class TuneSpec(SQLModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    optimizers: list[OptimizerName] = Field(min_length=1, max_length=7)
+    optimizers: list[OptimizerName] = Field(min_length=1, max_length=64)
     lr_min: float = Field(gt=0, le=10)
     lr_max: float = Field(gt=0, le=10)
     n_lr: int = Field(default=4, ge=1, le=64, description="learning rates per optimizer")
@@ -250,6 +273,9 @@ class Health(SQLModel):
     broker: HealthPart | None = None
     workers: list[str] | None = None
     workers_seen: int | None = None
+    plugins: list[PluginStatus] | None = Field(
+        default=None, description="the API's installed plugins, broken ones with their error"
+    )
 
 
 class StatPublic(SQLModel):

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from bamsprod.app.compare import fmt_value
 from bamsprod.app.field_errors import FieldError, InvalidField, first_error
 from bamsprod.app.schemas import SweepCreate
-from bamsprod.core.model_size import SIZE_ARG, too_large
+from bamsprod.core.model_size import size_field, too_large
 from bamsprod.core.spec import RunConfig, escape_text
 
 __all__ = ["GRID_FIELDS", "NESTED", "check_count", "check_limits", "config_at", "count",
@@ -151,6 +151,5 @@ def check_limits(body: SweepCreate, configs: Sequence[RunConfig], max_epochs: in
                            longest)
     for config in configs:
         if (why := too_large(config, max_param_bytes)) is not None:
-            arg = SIZE_ARG[config.model]
-            raise InvalidField(_at(body, f"model_args.{arg}"), f"{why} (run {config.name!r})",
-                               config.model_args[arg])
+            loc, value = size_field(config)
+            raise InvalidField(_at(body, ".".join(loc)), f"{why} (run {config.name!r})", value)

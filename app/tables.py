@@ -123,6 +123,13 @@ class Run(SQLModel, table=True):
     best_epoch: int | None = None
     final_quant_error: float | None = None
     diverged_epoch: int | None = None
+    # The plugins the run uses (core.plugins.plugins_used): [{"kind", "name", "dist",
+    # "version"}], as the submitting process had them; empty for built-ins only. A worker
+    # trains the run only with the same versions.
+    plugins: list[dict[str, str]] = Field(
+        default_factory=list,
+        sa_column=sa.Column(JSONType, nullable=False, server_default=sa.text("'[]'")),
+    )
 
 
 class EpochMetric(SQLModel, table=True):

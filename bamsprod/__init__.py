@@ -5,6 +5,7 @@ The public API for people who train with PyTorch and for plugin authors::
     from bamsprod import BAMSProd, Bop, AdaBound          # the optimizers, torch-shaped
     from bamsprod import BinaryLinear, BinaryConv2d       # the binary layers the metrics find
     from bamsprod import Dataset, quantization_error
+    from bamsprod import hparams, dataset_info            # what a plugin's signature cannot say
 
 Names load on first use, so ``import bamsprod`` (and the web service under ``bamsprod.app``)
 does not import torch. The packages below are ``bamsprod.core`` (the science: layers, models,
@@ -43,6 +44,13 @@ _EXPORTS: dict[str, str] = {
     "quantization_error": "bamsprod.core.metrics",
     "RunConfig": "bamsprod.core.spec",
     "train": "bamsprod.core.train",
+    # plugin authors (docs/plugins.md); torch-free
+    "hparams": "bamsprod.core.plugins",
+    "dataset_info": "bamsprod.core.plugins",
+    "HParam": "bamsprod.core.hparam",
+    "OptimizerSpec": "bamsprod.core.plugins",
+    "ModelSpec": "bamsprod.core.plugins",
+    "DatasetSpec": "bamsprod.core.plugins",
 }
 _RENAMED = {"build_optimizer": "build"}
 

@@ -1,4 +1,5 @@
-"""bamsprod core: binary layers, models, data sets, optimizers, metrics and the trainer.
+"""bamsprod core: binary layers, models, data sets, optimizers, metrics and the trainer, and
+the registry (``core.plugins``) that names them, built-ins and installed plugins alike.
 
 Importable with torch alone; nothing here imports ``app`` or ``worker``.
 """

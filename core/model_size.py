@@ -4,37 +4,47 @@ The API checks every submitted run against a memory limit with these, so an ``ml
 8192 and depth 16 (over a billion parameters, 8 GB of weights alone) is refused at submit
 instead of being allocated on a worker. The counts follow ``core.nn.models`` layer by layer (a
 test compares them with the built models); the memory is float32 weights, their gradients,
-the optimizer's state and the trainer's flip-rate copy, per parameter.
+the optimizer's state (its spec's ``state_slots``) and the trainer's flip-rate copy, per
+parameter.
+
+A plugin model gives its count in closed form (``bamsprod_param_count``) or is built on torch's
+``meta`` device, which allocates nothing, and counted there. A plugin model that cannot be
+built on ``meta`` is not checked (``param_count`` is None; ``too_large`` lets it through).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Mapping
 from typing import Any
 
-from bamsprod.core.spec import DATASETS, MODELS, RunConfig, resolve_model_args
+from bamsprod.core.plugins import registry, resolve
+from bamsprod.core.spec import DATASETS, MODELS, RegistryView, RunConfig, resolve_model_args
 
-__all__ = ["SIZE_ARG", "fitting_size", "param_bytes", "param_count", "too_large"]
+__all__ = ["SIZE_ARG", "fitting_size", "param_bytes", "param_count", "size_field", "too_large"]
+
+log = logging.getLogger(__name__)
 
 # Per-parameter float32 tensors an optimizer keeps (an upper bound: Bop's Adam side for the
-# real layers, AMSGrad's running max for the *ms* ones, SGD's momentum buffer).
-STATE_SLOTS = {"bamsprod": 3, "amsgrad": 3, "amsbound": 3, "adabound": 2, "adam": 2, "bop": 2,
-               "sgd": 1}
-# The argument that scales each model, searched for the largest size that fits.
-SIZE_ARG = {"mlp": "width", "binarynet": "width_mult", "resnet18": "width_mult"}
+# real layers, AMSGrad's running max for the *ms* ones, SGD's momentum buffer); a plugin's
+# ``bamsprod_state_slots``, else 2.
+STATE_SLOTS: Mapping[str, int] = RegistryView("optimizer", lambda spec: spec.state_slots)
+# The argument that scales each model, searched for the largest size that fits (None: the
+# model names none).
+SIZE_ARG: Mapping[str, str | None] = RegistryView("model", lambda spec: spec.size_arg)
 
 
 def _ch(base: int, width_mult: float) -> int:
     return max(1, int(round(base * width_mult)))
 
 
-def _mlp(shape: tuple[int, int, int], k: int, width: int, depth: int, **_: Any) -> int:
+def mlp_params(shape: tuple[int, int, int], k: int, width: int, depth: int, **_: Any) -> int:
     c, h, w = shape
     layer = width * width + 2 * width  # binary linear (no bias) + BatchNorm
     return c * h * w * width + 2 * width + depth * layer + width * k + k
 
 
-def _binarynet(shape: tuple[int, int, int], k: int, width_mult: float, **_: Any) -> int:
+def binarynet_params(shape: tuple[int, int, int], k: int, width_mult: float, **_: Any) -> int:
     c_in, h, w = shape
     c1, c2, c3 = (_ch(b, width_mult) for b in (128, 256, 512))
     fc = _ch(1024, width_mult)
@@ -48,7 +58,7 @@ def _binarynet(shape: tuple[int, int, int], k: int, width_mult: float, **_: Any)
     return n + flat * fc + 2 * fc + fc * fc + 2 * fc + fc * k + 2 * k
 
 
-def _resnet18(shape: tuple[int, int, int], k: int, width_mult: float, **_: Any) -> int:
+def resnet18_params(shape: tuple[int, int, int], k: int, width_mult: float, **_: Any) -> int:
     c_in, h, w = shape
     widths = [_ch(b, width_mult) for b in (64, 128, 256, 512)]
 
@@ -66,34 +76,55 @@ def _resnet18(shape: tuple[int, int, int], k: int, width_mult: float, **_: Any) 
     return n + prev * k + k
 
 
-_COUNTS: dict[str, Callable[..., int]] = {"mlp": _mlp, "binarynet": _binarynet,
-                                          "resnet18": _resnet18}
+def _meta_count(model: str, shape: tuple[int, int, int], k: int, args: dict[str, Any]
+                ) -> int | None:
+    """Trainable parameters of ``model`` built on torch's meta device, or None if it cannot."""
+    try:
+        import torch
+
+        from bamsprod.core.nn import build_model
+
+        with torch.device("meta"):
+            built = build_model(model, shape, k, **args)
+        return sum(p.numel() for p in built.parameters() if p.requires_grad)
+    except Exception as exc:
+        log.warning("cannot count the parameters of model %r on the meta device: %s", model, exc)
+        return None
 
 
-def param_count(model: str, dataset: str, model_args: dict[str, Any]) -> int:
-    """Trainable parameters of ``model`` built for ``dataset`` with ``model_args``."""
+def param_count(model: str, dataset: str, model_args: dict[str, Any]) -> int | None:
+    """Trainable parameters of ``model`` built for ``dataset`` with ``model_args`` (None: a
+    plugin model that can be neither counted in closed form nor built on the meta device)."""
     meta = DATASETS[dataset]
     args = resolve_model_args(model, model_args)
-    return _COUNTS[model](tuple(meta["shape"]), int(meta["classes"]), **args)
+    shape, k = tuple(meta["shape"]), int(meta["classes"])
+    spec = registry().spec("model", model)
+    if spec.param_count is None:
+        return _meta_count(model, shape, k, args)
+    return int(resolve(spec.param_count)(shape, k, **args))
 
 
-def param_bytes(config: RunConfig) -> int:
-    """Bytes of parameter memory ``config`` needs on its device (see the module docstring)."""
+def param_bytes(config: RunConfig) -> int | None:
+    """Bytes of parameter memory ``config`` needs on its device (see the module docstring);
+    None when the model's parameters cannot be counted."""
     n = param_count(config.model, config.dataset, config.model_args)
-    return 4 * n * (3 + STATE_SLOTS[config.optimizer])
+    return None if n is None else 4 * n * (3 + STATE_SLOTS[config.optimizer])
 
 
 def fitting_size(config: RunConfig, limit: int) -> float | int | None:
     """The largest value of the model's ``SIZE_ARG`` (others as given) within ``limit`` bytes;
-    None when even the smallest does not fit."""
+    None when even the smallest does not fit, or the model names no size argument."""
     name = SIZE_ARG[config.model]
+    if name is None:
+        return None
     spec = MODELS[config.model][name]
     lo_hi = (int(spec.lo or 1), int(spec.hi or 1)) if spec.kind is int else (1, 128)
     to_value = (lambda i: i) if spec.kind is int else (lambda i: i / 32)  # multiples of 1/32
 
     def fits(i: int) -> bool:
         args = {**config.model_args, name: to_value(i)}
-        return param_bytes(config.model_copy(update={"model_args": args})) <= limit
+        need = param_bytes(config.model_copy(update={"model_args": args}))
+        return need is not None and need <= limit
 
     lo, hi = lo_hi
     if not fits(lo):
@@ -111,13 +142,26 @@ def _gib(n: int) -> str:
 def too_large(config: RunConfig, limit: int) -> str | None:
     """Why ``config``'s model does not fit in ``limit`` bytes and what would; None if it fits."""
     need = param_bytes(config)
-    if need <= limit:
+    if need is None or need <= limit:
         return None
     name = SIZE_ARG[config.model]
     fit = fitting_size(config, limit)
-    n = param_count(config.model, config.dataset, config.model_args)
-    hint = (f"{name} <= {fit} fits" if fit is not None
-            else f"even the smallest {name} does not fit: change the other model_args")
+    n = need // (4 * (3 + STATE_SLOTS[config.optimizer]))
+    if name is None:
+        hint = "make the model smaller (it names no size argument)"
+    elif fit is not None:
+        hint = f"{name} <= {fit} fits"
+    else:
+        hint = f"even the smallest {name} does not fit: change the other model_args"
     return (f"{config.model} on {config.dataset} needs about {_gib(need)} of parameter memory "
             f"({n:,} parameters, with gradients and {config.optimizer} state); this server "
             f"allows {_gib(limit)}; with these other model_args, {hint}")
+
+
+def size_field(config: RunConfig) -> tuple[tuple[str, ...], Any]:
+    """Where a too-large error belongs: ``(("model_args", <size arg>), its value)``, or
+    ``(("model",), the model)`` for a model that names no size argument."""
+    name = SIZE_ARG[config.model]
+    if name is None:
+        return ("model",), config.model
+    return ("model_args", name), config.model_args.get(name)

@@ -1,19 +1,21 @@
 """The run configuration: one versioned pydantic model shared by the form, API, CLI and database.
 
-This module imports no torch, so the API can validate a run cheaply. The registries of model,
-data set and optimizer names (with each optimizer's hyperparameters, defaults and ranges) live
-here; ``core.optim.build`` and ``core.nn.build_model`` accept exactly these names, and a test
-checks the two agree.
+This module imports no torch, so the API can validate a run cheaply. The names of optimizers,
+models and data sets (with each one's hyperparameters, defaults and ranges) come from the one
+registry, ``core.plugins`` (fed by entry points: the built-ins and any installed plugin);
+``OPTIMIZERS``, ``MODELS``, ``DATASETS`` and ``DEFAULT_LR`` are read-only views of it, and
+``core.optim.build``, ``core.nn.build_model`` and ``core.data.load_dataset`` build from the same
+entries.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -25,12 +27,12 @@ from pydantic import (
     model_validator,
 )
 
+from bamsprod.core.hparam import HParam
+from bamsprod.core.plugins import Kind, registry
+
 # 2 added val_split; a stored version-1 config has none (it trained on the whole train set).
 SCHEMA_VERSION = 2
 
-ModelName = Literal["mlp", "binarynet", "resnet18"]
-DatasetName = Literal["mnist", "fashion-mnist", "digits", "cifar10", "synthetic"]
-OptimizerName = Literal["bamsprod", "bop", "adabound", "amsbound", "adam", "amsgrad", "sgd"]
 SchedulerName = Literal["none", "cosine", "step"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 # torch.compile of the train step: "off", or a torch.compile mode ("reduce-overhead" adds CUDA
@@ -69,122 +71,70 @@ def escape_text(value: str) -> str:
 SafeText = Annotated[str, AfterValidator(check_text)]
 
 
-@dataclass(frozen=True)
-class HParam:
-    """One named hyperparameter: its default, type and inclusive range."""
-
-    default: float | int | bool
-    lo: float | None = None
-    hi: float | None = None
-    help: str = ""
-
-    @property
-    def kind(self) -> type:
-        return type(self.default)
-
-    def check(self, name: str, value: Any) -> float | int | bool:
-        """Coerce ``value`` to this parameter's type or raise ``ValueError`` naming ``name``."""
-        kind = self.kind
-        if kind is bool:
-            if not isinstance(value, bool):
-                raise ValueError(f"{name} must be true or false, got {value!r}")
-            return value
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{name} must be a number, got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {value!r}")
-        if kind is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(f"{name} must be an integer, got {value!r}")
-            value = int(value)
-        elif isinstance(value, int) and abs(value) > 2**53:
-            raise ValueError(f"{name} is out of range, got {value!r}")
-        else:
-            value = float(value)
-        if self.lo is not None and value < self.lo:
-            raise ValueError(f"{name} must be >= {self.lo}, got {value!r}")
-        if self.hi is not None and value > self.hi:
-            raise ValueError(f"{name} must be <= {self.hi}, got {value!r}")
-        return value
+V = TypeVar("V")
 
 
-_BETAS = {
-    "beta1": HParam(0.9, 0.0, 0.999999, "first-moment decay"),
-    "beta2": HParam(0.999, 0.0, 0.999999, "second-moment decay"),
-    "eps": HParam(1e-8, 0.0, 1.0, "denominator epsilon"),
-    "weight_decay": HParam(0.0, 0.0, 1.0, "L2 penalty added to the gradient"),
-}
+class RegistryView(Mapping[str, V]):
+    """A read-only mapping over one kind of the registry: name -> what ``value`` reads of its
+    spec. It follows the registry (plugins included), read on each access."""
 
-OPTIMIZERS: dict[str, dict[str, HParam]] = {
-    "bamsprod": {
-        **_BETAS,
-        "gamma": HParam(1e-3, 0.0, 1.0, "bound convergence speed; 0 is AMSGrad"),
-        "kappa": HParam(1.0, 0.0, 100.0, "how much quantization error widens the target"),
-    },
-    "bop": {
-        "gamma": HParam(1e-4, 0.0, 1.0, "Bop adaptivity rate"),
-        "threshold": HParam(1e-8, 0.0, 1.0, "Bop flip threshold tau"),
-        "beta1": _BETAS["beta1"],
-        "beta2": _BETAS["beta2"],
-        "eps": _BETAS["eps"],
-    },
-    "adabound": {
-        **_BETAS,
-        "final_lr": HParam(0.1, 0.0, 10.0, "the SGD learning rate the bounds converge to"),
-        "gamma": HParam(1e-3, 0.0, 1.0, "bound convergence speed"),
-    },
-    "amsbound": {
-        **_BETAS,
-        "final_lr": HParam(0.1, 0.0, 10.0, "the SGD learning rate the bounds converge to"),
-        "gamma": HParam(1e-3, 0.0, 1.0, "bound convergence speed"),
-    },
-    "adam": dict(_BETAS),
-    "amsgrad": dict(_BETAS),
-    "sgd": {
-        "momentum": HParam(0.9, 0.0, 0.999999, "momentum"),
-        "nesterov": HParam(False, help="Nesterov momentum"),
-        "weight_decay": _BETAS["weight_decay"],
-    },
-}
+    def __init__(self, kind: Kind, value: Callable[[Any], V]) -> None:
+        self._kind, self._value = kind, value
 
-MODELS: dict[str, dict[str, HParam]] = {
-    "mlp": {
-        "width": HParam(512, 8, 8192, "hidden units per layer"),
-        "depth": HParam(2, 1, 16, "hidden (binary) layers"),
-        "scale": HParam(True, help="per-output-channel scale a = mean|w|"),
-        "binary_act": HParam(True, help="binarize activations (sign with STE)"),
-    },
-    "binarynet": {
-        "width_mult": HParam(0.25, 0.03125, 4.0, "channel multiplier (1.0 is Bop's BinaryNet)"),
-        "scale": HParam(True, help="per-output-channel scale a = mean|w|"),
-        "binary_act": HParam(True, help="binarize activations (sign with STE)"),
-    },
-    "resnet18": {
-        "width_mult": HParam(1.0, 0.03125, 4.0, "channel multiplier (1.0 is 64-128-256-512)"),
-        "scale": HParam(True, help="per-output-channel scale a = mean|w|"),
-        "binary_act": HParam(True, help="binarize activations (sign with STE)"),
-    },
-}
+    def __getitem__(self, name: str) -> V:
+        entry = registry().get(self._kind, name) if isinstance(name, str) else None
+        if entry is None:
+            raise KeyError(name)
+        return self._value(entry.spec)
 
-# Input shape (channels, height, width) and class count per data set.
-DATASETS: dict[str, dict[str, Any]] = {
-    "mnist": {"shape": (1, 28, 28), "classes": 10, "train": 60000, "test": 10000},
-    "fashion-mnist": {"shape": (1, 28, 28), "classes": 10, "train": 60000, "test": 10000},
-    "digits": {"shape": (1, 8, 8), "classes": 10, "train": 1437, "test": 360},
-    "cifar10": {"shape": (3, 32, 32), "classes": 10, "train": 50000, "test": 10000},
-    "synthetic": {"shape": (1, 8, 8), "classes": 10, "train": 2000, "test": 500},
-}
+    def __iter__(self) -> Iterator[str]:
+        return iter(registry().names(self._kind))
 
-# Learning rates that suit each optimizer when the user gives none (see docs/optimizers.md).
-DEFAULT_LR: dict[str, float] = {
-    "bamsprod": 1e-3,
-    "bop": 1e-2,
-    "adabound": 1e-3,
-    "amsbound": 1e-3,
-    "adam": 1e-3,
-    "amsgrad": 1e-3,
-    "sgd": 1e-2,
-}
+    def __len__(self) -> int:
+        return len(registry().names(self._kind))
+
+    def __repr__(self) -> str:
+        return f"<{self._kind} registry: {', '.join(self)}>"
+
+
+# name -> {hyperparameter: HParam}, per optimizer; name -> {argument: HParam}, per model.
+OPTIMIZERS: Mapping[str, Mapping[str, HParam]] = RegistryView(
+    "optimizer", lambda spec: MappingProxyType(dict(spec.hparams)))
+MODELS: Mapping[str, Mapping[str, HParam]] = RegistryView(
+    "model", lambda spec: MappingProxyType(dict(spec.args)))
+# name -> {"shape": (C, H, W), "classes", "train", "test"} per data set.
+DATASETS: Mapping[str, dict[str, Any]] = RegistryView("dataset", lambda spec: spec.info())
+# The learning rate each optimizer gets when the user gives none (see docs/optimizers.md).
+DEFAULT_LR: Mapping[str, float] = RegistryView("optimizer", lambda spec: spec.default_lr)
+
+
+class RegistryName:
+    """Pydantic metadata of a name field: its JSON schema lists the registry's names as an
+    ``enum`` (read when the schema is made), so forms and the CLI offer the plugins too."""
+
+    def __init__(self, kind: Kind) -> None:
+        self.kind = kind
+
+    def choices(self) -> list[str]:
+        return registry().names(self.kind)
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict[str, Any]:
+        schema = handler(core_schema)
+        schema["enum"] = self.choices()
+        return schema
+
+
+def _known(kind: Kind) -> Callable[[str], str]:
+    def check(name: str) -> str:
+        registry().require(kind, name)  # ValueError: unknown, with the known names
+        return name
+
+    return check
+
+
+ModelName = Annotated[str, AfterValidator(_known("model")), RegistryName("model")]
+DatasetName = Annotated[str, AfterValidator(_known("dataset")), RegistryName("dataset")]
+OptimizerName = Annotated[str, AfterValidator(_known("optimizer")), RegistryName("optimizer")]
 
 MAX_EPOCHS = 1000
 # A run's stored device text (the column's width): device, GPU card name, optimizer path.
@@ -200,7 +150,8 @@ class EntryError(ValueError):
         self.key = key
 
 
-def _check_named(kind: str, table: dict[str, HParam], given: dict[str, Any]) -> dict[str, Any]:
+def _check_named(kind: str, table: Mapping[str, HParam], given: dict[str, Any]
+                 ) -> dict[str, Any]:
     unknown = sorted(set(given) - set(table))
     if unknown:
         raise EntryError(f"unknown {kind} {unknown[0]!r}; known: {', '.join(table)}", unknown[0])
@@ -302,6 +253,17 @@ class RunConfig(BaseModel):
     def _model_args(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         model = info.data.get("model")
         return resolve_model_args(model, value) if model else value
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, value: float | None, info: ValidationInfo) -> float | None:
+        # A plugin may narrow the learning rate's range (its bamsprod_hparams["lr"]).
+        optimizer = info.data.get("optimizer")
+        if value is not None and optimizer:
+            bounds = registry().spec("optimizer", optimizer).lr
+            if bounds is not None:
+                bounds.check("lr", value)
+        return value
 
     @model_validator(mode="after")
     def _default_lr(self) -> RunConfig:

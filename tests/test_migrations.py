@@ -24,6 +24,19 @@ from bamsprod.app.tables import metadata
 TABLES = {"run", "epoch_metric", "sweep", "tune_trial", "tune_stage"}
 
 
+def old_runs(session, configs, sweep_id=None) -> list[int]:
+    """Insert runs as a revision before 0006 holds them (no ``plugins`` column); their ids."""
+    from bamsprod.app import store
+    from bamsprod.app.tables import Run, utcnow
+
+    rows = [store.new_run(c, sweep_id, utcnow()).model_dump(exclude={"id", "plugins"})
+            for c in configs]
+    ids = [session.execute(sa.insert(Run.__table__).values(**r)).inserted_primary_key[0]
+           for r in rows]
+    session.commit()
+    return ids
+
+
 def tables(url: str) -> set[str]:
     return set(sa.inspect(get_engine(url)).get_table_names()) - {"alembic_version"}
 
@@ -79,18 +92,22 @@ def test_sqlite_autoincrement_rebuild_keeps_every_row(empty_db_url) -> None:
 
     from bamsprod.app import store
     from bamsprod.app.db import alembic_config, session_scope
+    from bamsprod.app.tables import Sweep
     from bamsprod.core.spec import RunConfig
 
     url = empty_db_url("sqlite")
     command.upgrade(alembic_config(url), "0001")
     with session_scope(url) as s:
-        _, runs = store.create_sweep(s, "s", {}, [RunConfig(seed=0), RunConfig(seed=1)])
-        store.claim_run(s, runs[0].id, "w", "cpu")
+        sweep = Sweep(name="s", spec={}, n_runs=2)
+        s.add(sweep)
+        s.commit()
+        ids = old_runs(s, [RunConfig(seed=0), RunConfig(seed=1)], sweep.id)
+        store.claim_run(s, ids[0], "w", "cpu")
     with get_engine(url).begin() as conn:  # an epoch row as revision 0001's table holds it
         conn.execute(sa.text(
             "INSERT INTO epoch_metric (run_id, epoch, test_acc, quant_error_layers, created_at) "
             "VALUES (:r, 1, 0.5, '{}', '2026-01-01 00:00:00')"
-        ), {"r": runs[0].id})
+        ), {"r": ids[0]})
     init_db(url)
     with get_engine(url).connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM epoch_metric")).scalar() == 1
@@ -99,9 +116,9 @@ def test_sqlite_autoincrement_rebuild_keeps_every_row(empty_db_url) -> None:
         sql = conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE name = 'run'")).scalar()
         assert "AUTOINCREMENT" in sql
     with session_scope(url) as s:
-        store.request_cancel(s, runs[1].id)
-        store.delete_run(s, runs[1].id)
-        assert store.create_run(s, RunConfig()).id == runs[1].id + 1
+        store.request_cancel(s, ids[1])
+        store.delete_run(s, ids[1])
+        assert store.create_run(s, RunConfig()).id == ids[1] + 1
 
 
 def test_val_metrics_migration_keeps_old_epochs_and_adds_columns(empty_db_url) -> None:
@@ -115,7 +132,7 @@ def test_val_metrics_migration_keeps_old_epochs_and_adds_columns(empty_db_url) -
     url = empty_db_url("sqlite")
     command.upgrade(alembic_config(url), "0002_autoincrement")
     with session_scope(url) as s:
-        run_id = store.create_run(s, RunConfig()).id
+        (run_id,) = old_runs(s, [RunConfig()])
     with get_engine(url).begin() as conn:
         conn.execute(sa.text(
             "INSERT INTO epoch_metric (run_id, epoch, test_acc, quant_error_layers, created_at) "
@@ -128,3 +145,34 @@ def test_val_metrics_migration_keeps_old_epochs_and_adds_columns(empty_db_url) -
         rows = {m.epoch: m for m in store.metrics_for_runs(s, [run_id])[run_id]}
     assert rows[1].val_acc is None and rows[1].test_acc == 0.5
     assert rows[2].val_acc == 0.7
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_plugins_migration_gives_old_runs_an_empty_record_and_keeps_epochs(
+        empty_db_url, kind: str) -> None:
+    """0006 adds run.plugins: a run stored before reads back with ``[]`` (built-ins only), a
+    new one records its plugins, and going down again keeps every run and epoch."""
+    from alembic import command
+
+    from bamsprod.app import store
+    from bamsprod.app.db import alembic_config, session_scope
+    from bamsprod.core.spec import RunConfig
+
+    url = empty_db_url(kind)
+    command.upgrade(alembic_config(url), "0005_tuning")
+    with session_scope(url) as s:
+        (old,) = old_runs(s, [RunConfig()])
+        store.claim_run(s, old, "w", "cpu")
+        store.record_epoch(s, old, {"epoch": 1, "test_acc": 0.5})
+    init_db(url)
+    assert current_revision(url) == "0006_plugins"
+    with session_scope(url) as s:
+        assert store.get_run(s, old).plugins == []
+        new = store.create_run(s, RunConfig(optimizer="sgd")).id
+        assert store.get_run(s, new).plugins == []
+    downgrade_db(url, "0005_tuning")
+    with get_engine(url).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM run")).scalar() == 2
+        assert conn.execute(sa.text("SELECT count(*) FROM epoch_metric")).scalar() == 1
+        cols = {c["name"] for c in sa.inspect(conn).get_columns("run")}
+    assert "plugins" not in cols

@@ -58,17 +58,56 @@ WITH_ADAM = MINIMAL.replace('"lion"', '"adam"')
 # ------------------------------------------------------------------------------ parser
 
 
-def test_the_minimal_file_works_as_written():
-    """With the lion plugin installed it is a study; without it, the error names the key and
-    the line of the unknown name."""
+def test_the_minimal_file_needs_its_plugin():
+    """Without the lion plugin, the error names the key and the line of the unknown name."""
     if "lion" in OPTIMIZERS:
+        pytest.skip("the lion plugin is installed in this environment")
+    with pytest.raises(StudyFileError) as exc:
+        parse_study(MINIMAL, "lion.toml")
+    assert exc.value.key == "optimizers[1].name" and exc.value.line == 13
+    assert str(exc.value).startswith("lion.toml:13: optimizers[1].name: unknown optimizer")
+
+
+def test_the_minimal_file_works_as_written_with_the_plugin(tmp_path, client):
+    """Issue 18's file with the example Lion plugin installed: BAMSProd fixed at 1e-3 on two
+    seeds, Lion tuned over two rates; its sweeps pass the API as planned."""
+    from plugin_fixtures import install_lion, on_path
+
+    with on_path(install_lion(tmp_path)):
         study = parse_study(MINIMAL)
-        assert study.search("lion").tuned and not study.search("bamsprod").tuned
-    else:
-        with pytest.raises(StudyFileError) as exc:
-            parse_study(MINIMAL, "lion.toml")
-        assert exc.value.key == "optimizers[1].name" and exc.value.line == 13
-        assert str(exc.value).startswith("lion.toml:13: optimizers[1].name: unknown optimizer")
+        assert not study.search("bamsprod").tuned and study.search("lion").tuned
+        assert study.search("lion").lrs == (1e-4, 1e-3) and study.n_runs == 2 + (2 + 2)
+        assert study.target.baseline == "bamsprod"  # no Adam: the first optimizer
+        for item in sp.sweep_bodies(study):
+            r = client.post("/api/sweeps?dry_run=true", json=item["body"])
+            assert r.status_code == 200, r.text
+            assert r.json()["count"] == sum(study.tuned_runs(study.search(item["optimizer"])))
+
+
+@pytest.mark.slow
+def test_the_minimal_file_runs_end_to_end(tmp_path):
+    """``bamsprod study run`` on issue 18's file as written, the example plugin installed: every
+    run succeeds and the report compares Lion with BAMSProd."""
+    import json
+
+    from plugin_fixtures import env_with, install_lion
+
+    site = install_lion(tmp_path / "lion")
+    study_file = tmp_path / "lion-vs-bamsprod.toml"
+    study_file.write_text(MINIMAL)
+    out = tmp_path / "out"
+    got = subprocess.run([sys.executable, "-m", "bamsprod", "study", "run", str(study_file),
+                          "--out", str(out), "--poll", "0.5"], cwd=ROOT, env=env_with(site),
+                         capture_output=True, text=True, timeout=540)
+    assert got.returncode == 0, got.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    (task,) = report["tasks"]
+    assert task["states"] == {"succeeded": 6}
+    assert {r["optimizer"] for r in task["runs"]} == {"bamsprod", "lion"}
+    assert [tu["tuned"] for tu in task["tuning"]] == [False, True]
+    md = (out / "report.md").read_text()
+    assert "| lion | yes | 0.0001, 0.001 |" in md and "| BAMSProd | no | 0.001 |" in md
+    assert "The study states no claims." in md and "| lion |" in md.split("## digits-mlp")[1]
 
 
 def test_one_rate_is_fixed_and_two_rates_are_tuned(client):

@@ -16,6 +16,11 @@ SIGTERM) its running run stops within a batch and is handed back to the queue
 epoch. A prefork worker (``--concurrency N > 1``) finishes its runs on a warm shutdown instead;
 on a cold one the reconciler re-queues them once their heartbeat is stale.
 
+A run that records a plugin (``Run.plugins``) is trained only by a worker that has it, from the
+same distribution at the same version (``core.plugins.plugin_mismatch``); any other worker
+ends it ``failed`` with an error that names the plugin, both versions and the worker, and says
+what to install. Nothing stored is lost; a retry trains it once the workers have the plugin.
+
 Liveness: a thread beats the run's heartbeat every tenth of ``stale_running_seconds`` (so a
 long batch never starves it). When a beat finds the run no longer held by this worker
 (cancelled or deleted while it looked dead, or re-claimed by another worker), the trainer
@@ -46,6 +51,7 @@ from bamsprod.app.queue import TASK_NAME, celery_app, enqueue_run
 from bamsprod.app.settings import Settings, get_settings
 from bamsprod.app.tables import Run
 from bamsprod.core.model_size import too_large
+from bamsprod.core.plugins import plugin_mismatch, registry
 from bamsprod.core.spec import TERMINAL_STATES, RunConfig
 from bamsprod.worker import tuned
 
@@ -73,6 +79,7 @@ def _preload_trainer() -> None:
 
     import bamsprod.core.train  # noqa: F401
 
+    registry()  # load the plugins now: a broken one is logged at start
     settings = get_settings()
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
@@ -211,10 +218,14 @@ def execute_run(run_id: int, *, hostname: str | None = None,
     from bamsprod.core.device import pick_device  # torch loads with the first run, not at import
 
     config: RunConfig | None = None
-    device, error = "cpu", None
+    device = "cpu"
+    # A plugin this worker lacks, or has at another version than the run recorded: never
+    # train it with something else. The run fails with what to install; a retry works then.
+    error = plugin_mismatch(run.plugins, host)
     try:
-        config = RunConfig.model_validate(run.config)
-        device = str(pick_device(config.device))  # claimed with it, trained on it
+        if error is None:
+            config = RunConfig.model_validate(run.config)
+            device = str(pick_device(config.device))  # claimed with it, trained on it
     except (ValidationError, RuntimeError) as exc:
         # A stored config this version cannot read, or CUDA asked of a CPU worker: fail it
         # once, never retry.

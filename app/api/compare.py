@@ -37,11 +37,15 @@ from bamsprod.core.spec import MODELS, OPTIMIZERS, RunConfig
 router = APIRouter(tags=["compare"], dependencies=READ, responses=AUTH_ERRORS)
 
 MAX_COMPARE_RUNS = 1000
-# Nested group_by fields: every optimizer's hyperparameters and every model's arguments.
-NESTED = {
-    "hparams": {name for table in OPTIMIZERS.values() for name in table},
-    "model_args": {name for table in MODELS.values() for name in table},
-}
+
+
+def nested_fields() -> dict[str, set[str]]:
+    """Nested group_by fields: every optimizer's hyperparameters and every model's arguments
+    (the registry's, installed plugins included)."""
+    return {
+        "hparams": {name for table in OPTIMIZERS.values() for name in table},
+        "model_args": {name for table in MODELS.values() for name in table},
+    }
 
 
 def _cache(request: Request) -> ResponseCache:
@@ -72,10 +76,11 @@ def _parse_group_by(text: str | None) -> list[str] | None:
     if not text:
         return None
     fields = [f.strip() for f in text.split(",") if f.strip()]
+    nested = nested_fields()
     for f in fields:
         head, _, rest = f.partition(".")
-        known = NESTED.get(head, set()) if rest else RunConfig.model_fields
-        if f.count(".") > 1 or (rest and head not in NESTED) or (rest or head) not in known:
+        known = nested.get(head, set()) if rest else RunConfig.model_fields
+        if f.count(".") > 1 or (rest and head not in nested) or (rest or head) not in known:
             unprocessable(("query", "group_by"), f"unknown config field {f!r}", text)
     return fields or None
 

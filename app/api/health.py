@@ -1,4 +1,5 @@
-"""GET /api/health: database reachable, broker reachable, workers seen."""
+"""GET /api/health: database reachable, broker reachable, workers seen, and the API's plugins
+(a broken one with its error; it never makes the service unhealthy)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fastapi import APIRouter, Request, Response, status
 from bamsprod.app.db import get_engine
 from bamsprod.app.schemas import Health, HealthPart
 from bamsprod.app.security import token_matches
+from bamsprod.core.plugins import registry
 
 router = APIRouter(tags=["health"])
 
@@ -76,10 +78,13 @@ async def health(request: Request, response: Response) -> Health:
     if not _may_see_details(request):
         # A protected instance tells strangers only whether it is up: no host, port or name.
         return Health(status=overall)
+    # Loaded at start (create_app): every plugin, and a built-in only when it is broken.
+    plugins = [e.describe() for e in registry().entries if not (e.builtin and e.ok)]
     return Health(
         status=overall,
         database=HealthPart(ok=db_err is None, detail=db_err),
         broker=HealthPart(ok=broker_ok, detail=broker_err),
         workers=names,
         workers_seen=seen,
+        plugins=plugins,
     )

@@ -25,7 +25,7 @@ from bamsprod.app.api.deps import (
     unprocessable,
 )
 from bamsprod.app.schemas import RUN_SORT_COLUMNS, RunList, RunPublic
-from bamsprod.core.model_size import SIZE_ARG, too_large
+from bamsprod.core.model_size import size_field, too_large
 from bamsprod.core.spec import RUN_STATES, RunConfig
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=AUTH_ERRORS)
@@ -49,8 +49,8 @@ def submit_run(
         unprocessable(("body", "epochs"), f"at most {settings.max_epochs} epochs on this server",
                       config.epochs)
     if (why := too_large(config, settings.max_param_bytes)) is not None:
-        name = SIZE_ARG[config.model]
-        unprocessable(("body", "model_args", name), why, config.model_args[name])
+        loc, value = size_field(config)
+        unprocessable(("body", *loc), why, value)
     run = store.create_run(session, config)
     enqueue(request, run.id)  # type: ignore[arg-type]
     return json_response(RunPublic, RunPublic.model_validate(run), status.HTTP_201_CREATED)

@@ -1,7 +1,9 @@
 """GET /api/schema/options: the run config's fields and the registries, for forms.
 
 The new-run form builds itself from this (fields, defaults, choices, ranges), so it never keeps
-a copy of the run config; the page embeds the same object.
+a copy of the run config; the page embeds the same object. The registries are
+``core.plugins``': each optimizer, model and data set says where it comes from (``source``:
+the distribution and version, ``builtin``), so installed plugins show with their fields.
 """
 
 from __future__ import annotations
@@ -13,22 +15,35 @@ from fastapi import APIRouter, Request
 
 from bamsprod.app.api.deps import AUTH_ERRORS, READ
 from bamsprod.core.metric_schema import chart_specs
-from bamsprod.core.spec import (
-    DATASETS,
-    DEFAULT_LR,
-    MODELS,
-    OPTIMIZERS,
-    RUN_STATES,
-    HParam,
-    RunConfig,
-)
+from bamsprod.core.plugins import Entry, Kind, registry
+from bamsprod.core.spec import RUN_STATES, HParam, RunConfig
 
 router = APIRouter(tags=["dashboard"], dependencies=READ, responses=AUTH_ERRORS)
 
 
 def _hparam(h: HParam) -> dict[str, Any]:
     kind = "bool" if h.kind is bool else "int" if h.kind is int else "float"
-    return {"default": h.default, "min": h.lo, "max": h.hi, "help": h.help, "type": kind}
+    return {"default": h.default, "min": h.lo, "max": h.hi, "help": h.help, "type": kind,
+            "log": h.log}
+
+
+def _source(e: Entry) -> dict[str, Any]:
+    return {"dist": e.dist, "version": e.version, "builtin": e.builtin}
+
+
+def _entries(kind: Kind) -> list[Entry]:
+    reg = registry()
+    return [reg.require(kind, name) for name in reg.names(kind)]
+
+
+def _optimizer(e: Entry) -> dict[str, Any]:
+    spec = e.spec
+    out = {"default_lr": spec.default_lr,
+           "hparams": {k: _hparam(h) for k, h in spec.hparams.items()},
+           "help": spec.help, "source": _source(e)}
+    if spec.lr is not None:
+        out["lr"] = _hparam(spec.lr)
+    return out
 
 
 def _field(name: str, prop: dict[str, Any], required: bool) -> dict[str, Any]:
@@ -78,19 +93,16 @@ def schema_options() -> dict[str, Any]:
     return {
         "schema_version": schema["properties"]["schema_version"].get("default"),
         "fields": fields,
-        "optimizers": {
-            name: {
-                "default_lr": DEFAULT_LR.get(name),
-                "hparams": {k: _hparam(h) for k, h in table.items()},
-            }
-            for name, table in OPTIMIZERS.items()
-        },
+        "optimizers": {e.name: _optimizer(e) for e in _entries("optimizer")},
         "models": {
-            name: {"args": {k: _hparam(h) for k, h in table.items()}}
-            for name, table in MODELS.items()
+            e.name: {"args": {k: _hparam(h) for k, h in e.spec.args.items()},
+                     "help": e.spec.help, "source": _source(e)}
+            for e in _entries("model")
         },
         "datasets": {
-            name: {**info, "shape": list(info.get("shape", ()))} for name, info in DATASETS.items()
+            e.name: {**e.spec.info(), "shape": list(e.spec.shape), "help": e.spec.help,
+                     "source": _source(e)}
+            for e in _entries("dataset")
         },
         "states": list(RUN_STATES),
         "charts": chart_specs(),  # the run page's charts (core.metric_schema), one declaration

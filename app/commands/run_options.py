@@ -18,7 +18,7 @@ from pydantic_core import PydanticUndefined
 
 from bamsprod.app.commands.common import bad_parameter
 from bamsprod.app.field_errors import first_error
-from bamsprod.core.spec import RunConfig
+from bamsprod.core.spec import RegistryName, RunConfig
 
 T = TypeVar("T")
 
@@ -96,6 +96,9 @@ def _run_config_options() -> list[tuple[str, Any, Any]]:
             options.append((option, list[str], typer.Option([], help=help_)))
             continue
         kind, choices = _cli_type(field.annotation)
+        names = next((m for m in field.metadata if isinstance(m, RegistryName)), None)
+        if names is not None:  # optimizer, model, dataset: the registry's, plugins included
+            choices = tuple(names.choices())
         help_ = field.description or ""
         if choices:
             help_ = f"{help_}; one of: {', '.join(map(str, choices))}".lstrip("; ")

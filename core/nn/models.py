@@ -8,7 +8,8 @@ weights ``core.nn.binary_weights`` finds. With ``binary_act=True`` the binary la
 ``binary_act=False`` a ``hardtanh`` takes its place, the real nonlinearity the network keeps.
 The real last layer is fed ``hardtanh`` of the features.
 
-Use :func:`build_model`; its names and arguments are exactly ``core.spec.MODELS``::
+Use :func:`build_model`; its names and arguments are exactly ``core.spec.MODELS`` (these three
+register through the same entry points as a plugin's models)::
 
     model = build_model("resnet18", (3, 32, 32), 10, width_mult=0.25)
 
@@ -19,13 +20,13 @@ Weights Do Not Exist" (NeurIPS 2019, the BinaryNet CIFAR-10 recipe); Liu et al.,
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor, nn
 
 from bamsprod.core.nn.binary import BinaryConv2d, BinaryLinear
-from bamsprod.core.spec import MODELS, resolve_model_args
+from bamsprod.core.plugins import registry, resolve
+from bamsprod.core.spec import resolve_model_args
 
 __all__ = ["build_model", "model_names", "BinaryMLP", "BinaryNet", "BiRealResNet18"]
 
@@ -230,16 +231,9 @@ class BiRealResNet18(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "mlp": BinaryMLP,
-    "binarynet": BinaryNet,
-    "resnet18": BiRealResNet18,
-}
-
-
 def model_names() -> list[str]:
-    """The known model names, exactly ``core.spec.MODELS``."""
-    return list(MODELS)
+    """The known model names, exactly ``core.spec.MODELS`` (installed plugins included)."""
+    return registry().names("model")
 
 
 def build_model(
@@ -247,6 +241,7 @@ def build_model(
 ) -> nn.Module:
     """Build model ``name`` for inputs of shape ``(C, H, W)`` and ``num_classes`` outputs.
 
+    ``name`` is any model of the registry (``core.plugins``): the three above, or a plugin's.
     ``model_args`` are checked and completed with defaults by ``core.spec.resolve_model_args``
     (so an unknown or out-of-range argument is a ``ValueError``). Parameters are drawn from
     torch's global generator: the same ``torch.manual_seed`` gives the same model.
@@ -255,12 +250,14 @@ def build_model(
         ValueError: unknown ``name`` (the message lists the known ones), bad shape or class
             count, or a bad model argument.
     """
-    if name not in MODELS or name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(model_names())}")
+    spec = registry().spec("model", name)
     shape = tuple(int(s) for s in in_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"in_shape must be (channels, height, width), got {in_shape!r}")
     if int(num_classes) < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
     args = resolve_model_args(name, model_args)
-    return _BUILDERS[name](shape, int(num_classes), **args)
+    model = resolve(spec.build)(shape, int(num_classes), **args)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model {name!r} built a {type(model).__name__}, not a torch nn.Module")
+    return model

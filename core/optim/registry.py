@@ -1,20 +1,21 @@
 """Build an optimizer for a model by name, from the spec-level hyperparameters.
 
-``build(name, model, lr=None, **hparams)`` accepts exactly the names and hyperparameters of
-``core.spec.OPTIMIZERS`` (``beta1``/``beta2`` become torch's ``betas``; missing ones take the
-spec's defaults; ``lr=None`` takes ``core.spec.DEFAULT_LR[name]``). It splits the model's
-parameters into two groups:
+``build(name, model, lr=None, **hparams)`` accepts exactly the names and hyperparameters of the
+registry (``core.plugins``; ``core.spec.OPTIMIZERS``), the built-ins' and installed plugins'
+(``beta1``/``beta2`` become torch's ``betas``; missing ones take their defaults; ``lr=None``
+takes ``core.spec.DEFAULT_LR[name]``). It splits the model's parameters into two groups:
 
 - ``{"name": "binary", "binary": True, "latent_clip": 1.0}``: the binary layers' latent weights
   (``core.nn.binary_weights(model)``);
 - ``{"name": "real"}``: everything else (BatchNorm, biases, the real first and last layers).
 
 The BinaryConnect latent clip to ``[-1, 1]`` is part of the optimizer that ``build`` returns:
-BAMSProd applies its group's ``latent_clip`` itself, and for AdaBound/AMSBound, Adam, AMSGrad and
-SGD ``build`` registers a step post-hook that clips every group marked ``binary`` to its
-``latent_clip``. A trainer therefore only calls ``optimizer.step()``. Bop holds its binary
-weights at exactly ``+-1`` and needs no clip. ``clip_latent_weights(model)`` does the same clip
-by hand, for optimizers built some other way.
+BAMSProd applies its group's ``latent_clip`` itself, and for AdaBound/AMSBound, Adam, AMSGrad,
+SGD and every plugin optimizer ``build`` registers a step post-hook that clips every group
+marked ``binary`` to its ``latent_clip`` (an ``OptimizerSpec`` with ``latent_clip=True``). A
+plugin receives these same groups and may ignore the marker. A trainer therefore only calls
+``optimizer.step()``. Bop holds its binary weights at exactly ``+-1`` and needs no clip.
+``clip_latent_weights(model)`` does the same clip by hand, for optimizers built some other way.
 
 Adam, AMSGrad and SGD are torch's own classes. Bop is a :class:`~core.optim.bop.CaseOptimizer`:
 Bop for the binary weights, ``torch.optim.Adam(lr)`` for the rest (larq's recipe).
@@ -22,7 +23,6 @@ Bop for the binary weights, ``torch.optim.Adam(lr)`` for the rest (larq's recipe
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -33,9 +33,10 @@ from bamsprod.core.nn import binary_weights
 from bamsprod.core.optim.adabound import AdaBound
 from bamsprod.core.optim.bamsprod import BAMSProd
 from bamsprod.core.optim.bop import Bop, CaseOptimizer
-from bamsprod.core.spec import DEFAULT_LR, resolve_hparams
+from bamsprod.core.plugins import registry, resolve
+from bamsprod.core.spec import resolve_hparams
 
-__all__ = ["OPTIMIZER_NAMES", "build", "clip_latent_weights", "param_groups"]
+__all__ = ["build", "clip_latent_weights", "param_groups"]  # and OPTIMIZER_NAMES, on use
 
 LATENT_CLIP = 1.0
 
@@ -84,7 +85,10 @@ def _betas(h: dict[str, Any]) -> tuple[float, float]:
     return (h["beta1"], h["beta2"])
 
 
-def _bamsprod(groups: Groups, lr: float, h: dict[str, Any]) -> Optimizer:
+# The built-ins' builders, named by core.plugins.builtin: (groups, lr, resolved hparams).
+
+
+def build_bamsprod(groups: Groups, lr: float, h: dict[str, Any]) -> Optimizer:
     return BAMSProd(
         groups,
         lr=lr,
@@ -96,50 +100,57 @@ def _bamsprod(groups: Groups, lr: float, h: dict[str, Any]) -> Optimizer:
     )
 
 
-def _adabound(amsbound: bool) -> Callable[[Groups, float, dict[str, Any]], Optimizer]:
-    def make(groups: Groups, lr: float, h: dict[str, Any]) -> Optimizer:
-        opt = AdaBound(
-            groups,
-            lr=lr,
-            betas=_betas(h),
-            final_lr=h["final_lr"],
-            gamma=h["gamma"],
-            eps=h["eps"],
-            weight_decay=h["weight_decay"],
-            amsbound=amsbound,
-        )
-        return _with_latent_clip(opt)
-
-    return make
+def _adabound(groups: Groups, lr: float, h: dict[str, Any], amsbound: bool) -> Optimizer:
+    return AdaBound(
+        groups,
+        lr=lr,
+        betas=_betas(h),
+        final_lr=h["final_lr"],
+        gamma=h["gamma"],
+        eps=h["eps"],
+        weight_decay=h["weight_decay"],
+        amsbound=amsbound,
+    )
 
 
-def _adam(amsgrad: bool) -> Callable[[Groups, float, dict[str, Any]], Optimizer]:
-    def make(groups: Groups, lr: float, h: dict[str, Any]) -> Optimizer:
-        opt = torch.optim.Adam(
-            groups,
-            lr=lr,
-            betas=_betas(h),
-            eps=h["eps"],
-            weight_decay=h["weight_decay"],
-            amsgrad=amsgrad,
-        )
-        return _with_latent_clip(opt)
-
-    return make
+def build_adabound(groups: Groups, lr: float, h: dict[str, Any]) -> Optimizer:
+    return _adabound(groups, lr, h, amsbound=False)
 
 
-def _sgd(groups: Groups, lr: float, h: dict[str, Any]) -> Optimizer:
-    opt = torch.optim.SGD(
+def build_amsbound(groups: Groups, lr: float, h: dict[str, Any]) -> Optimizer:
+    return _adabound(groups, lr, h, amsbound=True)
+
+
+def _adam(groups: Groups, lr: float, h: dict[str, Any], amsgrad: bool) -> Optimizer:
+    return torch.optim.Adam(
+        groups,
+        lr=lr,
+        betas=_betas(h),
+        eps=h["eps"],
+        weight_decay=h["weight_decay"],
+        amsgrad=amsgrad,
+    )
+
+
+def build_adam(groups: Groups, lr: float, h: dict[str, Any]) -> Optimizer:
+    return _adam(groups, lr, h, amsgrad=False)
+
+
+def build_amsgrad(groups: Groups, lr: float, h: dict[str, Any]) -> Optimizer:
+    return _adam(groups, lr, h, amsgrad=True)
+
+
+def build_sgd(groups: Groups, lr: float, h: dict[str, Any]) -> Optimizer:
+    return torch.optim.SGD(
         groups,
         lr=lr,
         momentum=h["momentum"],
         nesterov=h["nesterov"],
         weight_decay=h["weight_decay"],
     )
-    return _with_latent_clip(opt)
 
 
-def _bop(groups: Groups, lr: float, h: dict[str, Any]) -> Optimizer:
+def build_bop(groups: Groups, lr: float, h: dict[str, Any]) -> Optimizer:
     optimizers: list[Optimizer] = []
     for group in groups:
         params = group["params"]
@@ -165,17 +176,10 @@ def _bop(groups: Groups, lr: float, h: dict[str, Any]) -> Optimizer:
     return CaseOptimizer(*optimizers)
 
 
-_BUILDERS: dict[str, Callable[[Groups, float, dict[str, Any]], Optimizer]] = {
-    "bamsprod": _bamsprod,
-    "bop": _bop,
-    "adabound": _adabound(amsbound=False),
-    "amsbound": _adabound(amsbound=True),
-    "adam": _adam(amsgrad=False),
-    "amsgrad": _adam(amsgrad=True),
-    "sgd": _sgd,
-}
-
-OPTIMIZER_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+def __getattr__(name: str) -> Any:
+    if name == "OPTIMIZER_NAMES":  # follows the registry: installed plugins included
+        return tuple(registry().names("optimizer"))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build(
@@ -188,7 +192,7 @@ def build(
 ) -> Optimizer:
     """The optimizer ``name`` for ``model``, with spec-level hyperparameters.
 
-    The names are those of ``core.spec.OPTIMIZERS`` (a test checks the two agree).
+    The names are the registry's (``core.plugins``; ``core.spec.OPTIMIZERS``), plugins included.
 
     Args:
         name: one of :data:`OPTIMIZER_NAMES` (the keys of ``core.spec.OPTIMIZERS``).
@@ -198,14 +202,14 @@ def build(
         **hparams: hyperparameters by their spec names (e.g. ``beta1``, ``gamma``); unknown or
             out-of-range ones raise ``ValueError``.
     """
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZER_NAMES)}")
+    spec = registry().spec("optimizer", name)  # ValueError: unknown, with the known names
     resolved = resolve_hparams(name, hparams)
     if lr is None:
-        lr = DEFAULT_LR[name]
+        lr = spec.default_lr
     if not lr >= 0:
         raise ValueError(f"Invalid learning rate: {lr}")
     groups = param_groups(model)
     if capturable:  # a group key: torch's and our optimizers all read it per group
         groups = [{**g, "capturable": True} for g in groups]
-    return _BUILDERS[name](groups, float(lr), resolved)
+    optimizer = resolve(spec.build)(groups, float(lr), resolved)
+    return _with_latent_clip(optimizer) if spec.latent_clip else optimizer

@@ -225,16 +225,31 @@ export class RunFields {
     this.widgets.get("model")?.onChange(() => this.renderNested("model_args"));
     this.widgets.get("lr")?.input.addEventListener("input", () => { this.lrTouched = true; });
     this.refresh();
-    const dataset = this.widgets.get("dataset");
-    const showDataset = () => {
-      const info = this.chosen("dataset").map((n) => this.opts.datasets[n]).filter(Boolean);
-      const el = dataset.box.querySelector(".help") || dataset.box.insertBefore(h("span", { class: "help" }), dataset.box.querySelector(".field-error"));
-      el.textContent = info.length === 1
-        ? `${info[0].train} train / ${info[0].test} test, ${info[0].shape.join("×")}, ${info[0].classes} classes`
-        : "";
+    this.describeChoice("optimizer", this.opts.optimizers, (o) => o.help);
+    this.describeChoice("model", this.opts.models, (m) => m.help);
+    this.describeChoice("dataset", this.opts.datasets, (d) =>
+      `${d.train ?? "?"} train / ${d.test ?? "?"} test, ${d.shape.join("×")}, ${d.classes} classes`);
+  }
+
+  /** Under a choice (optimizer, model, data set): what the chosen entry is, and where a
+   * plugin's comes from (its distribution and version). */
+  describeChoice(key, table, text) {
+    const w = this.widgets.get(key);
+    if (!w) return;
+    const show = () => {
+      const info = this.chosen(key).map((n) => table[n]).filter(Boolean);
+      const el = w.box.querySelector(".help") || w.box.insertBefore(h("span", { class: "help" }), w.box.querySelector(".field-error"));
+      if (info.length !== 1) {
+        el.textContent = "";
+        return;
+      }
+      const src = info[0].source;
+      const from = src && !src.builtin ? `plugin: ${src.dist} ${src.version}` : "";
+      el.textContent = [text(info[0]), from].filter(Boolean).join(" · ");
+      el.classList.toggle("plugin-source", !!from);
     };
-    dataset.onChange(showDataset);
-    showDataset();
+    w.onChange(show);
+    show();
   }
 
   /** Back to one value per enum: the first ticked choice (or what the select shows). */

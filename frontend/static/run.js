@@ -264,6 +264,9 @@ function renderInfo() {
     ["attempts / retries", `${run.attempts} / ${run.retries}`],
     ["config hash", run.config_hash],
     ["sweep", run.sweep_id ? String(run.sweep_id) : "–"],
+    ["plugins", (run.plugins || []).length
+      ? run.plugins.map((p) => `${p.kind} ${p.name}: ${p.dist} ${p.version}`).join("; ")
+      : "none (built-ins)"],
   ]);
   const sweepLink = run.sweep_id ? `/compare?sweep=${run.sweep_id}` : `/compare?runs=${run.id}`;
   $("#compare-link").href = sweepLink;
