@@ -120,7 +120,13 @@ class EpochMetricPublic(SQLModel):
     quant_error_layers: dict[str, float | None]
     flip_rate: float | None
     lr: float | None
-    seconds: float | None
+    seconds: float | None = Field(
+        description="training seconds, evaluation excluded (an epoch stored before "
+        "eval_seconds existed includes it)"
+    )
+    eval_seconds: float | None = Field(
+        default=None, description="seconds spent evaluating (test and validation splits)"
+    )
     created_at: datetime
 
     @field_validator(*METRIC_FIELDS)

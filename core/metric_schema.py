@@ -45,7 +45,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("quant_error", "quant error", ".4f", "qerr", "mean"),
     Metric("flip_rate", "flip rate", ".5f", "flip", "flip rate"),
     Metric("lr", "lr", ".2e"),
-    Metric("seconds", "seconds", ".1f"),
+    Metric("seconds", "seconds", ".1f"),  # training only: evaluation is untimed
+    Metric("eval_seconds", "eval seconds", ".1f"),  # the epoch's test and validation evaluations
 )
 METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in METRICS)
 TARGET_METRICS: tuple[str, ...] = tuple(m.name for m in METRICS if m.target)

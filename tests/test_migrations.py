@@ -21,7 +21,7 @@ from bamsprod.app.db import (
 )
 from bamsprod.app.tables import metadata
 
-TABLES = {"run", "epoch_metric", "sweep", "tune_trial", "tune_stage"}
+TABLES = {"run", "epoch_metric", "eval_point", "sweep", "tune_trial", "tune_stage"}
 
 
 def tables(url: str) -> set[str]:
@@ -72,6 +72,28 @@ def test_concurrent_start_up_migrates_once(empty_db_url, kind: str) -> None:
     assert tables(url) == TABLES and current_revision(url) == head_revision()
 
 
+def old_runs(url: str, configs: list, sweep: bool = False) -> list[int]:
+    """Runs (in a new sweep with ``sweep``) inserted as an older revision's ``run`` table holds
+    them: only the columns it has, since the models describe the newest."""
+    from bamsprod.app.store import new_run
+    from bamsprod.app.tables import Run, Sweep, utcnow
+
+    have = {c["name"] for c in sa.inspect(get_engine(url)).get_columns("run")}
+    now = utcnow()
+    with get_engine(url).begin() as conn:
+        sweep_id = None
+        if sweep:
+            row = Sweep(name="s", spec={}, n_runs=len(configs), created_at=now)
+            insert = sa.insert(Sweep.__table__).values(row.model_dump(exclude={"id"}))
+            sweep_id = conn.execute(insert).inserted_primary_key[0]
+        ids = []
+        for config in configs:
+            values = new_run(config, sweep_id, now).model_dump(exclude={"id"})
+            values = {k: v for k, v in values.items() if k in have}
+            ids.append(conn.execute(sa.insert(Run.__table__).values(values)).inserted_primary_key[0])
+    return ids
+
+
 def test_sqlite_autoincrement_rebuild_keeps_every_row(empty_db_url) -> None:
     """0002 rebuilds run and sweep on SQLite: epochs (ON DELETE CASCADE children) and sweep
     links survive, foreign keys are on again afterwards, and a deleted newest id is not reused."""
@@ -83,14 +105,14 @@ def test_sqlite_autoincrement_rebuild_keeps_every_row(empty_db_url) -> None:
 
     url = empty_db_url("sqlite")
     command.upgrade(alembic_config(url), "0001")
+    runs = old_runs(url, [RunConfig(seed=0), RunConfig(seed=1)], sweep=True)
     with session_scope(url) as s:
-        _, runs = store.create_sweep(s, "s", {}, [RunConfig(seed=0), RunConfig(seed=1)])
-        store.claim_run(s, runs[0].id, "w", "cpu")
+        store.claim_run(s, runs[0], "w", "cpu")
     with get_engine(url).begin() as conn:  # an epoch row as revision 0001's table holds it
         conn.execute(sa.text(
             "INSERT INTO epoch_metric (run_id, epoch, test_acc, quant_error_layers, created_at) "
             "VALUES (:r, 1, 0.5, '{}', '2026-01-01 00:00:00')"
-        ), {"r": runs[0].id})
+        ), {"r": runs[0]})
     init_db(url)
     with get_engine(url).connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM epoch_metric")).scalar() == 1
@@ -99,9 +121,9 @@ def test_sqlite_autoincrement_rebuild_keeps_every_row(empty_db_url) -> None:
         sql = conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE name = 'run'")).scalar()
         assert "AUTOINCREMENT" in sql
     with session_scope(url) as s:
-        store.request_cancel(s, runs[1].id)
-        store.delete_run(s, runs[1].id)
-        assert store.create_run(s, RunConfig()).id == runs[1].id + 1
+        store.request_cancel(s, runs[1])
+        store.delete_run(s, runs[1])
+        assert store.create_run(s, RunConfig()).id == runs[1] + 1
 
 
 def test_val_metrics_migration_keeps_old_epochs_and_adds_columns(empty_db_url) -> None:
@@ -114,8 +136,7 @@ def test_val_metrics_migration_keeps_old_epochs_and_adds_columns(empty_db_url) -
 
     url = empty_db_url("sqlite")
     command.upgrade(alembic_config(url), "0002_autoincrement")
-    with session_scope(url) as s:
-        run_id = store.create_run(s, RunConfig()).id
+    [run_id] = old_runs(url, [RunConfig()])
     with get_engine(url).begin() as conn:
         conn.execute(sa.text(
             "INSERT INTO epoch_metric (run_id, epoch, test_acc, quant_error_layers, created_at) "
