@@ -149,3 +149,42 @@ def test_val_metrics_migration_keeps_old_epochs_and_adds_columns(empty_db_url) -
         rows = {m.epoch: m for m in store.metrics_for_runs(s, [run_id])[run_id]}
     assert rows[1].val_acc is None and rows[1].test_acc == 0.5
     assert rows[2].val_acc == 0.7
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_eval_points_migration_keeps_old_runs_and_epochs(empty_db_url, kind: str) -> None:
+    """0007 adds eval_point, epoch_metric.eval_seconds and run.environment: a run and an epoch
+    stored before read back with them empty; downgrading drops them and keeps the epochs."""
+    from alembic import command
+
+    from bamsprod.app import store
+    from bamsprod.app.db import alembic_config, session_scope
+    from bamsprod.core.spec import RunConfig
+
+    url = empty_db_url(kind)
+    command.upgrade(alembic_config(url), "0005_tuning")
+    [run_id] = old_runs(url, [RunConfig()])
+    with session_scope(url) as s:
+        store.claim_run(s, run_id, "w", "cpu")
+    with get_engine(url).begin() as conn:  # an epoch row as revision 0005's table holds it
+        conn.execute(sa.text(
+            "INSERT INTO epoch_metric (run_id, epoch, test_acc, val_acc, quant_error_layers, "
+            "created_at) VALUES (:r, 1, 0.5, 0.4, '{}', '2026-01-01 00:00:00')"
+        ), {"r": run_id})
+    init_db(url)
+    with get_engine(url).connect() as conn:  # SQL NULL, not the JSON text 'null'
+        env = conn.execute(sa.text("SELECT environment IS NULL FROM run")).scalar()
+    assert env in (1, True)
+    with session_scope(url) as s:
+        [old] = store.metrics_for_runs(s, [run_id])[run_id]
+        assert old.eval_seconds is None and old.val_acc == 0.4
+        assert store.eval_rows(s, run_id) == []
+        point = {"step": 20, "epoch": 2.0, "train_seconds": 3.0, "val_loss": 0.9,
+                 "val_acc": 0.6, "eval_seconds": 0.1}
+        store.record_epoch(s, run_id, {"epoch": 2, "val_acc": 0.6, "eval_seconds": 0.2,
+                                       "evals": [point]})
+        assert store.eval_rows(s, run_id) == [{"run_id": run_id, **point}]
+    downgrade_db(url, "0005_tuning")
+    assert "eval_point" not in tables(url)
+    with get_engine(url).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM epoch_metric")).scalar() == 2

@@ -39,8 +39,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("run") as batch:
-        batch.drop_column("environment")
-    with op.batch_alter_table("epoch_metric") as batch:
-        batch.drop_column("eval_seconds")
+    # Plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+), never a batch rebuild: dropping the old
+    # run table with foreign keys on would cascade-delete every epoch (see 0002).
+    op.drop_column("run", "environment")
+    op.drop_column("epoch_metric", "eval_seconds")
     op.drop_table("eval_point")
