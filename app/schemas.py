@@ -46,6 +46,24 @@ RUN_SORT_COLUMNS = (
 RunCreate = RunConfig  # POST /api/runs takes the run config itself.
 
 
+class SourceVersion(SQLModel):
+    version: str
+    commit: str | None = Field(default=None, description="the source checkout's git commit")
+
+
+class RunEnvironment(SQLModel):
+    """Where a run trained, recorded by the worker as it started: compare seconds only between
+    runs that share one."""
+
+    model_config = ConfigDict(extra="allow")
+
+    torch: str
+    python: str
+    bamsprod: SourceVersion
+    device_name: str = Field(description="the CPU's model, or the GPU card's name")
+    threads: int = Field(description="torch's intra-op threads")
+
+
 class RunPublic(SQLModel):
     """A run as the API returns it."""
 
@@ -85,6 +103,9 @@ class RunPublic(SQLModel):
     best_epoch: int | None
     final_quant_error: float | None
     diverged_epoch: int | None
+    environment: RunEnvironment | None = Field(
+        default=None, description="where it trained (null until a worker starts it)"
+    )
     queued_ahead: int | None = Field(
         default=None,
         description="queued runs a worker takes before this one (GET /api/runs/{id}, "
@@ -138,6 +159,30 @@ class EpochMetricPublic(SQLModel):
 class MetricList(SQLModel):
     run_id: int
     items: list[EpochMetricPublic]
+
+
+class EvalPointPublic(SQLModel):
+    """One evaluation of the validation split; non-finite values are null."""
+
+    run_id: int
+    step: int = Field(description="optimizer steps taken before it")
+    epoch: float = Field(description="fractional epoch: 1.25 is a quarter into epoch 2")
+    train_seconds: float | None = Field(
+        description="training seconds since the run started, evaluation excluded"
+    )
+    val_loss: float | None
+    val_acc: float | None
+    eval_seconds: float | None = Field(description="seconds this evaluation took")
+
+    @field_validator("train_seconds", "val_loss", "val_acc", "eval_seconds")
+    @classmethod
+    def _finite_only(cls, v: float | None) -> float | None:
+        return _finite(v)
+
+
+class EvalPointList(SQLModel):
+    run_id: int
+    items: list[EvalPointPublic]
 
 
 class SweepCreate(SQLModel):
