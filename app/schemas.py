@@ -313,9 +313,14 @@ class StatPublic(SQLModel):
 
 
 class TargetStat(StatPublic):
-    """Epochs (or seconds) to the target accuracy over the runs that reached it."""
+    """Epochs (or seconds) to the target accuracy over the runs that reached it, interpolated
+    between the evaluations that straddle it."""
 
     reached: int
+    at_first_eval: int = Field(
+        default=0, description="runs that reached it at their first evaluation: their true "
+        "crossing may be earlier"
+    )
 
 
 class DiffStat(StatPublic):
@@ -361,8 +366,27 @@ class CompareRun(SQLModel):
     optimizer: str | None
     config_hash: str
     group: str
+    to_target: float | None = Field(
+        default=None, description="epochs to the target (fractional, interpolated between "
+        "the evaluations that straddle it; whatever x is); null if never reached"
+    )
+    to_target_seconds: float | None = Field(
+        default=None, description="training seconds to the target, interpolated likewise"
+    )
+    reached_at_first_eval: bool = Field(
+        default=False, description="reached at the run's first evaluation: the value is that "
+        "evaluation's, and the true crossing may be earlier"
+    )
+    to_target_from: Literal["evals", "epochs"] = Field(
+        default="epochs", description="evals: the run's evaluation points (val_acc); epochs: "
+        "its epochs, one evaluation each"
+    )
     series: dict[str, list[float | None]] | None = Field(
         default=None, description="the run's own series: only with include=runs"
+    )
+    evals: dict[str, list[float | None]] | None = Field(
+        default=None, description="the run's evaluation points as columns (step, epoch, "
+        "train_seconds, val_loss, val_acc, eval_seconds): only with include=runs"
     )
 
 

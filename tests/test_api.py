@@ -358,8 +358,11 @@ def test_compare_groups_and_measures(client: TestClient, db_url: str) -> None:
     res = r.json()
     assert res["baseline"] == "optimizer=adam" and res["target"] == pytest.approx(0.792)
     adam, bams = res["groups"]
-    assert adam["n"] == 2 and bams["n"] == 2 and adam["to_target"]["mean"] == 3
-    assert bams["to_target"]["mean"] == 2 and bams["speedup"] == pytest.approx(1.5)
+    # Interpolated: Adam 92% of the way from epoch 2 (0.7) to 3 (0.8); BAMSProd 92% from
+    # epoch 1 (0.7) to 2 (0.8) and 96% from epoch 1 (0.6) to 2 (0.8).
+    assert adam["n"] == 2 and bams["n"] == 2 and adam["to_target"]["mean"] == pytest.approx(2.92)
+    assert bams["to_target"]["mean"] == pytest.approx(1.94)
+    assert bams["speedup"] == pytest.approx(2.92 / 1.94)
     assert bams["final_diff"]["paired"] and bams["final_diff"]["mean"] == pytest.approx(0.04)
     assert bams["series"]["n"] == [2, 2, 2]
     assert len(res["runs"]) == 4 and res["runs"][0]["series"] is None
