@@ -82,10 +82,7 @@ def _to_dict(self: Any) -> dict[str, Any]:
     return asdict(self)
 
 
-# One epoch's measurements: ``epoch``, one field per metric of ``core.metric_schema.METRICS``
-# (None until measured; accuracies are fractions in [0, 1]; ``val_*`` stay None when the run
-# holds out no validation split), the per-layer quantization errors and the epoch's evaluation
-# points. Adding a metric to the schema adds its field here.
+# The metric fields come from the schema: adding a metric there adds its field here.
 EpochMetrics = make_dataclass(
     "EpochMetrics",
     [
@@ -97,12 +94,13 @@ EpochMetrics = make_dataclass(
     namespace={"to_dict": _to_dict},
 )
 EpochMetrics.__module__ = __name__  # make_dataclass's own ``module=`` needs Python 3.12
-EpochMetrics.__doc__ = """One epoch's measurements: ``epoch``, each metric of
-``core.metric_schema.METRICS``, ``quant_error_layers`` and the epoch's ``evals``
+EpochMetrics.__doc__ = """One epoch's measurements: ``epoch``; one field per metric of
+``core.metric_schema.METRICS`` (accuracies are fractions in [0, 1]; ``val_*`` stay None when the
+run holds out no validation split); ``quant_error_layers``; and the epoch's ``evals``
 (:class:`EvalPoint`, in step order; the last one is the epoch's own val metrics)."""
 
 
-def _epoch_metrics(state: dict[str, Any]) -> Any:
+def _epoch_metrics(state: dict[str, Any]) -> EpochMetrics:
     """An ``EpochMetrics`` from its ``to_dict()`` (a checkpoint's history; older checkpoints
     lack the newer fields, which keep their defaults)."""
     known = {f.name for f in fields(EpochMetrics)}
@@ -119,7 +117,7 @@ class TrainResult:
     optimizer_path: str = ""
     diverged_epoch: int | None = None
     error: str | None = None
-    history: list[Any] = field(default_factory=list)  # EpochMetrics
+    history: list[EpochMetrics] = field(default_factory=list)
 
     @property
     def trained_on(self) -> str | None:
@@ -272,7 +270,7 @@ class _Run:
     seen: int  # examples per epoch (a last batch of one is dropped)
     eval_after: list[int]  # batch counts of the epoch's evaluation points
     config_hash: str
-    history: list[Any] = field(default_factory=list)  # EpochMetrics
+    history: list[EpochMetrics] = field(default_factory=list)
 
     @property
     def train_seconds(self) -> float:
@@ -294,7 +292,7 @@ class _Batches:
 def train(
     config: RunConfig,
     *,
-    on_epoch: Callable[[Any], None] | None = None,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     checkpoint_dir: Path | str | None = None,
     device: str | None = None,
@@ -447,7 +445,7 @@ def _eval_point(run: _Run, epoch: int, batch: int, epoch_seconds: float) -> Eval
     )
 
 
-def _measure(run: _Run, epoch: int, done: _Batches) -> Any:
+def _measure(run: _Run, epoch: int, done: _Batches) -> EpochMetrics:
     """The epoch's ``EpochMetrics``: test, then validation (the epoch's last evaluation point),
     untimed as training; then the scheduler's step, quantization errors and flips."""
     t0 = time.perf_counter()
