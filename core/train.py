@@ -55,7 +55,7 @@ from bamsprod.core.nn import binary_weights, build_model
 from bamsprod.core.optim import build as build_optimizer
 from bamsprod.core.spec import RunConfig
 
-__all__ = ["EpochMetrics", "EvalPoint", "TrainResult", "train"]
+__all__ = ["EpochMetrics", "EvalPoint", "TrainResult", "eval_after", "train"]
 
 
 @dataclass
