@@ -63,6 +63,22 @@ class PluginStatus(PluginUse):
     builtin: bool
     ok: bool
     error: str | None = None
+class SourceVersion(SQLModel):
+    version: str
+    commit: str | None = Field(default=None, description="the source checkout's git commit")
+
+
+class RunEnvironment(SQLModel):
+    """Where a run trained, recorded by the worker as it started: compare seconds only between
+    runs that share one."""
+
+    model_config = ConfigDict(extra="allow")
+
+    torch: str
+    python: str
+    bamsprod: SourceVersion
+    device_name: str = Field(description="the CPU's model, or the GPU card's name")
+    threads: int = Field(description="torch's intra-op threads")
 
 
 class RunPublic(SQLModel):
@@ -107,6 +123,8 @@ class RunPublic(SQLModel):
     plugins: list[PluginUse] = Field(
         default_factory=list,
         description="the plugins the run uses, by distribution and version (built-ins: none)",
+    environment: RunEnvironment | None = Field(
+        default=None, description="where it trained (null until a worker starts it)"
     )
     queued_ahead: int | None = Field(
         default=None,
@@ -143,7 +161,13 @@ class EpochMetricPublic(SQLModel):
     quant_error_layers: dict[str, float | None]
     flip_rate: float | None
     lr: float | None
-    seconds: float | None
+    seconds: float | None = Field(
+        description="training seconds, evaluation excluded (an epoch stored before "
+        "eval_seconds existed includes it)"
+    )
+    eval_seconds: float | None = Field(
+        default=None, description="seconds spent evaluating (test and validation splits)"
+    )
     created_at: datetime
 
     @field_validator(*METRIC_FIELDS)
@@ -155,6 +179,30 @@ class EpochMetricPublic(SQLModel):
 class MetricList(SQLModel):
     run_id: int
     items: list[EpochMetricPublic]
+
+
+class EvalPointPublic(SQLModel):
+    """One evaluation of the validation split; non-finite values are null."""
+
+    run_id: int
+    step: int = Field(description="optimizer steps taken before it")
+    epoch: float = Field(description="fractional epoch: 1.25 is a quarter into epoch 2")
+    train_seconds: float | None = Field(
+        description="training seconds since the run started, evaluation excluded"
+    )
+    val_loss: float | None
+    val_acc: float | None
+    eval_seconds: float | None = Field(description="seconds this evaluation took")
+
+    @field_validator("train_seconds", "val_loss", "val_acc", "eval_seconds")
+    @classmethod
+    def _finite_only(cls, v: float | None) -> float | None:
+        return _finite(v)
+
+
+class EvalPointList(SQLModel):
+    run_id: int
+    items: list[EvalPointPublic]
 
 
 class SweepCreate(SQLModel):
@@ -288,9 +336,14 @@ class StatPublic(SQLModel):
 
 
 class TargetStat(StatPublic):
-    """Epochs (or seconds) to the target accuracy over the runs that reached it."""
+    """Epochs (or seconds) to the target accuracy over the runs that reached it, interpolated
+    between the evaluations that straddle it."""
 
     reached: int
+    at_first_eval: int = Field(
+        default=0, description="runs that reached it at their first evaluation: their true "
+        "crossing may be earlier"
+    )
 
 
 class DiffStat(StatPublic):
@@ -336,8 +389,27 @@ class CompareRun(SQLModel):
     optimizer: str | None
     config_hash: str
     group: str
+    to_target: float | None = Field(
+        default=None, description="epochs to the target (fractional, interpolated between "
+        "the evaluations that straddle it; whatever x is); null if never reached"
+    )
+    to_target_seconds: float | None = Field(
+        default=None, description="training seconds to the target, interpolated likewise"
+    )
+    reached_at_first_eval: bool = Field(
+        default=False, description="reached at the run's first evaluation: the value is that "
+        "evaluation's, and the true crossing may be earlier"
+    )
+    to_target_from: Literal["evals", "epochs"] = Field(
+        default="epochs", description="evals: the run's evaluation points (val_acc); epochs: "
+        "its epochs, one evaluation each"
+    )
     series: dict[str, list[float | None]] | None = Field(
         default=None, description="the run's own series: only with include=runs"
+    )
+    evals: dict[str, list[float | None]] | None = Field(
+        default=None, description="the run's evaluation points as columns (step, epoch, "
+        "train_seconds, val_loss, val_acc, eval_seconds): only with include=runs"
     )
 
 

@@ -1,7 +1,8 @@
 """SQL tables (SQLModel): what the service stores.
 
-``Run``, ``EpochMetric`` (unique on run + epoch), ``Sweep``, and for tuned sweeps ``TuneTrial``
-and ``TuneStage``. The schema is created by the Alembic migrations in ``app/migrations``; a test
+``Run``, ``EpochMetric`` (unique on run + epoch), ``EvalPoint`` (the validation evaluations
+within epochs, keyed by run + step), ``Sweep``, and for tuned sweeps ``TuneTrial`` and
+``TuneStage``. The schema is created by the Alembic migrations in ``app/migrations``; a test
 checks that they match these tables. Routes return the models of ``app.schemas``, never rows.
 """
 
@@ -17,6 +18,8 @@ from sqlmodel import Field, SQLModel
 from bamsprod.core.spec import DEVICE_TEXT_MAX
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+# For a nullable JSON column: Python None is SQL NULL, not the JSON text 'null'.
+NullableJSON = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 def utcnow() -> datetime:
@@ -130,6 +133,10 @@ class Run(SQLModel, table=True):
         default_factory=list,
         sa_column=sa.Column(JSONType, nullable=False, server_default=sa.text("'[]'")),
     )
+    # Where it trained (``core.environment``): torch, python, bamsprod, device_name, threads.
+    environment: dict[str, Any] | None = Field(
+        default=None, sa_column=sa.Column(NullableJSON, nullable=True)
+    )
 
 
 class EpochMetric(SQLModel, table=True):
@@ -156,9 +163,30 @@ class EpochMetric(SQLModel, table=True):
     flip_rate: float | None = None
     lr: float | None = None
     seconds: float | None = None
+    eval_seconds: float | None = None
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
     )
+
+
+class EvalPoint(SQLModel, table=True):
+    """One evaluation of a run's validation split: after ``step`` optimizer steps (the key with
+    the run), at fractional ``epoch``, after ``train_seconds`` of training (evaluation
+    excluded); ``eval_seconds`` is what the evaluation took."""
+
+    __tablename__ = "eval_point"
+
+    run_id: int = Field(
+        sa_column=sa.Column(
+            sa.Integer, sa.ForeignKey("run.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    step: int = Field(primary_key=True)
+    epoch: float
+    train_seconds: float | None = None
+    val_loss: float | None = None
+    val_acc: float | None = None
+    eval_seconds: float | None = None
 
 
 class TuneTrial(SQLModel, table=True):

@@ -1,9 +1,9 @@
 """The per-epoch metrics, declared once: everything else derives from :data:`METRICS`.
 
-The SQL columns and API schema (``app.tables``, ``app.schemas``), the compare series, the CLI's
-epoch table and the run page's charts (served in the page's data) all read this tuple; tests hold
-the trainer's ``EpochMetrics`` and the SQL table to it. Adding a metric is one line here, the
-trainer's value, and an Alembic migration for its column.
+The trainer's ``EpochMetrics`` takes its metric fields from this tuple, and so do the compare
+series, the CLI's epoch table and the run page's charts (served in the page's data); tests hold
+the SQL columns and API schema (``app.tables``, ``app.schemas``) to it. Adding a metric is one
+line here, the trainer's value, its column in those two and an Alembic migration for it.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("quant_error", "quant error", ".4f", "qerr", "mean"),
     Metric("flip_rate", "flip rate", ".5f", "flip", "flip rate"),
     Metric("lr", "lr", ".2e"),
-    Metric("seconds", "seconds", ".1f"),
+    Metric("seconds", "seconds", ".1f"),  # training only: evaluation is untimed
+    Metric("eval_seconds", "eval seconds", ".1f"),  # the epoch's test and validation evaluations
 )
 METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in METRICS)
 TARGET_METRICS: tuple[str, ...] = tuple(m.name for m in METRICS if m.target)

@@ -214,6 +214,13 @@ class RunConfig(BaseModel):
     compile: CompileMode = Field(
         "off", description="torch.compile the train step (reduce-overhead: CUDA graphs too)"
     )
+    evals_per_epoch: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="validation evaluations per epoch, evenly spaced over its batches (the "
+        "last at its end); untimed, and they do not change training",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -223,6 +230,15 @@ class RunConfig(BaseModel):
             data = {**data}
             data.setdefault("val_split", 0.0)
         return data
+
+    @field_validator("evals_per_epoch")
+    @classmethod
+    def _evals_need_a_split(cls, value: int, info: ValidationInfo) -> int:
+        # Only the validation split is evaluated between epochs; without one there is nothing.
+        if value > 1 and info.data.get("val_split") == 0:
+            raise ValueError("more than one evaluation per epoch needs a validation split "
+                             "(val_split > 0)")
+        return value
 
     @field_validator("tags")
     @classmethod
@@ -276,8 +292,9 @@ class RunConfig(BaseModel):
         return config_hash(self)
 
 
-# What a run was trained on and how it was executed, not what it computes.
-_HASH_EXCLUDES = {"seed", "name", "tags", "device", "data_dir", "compile"}
+# What a run was trained on and how it was executed or measured, not what it computes
+# (evaluating is untimed and touches no training state: runs that differ in it train alike).
+_HASH_EXCLUDES = {"seed", "name", "tags", "device", "data_dir", "compile", "evals_per_epoch"}
 
 
 def config_hash(config: RunConfig) -> str:

@@ -32,7 +32,7 @@ PG_ADMIN_DSN = os.environ.get(
     "BAMSPROD_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 )
 PG_URL_BASE = os.environ.get("BAMSPROD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
-TABLES = ("epoch_metric", "run", "sweep")
+TABLES = ("epoch_metric", "eval_point", "run", "sweep")
 
 
 def service_unavailable(what: str, reason: object) -> None:

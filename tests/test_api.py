@@ -154,6 +154,7 @@ def test_unknown_run_is_404_everywhere(client: TestClient) -> None:
     for method, path in [
         ("get", "/api/runs/7"),
         ("get", "/api/runs/7/metrics"),
+        ("get", "/api/runs/7/evals"),
         ("get", "/api/runs/7/events"),
         ("post", "/api/runs/7/cancel"),
         ("post", "/api/runs/7/retry"),
@@ -196,6 +197,40 @@ def test_metrics_json_csv_and_after(client: TestClient, db_url: str) -> None:
     assert r.text.startswith("run_id,epoch,")
     r = client.get(f"/api/runs/{run['id']}/metrics?format=xml")
     assert r.status_code == 422 and detail_loc(r) == ["query", "format"]
+
+
+def test_evals_json_csv_after_and_the_runs_environment(client: TestClient, db_url: str) -> None:
+    run = submit(client)
+    assert client.get(f"/api/runs/{run['id']}").json()["environment"] is None
+    env = {"torch": "2.13.0+cpu", "python": "3.11.7", "device_name": "AMD EPYC", "threads": 1,
+           "bamsprod": {"version": "0.1.0", "commit": None}}
+    points = [
+        {"step": 4, "epoch": 0.5, "train_seconds": 0.2, "val_loss": 1.5, "val_acc": 0.4,
+         "eval_seconds": 0.01},
+        {"step": 8, "epoch": 1.0, "train_seconds": 0.4, "val_loss": float("nan"),
+         "val_acc": 0.6, "eval_seconds": 0.01},
+    ]
+    with session_scope(db_url) as s:
+        assert store.claim_run(s, run["id"], "test", "cpu")
+        assert store.set_environment(s, run["id"], env)
+        store.record_epoch(s, run["id"], {"epoch": 1, "val_acc": 0.6, "evals": points})
+    assert client.get(f"/api/runs/{run['id']}").json()["environment"] == env
+    listed = client.get("/api/runs").json()["items"]
+    assert [r["environment"] for r in listed if r["id"] == run["id"]] == [env]
+    items = client.get(f"/api/runs/{run['id']}/evals").json()["items"]
+    assert [p["step"] for p in items] == [4, 8] and items[1]["val_loss"] is None
+    assert items[0] == {"run_id": run["id"], **points[0]}
+    assert [p["step"] for p in client.get(f"/api/runs/{run['id']}/evals?after=4").json()[
+        "items"]] == [8]
+    r = client.get(f"/api/runs/{run['id']}/evals?format=csv")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert list(rows[0]) == ["run_id", "step", "epoch", "train_seconds", "val_loss", "val_acc",
+                             "eval_seconds"]
+    assert [float(x["epoch"]) for x in rows] == [0.5, 1.0] and rows[1]["val_loss"] == ""
+    assert client.get("/api/runs/999/evals").status_code == 404
+    r = client.get(f"/api/runs/{run['id']}/evals?after=-2")
+    assert r.status_code == 422 and detail_loc(r) == ["query", "after"]
 
 
 def test_cancel_retry_delete(client: TestClient, db_url: str, enqueued: list[int]) -> None:
@@ -323,8 +358,11 @@ def test_compare_groups_and_measures(client: TestClient, db_url: str) -> None:
     res = r.json()
     assert res["baseline"] == "optimizer=adam" and res["target"] == pytest.approx(0.792)
     adam, bams = res["groups"]
-    assert adam["n"] == 2 and bams["n"] == 2 and adam["to_target"]["mean"] == 3
-    assert bams["to_target"]["mean"] == 2 and bams["speedup"] == pytest.approx(1.5)
+    # Interpolated: Adam 92% of the way from epoch 2 (0.7) to 3 (0.8); BAMSProd 92% from
+    # epoch 1 (0.7) to 2 (0.8) and 96% from epoch 1 (0.6) to 2 (0.8).
+    assert adam["n"] == 2 and bams["n"] == 2 and adam["to_target"]["mean"] == pytest.approx(2.92)
+    assert bams["to_target"]["mean"] == pytest.approx(1.94)
+    assert bams["speedup"] == pytest.approx(2.92 / 1.94)
     assert bams["final_diff"]["paired"] and bams["final_diff"]["mean"] == pytest.approx(0.04)
     assert bams["series"]["n"] == [2, 2, 2]
     assert len(res["runs"]) == 4 and res["runs"][0]["series"] is None
@@ -382,6 +420,7 @@ def test_openapi_and_docs(client: TestClient) -> None:
         "/api/runs",
         "/api/runs/{run_id}",
         "/api/runs/{run_id}/metrics",
+        "/api/runs/{run_id}/evals",
         "/api/runs/{run_id}/events",
         "/api/runs/{run_id}/cancel",
         "/api/runs/{run_id}/retry",

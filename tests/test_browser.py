@@ -230,6 +230,8 @@ def test_submitted_run_appears_and_its_charts_grow_live(
     text = page.locator("#progress-text").text_content()
     assert re.match(rf"epoch \d+ of {LIVE_EPOCHS} · .*/epoch · ETA ", text), text
     assert "(epoch " in page.locator("#info-table").text_content()  # best acc kept up to date
+    env = page.locator("#env-table").text_content()  # where it trains, recorded at its start
+    assert "torch" in env and "threads" in env, env
     shoot(page, "run_live")
 
     # Cancel from the page: the run stops, its epochs stay on the charts.
@@ -296,6 +298,16 @@ def test_compare_shows_two_groups_with_bands_and_speedup(
     seconds = bams.locator(".to-target-seconds").text_content()
     assert re.search(r"\d", seconds), seconds  # it reached the target: the speed-up says so
     assert "same device" in page.locator("#target-note").text_content()
+    # Runs that reached the target at their first evaluation are counted beside it.
+    with live_server.api() as c:
+        res = c.get(f"/api/compare?sweep={sweep_id}&group_by=optimizer&baseline=adam"
+                    "&target=0.5").json()
+    at_first = {g["key"]: g["to_target"]["at_first_eval"] for g in res["groups"]}
+    shown = bams.locator(".at-first-eval")
+    if at_first["optimizer=bamsprod"]:
+        assert f"{at_first['optimizer=bamsprod']} at 1st eval" in shown.text_content()
+    else:
+        assert shown.count() == 0
     # Two bands (filled between the lower and upper traces) per chart, n in the legend.
     for chart in ("chart-acc", "chart-loss", "chart-qerr", "chart-flip"):
         traces = page.evaluate(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 
+import pytest
 from fastapi.testclient import TestClient
 from test_api import submit, train
 
@@ -93,3 +94,42 @@ def test_json_and_csv_are_gzipped_and_sse_never_is(client: TestClient, db_url: s
         raw = b"".join(s.iter_raw())
     assert b"event: epoch" in raw and b"event: state" in raw  # plain text, not gzip bytes
     assert not raw.startswith(gzip.compress(b"")[:2])
+
+
+def test_an_old_run_compares_with_a_new_one_on_val_acc(client: TestClient, db_url: str) -> None:
+    """A run stored before evaluation points (its epochs' val_acc only) and one with four
+    points an epoch, through the database: each is timed from what it has."""
+    from bamsprod.app import store
+    from bamsprod.app.db import session_scope
+
+    old = client.post("/api/runs", json={"optimizer": "adam", "epochs": 2}).json()["id"]
+    new = client.post("/api/runs", json={"optimizer": "bamsprod", "epochs": 2,
+                                         "evals_per_epoch": 4}).json()["id"]
+    vals = [0.2, 0.3, 0.4, 0.5, 0.62, 0.65, 0.68, 0.7]
+    with session_scope(db_url) as s:
+        for rid in (old, new):
+            assert store.claim_run(s, rid, "test", "cpu")
+        for epoch, acc in ((1, 0.4), (2, 0.7)):
+            store.record_epoch(s, old, {"epoch": epoch, "val_acc": acc, "seconds": 2.0})
+        for epoch in (1, 2):
+            points = [{"step": k, "epoch": k / 4, "train_seconds": k / 2, "val_acc": vals[k - 1]}
+                      for k in range(4 * epoch - 3, 4 * epoch + 1)]
+            store.record_epoch(s, new, {"epoch": epoch, "val_acc": vals[4 * epoch - 1],
+                                        "seconds": 2.0, "evals": points})
+        for rid in (old, new):
+            store.finish_run(s, rid, "succeeded")
+    q = f"/api/compare?runs={old},{new}&group_by=optimizer&metric=val_acc&target=0.6"
+    res = client.get(q).json()
+    o, n = res["runs"]
+    assert (o["to_target_from"], n["to_target_from"]) == ("epochs", "evals")
+    assert o["to_target"] == pytest.approx(1 + 2 / 3) and o["evals"] is None
+    assert n["to_target"] == pytest.approx(1 + 0.25 * 5 / 6)
+    assert n["to_target_seconds"] == pytest.approx(2 + 0.5 * 5 / 6)
+    assert res["groups"][1]["speedup"] == pytest.approx((1 + 2 / 3) / (1 + 0.25 * 5 / 6))
+    full = client.get(q + "&include=runs").json()
+    assert full["runs"][1]["evals"]["val_acc"] == vals and full["runs"][0]["evals"] is None
+    # On test accuracy neither run has values here: never reached, not an error.
+    res = client.get(q.replace("val_acc", "test_acc")).json()
+    assert [r["to_target"] for r in res["runs"]] == [None, None]
+    summary = client.get(q + "&format=csv&table=summary")
+    assert summary.status_code == 200 and "reached_at_first_eval" in summary.text

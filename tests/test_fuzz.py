@@ -50,6 +50,7 @@ OPERATIONS = [
     "POST /api/runs/{run_id}/cancel",
     "POST /api/runs/{run_id}/retry",
     "GET /api/runs/{run_id}/metrics",
+    "GET /api/runs/{run_id}/evals",
     "POST /api/runs/{run_id}/events/ticket",
     "POST /api/sweeps",
     "GET /api/sweeps",
@@ -81,10 +82,16 @@ def _seed(url: str) -> None:
     with session_scope(url) as s:
         done = store.create_run(s, RunConfig(name="done", **base))
         store.claim_run(s, done.id, "w", "cpu")
+        store.set_environment(s, done.id, {"torch": "2.13.0", "python": "3.11.7",
+                                           "bamsprod": {"version": "0.1.0", "commit": None},
+                                           "device_name": "cpu", "threads": 1})
         for epoch in (1, 2, 3):
+            point = {"step": 10 * epoch, "epoch": float(epoch), "train_seconds": 0.5 * epoch,
+                     "val_loss": 1.0, "val_acc": 0.25 * epoch, "eval_seconds": 0.01}
             store.record_epoch(s, done.id, {"epoch": epoch, "train_loss": 1.0 / epoch,
                                             "test_acc": 0.3 * epoch, "quant_error": 0.1,
-                                            "quant_error_layers": {"fc1": 0.1}})
+                                            "quant_error_layers": {"fc1": 0.1},
+                                            "evals": [point]})
         store.finish_run(s, done.id, "succeeded")
         running = store.create_run(s, RunConfig(name="running", optimizer="adam", **base))
         store.claim_run(s, running.id, "w", "cpu")

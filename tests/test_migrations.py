@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -20,8 +21,9 @@ from bamsprod.app.db import (
     is_sqlite,
 )
 from bamsprod.app.tables import metadata
+from bamsprod.core.spec import RunConfig
 
-TABLES = {"run", "epoch_metric", "sweep", "tune_trial", "tune_stage"}
+TABLES = {"run", "epoch_metric", "eval_point", "sweep", "tune_trial", "tune_stage"}
 
 
 def old_runs(session, configs, sweep_id=None) -> list[int]:
@@ -85,6 +87,28 @@ def test_concurrent_start_up_migrates_once(empty_db_url, kind: str) -> None:
     assert tables(url) == TABLES and current_revision(url) == head_revision()
 
 
+def old_runs(url: str, configs: list, sweep: bool = False) -> list[int]:
+    """Runs (in a new sweep with ``sweep``) inserted as an older revision's ``run`` table holds
+    them: only the columns it has, since the models describe the newest."""
+    from bamsprod.app.store import new_run
+    from bamsprod.app.tables import Run, Sweep, utcnow
+
+    have = {c["name"] for c in sa.inspect(get_engine(url)).get_columns("run")}
+    now = utcnow()
+    with get_engine(url).begin() as conn:
+        sweep_id = None
+        if sweep:
+            row = Sweep(name="s", spec={}, n_runs=len(configs), created_at=now)
+            insert = sa.insert(Sweep.__table__).values(row.model_dump(exclude={"id"}))
+            sweep_id = conn.execute(insert).inserted_primary_key[0]
+        ids = []
+        for config in configs:
+            values = new_run(config, sweep_id, now).model_dump(exclude={"id"})
+            values = {k: v for k, v in values.items() if k in have}
+            ids.append(conn.execute(sa.insert(Run.__table__).values(values)).inserted_primary_key[0])
+    return ids
+
+
 def test_sqlite_autoincrement_rebuild_keeps_every_row(empty_db_url) -> None:
     """0002 rebuilds run and sweep on SQLite: epochs (ON DELETE CASCADE children) and sweep
     links survive, foreign keys are on again afterwards, and a deleted newest id is not reused."""
@@ -97,17 +121,14 @@ def test_sqlite_autoincrement_rebuild_keeps_every_row(empty_db_url) -> None:
 
     url = empty_db_url("sqlite")
     command.upgrade(alembic_config(url), "0001")
+    runs = old_runs(url, [RunConfig(seed=0), RunConfig(seed=1)], sweep=True)
     with session_scope(url) as s:
-        sweep = Sweep(name="s", spec={}, n_runs=2)
-        s.add(sweep)
-        s.commit()
-        ids = old_runs(s, [RunConfig(seed=0), RunConfig(seed=1)], sweep.id)
-        store.claim_run(s, ids[0], "w", "cpu")
+        store.claim_run(s, runs[0], "w", "cpu")
     with get_engine(url).begin() as conn:  # an epoch row as revision 0001's table holds it
         conn.execute(sa.text(
             "INSERT INTO epoch_metric (run_id, epoch, test_acc, quant_error_layers, created_at) "
             "VALUES (:r, 1, 0.5, '{}', '2026-01-01 00:00:00')"
-        ), {"r": ids[0]})
+        ), {"r": runs[0]})
     init_db(url)
     with get_engine(url).connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM epoch_metric")).scalar() == 1
@@ -116,9 +137,9 @@ def test_sqlite_autoincrement_rebuild_keeps_every_row(empty_db_url) -> None:
         sql = conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE name = 'run'")).scalar()
         assert "AUTOINCREMENT" in sql
     with session_scope(url) as s:
-        store.request_cancel(s, ids[1])
-        store.delete_run(s, ids[1])
-        assert store.create_run(s, RunConfig()).id == ids[1] + 1
+        store.request_cancel(s, runs[1])
+        store.delete_run(s, runs[1])
+        assert store.create_run(s, RunConfig()).id == runs[1] + 1
 
 
 def test_val_metrics_migration_keeps_old_epochs_and_adds_columns(empty_db_url) -> None:
@@ -131,8 +152,7 @@ def test_val_metrics_migration_keeps_old_epochs_and_adds_columns(empty_db_url) -
 
     url = empty_db_url("sqlite")
     command.upgrade(alembic_config(url), "0002_autoincrement")
-    with session_scope(url) as s:
-        (run_id,) = old_runs(s, [RunConfig()])
+    [run_id] = old_runs(url, [RunConfig()])
     with get_engine(url).begin() as conn:
         conn.execute(sa.text(
             "INSERT INTO epoch_metric (run_id, epoch, test_acc, quant_error_layers, created_at) "
@@ -150,8 +170,38 @@ def test_val_metrics_migration_keeps_old_epochs_and_adds_columns(empty_db_url) -
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_plugins_migration_gives_old_runs_an_empty_record_and_keeps_epochs(
         empty_db_url, kind: str) -> None:
-    """0006 adds run.plugins: a run stored before reads back with ``[]`` (built-ins only), a
-    new one records its plugins, and going down again keeps every run and epoch."""
+    """0006 adds run.plugins: a run stored before reads back with ``[]`` (built-ins only), and
+    going down again keeps every run and epoch."""
+    from alembic import command
+
+    from bamsprod.app.db import alembic_config
+
+    url = empty_db_url(kind)
+    command.upgrade(alembic_config(url), "0005_tuning")
+    [old] = old_runs(url, [RunConfig()])
+    with get_engine(url).begin() as conn:  # an epoch row as revision 0005's table holds it
+        conn.execute(sa.text(
+            "INSERT INTO epoch_metric (run_id, epoch, test_acc, quant_error_layers, created_at) "
+            "VALUES (:r, 1, 0.5, '{}', '2026-01-01 00:00:00')"
+        ), {"r": old})
+    command.upgrade(alembic_config(url), "0006_plugins")
+    assert current_revision(url) == "0006_plugins"
+    with get_engine(url).connect() as conn:
+        plugins = conn.execute(sa.text("SELECT plugins FROM run WHERE id = :r"),
+                               {"r": old}).scalar()
+    assert (json.loads(plugins) if isinstance(plugins, str) else plugins) == []
+    downgrade_db(url, "0005_tuning")
+    with get_engine(url).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM run")).scalar() == 1
+        assert conn.execute(sa.text("SELECT count(*) FROM epoch_metric")).scalar() == 1
+        cols = {c["name"] for c in sa.inspect(conn).get_columns("run")}
+    assert "plugins" not in cols
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_eval_points_migration_keeps_old_runs_and_epochs(empty_db_url, kind: str) -> None:
+    """0007 adds eval_point, epoch_metric.eval_seconds and run.environment: a run and an epoch
+    stored before read back with them empty; downgrading drops them and keeps the epochs."""
     from alembic import command
 
     from bamsprod.app import store
@@ -160,19 +210,28 @@ def test_plugins_migration_gives_old_runs_an_empty_record_and_keeps_epochs(
 
     url = empty_db_url(kind)
     command.upgrade(alembic_config(url), "0005_tuning")
+    [run_id] = old_runs(url, [RunConfig()])
     with session_scope(url) as s:
-        (old,) = old_runs(s, [RunConfig()])
-        store.claim_run(s, old, "w", "cpu")
-        store.record_epoch(s, old, {"epoch": 1, "test_acc": 0.5})
+        store.claim_run(s, run_id, "w", "cpu")
+    with get_engine(url).begin() as conn:  # an epoch row as revision 0005's table holds it
+        conn.execute(sa.text(
+            "INSERT INTO epoch_metric (run_id, epoch, test_acc, val_acc, quant_error_layers, "
+            "created_at) VALUES (:r, 1, 0.5, 0.4, '{}', '2026-01-01 00:00:00')"
+        ), {"r": run_id})
     init_db(url)
-    assert current_revision(url) == "0006_plugins"
+    with get_engine(url).connect() as conn:  # SQL NULL, not the JSON text 'null'
+        env = conn.execute(sa.text("SELECT environment IS NULL FROM run")).scalar()
+    assert env in (1, True)
     with session_scope(url) as s:
-        assert store.get_run(s, old).plugins == []
-        new = store.create_run(s, RunConfig(optimizer="sgd")).id
-        assert store.get_run(s, new).plugins == []
+        [old] = store.metrics_for_runs(s, [run_id])[run_id]
+        assert old.eval_seconds is None and old.val_acc == 0.4
+        assert store.eval_rows(s, run_id) == []
+        point = {"step": 20, "epoch": 2.0, "train_seconds": 3.0, "val_loss": 0.9,
+                 "val_acc": 0.6, "eval_seconds": 0.1}
+        store.record_epoch(s, run_id, {"epoch": 2, "val_acc": 0.6, "eval_seconds": 0.2,
+                                       "evals": [point]})
+        assert store.eval_rows(s, run_id) == [{"run_id": run_id, **point}]
     downgrade_db(url, "0005_tuning")
+    assert "eval_point" not in tables(url)
     with get_engine(url).connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM run")).scalar() == 2
-        assert conn.execute(sa.text("SELECT count(*) FROM epoch_metric")).scalar() == 1
-        cols = {c["name"] for c in sa.inspect(conn).get_columns("run")}
-    assert "plugins" not in cols
+        assert conn.execute(sa.text("SELECT count(*) FROM epoch_metric")).scalar() == 2

@@ -63,7 +63,7 @@ def test_submitted_run_completes_on_worker(service_settings: Settings, start_wor
     s = service_settings
     w = start_worker(s, "w1")
     with TestClient(create_app(s)) as client:  # the real app, with the real enqueue_run
-        r = client.post("/api/runs", json=tiny(epochs=2).model_dump(mode="json"))
+        r = client.post("/api/runs", json=tiny(epochs=2, evals_per_epoch=3).model_dump(mode="json"))
         assert r.status_code == 201, r.text
         run_id = r.json()["id"]
         health = client.get("/api/health").json()
@@ -76,6 +76,27 @@ def test_submitted_run_completes_on_worker(service_settings: Settings, start_wor
     assert run.device == "cpu · fused"  # the device and the optimizer path that trained it
     assert run.started_at >= run.created_at and run.finished_at >= run.started_at
     assert not (s.checkpoint_dir / str(run_id)).exists()  # removed when the run ended
+    # Three evaluation points an epoch, written with their epochs: digits' 1293 training
+    # examples make 6 batches of 256 (the last 13), evaluated after 2, 4 and 6.
+    with session_scope(s.database_url) as session:
+        points = store.eval_rows(session, run_id)
+        epochs = store.get_metrics(session, run_id)
+    assert [p["step"] for p in points] == [2, 4, 6, 8, 10, 12]
+    assert [p["epoch"] for p in points] == pytest.approx([1 / 3, 2 / 3, 1, 4 / 3, 5 / 3, 2])
+    assert [points[2]["val_acc"], points[5]["val_acc"]] == [m.val_acc for m in epochs]
+    assert points[5]["train_seconds"] == pytest.approx(sum(m.seconds for m in epochs))
+    assert all(m.eval_seconds > 0 for m in epochs)
+    # Where it trained: this machine's torch, Python, CPU and the worker's thread count.
+    import platform
+
+    import torch
+
+    from bamsprod.core.environment import cpu_name
+
+    env = run.environment
+    assert (env["torch"], env["python"]) == (torch.__version__, platform.python_version())
+    assert env["device_name"] == cpu_name() and env["threads"] >= 1
+    assert env["bamsprod"]["version"] and len(env["bamsprod"]["commit"] or "x" * 40) == 40
 
 
 @pytest.mark.parametrize("service_settings", ["postgres"], indirect=True)
@@ -206,6 +227,13 @@ def test_stale_running_run_is_reclaimed_and_resumed(service_settings: Settings) 
     # epochs 2 and 3 are what an uninterrupted run gives.
     assert [m.epoch for m in rows] == [1, 2, 3]
     assert rows[0].created_at == epoch1_written
+    # One evaluation point an epoch; its training seconds run on from the first worker's.
+    with session_scope(s.database_url) as session:
+        points = store.eval_rows(session, run_id)
+    assert [p["epoch"] for p in points] == [1.0, 2.0, 3.0]
+    assert [p["val_acc"] for p in points] == [m.val_acc for m in rows]
+    assert [p["train_seconds"] for p in points] == pytest.approx(
+        [rows[0].seconds, rows[0].seconds + rows[1].seconds, sum(m.seconds for m in rows)])
     reference = train(config)
     assert [m.train_loss for m in rows] == pytest.approx([m.train_loss for m in reference.history])
     assert [m.test_acc for m in rows] == pytest.approx([m.test_acc for m in reference.history])

@@ -26,6 +26,17 @@ def test_hash_pools_seeds_and_names_but_not_hyperparameters():
     assert a.config_hash() != RunConfig(lr=2e-3).config_hash()
 
 
+def test_evaluations_per_epoch_keep_the_hash_of_configs_stored_before_them():
+    # Evaluating measures a run without changing its training (tests/test_train.py holds
+    # that), so a config stored before the field existed keeps its hash and its checkpoints.
+    stored = RunConfig(optimizer="adam").model_dump(mode="json")
+    del stored["evals_per_epoch"]
+    old = RunConfig.model_validate(stored)
+    assert old.evals_per_epoch == 1
+    assert RunConfig(optimizer="adam", evals_per_epoch=8).config_hash() == old.config_hash()
+    assert RunConfig(evals_per_epoch=1, val_split=0).evals_per_epoch == 1
+
+
 @pytest.mark.parametrize(
     ("body", "loc", "words"),
     [
@@ -39,6 +50,8 @@ def test_hash_pools_seeds_and_names_but_not_hyperparameters():
         ({"unknown_field": 1}, "unknown_field", "Extra"),
         ({"hparams": {"nesterov": 1}, "optimizer": "sgd"}, "hparams", "true or false"),
         ({"hparams": {"beta1": float("nan")}}, "hparams", "finite"),
+        ({"evals_per_epoch": 65}, "evals_per_epoch", "less than"),
+        ({"evals_per_epoch": 4, "val_split": 0}, "evals_per_epoch", "validation split"),
     ],
 )
 def test_errors_name_the_field(body, loc, words):
@@ -82,7 +95,7 @@ def test_every_metric_store_follows_the_one_declaration() -> None:
     from bamsprod.core.train import EpochMetrics
 
     own = {"epoch", "quant_error_layers"}
-    assert {f.name for f in fields(EpochMetrics)} - own == set(METRIC_NAMES)
+    assert {f.name for f in fields(EpochMetrics)} - own - {"evals"} == set(METRIC_NAMES)
     columns = {c.name for c in EpochMetric.__table__.columns}
     assert columns - own - {"id", "run_id", "created_at"} == set(METRIC_NAMES)
     assert set(EpochMetricPublic.model_fields) - own - {"run_id", "created_at"} == set(METRIC_NAMES)

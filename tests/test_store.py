@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from bamsprod.app import store
 from bamsprod.app.db import get_engine, new_session, session_scope
-from bamsprod.app.tables import EpochMetric, Run
+from bamsprod.app.tables import EpochMetric, EvalPoint, Run
 from bamsprod.core.spec import RunConfig
 
 
@@ -124,6 +124,55 @@ def test_record_epoch_heartbeat_nonfinite_and_missing_run(session) -> None:
     assert store.get_run(session, run.id).epochs_done == 1
 
 
+def points(epoch: int, accs: list[float], batches: int = 10) -> list[dict]:
+    """``len(accs)`` evaluation points of ``epoch``, evenly spaced, as the trainer gives them."""
+    k = len(accs)
+    return [
+        {"step": (epoch - 1) * batches + j * batches // k, "epoch": epoch - 1 + j / k,
+         "train_seconds": epoch - 1 + j / k * 0.5, "val_loss": 1.0 - a, "val_acc": a,
+         "eval_seconds": 0.01}
+        for j, a in zip(range(1, k + 1), accs, strict=True)
+    ]
+
+
+def test_record_epoch_writes_its_evaluation_points_idempotently(session) -> None:
+    run = running_run(session)
+    store.record_epoch(session, run.id, metrics(1, evals=points(1, [0.3, 0.5])))
+    store.record_epoch(session, run.id, metrics(2, evals=points(2, [0.6, math.nan])))
+    # The worker died before epoch 2's checkpoint: the repeated epoch rewrites its points.
+    store.record_epoch(session, run.id, metrics(2, evals=points(2, [0.6, 0.7])))
+    rows = store.eval_rows(session, run.id)
+    assert [r["step"] for r in rows] == [5, 10, 15, 20]
+    assert [r["epoch"] for r in rows] == [0.5, 1.0, 1.5, 2.0]
+    assert [r["val_acc"] for r in rows] == [0.3, 0.5, 0.6, 0.7]
+    assert rows[1]["train_seconds"] == 0.5 and rows[1]["eval_seconds"] == 0.01
+    assert [r["step"] for r in store.eval_rows(session, run.id, after=10, limit=1)] == [15]
+    store.record_epoch(session, run.id, metrics(3, evals=points(3, [math.inf])))
+    other = running_run(session)
+    cols = store.eval_columns(session, [run.id, other.id])
+    assert cols[run.id]["val_acc"] == [0.3, 0.5, 0.6, 0.7, None]  # non-finite as NULL
+    assert cols[run.id]["step"] == [5, 10, 15, 20, 30]
+    assert cols[other.id] == {k: [] for k in store.EVAL_FIELDS}
+    # An epoch written without points (an older worker) leaves the points alone.
+    store.record_epoch(session, run.id, metrics(4))
+    assert len(store.eval_rows(session, run.id)) == 5
+
+
+def test_environment_is_set_while_running_and_cleared_by_a_retry(session) -> None:
+    run = running_run(session)
+    assert store.get_run(session, run.id).environment is None
+    env = {"torch": "2.13.0", "python": "3.11.2", "bamsprod": {"version": "0.1", "commit": None},
+           "device_name": "AMD EPYC", "threads": 1}
+    assert store.set_environment(session, run.id, env)
+    assert store.get_run(session, run.id).environment == env
+    store.record_epoch(session, run.id, metrics(1, evals=points(1, [0.5])))
+    store.finish_run(session, run.id, "failed", error="boom")
+    assert not store.set_environment(session, run.id, env)  # only while running
+    store.retry_run(session, run.id)
+    assert store.get_run(session, run.id).environment is None
+    assert store.eval_rows(session, run.id) == []
+
+
 @settings(
     max_examples=15,
     deadline=None,
@@ -226,7 +275,7 @@ def test_retry_resets_a_finished_run(session) -> None:
 
 def test_delete_cascades_and_refuses_running(session, db_url: str) -> None:
     run = running_run(session)
-    store.record_epoch(session, run.id, metrics(1))
+    store.record_epoch(session, run.id, metrics(1, evals=points(1, [0.4, 0.5])))
     with pytest.raises(store.RunStateError, match="cancel it"):
         store.delete_run(session, run.id)
     store.finish_run(session, run.id, "succeeded")
@@ -234,7 +283,8 @@ def test_delete_cascades_and_refuses_running(session, db_url: str) -> None:
     assert store.get_run(session, run.id) is None
     with get_engine(db_url).connect() as conn:  # gone by the foreign key's ON DELETE CASCADE
         n = conn.execute(sa.select(sa.func.count()).select_from(EpochMetric)).scalar_one()
-    assert n == 0
+        n_points = conn.execute(sa.select(sa.func.count()).select_from(EvalPoint)).scalar_one()
+    assert n == 0 and n_points == 0
     with pytest.raises(store.RunNotFound):
         store.delete_run(session, run.id)
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from bamsprod.core.spec import RunConfig
-from bamsprod.core.train import EpochMetrics, train
+from bamsprod.core.train import EpochMetrics, eval_after, train
 
 
 def _cfg(**kw) -> RunConfig:
@@ -18,9 +18,21 @@ def _cfg(**kw) -> RunConfig:
     return RunConfig(**base)
 
 
+# Wall times are what legitimately differs between two identical runs.
+TIMES = ("seconds", "eval_seconds", "train_seconds")
+
+
 def _strip(history: list[EpochMetrics]) -> list[dict]:
-    # Wall time is the one field that legitimately differs between two identical runs.
-    return [{k: v for k, v in m.to_dict().items() if k != "seconds"} for m in history]
+    def untimed(d: dict) -> dict:
+        return {k: [untimed(p) for p in v] if k == "evals" else v
+                for k, v in d.items() if k not in TIMES}
+
+    return [untimed(m.to_dict()) for m in history]
+
+
+def _training(history: list[EpochMetrics]) -> list[dict]:
+    """What training computed, without the wall times and the evaluations between epochs."""
+    return [{k: v for k, v in d.items() if k != "evals"} for d in _strip(history)]
 
 
 def test_bamsprod_learns_digits_to_90_percent():
@@ -71,6 +83,72 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, optimizer):
     assert _strip(resumed.history) == _strip(full.history)
 
 
+def test_evaluation_points_are_evenly_spaced_and_the_last_ends_the_epoch():
+    assert eval_after(10, 4) == [2, 5, 7, 10]
+    assert eval_after(10, 1) == [10]
+    assert eval_after(3, 4) == [1, 2, 3]  # fewer batches than evaluations: one per batch
+    assert eval_after(1, 64) == [1]
+
+
+def test_k_evaluations_per_epoch_store_steps_fractions_and_training_seconds():
+    # digits: 1437 examples, 10% held out -> 1293 train; batches of 64 -> 20 + a last of 13.
+    once = train(_cfg(epochs=3, seed=2))
+    four = train(_cfg(epochs=3, seed=2, evals_per_epoch=4))
+    assert _training(four.history) == _training(once.history)  # evaluating changes no training
+    batches, marks = 21, [5, 10, 15, 21]
+    total = 0.0
+    for m in four.history:
+        assert [p.step for p in m.evals] == [(m.epoch - 1) * batches + b for b in marks]
+        assert [p.epoch for p in m.evals] == pytest.approx(
+            [m.epoch - 1 + b / batches for b in marks])
+        assert m.evals[-1].epoch == m.epoch  # the epoch's end, a whole number
+        # Training seconds run on across epochs, paused while evaluating: the last point's
+        # are the epochs' training seconds summed.
+        times = [p.train_seconds for p in m.evals]
+        assert total < times[0] and times == sorted(times)
+        total += m.seconds
+        assert times[-1] == pytest.approx(total, rel=1e-9)
+        # The epoch's val metrics are its last point, evaluated once.
+        assert (m.val_loss, m.val_acc) == (m.evals[-1].val_loss, m.evals[-1].val_acc)
+        assert all(0.0 <= p.val_acc <= 1.0 and p.eval_seconds > 0 for p in m.evals)
+        assert m.eval_seconds > sum(p.eval_seconds for p in m.evals)  # and the test split
+    assert [len(m.evals) for m in once.history] == [1, 1, 1]
+    assert [p.val_acc for m in once.history for p in m.evals] == [
+        m.val_acc for m in four.history]
+
+
+def test_no_validation_split_means_no_evaluation_points():
+    result = train(_cfg(epochs=1, val_split=0.0))
+    m = result.history[0]
+    assert m.evals == [] and m.val_acc is None and m.eval_seconds > 0  # the test split still
+    tiny = train(_cfg(epochs=1, train_subset=8, batch_size=4, val_split=0.01, evals_per_epoch=2))
+    assert tiny.history[0].evals == []  # 1% of 8 examples rounds to no validation example
+
+
+def test_resume_keeps_the_training_seconds_of_earlier_epochs(tmp_path):
+    cfg = _cfg(epochs=3, evals_per_epoch=2)
+
+    class Crash(Exception):
+        pass
+
+    first: list[EpochMetrics] = []
+
+    def crash_on_epoch_3(m: EpochMetrics) -> None:
+        if m.epoch == 3:
+            raise Crash
+        first.append(m)
+
+    with pytest.raises(Crash):
+        train(cfg, on_epoch=crash_on_epoch_3, checkpoint_dir=tmp_path)
+    resumed = train(cfg, checkpoint_dir=tmp_path)
+    assert [m.seconds for m in resumed.history[:2]] == [m.seconds for m in first]
+    before = first[0].seconds + first[1].seconds
+    third = resumed.history[2]
+    assert before < third.evals[0].train_seconds < third.evals[1].train_seconds
+    assert third.evals[1].train_seconds == pytest.approx(before + third.seconds, rel=1e-9)
+    assert resumed.history[1].evals[-1].train_seconds == pytest.approx(before, rel=1e-9)
+
+
 def test_checkpoint_of_another_seed_is_not_resumed(tmp_path):
     train(_cfg(epochs=2, seed=1), checkpoint_dir=tmp_path)
     epochs: list[int] = []
@@ -98,9 +176,10 @@ def test_cancel_is_checked_between_batches():
 def test_cancel_is_polled_by_wall_time_and_once_per_epoch():
     # With a poll interval longer than the run, should_stop is asked after loading the data,
     # after building the model and once per epoch, before its first batch: the batch loop does
-    # not call it (nor wait on the device for it) per batch.
+    # not call it (nor wait on the device for it) per batch, nor per evaluation point.
     calls: list[int] = []
-    result = train(_cfg(epochs=3), should_stop=lambda: calls.append(1) or False, poll_seconds=3600)
+    result = train(_cfg(epochs=3, evals_per_epoch=4),
+                   should_stop=lambda: calls.append(1) or False, poll_seconds=3600)
     assert result.state == "succeeded" and len(calls) == 2 + 3
     assert result.optimizer_path == "fused"  # BAMSProd's CPU default, recorded with the run
 

@@ -1,4 +1,5 @@
-"""The Celery task that trains one run: claim it, train it with ``core``, write every epoch.
+"""The Celery task that trains one run: claim it, record where it trains (its environment),
+train it with ``core``, write every epoch with its evaluation points.
 
 ``train_run(run_id)`` is registered as ``bamsprod.train_run`` on ``app.queue.celery_app``. It
 loads the row itself (ids travel, never objects), so it is safe to deliver twice: only the
@@ -263,6 +264,7 @@ def _after_run(s: Settings, run_id: int, outcome: str) -> None:
 def _train_claimed(s: Settings, run_id: int, host: str, config: RunConfig, device: str,
                    ckpt: Path) -> str:
     from bamsprod.core.data import DatasetError, set_cache_limit
+    from bamsprod.core.environment import environment
     from bamsprod.core.train import train
 
     set_cache_limit(s.data_cache_bytes)
@@ -280,6 +282,7 @@ def _train_claimed(s: Settings, run_id: int, host: str, config: RunConfig, devic
 
     try:
         hook = tuned.trial_hook(s, db_call, run_id)
+        db_call(s, "set_environment", store.set_environment, run_id, environment(device))
         with heartbeat:
             result = train(config, on_epoch=on_epoch, should_stop=should_stop,
                            checkpoint_dir=ckpt, device=device)

@@ -152,7 +152,8 @@ def compare_runs(
         return Response(hit[0], media_type=hit[1], headers=headers)
     try:
         result = cmp.compare(
-            load.with_epochs(session, rows),
+            # Evaluation points time a val_acc target, and come with each run's series.
+            load.with_epochs(session, rows, evals=metric == "val_acc" or with_runs),
             group_by=fields,
             baseline=baseline,
             target=target,

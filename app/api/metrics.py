@@ -1,4 +1,6 @@
-"""Per-epoch metrics of one run, JSON or CSV, incremental with ``?after=<epoch>``."""
+"""Per-epoch metrics of one run, JSON or CSV, incremental with ``?after=<epoch>``; and its
+evaluation points (the validation split evaluated within epochs), incremental with
+``?after=<step>``."""
 
 from __future__ import annotations
 
@@ -19,12 +21,20 @@ from bamsprod.app.api.deps import (
     json_response,
     wants_csv,
 )
-from bamsprod.app.schemas import METRIC_FIELDS, EpochMetricPublic, MetricList
+from bamsprod.app.schemas import (
+    METRIC_FIELDS,
+    EpochMetricPublic,
+    EvalPointList,
+    EvalPointPublic,
+    MetricList,
+)
 
 router = APIRouter(prefix="/runs", tags=["metrics"], dependencies=READ, responses=AUTH_ERRORS)
 MAX_EPOCH = 1_000_000
 
 CSV_COLUMNS = ("run_id", "epoch", *METRIC_FIELDS, "quant_error_layers", "created_at")
+EVAL_CSV_COLUMNS = ("run_id", *store.EVAL_FIELDS)
+MAX_STEP = 2**31 - 1
 
 
 def to_csv(rows: list[dict], columns: tuple[str, ...] | list[str]) -> str:
@@ -66,4 +76,33 @@ def get_metrics(
         to_csv(data, CSV_COLUMNS),
         media_type="text/csv",
         headers={"Content-Disposition": f'inline; filename="run-{run_id}-metrics.csv"'},
+    )
+
+
+@router.get(
+    "/{run_id}/evals",
+    response_model=EvalPointList,
+    responses={200: {"content": {"text/csv": {}}}, **NOT_FOUND},
+)
+def get_evals(
+    run_id: RunId,
+    session: SessionDep,
+    request: Request,
+    after: Annotated[
+        int | None, Query(ge=-1, le=MAX_STEP, description="only points after this step")
+    ] = None,
+    limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+    format: Annotated[Literal["json", "csv"] | None, Query()] = None,
+) -> Response:
+    """The run's evaluation points in step order (``evals_per_epoch`` per epoch, the last of
+    each at its end); ``after=N`` gives only those after step N."""
+    store.require_run(session, run_id)
+    rows = store.eval_rows(session, run_id, after, limit)
+    if not wants_csv(request, format):
+        return json_response(EvalPointList, {"run_id": run_id, "items": rows})
+    data = [EvalPointPublic.model_validate(p).model_dump(mode="json") for p in rows]
+    return Response(
+        to_csv(data, EVAL_CSV_COLUMNS),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'inline; filename="run-{run_id}-evals.csv"'},
     )

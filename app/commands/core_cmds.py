@@ -28,6 +28,7 @@ def train(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from bamsprod.core.data import DatasetError
+    from bamsprod.core.environment import environment
     from bamsprod.core.train import train as run_training
 
     table = Table(*COLUMNS, title=f"{config.optimizer} on {config.model}/{config.dataset}")
@@ -70,6 +71,7 @@ def train(
         "diverged_epoch": result.diverged_epoch,
         "error": result.error,
         "config": config.model_dump(mode="json"),
+        "environment": environment(result.device),
     }
     if as_json:
         print(json.dumps({"result": summary}), flush=True)

@@ -1,6 +1,7 @@
 """A comparison's inputs from the database: which runs (ids given, or a sweep's), and their
-epochs as columns. A tuned sweep compares its stage-2 runs (the chosen settings on every seed)
-unless stage 1 (its tuning trials, shorter and on one seed) is asked for."""
+epochs and evaluation points as columns. A tuned sweep compares its stage-2 runs (the chosen
+settings on every seed) unless stage 1 (its tuning trials, shorter and on one seed) is asked
+for."""
 
 from __future__ import annotations
 
@@ -33,9 +34,18 @@ def run_ids(session: Session, ids: Sequence[int], sweep: int | None = None,
     return out + [i for i in picked if i not in given]
 
 
-def with_epochs(session: Session, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """``store.compare_run_rows`` rows with their epochs as ``columns``; name and config
-    scrubbed, so a row stored before today's validation cannot break the page."""
-    columns = store.metric_columns(session, [r["id"] for r in rows], SERIES_METRICS)
+def with_epochs(session: Session, rows: Sequence[Mapping[str, Any]],
+                evals: bool = True) -> list[dict[str, Any]]:
+    """``store.compare_run_rows`` rows with their epochs as ``columns`` and, with ``evals``,
+    their evaluation points as ``evals``; name and config scrubbed, so a row stored before
+    today's validation cannot break the page."""
+    ids = [r["id"] for r in rows]
+    columns = store.metric_columns(session, ids, SERIES_METRICS)
+    points = store.eval_columns(session, ids) if evals else {}
     return [{**r, "name": scrub(r["name"]), "config": scrub(r["config"]),
-             "columns": columns[r["id"]]} for r in rows]
+             "columns": columns[r["id"]], "evals": _some(points.get(r["id"]))} for r in rows]
+
+
+def _some(points: dict[str, list[Any]] | None) -> dict[str, list[Any]] | None:
+    """A run's evaluation points, or None when it has none (stored before they existed)."""
+    return points if points and points["step"] else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from itertools import accumulate
 from typing import Any
 
 from bamsprod.app.compare.grouping import (
@@ -20,10 +19,10 @@ from bamsprod.app.compare.series import (
     best_value,
     columns_series,
     final_value,
-    first_reach,
     run_series,
 )
 from bamsprod.app.compare.stats import finite, paired_or_welch, paired_ratios, ratio, stat
+from bamsprod.app.compare.target import run_reach
 from bamsprod.core.metric_schema import TARGET_METRICS
 
 DEFAULT_TARGET_FRACTION = 0.99
@@ -40,10 +39,12 @@ def compare(
     include_runs: bool = True,
 ) -> dict[str, Any]:
     """Everything the compare page shows: per-group mean/std/n per epoch, and per group
-    best/final accuracy, epochs (or seconds) to target, speed-up and final accuracy difference
-    against the baseline group; per-run series with ``include_runs`` (else each run's
-    ``series`` is None). A run gives its epochs as ``metrics`` (per-epoch dicts) or as
-    ``columns`` (``store.metric_columns``). Raises ``ValueError`` for an unknown baseline."""
+    best/final accuracy, epochs (or seconds, with ``x="time"``) to target, speed-up and final
+    accuracy difference against the baseline group; per run its time to target in epochs and
+    in seconds (``app.compare.target``), and its series and evaluation points with
+    ``include_runs`` (else None). A run gives its epochs as ``metrics`` (per-epoch dicts) or as
+    ``columns`` (``store.metric_columns``), and may give ``evals`` (``store.eval_columns``).
+    Raises ``ValueError`` for an unknown baseline."""
     if metric not in TARGET_METRICS:
         raise ValueError(f"metric must be one of {', '.join(TARGET_METRICS)}")
     if x not in ("epoch", "time"):
@@ -80,25 +81,21 @@ def compare(
     def per_seed(g: Sequence[Mapping[str, Any]], fn) -> list[tuple[int | None, float | None]]:
         return [(r.get("seed"), fn(series[r["id"]])) for r in g]
 
-    def reach(s: Mapping[str, Sequence[Any]]) -> float | None:
-        if target is None:
-            return None
-        return first_reach(s["x"], s[metric], target, s["epoch"], budget)
+    # Time to target per run, interpolated between evaluations (app.compare.target).
+    reached = {
+        r["id"]: run_reach(series[r["id"]], r.get("evals"), metric, target, budget) for r in runs
+    }
 
-    def reach_seconds(s: Mapping[str, Sequence[Any]]) -> float | None:
-        """Wall seconds of training until the target: the stored epoch times, summed."""
-        if target is None:
-            return None
-        elapsed = list(accumulate(float(v or 0.0) for v in s["seconds"]))
-        return first_reach(elapsed, s[metric], target, s["epoch"], budget)
+    def per_run(g: Sequence[Mapping[str, Any]], unit: str) -> list[tuple[int | None, Any]]:
+        return [(r.get("seed"), getattr(reached[r["id"]], unit)) for r in g]
 
     measured: dict[str, dict[str, Any]] = {}
     for key, g in groups.items():
         measured[key] = {
             "final": per_seed(g, lambda s: final_value(s, metric, budget)),
             "best": per_seed(g, lambda s: best_value(s, metric, budget)),
-            "reach": per_seed(g, reach),
-            "reach_s": per_seed(g, reach_seconds),
+            "reach": per_run(g, "epochs" if x == "epoch" else "seconds"),
+            "reach_s": per_run(g, "seconds"),
         }
 
     out_groups = []
@@ -118,7 +115,8 @@ def compare(
             "series": aggregates[key],
             "best": stat(v for _, v in m["best"]).to_dict(),
             "final": stat(v for _, v in m["final"]).to_dict(),
-            "to_target": {**to_target.to_dict(), "reached": to_target.n},
+            "to_target": {**to_target.to_dict(), "reached": to_target.n,
+                          "at_first_eval": sum(reached[r["id"]].at_first for r in g)},
             # seconds compare runs on the same device only (the page says so)
             "to_target_seconds": {**to_target_s.to_dict(), "reached": to_target_s.n},
             "speedup": None,
@@ -154,7 +152,12 @@ def compare(
                 "optimizer": r["config"].get("optimizer"),
                 "config_hash": r["config_hash"],
                 "group": group_key(r["config"], group_by, r["config_hash"]),
+                "to_target": reached[r["id"]].epochs,
+                "to_target_seconds": reached[r["id"]].seconds,
+                "reached_at_first_eval": reached[r["id"]].at_first,
+                "to_target_from": reached[r["id"]].source,
                 "series": _public_series(series[r["id"]]) if include_runs else None,
+                "evals": (r.get("evals") or None) if include_runs else None,
             }
             for r in runs
         ],

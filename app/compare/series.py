@@ -1,5 +1,6 @@
-"""A run's columnar series (by epoch or cumulative seconds), their per-epoch aggregate, and
-reading a series: first reach of a target, best and final value within a budget."""
+"""A run's columnar series (by epoch or cumulative training seconds), their per-epoch
+aggregate, and reading a series: best and final value within a budget (time to a target is
+``app.compare.target``'s)."""
 
 from __future__ import annotations
 
@@ -78,22 +79,6 @@ def aggregate(
     for name in metrics:
         out["mean"][name], out["std"][name] = column_stats(name)
     return out
-
-
-def first_reach(
-    xs: Sequence[float],
-    ys: Sequence[Any],
-    target: float,
-    epochs: Sequence[int] | None = None,
-    budget: int | None = None,
-) -> float | None:
-    """The first ``x`` where ``y >= target`` (within ``budget`` epochs); None if never."""
-    for i, (xv, yv) in enumerate(zip(xs, ys, strict=True)):
-        if budget is not None and epochs is not None and epochs[i] > budget:
-            break
-        if yv is not None and math.isfinite(yv) and yv >= target:
-            return float(xv)
-    return None
 
 
 def _within(s: Mapping[str, Sequence[Any]], metric: str, budget: int | None) -> list[Any]:

@@ -18,9 +18,13 @@ from bamsprod.app.store.claims import (
     reclaim_run,
     release_run,
     requeue_candidates,
+    set_environment,
     touch_run,
 )
 from bamsprod.app.store.epochs import (
+    EVAL_FIELDS,
+    eval_columns,
+    eval_rows,
     get_metrics,
     metric_columns,
     metric_rows,
@@ -56,6 +60,7 @@ from bamsprod.app.store.sweeps import (
 
 __all__ = [
     "COMPARE_RUN_COLUMNS",
+    "EVAL_FIELDS",
     "LIVE_STATES",
     "RunNotFound",
     "RunStateError",
@@ -67,6 +72,8 @@ __all__ = [
     "create_sweep",
     "delete_run",
     "delete_sweep",
+    "eval_columns",
+    "eval_rows",
     "expire_runs_of",
     "finish_run",
     "get_metrics",
@@ -92,6 +99,7 @@ __all__ = [
     "run_ids_of_sweep",
     "run_row",
     "runs_of_sweep",
+    "set_environment",
     "sweep_state_counts",
     "touch_run",
 ]

@@ -4,6 +4,7 @@ whose task may be lost. Each is one conditional update, so two workers never bot
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -109,6 +110,14 @@ def finish_run(
         diverged_epoch=diverged_epoch,
         **extra,
     )
+    session.commit()
+    return ok
+
+
+def set_environment(session: Session, run_id: int, environment: dict[str, Any]) -> bool:
+    """Record where a ``running`` run trains (``core.environment.environment()``); False if it
+    was not running."""
+    ok = update_run(session, run_id, col(Run.state) == "running", environment=environment)
     session.commit()
     return ok
 

@@ -1,5 +1,6 @@
-"""Epochs: ``record_epoch`` writes one with the run's summary in one transaction (idempotent
-per run and epoch); the reads serve the API, compare and SSE hot paths in one query each."""
+"""Epochs: ``record_epoch`` writes one, its evaluation points and the run's summary in one
+transaction (idempotent per run and epoch); the reads serve the API, compare and SSE hot paths
+in one query each."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from sqlmodel import Session, col, select
 
 from bamsprod.app.schemas import METRIC_FIELDS
 from bamsprod.app.store.base import RunNotFound, dialect, update_run
-from bamsprod.app.tables import EpochMetric, Run, utcnow
+from bamsprod.app.tables import EpochMetric, EvalPoint, Run, utcnow
+
+# An evaluation point's columns besides its run, in the order the API and CSV give them.
+EVAL_FIELDS = ("step", "epoch", "train_seconds", "val_loss", "val_acc", "eval_seconds")
 
 
 def _clean_float(value: Any) -> float | None:
@@ -24,11 +28,30 @@ def _clean_float(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def record_epoch(session: Session, run_id: int, metrics: Mapping[str, Any]) -> None:
-    """Write one epoch (``EpochMetrics.to_dict()``) and the run's summary in one transaction.
+def _upsert_points(session: Session, run_id: int, points: Sequence[Mapping[str, Any]]) -> None:
+    """Insert or overwrite evaluation points (``EvalPoint.to_dict()``), keyed by run and step."""
+    if not points:
+        return
+    rows = [
+        {"run_id": run_id, "step": int(p["step"]), "epoch": float(p["epoch"]),
+         **{k: _clean_float(p.get(k)) for k in EVAL_FIELDS[2:]}}
+        for p in points
+    ]
+    insert = postgresql.insert if dialect(session) == "postgresql" else sqlite.insert
+    stmt = insert(EvalPoint).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["run_id", "step"],
+        set_={k: stmt.excluded[k] for k in EVAL_FIELDS[1:]},
+    )
+    session.exec(stmt)  # type: ignore[call-overload]
 
-    Idempotent: a repeated (run, epoch) overwrites the row, never duplicates it. Non-finite
-    values are stored as NULL. Raises ``RunNotFound`` if the run is gone.
+
+def record_epoch(session: Session, run_id: int, metrics: Mapping[str, Any]) -> None:
+    """Write one epoch (``EpochMetrics.to_dict()``), its evaluation points (``evals``) and the
+    run's summary in one transaction.
+
+    Idempotent: a repeated (run, epoch) overwrites the row and its points, never duplicates
+    them. Non-finite values are stored as NULL. Raises ``RunNotFound`` if the run is gone.
     """
     epoch = int(metrics["epoch"])
     row: dict[str, Any] = {k: _clean_float(metrics.get(k)) for k in METRIC_FIELDS}
@@ -44,6 +67,7 @@ def record_epoch(session: Session, run_id: int, metrics: Mapping[str, Any]) -> N
     try:
         try:
             session.exec(stmt)  # type: ignore[call-overload]
+            _upsert_points(session, run_id, metrics.get("evals") or ())
         except sa.exc.IntegrityError as exc:  # the foreign key: the run was deleted
             raise RunNotFound(run_id) from exc
         # Recompute the summary from the rows, so overwrites and out-of-order epochs stay right.
@@ -106,6 +130,39 @@ def metric_rows(
     if limit is not None:
         stmt = stmt.limit(limit)
     return [dict(r) for r in session.execute(stmt).mappings()]
+
+
+def eval_rows(
+    session: Session, run_id: int, after: int | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The run's evaluation points in step order, only those after step ``after`` when given."""
+    t = EvalPoint.__table__.c
+    stmt = sa.select(t.run_id, *[t[k] for k in EVAL_FIELDS]).where(t.run_id == run_id)
+    if after is not None:
+        stmt = stmt.where(t.step > after)
+    stmt = stmt.order_by(t.step)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [dict(r) for r in session.execute(stmt).mappings()]
+
+
+def eval_columns(session: Session, run_ids: Iterable[int]) -> dict[int, dict[str, list[Any]]]:
+    """Columnar evaluation points of several runs in one query, in step order:
+    ``{run_id: {"step": [...], "epoch": [...], ...}}``; a run without points has empty lists."""
+    ids = list(run_ids)
+    out: dict[int, dict[str, list[Any]]] = {i: {k: [] for k in EVAL_FIELDS} for i in ids}
+    if not ids:
+        return out
+    t = EvalPoint.__table__.c
+    stmt = (
+        sa.select(t.run_id, *[t[k] for k in EVAL_FIELDS])
+        .where(t.run_id.in_(ids))
+        .order_by(t.run_id, t.step)
+    )
+    for run_id, chunk in itertools.groupby(session.execute(stmt).all(), key=lambda r: r[0]):
+        columns = list(zip(*chunk, strict=True))[1:]
+        out[run_id] = {k: list(c) for k, c in zip(EVAL_FIELDS, columns, strict=True)}
+    return out
 
 
 def metrics_for_runs(session: Session, run_ids: Iterable[int]) -> dict[int, list[EpochMetric]]:

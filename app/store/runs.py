@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col
 
 from bamsprod.app.store.base import RunNotFound, RunStateError, stale, update_run
-from bamsprod.app.tables import EpochMetric, Run, utcnow
+from bamsprod.app.tables import EpochMetric, EvalPoint, Run, utcnow
 from bamsprod.core.plugins import plugins_used
 from bamsprod.core.spec import TERMINAL_STATES, RunConfig
 
@@ -133,6 +133,7 @@ _RESET_SUMMARY: dict[str, Any] = {
     "best_epoch": None,
     "final_quant_error": None,
     "diverged_epoch": None,
+    "environment": None,
 }
 
 
@@ -148,10 +149,10 @@ def _plugins_now(session: Session, run_id: int) -> dict[str, Any]:
 
 
 def retry_run(session: Session, run_id: int) -> Run:
-    """Queue a finished run again as a fresh attempt: its epochs and summary are cleared,
-    ``retries`` goes up by one (workers key checkpoints on it) and its plugin record is
-    refreshed to the versions installed now. ``RunStateError`` unless the run is in a terminal
-    state."""
+    """Queue a finished run again as a fresh attempt: its epochs, evaluation points, summary
+    and environment are cleared, ``retries`` goes up by one (workers key checkpoints on it) and
+    its plugin record is refreshed to the versions installed now. ``RunStateError`` unless the
+    run is in a terminal state."""
     ok = update_run(
         session,
         run_id,
@@ -170,7 +171,8 @@ def retry_run(session: Session, run_id: int) -> Run:
         **_plugins_now(session, run_id),
     )
     if ok:
-        session.exec(sa.delete(EpochMetric).where(col(EpochMetric.run_id) == run_id))  # type: ignore[call-overload]
+        for table in (EpochMetric, EvalPoint):
+            session.exec(sa.delete(table).where(col(table.run_id) == run_id))  # type: ignore[call-overload]
     session.commit()
     run = require_run(session, run_id)
     if not ok:

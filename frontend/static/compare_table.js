@@ -32,7 +32,7 @@ export function renderMeta(result) {
   }
   if (isNum(result.budget)) note.push(`measured within the first ${result.budget} epochs (the shortest group)`);
   if (result.fields && result.fields.length) note.push(`groups differ in: ${result.fields.join(", ")}`);
-  note.push("seconds compare only runs on the same device");
+  note.push("time to target is interpolated between evaluations; seconds are training time and compare only runs on the same device (see each run's environment)");
   $("#target-note").textContent = note.join(" · ");
   $("#to-target-head").textContent = result.x === "time" ? "seconds to target" : "epochs to target";
   $("#api-csv").href = `/api/compare?${apiQuery({ format: "csv", table: "summary" })}`;
@@ -81,8 +81,11 @@ export function renderTable(result) {
       h("td", { class: "small" }, g.seeds.join(", ")),
       h("td", { class: "num" }, pm(g.best, fmtAcc)),
       h("td", { class: "num" }, pm(g.final, fmtAcc)),
-      h("td", { class: "num" }, tt && tt.reached ? `${pm(tt, toTarget)} ` : "not reached ",
-        h("span", { class: "muted small" }, `(${tt ? tt.reached : 0}/${g.n})`)),
+      h("td", { class: "num to-target" }, tt && tt.reached ? `${pm(tt, toTarget)} ` : "not reached ",
+        h("span", { class: "muted small" }, `(${tt ? tt.reached : 0}/${g.n})`),
+        tt && tt.at_first_eval
+          ? h("span", { class: "muted small at-first-eval", title: "reached at the run's first evaluation: the true crossing may be earlier" }, ` ${tt.at_first_eval} at 1st eval`)
+          : null),
       h("td", { class: "num to-target-seconds" }, g.to_target_seconds && g.to_target_seconds.reached ? pm(g.to_target_seconds, fmtSeconds) : "–"),
       h("td", { class: "num" }, speed),
       h("td", { class: "num" }, diff),

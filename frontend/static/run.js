@@ -270,6 +270,25 @@ function renderInfo() {
   ]);
   const sweepLink = run.sweep_id ? `/compare?sweep=${run.sweep_id}` : `/compare?runs=${run.id}`;
   $("#compare-link").href = sweepLink;
+  renderEnvironment();
+}
+
+/** Where the run trained (recorded by the worker as it started): its seconds compare only
+ * with runs of the same environment. */
+function renderEnvironment() {
+  const env = run.environment;
+  if (!env) {
+    kvRows($("#env-table"), [["recorded", "when a worker starts the run"]]);
+    return;
+  }
+  const source = env.bamsprod || {};
+  kvRows($("#env-table"), [
+    ["device", env.device_name || "–"],
+    ["threads", fmtValue(env.threads)],
+    ["torch", env.torch || "–"],
+    ["python", env.python || "–"],
+    ["bamsprod", source.commit ? `${source.version} (${source.commit.slice(0, 12)})` : fmtValue(source.version)],
+  ]);
 }
 
 // --------------------------------------------------------------- events
