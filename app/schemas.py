@@ -123,6 +123,7 @@ class RunPublic(SQLModel):
     plugins: list[PluginUse] = Field(
         default_factory=list,
         description="the plugins the run uses, by distribution and version (built-ins: none)",
+    )
     environment: RunEnvironment | None = Field(
         default=None, description="where it trained (null until a worker starts it)"
     )

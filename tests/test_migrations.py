@@ -26,19 +26,6 @@ from bamsprod.core.spec import RunConfig
 TABLES = {"run", "epoch_metric", "eval_point", "sweep", "tune_trial", "tune_stage"}
 
 
-def old_runs(session, configs, sweep_id=None) -> list[int]:
-    """Insert runs as a revision before 0006 holds them (no ``plugins`` column); their ids."""
-    from bamsprod.app import store
-    from bamsprod.app.tables import Run, utcnow
-
-    rows = [store.new_run(c, sweep_id, utcnow()).model_dump(exclude={"id", "plugins"})
-            for c in configs]
-    ids = [session.execute(sa.insert(Run.__table__).values(**r)).inserted_primary_key[0]
-           for r in rows]
-    session.commit()
-    return ids
-
-
 def tables(url: str) -> set[str]:
     return set(sa.inspect(get_engine(url)).get_table_names()) - {"alembic_version"}
 
@@ -116,7 +103,6 @@ def test_sqlite_autoincrement_rebuild_keeps_every_row(empty_db_url) -> None:
 
     from bamsprod.app import store
     from bamsprod.app.db import alembic_config, session_scope
-    from bamsprod.app.tables import Sweep
     from bamsprod.core.spec import RunConfig
 
     url = empty_db_url("sqlite")
