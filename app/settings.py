@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     compare_cache_bytes: int = Field(default=32 * 2**20, ge=0)
     # GET /api/health gives the broker and worker checks this long.
     health_timeout_seconds: float = 3.0
+    # How long a worker waits for another process's build of BAMSProd's C++ kernel before it
+    # trains on the foreach path instead (core.optim._fused reads it from the environment).
+    kernel_wait_seconds: float = Field(default=300.0, ge=0, le=86_400)
 
     # --- request security (app/security.py) ---
     # Host names the API answers to (400 for any other Host header: DNS rebinding); "*" for any.

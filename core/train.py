@@ -38,6 +38,7 @@ from bamsprod.core.data.split import validation_split
 from bamsprod.core.device import describe, pick_device
 from bamsprod.core.metrics import FlipCounter, quantization_error
 from bamsprod.core.nn import binary_weights, build_model
+from bamsprod.core.optim import _fused
 from bamsprod.core.optim import build as build_optimizer
 from bamsprod.core.spec import RunConfig
 
@@ -189,6 +190,10 @@ def train(
     optimizer = build_optimizer(
         config.optimizer, model, lr=config.lr, capturable=capturable, **config.hparams
     )
+    # The C++ kernel's first build (seconds to a minute) happens here, not inside the first
+    # step, so a cancel acts during it.
+    if _fused.needed_by(optimizer) and _fused.prepare(should_stop=stopped) == "cancelled":
+        return TrainResult("cancelled", 0, str(dev))
     if stopped():
         return TrainResult("cancelled", 0, str(dev))
     scheduler = _scheduler(config, optimizer)

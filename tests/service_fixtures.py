@@ -192,13 +192,13 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     returned.
 
     ``concurrency=None`` leaves ``--concurrency`` out (``settings.worker_concurrency`` or 1);
-    ``node`` restarts a killed node under its own name."""
+    ``node`` restarts a killed node under its own name; ``env`` adds environment variables."""
     from bamsprod.app.queue import workers_seen
 
     started: list[WorkerProcess] = []
 
     def start(s: Settings, name: str = "w1", concurrency: int | None = 1,
-              node: str | None = None) -> WorkerProcess:
+              node: str | None = None, env: dict[str, str] | None = None) -> WorkerProcess:
         node = node or f"{name}@{uuid.uuid4().hex[:6]}"
         log = tmp_path / f"worker-{name}-{len(started)}.log"
         # ``bamsprod worker`` execs ``celery -A bamsprod.worker.app worker`` with the queue from
@@ -207,8 +207,9 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         if concurrency is not None:
             argv += ["--concurrency", str(concurrency)]
         with open(log, "wb") as out:
-            proc = subprocess.Popen(argv, cwd=ROOT, env=settings_env(s), stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(argv, cwd=ROOT, env={**settings_env(s), **(env or {})},
+                                    stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
         w = WorkerProcess(proc, node, log)
         started.append(w)
         deadline = time.monotonic() + WORKER_READY_SECONDS

@@ -74,6 +74,8 @@ def _preload_trainer() -> None:
     import bamsprod.core.train  # noqa: F401
 
     settings = get_settings()
+    # core.optim._fused bounds its wait for another build by this (a dead build never wedges).
+    os.environ["BAMSPROD_KERNEL_WAIT_SECONDS"] = str(settings.kernel_wait_seconds)
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
     # Training yields the CPU to the API on a shared machine (idempotent: at least this nice).
