@@ -134,6 +134,15 @@ class MetricList(SQLModel):
     items: list[EpochMetricPublic]
 
 
+# A sweep's lists: values per grid key or tuned hparam, and keys. The run count is their
+# product (checked against BAMSPROD_MAX_SWEEP_RUNS before any combination is built); these caps
+# bound what one request may make the server read at all.
+MAX_LIST_VALUES = 1000
+MAX_GRID_KEYS = 64
+MAX_TUNE_HPARAMS = 16
+ValueList = Annotated[list[Any], Field(max_length=MAX_LIST_VALUES)]
+
+
 class SweepCreate(SQLModel):
     """A grid sweep: ``base`` run config fields, lists of values per field, and seeds.
 
@@ -144,7 +153,7 @@ class SweepCreate(SQLModel):
 
     name: SafeText = Field(default="", max_length=200)
     base: dict[str, Any] = Field(default_factory=dict)
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    grid: dict[str, ValueList] = Field(default_factory=dict, max_length=MAX_GRID_KEYS)
     seeds: list[Annotated[int, Ge(0), Le(2**31 - 1)]] | None = Field(
         default=None, min_length=1, max_length=1000
     )
@@ -170,9 +179,10 @@ class TuneSpec(SQLModel):
     sampler: Literal["grid", "random"] = Field(
         default="grid", description="grid: n_lr log-spaced rates; random: n_lr log-uniform draws"
     )
-    hparams: dict[str, list[float | int | bool]] = Field(
-        default_factory=dict, description="more values to search, for optimizers that have them"
-    )
+    hparams: dict[
+        str, Annotated[list[float | int | bool], Field(max_length=MAX_LIST_VALUES)]
+    ] = Field(default_factory=dict, max_length=MAX_TUNE_HPARAMS,
+              description="more values to search, for optimizers that have them")
     stage1_epochs: int = Field(default=2, ge=1, le=1000)
     criterion: Literal["best_val_acc", "last_val_acc"] = "best_val_acc"
     reduction_factor: int = Field(default=3, ge=2, le=10, description="successive halving eta")

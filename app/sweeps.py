@@ -133,7 +133,10 @@ def expand(body: SweepCreate) -> list[RunConfig]:
 def check_count(body: SweepCreate, n: int, limit: int) -> None:
     """At most ``limit`` runs: else an error at what made them (the grid, or tune's rates)."""
     if n > limit:
-        loc = ("tune", "n_lr") if body.strategy == "tune" else ("grid",)
+        loc: tuple[str, ...] = ("grid",)
+        if body.tune is not None:  # the hparams grid, when it has more than one point
+            many = any(len(set(map(repr, v))) > 1 for v in body.tune.hparams.values())
+            loc = ("tune", "hparams") if many else ("tune", "n_lr")
         raise InvalidField(loc, f"the sweep has {n} runs; the limit is {limit}", n)
 
 

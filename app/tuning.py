@@ -73,9 +73,22 @@ def _config(body: SweepCreate | dict[str, Any], optimizer: str, params: dict[str
                             (optimizer, point, label), note=f" (for {optimizer})")
 
 
-def check(body: SweepCreate, seeds: list[int | None]) -> tuple[int, list[RunConfig]]:
+def _check_point(body: SweepCreate, optimizer: str, params: dict[str, Any],
+                 stage1_epochs: int) -> RunConfig:
+    """The full-budget config of one point (and its stage-1 twin, checked too)."""
+    full = _config(body, optimizer, params, "")
+    _config(body, optimizer, params, "", epochs=stage1_epochs)
+    return full
+
+
+def check(body: SweepCreate, seeds: list[int | None], limit: int | None = None
+          ) -> tuple[int, list[RunConfig]]:
     """Validate a tuned sweep (every field error is an ``InvalidField``); returns its run count
-    (stage 1 and stage 2 together) and one full-budget config per optimizer."""
+    (stage 1 and stage 2 together) and one full-budget config per optimizer.
+
+    The count comes first, from the list lengths (as a grid's does): over ``limit`` runs, only
+    one point per optimizer is validated, so a request naming millions of combinations costs
+    no more than one naming a few (the caller refuses it by the count)."""
     tune = body.tune
     if tune is None:
         raise InvalidField(("tune",), "strategy tune needs a tune object")
@@ -90,12 +103,15 @@ def check(body: SweepCreate, seeds: list[int | None]) -> tuple[int, list[RunConf
         if not any(key in OPTIMIZERS[o] for o in tune.optimizers):
             raise InvalidField(("tune", "hparams", key),
                                f"no optimizer of this sweep has hparam {key!r}", key)
-    count, fulls = 0, []
-    for optimizer in dict.fromkeys(tune.optimizers):
-        space = _hparam_space(spec, optimizer)
-        for params in sweeps.points({"lr": [tune.lr_min, tune.lr_max], **space}):
-            full = _config(body, optimizer, params, "")
-            _config(body, optimizer, params, "", epochs=tune.stage1_epochs)
+    optimizers = list(dict.fromkeys(tune.optimizers))
+    spaces = {o: _hparam_space(spec, o) for o in optimizers}
+    count = sum(_n_rates(spec) * sweeps.size(spaces[o]) + len(seeds) for o in optimizers)
+    every_point = limit is None or count <= limit
+    fulls = []
+    for optimizer in optimizers:
+        space = {"lr": [tune.lr_min, tune.lr_max], **spaces[optimizer]}
+        first = {k: v[0] for k, v in space.items()}
+        full = _check_point(body, optimizer, first, tune.stage1_epochs)
         if not full.val_split:
             raise InvalidField(("base", "val_split"),
                                "tuning reads validation metrics: val_split must be > 0", 0)
@@ -103,7 +119,9 @@ def check(body: SweepCreate, seeds: list[int | None]) -> tuple[int, list[RunConf
             raise InvalidField(("tune", "stage1_epochs"),
                                f"stage 1 must be no longer than the full budget ({full.epochs})",
                                tune.stage1_epochs)
-        count += _n_rates(spec) * sweeps.size(space) + len(seeds)
+        if every_point:
+            for params in sweeps.points(space):
+                full = _check_point(body, optimizer, params, tune.stage1_epochs)
         fulls.append(full)
     return count, fulls
 

@@ -63,7 +63,7 @@ def submit_sweep(
     limit = settings.max_sweep_runs
     with invalid_fields("body"):
         if body.strategy == "tune":
-            n, configs = tuning.check(body, seeds(body))
+            n, configs = tuning.check(body, seeds(body), limit)
         else:
             n = count(body)
             configs = expand(body) if n <= limit else []
