@@ -25,6 +25,7 @@ from bamsprod.app import store
 from bamsprod.app.api import api_router
 from bamsprod.app.api.convex import ConvexResults
 from bamsprod.app.api.events import Broadcaster
+from bamsprod.app.api.health import HealthChecks
 from bamsprod.app.csrf import CSRFGuard
 from bamsprod.app.db import init_db
 from bamsprod.app.field_errors import FieldError
@@ -164,6 +165,7 @@ def create_app(
     app.state.broker_check = broker_check
     app.state.workers_seen = workers_seen
     app.state.broadcaster = Broadcaster(settings.database_url, settings.sse_poll_seconds)
+    app.state.health_checks = HealthChecks()
     app.state.convex = ConvexResults()
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # gzip for JSON and CSV; Starlette never compresses text/event-stream (SSE must flush).

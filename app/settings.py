@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     compare_cache_bytes: int = Field(default=32 * 2**20, ge=0)
     # GET /api/health gives the broker and worker checks this long.
     health_timeout_seconds: float = 3.0
+    # A submit waits this long for the broker to take the run's message; then the run stays
+    # queued in SQL and the reconciler sends it once the broker answers (a hung broker).
+    enqueue_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     # How long a worker waits for another process's build of BAMSProd's C++ kernel before it
     # trains on the foreach path instead (core.optim._fused reads it from the environment).
     kernel_wait_seconds: float = Field(default=300.0, ge=0, le=86_400)

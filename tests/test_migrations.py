@@ -72,6 +72,19 @@ def test_concurrent_start_up_migrates_once(empty_db_url, kind: str) -> None:
     assert tables(url) == TABLES and current_revision(url) == head_revision()
 
 
+def old_run(conn: sa.Connection, config, sweep_id: int | None = None) -> int:
+    """Insert a queued run for ``config`` with only the columns the database has now (an older
+    revision's ``run`` table lacks the newer ones); returns its id."""
+    from bamsprod.app.store import new_run
+    from bamsprod.app.tables import Run, utcnow
+
+    have = {c["name"] for c in sa.inspect(conn).get_columns("run")}
+    row = new_run(config, sweep_id, utcnow())
+    values = {c.name: getattr(row, c.name) for c in Run.__table__.columns
+              if c.name in have and c.name != "id"}
+    return int(conn.execute(Run.__table__.insert().values(**values)).inserted_primary_key[0])
+
+
 def test_sqlite_autoincrement_rebuild_keeps_every_row(empty_db_url) -> None:
     """0002 rebuilds run and sweep on SQLite: epochs (ON DELETE CASCADE children) and sweep
     links survive, foreign keys are on again afterwards, and a deleted newest id is not reused."""
@@ -83,14 +96,16 @@ def test_sqlite_autoincrement_rebuild_keeps_every_row(empty_db_url) -> None:
 
     url = empty_db_url("sqlite")
     command.upgrade(alembic_config(url), "0001")
-    with session_scope(url) as s:
-        _, runs = store.create_sweep(s, "s", {}, [RunConfig(seed=0), RunConfig(seed=1)])
-        store.claim_run(s, runs[0].id, "w", "cpu")
-    with get_engine(url).begin() as conn:  # an epoch row as revision 0001's table holds it
+    with get_engine(url).begin() as conn:  # rows as revision 0001's tables hold them
+        conn.execute(sa.text("INSERT INTO sweep (name, spec, n_runs, created_at) "
+                             "VALUES ('s', '{}', 2, '2026-01-01 00:00:00')"))
+        ids = [old_run(conn, RunConfig(seed=i), sweep_id=1) for i in (0, 1)]
+        conn.execute(sa.text("UPDATE run SET state = 'running', worker_host = 'w' "
+                             "WHERE id = :r"), {"r": ids[0]})
         conn.execute(sa.text(
             "INSERT INTO epoch_metric (run_id, epoch, test_acc, quant_error_layers, created_at) "
             "VALUES (:r, 1, 0.5, '{}', '2026-01-01 00:00:00')"
-        ), {"r": runs[0].id})
+        ), {"r": ids[0]})
     init_db(url)
     with get_engine(url).connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM epoch_metric")).scalar() == 1
@@ -99,9 +114,9 @@ def test_sqlite_autoincrement_rebuild_keeps_every_row(empty_db_url) -> None:
         sql = conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE name = 'run'")).scalar()
         assert "AUTOINCREMENT" in sql
     with session_scope(url) as s:
-        store.request_cancel(s, runs[1].id)
-        store.delete_run(s, runs[1].id)
-        assert store.create_run(s, RunConfig()).id == runs[1].id + 1
+        store.request_cancel(s, ids[1])
+        store.delete_run(s, ids[1])
+        assert store.create_run(s, RunConfig()).id == ids[1] + 1
 
 
 def test_val_metrics_migration_keeps_old_epochs_and_adds_columns(empty_db_url) -> None:
@@ -114,9 +129,8 @@ def test_val_metrics_migration_keeps_old_epochs_and_adds_columns(empty_db_url) -
 
     url = empty_db_url("sqlite")
     command.upgrade(alembic_config(url), "0002_autoincrement")
-    with session_scope(url) as s:
-        run_id = store.create_run(s, RunConfig()).id
     with get_engine(url).begin() as conn:
+        run_id = old_run(conn, RunConfig())
         conn.execute(sa.text(
             "INSERT INTO epoch_metric (run_id, epoch, test_acc, quant_error_layers, created_at) "
             "VALUES (:r, 1, 0.5, '{}', '2026-01-01 00:00:00')"

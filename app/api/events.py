@@ -20,6 +20,7 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
@@ -101,6 +102,8 @@ class Broadcaster:
         self.poll_seconds = poll_seconds
         self.subscribers: dict[int, set[Subscription]] = {}
         self.ticks = 0  # polls done (one query each); tests compare it with queries issued
+        # Its own thread: health checks or requests stuck on a hung service never delay a poll.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bamsprod-sse")
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -154,7 +157,8 @@ class Broadcaster:
             cursors[rid] = None if None in cs else min(c for c in cs if c is not None)
         if not cursors:
             return
-        result = await asyncio.to_thread(self.query, cursors)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._executor, self.query, cursors)
         self.ticks += 1
         for rid, (run, epochs) in result.items():
             for sub in targets.get(rid, ()):

@@ -78,6 +78,7 @@ def submit_sweep(
         else:
             spec, link = body.model_dump(mode="json"), None
     sweep, runs = store.create_sweep(session, body.name, spec, configs, before_commit=link)
+    session.close()  # no connection held while the broker takes the messages (it may hang)
     # One message per run, after the answer is sent: the runs are committed ``queued`` in one
     # transaction already, and the reconciler re-queues any whose message never left.
     background.add_task(_enqueue_all, request, [int(r.id) for r in runs])  # type: ignore[arg-type]

@@ -29,6 +29,7 @@ from bamsprod.app.store.epochs import (
     poll_runs,
     record_epoch,
 )
+from bamsprod.app.store.idempotency import IdempotencyMismatch, create_run_once
 from bamsprod.app.store.listing import list_run_rows, list_runs
 from bamsprod.app.store.runs import (
     COMPARE_RUN_COLUMNS,
@@ -56,6 +57,7 @@ from bamsprod.app.store.sweeps import (
 
 __all__ = [
     "COMPARE_RUN_COLUMNS",
+    "IdempotencyMismatch",
     "LIVE_STATES",
     "RunNotFound",
     "RunStateError",
@@ -64,6 +66,7 @@ __all__ = [
     "claim_run",
     "compare_run_rows",
     "create_run",
+    "create_run_once",
     "create_sweep",
     "delete_run",
     "delete_sweep",
