@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # A running run whose worker has not beaten its heartbeat for this long is stale: the
     # reconciler re-queues it, and cancel or delete end it at once. Workers beat every tenth.
     stale_running_seconds: float = Field(default=15.0, gt=0, le=30)
+    # Claims of one run before it is given up: each time its worker was lost (SIGKILL, out of
+    # memory) before it ended. Then the run ends failed, saying why.
+    max_attempts: int = Field(default=3, ge=1, le=100)
     # The worker's cache of decoded data sets, least recently used evicted beyond this many
     # bytes (unset: core.data's default, 512 MiB; 0: no cache).
     data_cache_bytes: int | None = Field(default=None, ge=0)

@@ -16,7 +16,9 @@ http://127.0.0.1:8000); ``--token`` (default ``$BAMSPROD_API_TOKEN``, else
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -65,6 +67,19 @@ def root_note(s: Settings) -> str | None:
     return (f"running as root: the worker trains with root's rights and what it writes under "
             f"{s.home} belongs to root (its queue takes JSON only, so Celery's pickle warning "
             "does not apply); run as a normal user where you can")
+
+
+def unique_node_name() -> str:
+    """A worker's default node name, ``bamsprod-<random>@<host>``: two workers started on one
+    host without ``--name`` never share one (a shared name let a newcomer take back, and train,
+    a run the other still trained)."""
+    return f"bamsprod-{secrets.token_hex(4)}@%h"
+
+
+def up_node_name(s: Settings) -> str:
+    """``up``'s worker name: one per home, the same when ``up`` restarts its worker or is
+    started again, so the new worker takes back at once what the old one held."""
+    return f"up-{hashlib.sha256(str(s.home.resolve()).encode()).hexdigest()[:8]}@%h"
 
 
 def worker_argv(s: Settings, concurrency: int = 1, name: str | None = None,
@@ -140,13 +155,15 @@ def worker(
     concurrency: int | None = typer.Option(
         None, min=1, help="runs trained at once [default: $BAMSPROD_WORKER_CONCURRENCY, else 1]"
     ),
-    name: str | None = typer.Option(None, help="worker name, e.g. gpu1@%h"),
+    name: str | None = typer.Option(
+        None, help="worker name, e.g. gpu1@%h [default: bamsprod-<random>@<host>]"),
     loglevel: str = typer.Option("info", help="celery log level"),
 ) -> None:
     """Start one Celery worker on the configured broker and database."""
     s = get_settings()
     s.ensure_dirs()
-    argv = worker_argv(s, concurrency or s.worker_concurrency or 1, name, loglevel)
+    argv = worker_argv(s, concurrency or s.worker_concurrency or 1,
+                       name or unique_node_name(), loglevel)
     _say_root_note(s)
     os.execv(argv[0], argv)
 
@@ -173,9 +190,10 @@ def up(
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     procs: dict[str, subprocess.Popen] = {}
+    node = up_node_name(s)
     try:
         procs["API"] = subprocess.Popen(api_argv(host, port), preexec_fn=die_with_parent)
-        procs["worker"] = subprocess.Popen(worker_argv(s), preexec_fn=die_with_parent)
+        procs["worker"] = subprocess.Popen(worker_argv(s, name=node), preexec_fn=die_with_parent)
         started, delay = time.monotonic(), RESTART_DELAYS[0]
         console.print(f"bamsprod is up: http://{host}:{port}  (Ctrl-C stops it)")
         while not stop_requested:
@@ -193,7 +211,8 @@ def up(
                     time.sleep(0.1)
                 if stop_requested:
                     break
-                procs["worker"] = subprocess.Popen(worker_argv(s), preexec_fn=die_with_parent)
+                procs["worker"] = subprocess.Popen(worker_argv(s, name=node),
+                                                   preexec_fn=die_with_parent)
                 started, delay = time.monotonic(), min(delay * 2, RESTART_DELAYS[1])
             time.sleep(0.2)
     finally:

@@ -9,12 +9,14 @@ By concern: ``runs`` (one run, the user's actions), ``claims`` (the worker's sid
 (metrics and summaries), ``sweeps``, ``listing`` (pages of runs); ``base`` holds the errors.
 """
 
-from bamsprod.app.store.base import RunNotFound, RunStateError, SweepNotFound
+from bamsprod.app.store.base import RunLost, RunNotFound, RunStateError, SweepNotFound
 from bamsprod.app.store.claims import (
     cancel_requested,
     claim_run,
     expire_runs_of,
     finish_run,
+    give_up_run,
+    heartbeats_of,
     reclaim_run,
     release_run,
     requeue_candidates,
@@ -59,6 +61,7 @@ __all__ = [
     "COMPARE_RUN_COLUMNS",
     "IdempotencyMismatch",
     "LIVE_STATES",
+    "RunLost",
     "RunNotFound",
     "RunStateError",
     "SweepNotFound",
@@ -75,6 +78,8 @@ __all__ = [
     "get_metrics",
     "get_run",
     "get_sweep",
+    "give_up_run",
+    "heartbeats_of",
     "list_run_rows",
     "list_runs",
     "list_sweeps",
