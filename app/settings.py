@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     data_cache_bytes: int | None = Field(default=None, ge=0)
     # Parameter memory (weights, gradients, optimizer state) a submitted run may need.
     max_param_bytes: int = Field(default=4 * 2**30, ge=1)
+    # Activation memory one training step of a submitted run may need (core.model_size's
+    # estimate, which grows with batch_size).
+    max_activation_bytes: int = Field(default=8 * 2**30, ge=1)
     # Server-Sent Events: how often the shared poller reads new epochs.
     sse_poll_seconds: float = 0.25
     # Server-Sent Events: a comment line this often keeps idle connections open through proxies.

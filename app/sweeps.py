@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from bamsprod.app.compare import fmt_value
 from bamsprod.app.field_errors import FieldError, InvalidField, first_error
 from bamsprod.app.schemas import SweepCreate
-from bamsprod.core.model_size import SIZE_ARG, too_large
+from bamsprod.core.model_size import SIZE_ARG, too_large, too_much_activation
 from bamsprod.core.spec import RunConfig, escape_text
 
 __all__ = ["GRID_FIELDS", "NESTED", "check_count", "check_limits", "config_at", "count",
@@ -146,8 +146,9 @@ def _at(body: SweepCreate, key: str) -> tuple[str, ...]:
 
 
 def check_limits(body: SweepCreate, configs: Sequence[RunConfig], max_epochs: int,
-                 max_param_bytes: int) -> None:
-    """No run longer than ``max_epochs`` or with a model over ``max_param_bytes``."""
+                 max_param_bytes: int, max_activation_bytes: int | None = None) -> None:
+    """No run longer than ``max_epochs``, with a model over ``max_param_bytes`` or a training
+    step over ``max_activation_bytes``."""
     longest = max((c.epochs for c in configs), default=0)
     if longest > max_epochs:
         raise InvalidField(_at(body, "epochs"), f"at most {max_epochs} epochs on this server",
@@ -157,3 +158,7 @@ def check_limits(body: SweepCreate, configs: Sequence[RunConfig], max_epochs: in
             arg = SIZE_ARG[config.model]
             raise InvalidField(_at(body, f"model_args.{arg}"), f"{why} (run {config.name!r})",
                                config.model_args[arg])
+        if max_activation_bytes is not None and (
+                why := too_much_activation(config, max_activation_bytes)) is not None:
+            raise InvalidField(_at(body, "batch_size"), f"{why} (run {config.name!r})",
+                               config.batch_size)

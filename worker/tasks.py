@@ -45,7 +45,7 @@ from bamsprod.app.db import init_db, session_scope
 from bamsprod.app.queue import TASK_NAME, celery_app, enqueue_run
 from bamsprod.app.settings import Settings, get_settings
 from bamsprod.app.tables import Run
-from bamsprod.core.model_size import too_large
+from bamsprod.core.model_size import too_large, too_much_activation
 from bamsprod.core.spec import TERMINAL_STATES, RunConfig
 from bamsprod.worker import tuned
 
@@ -227,7 +227,8 @@ def execute_run(run_id: int, *, hostname: str | None = None,
         error = f"invalid run config: {exc}" if config is None else str(exc)
     if config is not None and error is None:
         # Queued before the limit was lowered, or stored by another path: never allocate it.
-        error = too_large(config, s.max_param_bytes)
+        error = (too_large(config, s.max_param_bytes)
+                 or too_much_activation(config, s.max_activation_bytes))
     if run.state == "running" and run.attempts >= s.max_attempts and db_call(
             s, "give_up_run", store.give_up_run, run_id, s.stale_before(), s.max_attempts):
         # Its workers were lost every time (e.g. killed out of memory): it would come back

@@ -27,7 +27,7 @@ from bamsprod.app.api.deps import (
 )
 from bamsprod.app.db import session_scope
 from bamsprod.app.schemas import RUN_SORT_COLUMNS, RunList, RunPublic
-from bamsprod.core.model_size import SIZE_ARG, too_large
+from bamsprod.core.model_size import SIZE_ARG, too_large, too_much_activation
 from bamsprod.core.spec import RUN_STATES, RunConfig
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=AUTH_ERRORS)
@@ -69,6 +69,8 @@ def submit_run(
     if (why := too_large(config, settings.max_param_bytes)) is not None:
         name = SIZE_ARG[config.model]
         unprocessable(("body", "model_args", name), why, config.model_args[name])
+    if (why := too_much_activation(config, settings.max_activation_bytes)) is not None:
+        unprocessable(("body", "batch_size"), why, config.batch_size)
     with session_scope(settings.database_url) as session:
         try:
             run, created = store.create_run_once(session, config, idempotency_key)
