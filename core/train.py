@@ -206,6 +206,9 @@ def train(
     val_x, val_y = val_x.to(dev), val_y.to(dev)
     test_x, test_y = data.test_x.to(dev), data.test_y.to(dev)
     n = len(train_x)
+    if n < 2:  # a data set smaller than its declared size: no batch to train on
+        raise ValueError(f"{config.dataset} leaves {n} training example(s) after val_split "
+                         f"{config.val_split}; a batch needs 2")
     # A last batch of one example would break BatchNorm's batch statistics: drop it that epoch.
     batches = n // config.batch_size + (1 if n % config.batch_size > 1 else 0)
     seen = min(n, batches * config.batch_size)
