@@ -28,6 +28,7 @@ from bamsprod.app.api.events import Broadcaster
 from bamsprod.app.api.health import HealthChecks
 from bamsprod.app.csrf import CSRFGuard
 from bamsprod.app.db import init_db
+from bamsprod.app.db_errors import UNAVAILABLE, database_unavailable
 from bamsprod.app.field_errors import FieldError
 from bamsprod.app.safejson import dumps
 from bamsprod.app.security import SecurityHeaders, install_log_redaction, unreadable_body_auth_error
@@ -178,6 +179,9 @@ def create_app(
     @app.exception_handler(store.SweepNotFound)
     async def _not_found(_: Request, exc: LookupError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND)
+
+    for unavailable in UNAVAILABLE:  # a locked, full or unreachable database: 503
+        app.add_exception_handler(unavailable, database_unavailable)
 
     @app.exception_handler(store.RunStateError)
     async def _conflict(_: Request, exc: store.RunStateError) -> JSONResponse:

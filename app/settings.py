@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     # load; a request beyond both waits for a free one. Overflow ones are closed after use.
     db_pool_size: int = Field(default=20, ge=1, le=1000)
     db_max_overflow: int = Field(default=10, ge=0, le=1000)
+    # ... and waits at most this long for one (then the API answers 503 with Retry-After).
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # SQLite: a write waits this long for another process's lock (then 503; workers retry).
+    db_busy_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     max_sweep_runs: int = 500
     # This server's limit, at most the run config's own (core.spec.MAX_EPOCHS).
     max_epochs: int = Field(default=MAX_EPOCHS, ge=1, le=MAX_EPOCHS)
