@@ -31,7 +31,12 @@ from bamsprod.app.db import init_db
 from bamsprod.app.db_errors import UNAVAILABLE, database_unavailable
 from bamsprod.app.field_errors import FieldError
 from bamsprod.app.safejson import dumps
-from bamsprod.app.security import SecurityHeaders, install_log_redaction, unreadable_body_auth_error
+from bamsprod.app.security import (
+    EarlyAuth,
+    SecurityHeaders,
+    install_log_redaction,
+    unreadable_body_auth_error,
+)
 from bamsprod.app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -171,6 +176,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # gzip for JSON and CSV; Starlette never compresses text/event-stream (SSE must flush).
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
+    app.add_middleware(EarlyAuth, settings=settings)  # before any body is read
     app.add_middleware(CSRFGuard)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(SecurityHeaders)  # outermost: 400s, 403s and 413s get the headers too

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     sse_heartbeat_seconds: float = 15.0
     # The largest request body the API accepts (413 beyond it).
     max_body_bytes: int = 1_000_000
+    # bamsprod serve/up (app.server): a request head must arrive within this long, a body
+    # within this long after its head (408 and closed otherwise), and at most this many
+    # connections are open at once (one more: 503 with Retry-After).
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    max_connections: int = Field(default=512, ge=1, le=100_000)
     # Finished comparisons kept per API process, in bytes of answer (0: none).
     compare_cache_bytes: int = Field(default=32 * 2**20, ge=0)
     # GET /api/health gives the broker and worker checks this long.

@@ -310,6 +310,7 @@ def start_api(tmp_path: Path) -> Iterator[Callable[..., str]]:
         wait_for(up, 60, "bamsprod serve to answer /api/health")
         return url
 
+    start.procs = procs  # type: ignore[attr-defined]  # the servers, newest last
     yield start
     for proc in procs:
         stop_process_group(proc)

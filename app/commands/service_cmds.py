@@ -103,8 +103,8 @@ def _say_root_note(s: Settings) -> None:
 
 
 def api_argv(host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", "bamsprod.app.main:create_app", "--factory",
-            "--host", host, "--port", str(port)]
+    """The API child of ``up``: uvicorn with the limits of ``app.server``."""
+    return [sys.executable, "-m", "bamsprod.app.server", host, str(port)]
 
 
 def _stop(procs: list[subprocess.Popen], grace: float = STOP_GRACE_SECONDS) -> None:
@@ -138,7 +138,7 @@ def serve(
     ),
 ) -> None:
     """Start the API server only (workers run elsewhere: ``bamsprod worker``)."""
-    import uvicorn
+    from bamsprod.app.server import run
 
     _warn_if_exposed(host)
     if workers > 1:  # migrate once here, so the processes start on an up-to-date schema
@@ -147,7 +147,7 @@ def serve(
         s = get_settings()
         s.ensure_dirs()
         init_db(s.database_url)
-    uvicorn.run("bamsprod.app.main:create_app", factory=True, host=host, port=port, workers=workers)
+    run(host, port, workers)
 
 
 @commands.command()
