@@ -523,23 +523,28 @@ def test_dashboard_asks_for_the_token_once_and_sends_it(browser: Any,
     context.set_default_timeout(20_000)
     page = context.new_page()
     watch = PageWatch(page, answers=[READ, API])
+    # Playwright's sync API hands the page's events (dialogs, requests) to their handlers only
+    # while a Playwright call runs: every wait below is one (wait_for_function, expect_request,
+    # wait_for_timeout), never a sleep or a poll of Python state, which left the token prompt
+    # unanswered (the flaky timeout after the cancel click).
     page.goto("/")
     page.locator(f'#runs-body tr[data-run-id="{ids["done"]}"]').wait_for()
     assert len(watch.prompts) == 1  # asked once, the list loaded with the read token
-    time.sleep(2.5)  # the table refreshes every 2 s: no new question
+    page.wait_for_timeout(2500)  # the table refreshes every 2 s: no new question
     assert len(watch.prompts) == 1
     watch.collect()
 
     urls: list[str] = []
     page.on("request", lambda request: urls.append(request.url))
-    page.goto(f"/runs/{ids['queued']}")  # fetches use the stored token, the stream a ticket
-    page.locator("#run-name").wait_for()
+    # Fetches use the stored token, the stream a ticket.
+    with page.expect_request(lambda r: "/events?" in r.url and "ticket=" in r.url):
+        page.goto(f"/runs/{ids['queued']}")
     page.wait_for_function("() => document.getElementById('run-name').textContent === 'queued'")
-    wait_for(lambda: any("/events?" in u and "ticket=" in u for u in urls), 20, "the stream")
     assert not [u for u in urls if "token" in u], urls
     page.click("#cancel")  # a change: the read token is not enough, so it asks once more
-    wait_for(lambda: len(watch.prompts) == 2, 20, "the second question")
-    assert "did not accept" in watch.prompts[1]
+    page.wait_for_function(
+        "() => document.getElementById('run-state').textContent === 'cancelled'")
+    assert len(watch.prompts) == 2 and "did not accept" in watch.prompts[1]
     with httpx.Client(base_url=token_server.url, headers=bearer(READ)) as c:
         wait_for(lambda: c.get(f"/api/runs/{ids['queued']}").json()["state"] == "cancelled",
                  20, "the cancel to go through with the api token")
