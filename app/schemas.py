@@ -252,12 +252,14 @@ class HealthPart(SQLModel):
 
 
 class Health(SQLModel):
-    """``status``: ok, degraded (no broker) or down (no database). The parts are left out for
-    callers without a token on a token-protected instance."""
+    """``status``: ok, degraded (no broker, or no worker alive: none announced itself lately,
+    e.g. every worker is stopped) or down (no database). The parts are left out for callers
+    without a token on a token-protected instance."""
 
     status: str
     database: HealthPart | None = None
     broker: HealthPart | None = None
+    worker: HealthPart | None = None
     workers: list[str] | None = None
     workers_seen: int | None = None
 

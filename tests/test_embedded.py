@@ -305,3 +305,37 @@ def test_embedded_broker_deletes_delivered_messages(tmp_path: Path) -> None:
     rows = sqlite3.connect(db).execute("SELECT visible FROM kombu_message").fetchall()
     assert got == [0, 1, 2]
     assert sorted(rows) == [(1,), (1,)]  # only the two undelivered messages are left
+
+
+def test_a_stopped_worker_shows_in_health_and_up_restarts_it(tmp_path: Path) -> None:
+    """SIGSTOP of ``up``'s only worker: it neither exits nor beats. Health says no worker is
+    alive (before: ``ok`` with ``workers_seen: 0``), and ``up`` kills and restarts it."""
+    home, port, log = tmp_path / "home", free_port(), tmp_path / "up.log"
+    srv = start_up(home, port, log)
+    try:
+        victim = worker_child(srv)
+        os.kill(victim, signal.SIGSTOP)
+        t0 = time.monotonic()
+
+        def no_worker() -> dict | None:
+            h = httpx.get(f"{srv.url}/api/health", timeout=5).json()
+            return h if h["workers_seen"] == 0 else None
+
+        h = wait_for(no_worker, 60, "health to see no worker")
+        assert h["status"] == "degraded" and not h["worker"]["ok"], h
+        assert "no worker alive" in h["worker"]["detail"]
+        def restarted() -> bool:
+            pids = [p for p in children_of(srv.proc.pid)
+                    if alive(p) and b"celery" in Path(f"/proc/{p}/cmdline").read_bytes()]
+            return bool(pids) and victim not in pids and healthy(srv)
+
+        wait_for(restarted, 120, "up to restart the stopped worker")
+        took = time.monotonic() - t0
+        assert not alive(victim)
+        assert "stopped announcing itself" in srv.output()
+        run_id = httpx.post(f"{srv.url}/api/runs", json=RUN).json()["id"]
+        wait_for(lambda: httpx.get(f"{srv.url}/api/runs/{run_id}").json()["state"]
+                 == "succeeded", 120, "a run on the new worker")
+    finally:
+        stop_up(srv)
+    print(f"\nstopped worker -> restarted and healthy in {took:.1f}s")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 import subprocess
 import sys
 import time
@@ -289,12 +290,18 @@ def test_read_token_guards_reads_and_the_event_stream_takes_a_ticket_not_the_tok
         assert_401(client.request(method, path, headers=bearer(READ), **kw), sent=True)
     health = client.get("/api/health")  # probes need no token, and learn only up or down
     assert health.status_code == 200 and health.json() == {
-        "status": "ok", "database": None, "broker": None, "workers": None, "workers_seen": None}
+        "status": "ok", "database": None, "broker": None, "worker": None, "workers": None,
+        "workers_seen": None}
     full = client.get("/api/health", headers=bearer(READ)).json()
     assert full["database"] == {"ok": True, "detail": None} and full["workers"] == ["w"]
     assert client.get("/api/health", headers=bearer("nope")).json()["database"] is None
     for page in ("/", f"/runs/{ids['done']}", "/static/common.js", "/static/auth.js"):
         assert client.get(page).status_code == 200, page  # pages hold no data: they ask
+    # Nor does a run's page tell whether the run exists: the same answer either way.
+    there, missing = client.get(f"/runs/{ids['done']}"), client.get("/runs/999999")
+    assert there.status_code == missing.status_code == 200
+    ids_at = re.compile(r"(Run |#|from=|runs=|runs/|run-|\"run_id\": )(\d+)")
+    assert ids_at.sub(r"\1N", there.text) == ids_at.sub(r"\1N", missing.text)
 
 
 def test_the_token_is_checked_before_the_body_is_read(make_client, enqueued: list[int]) -> None:

@@ -85,16 +85,17 @@ def _may_see_details(request: Request) -> bool:
 @router.get("/health", response_model=Health,
             responses={503: {"model": Health}})
 async def health(request: Request, response: Response) -> Health:
-    """200 when the database answers (``status`` is ``degraded`` if the broker does not);
-    503 when the database does not. Never a 500. With tokens set, the parts, errors and worker
-    names only go to a caller with a valid token; others get ``status`` alone."""
+    """200 when the database answers (``status`` is ``degraded`` if the broker does not, or no
+    worker is alive); 503 when the database does not. Never a 500. With tokens set, the parts,
+    errors and worker names only go to a caller with a valid token; others get ``status``
+    alone."""
     state = request.app.state
     timeout = state.settings.health_timeout_seconds
     checks: HealthChecks = state.health_checks
     url = state.settings.database_url
     broker_fn = state.broker_check or _queue_fn("broker_ok")
     workers_fn = state.workers_seen or _queue_fn("workers_seen")
-    (_, db_err), (broker, broker_err), (workers, _) = await asyncio.gather(
+    (_, db_err), (broker, broker_err), (workers, workers_err) = await asyncio.gather(
         checks.check("database", lambda: _db_check(url), timeout),
         checks.check("broker", broker_fn, timeout),
         checks.check("workers", workers_fn, timeout),
@@ -108,9 +109,13 @@ async def health(request: Request, response: Response) -> Health:
     seen = (
         int(workers) if isinstance(workers, int) and not isinstance(workers, bool) else len(names)
     )
+    worker_err = workers_err or (None if seen else
+                                 "no worker alive: none has announced itself lately (stopped, "
+                                 "killed or not started)")
     if db_err is not None:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    overall = "ok" if db_err is None and broker_ok else ("degraded" if db_err is None else "down")
+    overall = ("down" if db_err is not None else
+               "ok" if broker_ok and worker_err is None else "degraded")
     if not _may_see_details(request):
         # A protected instance tells strangers only whether it is up: no host, port or name.
         return Health(status=overall)
@@ -118,6 +123,7 @@ async def health(request: Request, response: Response) -> Health:
         status=overall,
         database=HealthPart(ok=db_err is None, detail=db_err),
         broker=HealthPart(ok=broker_ok, detail=broker_err),
+        worker=HealthPart(ok=worker_err is None, detail=worker_err),
         workers=names,
         workers_seen=seen,
     )

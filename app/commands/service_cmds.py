@@ -6,7 +6,8 @@ Celery worker as child processes, each in its own session, and stops both on Ctr
 (the worker hands a running run back to the queue; the next ``up`` resumes it). It supervises
 the worker: a worker that dies (killed, out of memory) is started again, with back-off, while
 the API goes on serving; the new worker has the same node name, so it takes back the run the
-dead one held at once. The worker runs the reconciler thread (see ``worker.reconciler``), so
+dead one held at once. A worker that stops announcing itself (stopped, hung) is killed and
+started again the same way. The worker runs the reconciler thread (see ``worker.reconciler``), so
 ``up`` needs nothing else.
 
 The client commands talk HTTP only (``--url``, default ``$BAMSPROD_URL`` or
@@ -20,6 +21,7 @@ import hashlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -52,7 +54,39 @@ STOP_GRACE_SECONDS = 20.0
 RESTART_DELAYS = (1.0, 30.0)
 RESTART_RESET_SECONDS = 60.0
 
+# A worker that has not announced itself this long after its start (its first announcement
+# waits for Celery and torch to load) counts as hung.
+FIRST_BEAT_SECONDS = 120.0
+
 # --------------------------------------------------------------------------- processes
+
+
+class WorkerBeat:
+    """Whether ``up``'s worker still announces itself (``app.queue.workers_seen``): a worker
+    that is alive but stopped (SIGSTOP) or hung never exits, so ``up`` watches its beat too."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.seen = False
+        self._next = 0.0
+
+    def stalled(self, started: float) -> str | None:
+        """Why the worker counts as stalled now, or None (asked at most every 2 s)."""
+        now = time.monotonic()
+        if now < self._next:
+            return None
+        self._next = now + 2.0
+        from bamsprod.app.queue import PRESENCE_TTL, workers_seen
+
+        if self.name in workers_seen():
+            self.seen = True
+            return None
+        if self.seen:
+            return f"stopped announcing itself (nothing for {PRESENCE_TTL:g} s)"
+        if now - started > FIRST_BEAT_SECONDS:
+            return f"never announced itself in {FIRST_BEAT_SECONDS:g} s"
+        return None
+
 
 
 # Celery's superuser banner (e.g. `bamsprod up` as root in a container) warns of pickled
@@ -195,12 +229,18 @@ def up(
         procs["API"] = subprocess.Popen(api_argv(host, port), preexec_fn=die_with_parent)
         procs["worker"] = subprocess.Popen(worker_argv(s, name=node), preexec_fn=die_with_parent)
         started, delay = time.monotonic(), RESTART_DELAYS[0]
+        beats = WorkerBeat(node.replace("%h", socket.gethostname()))
         console.print(f"bamsprod is up: http://{host}:{port}  (Ctrl-C stops it)")
         while not stop_requested:
             api, work = procs["API"], procs["worker"]
             if api.poll() is not None:
                 err.print(f"[red]the API process exited (code {api.returncode}); stopping[/red]")
                 break
+            if work.poll() is None and (why := beats.stalled(started)) is not None:
+                # Alive but silent (stopped, hung): end it, and start it again below.
+                err.print(f"[yellow]the worker {why}; killing it[/yellow]")
+                work.kill()
+                work.wait()
             if work.poll() is not None:
                 if time.monotonic() - started > RESTART_RESET_SECONDS:
                     delay = RESTART_DELAYS[0]
@@ -214,6 +254,7 @@ def up(
                 procs["worker"] = subprocess.Popen(worker_argv(s, name=node),
                                                    preexec_fn=die_with_parent)
                 started, delay = time.monotonic(), min(delay * 2, RESTART_DELAYS[1])
+                beats = WorkerBeat(beats.name)
             time.sleep(0.2)
     finally:
         err.print("stopping the API and the worker ...")
