@@ -30,6 +30,7 @@ from bamsprod.app.csrf import CSRFGuard
 from bamsprod.app.db import init_db
 from bamsprod.app.db_errors import UNAVAILABLE, database_unavailable
 from bamsprod.app.field_errors import FieldError
+from bamsprod.app.middleware import HeadAsGet, SingleHeaders
 from bamsprod.app.safejson import dumps
 from bamsprod.app.security import (
     EarlyAuth,
@@ -178,7 +179,9 @@ def create_app(
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
     app.add_middleware(EarlyAuth, settings=settings)  # before any body is read
     app.add_middleware(CSRFGuard)
+    app.add_middleware(HeadAsGet)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(SingleHeaders)  # before any check reads Host, Authorization or Origin
     app.add_middleware(SecurityHeaders)  # outermost: 400s, 403s and 413s get the headers too
 
     @app.exception_handler(store.RunNotFound)

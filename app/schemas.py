@@ -206,6 +206,15 @@ class SweepList(SQLModel):
     offset: int
 
 
+class SweepCancelled(SQLModel):
+    """What ``POST /api/sweeps/{id}/cancel`` did: runs that ended ``cancelled`` now (queued,
+    or their worker gone) and running ones whose workers were asked to stop."""
+
+    sweep_id: int
+    cancelled: int
+    cancel_requested: int
+
+
 class SweepDetail(SweepPublic):
     """A sweep with its runs' states counted."""
 

@@ -264,6 +264,20 @@ def start_stage2(session: Session, sweep_id: int, optimizer: str) -> list[int]:
     return [int(r.id) for r in new]  # type: ignore[arg-type]
 
 
+def close_stages(session: Session, sweep: Sweep) -> None:
+    """Decide every undecided stage of a tuned sweep as "none" (no best run), so that no stage
+    2 starts: a cancelled sweep stays cancelled. A no-op for a grid sweep."""
+    tune = sweep.spec.get("tune") if sweep.spec.get("strategy") == "tune" else None
+    for optimizer in dict.fromkeys((tune or {}).get("optimizers", [])):
+        if session.get(TuneStage, (sweep.id, optimizer)) is not None:
+            continue
+        try:
+            session.add(TuneStage(sweep_id=sweep.id, optimizer=optimizer, created_at=utcnow()))
+            session.commit()
+        except IntegrityError:  # a worker decided it meanwhile
+            session.rollback()
+
+
 def stage1_trials(session: Session, sweep_id: int, optimizer: str
                   ) -> list[tuple[int, str, int]]:
     """(run id, state, trial number) of each stage-1 run of ``optimizer``."""

@@ -597,3 +597,14 @@ def test_pages_render_under_the_csp_without_violations(browser: Any,
     assert watch.csp_violations() == [], watch.console
     assert watch.errors == []
     context.close()
+
+
+@pytest.mark.parametrize("name", ["Host", "Authorization", "Origin"])
+def test_a_repeated_host_authorization_or_origin_is_a_400(make_client, name: str) -> None:
+    client, _ = make_client(api_token=API)
+    values = {"Host": ("testserver", "evil.example"), "Authorization": (f"Bearer {API}",
+              "Bearer other"), "Origin": ("http://testserver", "http://evil.example")}[name]
+    r = client.get("/api/runs", headers=[(name, v) for v in values])
+    assert r.status_code == 400 and name.lower() in r.json()["detail"], r.text
+    assert r.headers["x-frame-options"] == "DENY"  # security headers on it too
+    assert client.get("/api/runs", headers=[(name, values[0])]).status_code == 200

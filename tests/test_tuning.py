@@ -401,3 +401,33 @@ def test_sweep_lists_are_capped(client, patch, loc) -> None:
     r = client.post("/api/sweeps?dry_run=true", json={**tune_body(), **patch})
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"] == ["body", *loc]
+
+
+def test_a_sweep_is_cancelled_in_one_request(client, api_settings) -> None:
+    body = {"name": "g", "base": BASE, "grid": {"lr": [0.01, 0.1]}, "n_seeds": 3}
+    r = client.post("/api/sweeps", json=body)
+    sweep_id, ids = r.json()["sweep"]["id"], r.json()["run_ids"]
+    with session_scope(api_settings.database_url) as session:
+        for run_id in ids[:2]:  # two of them train on a live worker
+            assert store.claim_run(session, run_id, "w@host", "cpu")
+    r = client.post(f"/api/sweeps/{sweep_id}/cancel")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"sweep_id": sweep_id, "cancelled": 4, "cancel_requested": 2}
+    runs = [client.get(f"/api/runs/{i}").json() for i in ids]
+    assert [x["state"] for x in runs] == ["running"] * 2 + ["cancelled"] * 4
+    assert all(x["cancel_requested"] for x in runs)
+    again = client.post(f"/api/sweeps/{sweep_id}/cancel").json()
+    assert again["cancelled"] == 0 and again["cancel_requested"] == 0
+    assert client.post("/api/sweeps/999/cancel").status_code == 404
+
+
+def test_a_cancelled_tuned_sweep_starts_no_stage2(client, api_settings) -> None:
+    r = client.post("/api/sweeps", json=tune_body(optimizers=["adam"]))
+    sweep_id = r.json()["sweep"]["id"]
+    first, *_ = stage1(client, sweep_id)["adam"]["stage1_run_ids"]
+    end_with(api_settings.database_url, first, [(0.9, 0.1)])  # one trial had finished
+    assert client.post(f"/api/sweeps/{sweep_id}/cancel").json()["cancelled"] == 2
+    with session_scope(api_settings.database_url) as session:
+        assert tuning.start_stage2(session, sweep_id, "adam") == []
+    t = stage1(client, sweep_id)["adam"]
+    assert t["stage2_run_ids"] == [] and t["chosen"] is None

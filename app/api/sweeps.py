@@ -23,6 +23,7 @@ from bamsprod.app.api.deps import (
 )
 from bamsprod.app.schemas import (
     ErrorDetail,
+    SweepCancelled,
     SweepCreate,
     SweepDetail,
     SweepList,
@@ -120,6 +121,21 @@ def get_sweep(sweep_id: SweepId, session: SessionDep) -> Response:
         "tuning": tuning.summary(session, sweep),
     }
     return json_response(SweepDetail, detail)
+
+
+@router.post(
+    "/{sweep_id}/cancel",
+    response_model=SweepCancelled,
+    dependencies=WRITE,
+    responses=SWEEP_NOT_FOUND,
+)
+def cancel_sweep(sweep_id: SweepId, session: SessionDep, settings: SettingsDep) -> Response:
+    """Cancel every queued or running run of the sweep in one request (as ``POST
+    /api/runs/{id}/cancel`` does one run); a tuned sweep starts no stage 2 after it."""
+    ended, flagged = store.cancel_sweep(session, sweep_id, stale_before=settings.stale_before())
+    tuning.close_stages(session, store.get_sweep(session, sweep_id))
+    return json_response(SweepCancelled, {"sweep_id": sweep_id, "cancelled": ended,
+                                          "cancel_requested": flagged})
 
 
 @router.delete(

@@ -360,10 +360,18 @@ def show(
 
 @commands.command()
 def cancel(
-    run_id: int = typer.Argument(..., help="run id"),
+    run_id: int | None = typer.Argument(None, help="run id"),
+    sweep: int | None = typer.Option(None, "--sweep", help="cancel every run of this sweep"),
     url: str = URL_OPTION,
     token: str | None = TOKEN_OPTION,
 ) -> None:
-    """Cancel a queued or running run."""
+    """Cancel a queued or running run, or with --sweep every run of a sweep (one request)."""
+    if (run_id is None) == (sweep is None):
+        raise typer.BadParameter("give a run id or --sweep, not both", param_hint="RUN_ID")
+    if sweep is not None:
+        done = request(url, "POST", f"/api/sweeps/{sweep}/cancel", token=token)
+        console.print(f"sweep {sweep}: {done['cancelled']} runs cancelled, "
+                      f"{done['cancel_requested']} running ones asked to stop")
+        return
     run = request(url, "POST", f"/api/runs/{run_id}/cancel", token=token) or {}
     console.print(f"run {run_id}: {run.get('state', 'cancel requested')}")

@@ -48,6 +48,7 @@ from bamsprod.app.store.runs import (
 )
 from bamsprod.app.store.sweeps import (
     LIVE_STATES,
+    cancel_sweep,
     create_sweep,
     delete_sweep,
     get_sweep,
@@ -66,6 +67,7 @@ __all__ = [
     "RunStateError",
     "SweepNotFound",
     "cancel_requested",
+    "cancel_sweep",
     "claim_run",
     "compare_run_rows",
     "create_run",
