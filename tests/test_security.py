@@ -608,3 +608,33 @@ def test_a_repeated_host_authorization_or_origin_is_a_400(make_client, name: str
     assert r.status_code == 400 and name.lower() in r.json()["detail"], r.text
     assert r.headers["x-frame-options"] == "DENY"  # security headers on it too
     assert client.get("/api/runs", headers=[(name, values[0])]).status_code == 200
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_invisible_formatting_in_names_and_tags_is_shown_escaped(browser: Any,
+                                                                token_server: Server) -> None:
+    """A bidi override (U+202E), a BOM and a line separator in a run's name and tags reach the
+    page as visible escapes, in the runs table and on the run's page."""
+    name = "report\u202etxt.exe\ufeff\u2028x"
+    with httpx.Client(base_url=token_server.url, headers=bearer(API)) as c:
+        run_id = c.post("/api/runs", json={"name": name, "tags": ["t\u202eag"]},
+                        headers={"X-Requested-With": "t"}).json()["id"]
+    context = browser.new_context(base_url=token_server.url)
+    context.set_default_timeout(20_000)
+    context.add_init_script(f"localStorage.setItem('bamsprod.token', {API!r});")
+    page = context.new_page()
+    try:
+        page.goto("/")
+        cell = page.locator(f'#runs-body tr[data-run-id="{run_id}"] .run-name')
+        cell.wait_for()
+        want = "report\\u202etxt.exe\\ufeff\\u2028x"
+        assert cell.text_content() == want
+        row = page.locator(f'#runs-body tr[data-run-id="{run_id}"]').text_content()
+        assert "\u202e" not in row and "t\\u202eag" in row
+        page.goto(f"/runs/{run_id}")
+        page.wait_for_function(f"() => document.getElementById('run-name').textContent === "
+                               f"{want!r}")
+        assert "\u202e" not in page.title()
+    finally:
+        context.close()

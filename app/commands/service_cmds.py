@@ -18,6 +18,7 @@ http://127.0.0.1:8000); ``--token`` (default ``$BAMSPROD_API_TOKEN``, else
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import signal
@@ -28,7 +29,6 @@ import time
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from bamsprod.app.commands.common import (
     COLUMNS,
@@ -39,7 +39,7 @@ from bamsprod.app.commands.common import (
     err,
     format_line,
     format_row,
-    plain,
+    print_rows,
     request,
     safe,
 )
@@ -281,7 +281,7 @@ def _follow(url: str, run_id: int, poll: float = 1.0, token: str | None = None
         metrics = request(url, "GET", f"/api/runs/{run_id}/metrics", params={"after": after},
                            token=token)
         for m in metrics["items"]:
-            console.print(format_line(m))
+            console.print(format_line(m), soft_wrap=True)  # one epoch, one line: never wrapped
             after = max(after, m["epoch"])
         if run["state"] not in ("queued", "running"):
             return run
@@ -317,45 +317,45 @@ def runs(
     sort: str = typer.Option("id", help="column to sort on, e.g. best_test_acc"),
     order: str = typer.Option("desc", help="asc or desc"),
     limit: int = typer.Option(50, min=1, max=500),
+    as_json: bool = typer.Option(False, "--json", help="the page of runs as the API's JSON"),
     url: str = URL_OPTION,
     token: str | None = TOKEN_OPTION,
 ) -> None:
-    """List runs on the server, newest first."""
+    """List runs on the server, newest first (piped: one tab-separated line per run)."""
     params = {k: v for k, v in {"state": state, "optimizer": optimizer, "tag": tag,
                                 "sort": sort, "order": order, "limit": limit}.items()
               if v is not None}
     page = request(url, "GET", "/api/runs", params=params, token=token)
-    table = Table("id", "name", "state", "optimizer", "model", "dataset", "seed", "epochs",
-                  "best acc", "last acc", "created", title=f"{page['total']} runs")
-    for r in page["items"]:
-        table.add_row(str(r["id"]), plain(r["name"]), r["state"], r["optimizer"], r["model"],
-                      r["dataset"], str(r["seed"]), f"{r['epochs_done']}/{r['epochs']}",
-                      _fmt(r["best_test_acc"]), _fmt(r["last_test_acc"]),
-                      str(r["created_at"])[:19])
-    console.print(table)
+    if as_json:
+        print(json.dumps(page))
+        return
+    rows = [(str(r["id"]), r["name"], r["state"], r["optimizer"], r["model"], r["dataset"],
+             str(r["seed"]), f"{r['epochs_done']}/{r['epochs']}", _fmt(r["best_test_acc"]),
+             _fmt(r["last_test_acc"]), str(r["created_at"])[:19]) for r in page["items"]]
+    print_rows(("id", "name", "state", "optimizer", "model", "dataset", "seed", "epochs",
+                "best acc", "last acc", "created"), rows, title=f"{page['total']} runs")
 
 
 @commands.command()
 def show(
     run_id: int = typer.Argument(..., help="run id"),
+    as_json: bool = typer.Option(False, "--json", help='{"run": ..., "epochs": [...]} as JSON'),
     url: str = URL_OPTION,
     token: str | None = TOKEN_OPTION,
 ) -> None:
-    """Show one run: its config, state and every epoch."""
+    """Show one run: its config, state and every epoch (piped: tab-separated lines)."""
     run = request(url, "GET", f"/api/runs/{run_id}", token=token)
     metrics = request(url, "GET", f"/api/runs/{run_id}/metrics", token=token)
-    head = Table(show_header=False, title=f"run {run_id}")
-    for key in ("name", "state", "error", "worker_host", "device", "created_at", "started_at",
-                "finished_at", "epochs_done", "best_test_acc", "best_epoch", "diverged_epoch"):
-        if run.get(key) not in (None, ""):
-            head.add_row(key, plain(_fmt(run[key])))
-    for key, value in run["config"].items():
-        head.add_row(plain(f"config.{key}"), plain(value))
-    console.print(head)
-    table = Table(*COLUMNS)
-    for m in metrics["items"]:
-        table.add_row(*format_row(m))
-    console.print(table)
+    if as_json:
+        print(json.dumps({"run": run, "epochs": metrics["items"]}))
+        return
+    head = [(key, _fmt(run[key])) for key in (
+        "name", "state", "error", "worker_host", "device", "created_at", "started_at",
+        "finished_at", "epochs_done", "best_test_acc", "best_epoch", "diverged_epoch")
+        if run.get(key) not in (None, "")]
+    head += [(f"config.{key}", value) for key, value in run["config"].items()]
+    print_rows(("field", "value"), head, title=f"run {run_id}")
+    print_rows(COLUMNS, [format_row(m) for m in metrics["items"]])
 
 
 @commands.command()
