@@ -21,8 +21,10 @@ Contract (the worker and the CLI rely on it):
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -43,6 +45,8 @@ from bamsprod.core.optim import build as build_optimizer
 from bamsprod.core.spec import RunConfig
 
 __all__ = ["EpochMetrics", "TrainResult", "train"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -136,10 +140,22 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def _load_checkpoint(path: Path, config_hash: str, seed: int) -> dict[str, Any] | None:
+    """The checkpoint in ``path`` if it is this run's, else None (start afresh).
+
+    Loaded with ``weights_only=True``: tensors, numbers, strings and containers only, which is
+    all a checkpoint holds (no class needs allowing), so a file crafted to run code when
+    unpickled is refused, like a corrupt one, and the run starts from epoch 1."""
     file = path / CHECKPOINT
     if not file.exists():
         return None
-    state = torch.load(file, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        logger.warning("checkpoint %s cannot be loaded safely (%s); starting afresh", file,
+                       str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        return None
+    if not isinstance(state, dict):
+        return None
     if state.get("config_hash") != config_hash or state.get("seed") != seed:
         return None  # a checkpoint of some other config: start afresh
     return state
