@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     api_token: str | None = Field(default=None, repr=False)
     read_token: str | None = Field(default=None, repr=False)
     data_dir: Path | None = None
+    # Directories a run's data_dir must lie in (app.data_roots); empty: any. JSON or commas.
+    data_roots: Annotated[list[Path], NoDecode] = []
     checkpoint_dir: Path | None = None
     # torch intra-op threads per worker process (unset: torch's default, one per core). Small
     # BNNs on a shared machine often train faster with 1.
@@ -102,6 +104,23 @@ class Settings(BaseSettings):
     # Open event streams per API process; one more is a 503 with Retry-After (each costs memory
     # and a share of every poll, and hundreds slowed every request).
     max_sse_connections: int = Field(default=200, ge=1)
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [
+                r.strip() for r in text.split(",") if r.strip()]
+        return value
+
+    @field_validator("data_roots")
+    @classmethod
+    def _absolute_roots(cls, roots: list[Path]) -> list[Path]:
+        for root in roots:
+            if not root.expanduser().is_absolute():
+                raise ValueError(f"data root {root} must be an absolute directory")
+        return [r.expanduser() for r in roots]
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

@@ -11,11 +11,13 @@ import copy
 import itertools
 import math
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from bamsprod.app.compare import fmt_value
+from bamsprod.app.data_roots import data_dir_refusal
 from bamsprod.app.field_errors import FieldError, InvalidField, first_error
 from bamsprod.app.schemas import SweepCreate
 from bamsprod.core.model_size import SIZE_ARG, too_large, too_much_activation
@@ -146,9 +148,10 @@ def _at(body: SweepCreate, key: str) -> tuple[str, ...]:
 
 
 def check_limits(body: SweepCreate, configs: Sequence[RunConfig], max_epochs: int,
-                 max_param_bytes: int, max_activation_bytes: int | None = None) -> None:
-    """No run longer than ``max_epochs``, with a model over ``max_param_bytes`` or a training
-    step over ``max_activation_bytes``."""
+                 max_param_bytes: int, max_activation_bytes: int | None = None,
+                 data_roots: Sequence[Path] = ()) -> None:
+    """No run longer than ``max_epochs``, with a model over ``max_param_bytes``, a training
+    step over ``max_activation_bytes`` or a ``data_dir`` outside ``data_roots``."""
     longest = max((c.epochs for c in configs), default=0)
     if longest > max_epochs:
         raise InvalidField(_at(body, "epochs"), f"at most {max_epochs} epochs on this server",
@@ -162,3 +165,5 @@ def check_limits(body: SweepCreate, configs: Sequence[RunConfig], max_epochs: in
                 why := too_much_activation(config, max_activation_bytes)) is not None:
             raise InvalidField(_at(body, "batch_size"), f"{why} (run {config.name!r})",
                                config.batch_size)
+        if (why := data_dir_refusal(config.data_dir, data_roots)) is not None:
+            raise InvalidField(_at(body, "data_dir"), why, config.data_dir)

@@ -295,6 +295,9 @@ class RunConfig(BaseModel):
         # submitter's: ask for the absolute path instead.
         if value and not value.startswith(("/", "~")):
             raise ValueError("must be an absolute path (or start with ~)")
+        if value and value.startswith("~") and value != "~" and not value.startswith("~/"):
+            # ~name means another user's home: on a worker it may not exist, or be theirs.
+            raise ValueError("~user paths are not taken: use an absolute path or ~/...")
         return value
 
     @field_validator("val_split")

@@ -41,6 +41,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from bamsprod.app import store
+from bamsprod.app.data_roots import data_dir_refusal, public_error
 from bamsprod.app.db import init_db, session_scope
 from bamsprod.app.queue import TASK_NAME, celery_app, enqueue_run
 from bamsprod.app.settings import Settings, get_settings
@@ -229,6 +230,9 @@ def execute_run(run_id: int, *, hostname: str | None = None,
         # Queued before the limit was lowered, or stored by another path: never allocate it.
         error = (too_large(config, s.max_param_bytes)
                  or too_much_activation(config, s.max_activation_bytes))
+        if error is None and (why := data_dir_refusal(config.data_dir, s.data_roots,
+                                                      resolve=True)) is not None:
+            error = f"data_dir {config.data_dir}: {why}"
     if run.state == "running" and run.attempts >= s.max_attempts and db_call(
             s, "give_up_run", store.give_up_run, run_id, s.stale_before(), s.max_attempts):
         # Its workers were lost every time (e.g. killed out of memory): it would come back
@@ -301,6 +305,7 @@ def _train_claimed(s: Settings, run_id: int, host: str, config: RunConfig, devic
             raise
         error = str(exc) if isinstance(exc, DatasetError) else f"{type(exc).__name__}: {exc}"
         log.exception("run %s failed", run_id)
+        error = public_error(error, s)  # readers see no paths of this machine's own
         if db_call(s, "finish_run", store.finish_run, run_id, "failed", error=error,
                    lease=lease):
             shutil.rmtree(ckpt, ignore_errors=True)

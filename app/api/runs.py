@@ -25,6 +25,7 @@ from bamsprod.app.api.deps import (
     remove_checkpoints,
     unprocessable,
 )
+from bamsprod.app.data_roots import data_dir_refusal
 from bamsprod.app.db import session_scope
 from bamsprod.app.schemas import RUN_SORT_COLUMNS, RunList, RunPublic
 from bamsprod.core.model_size import SIZE_ARG, too_large, too_much_activation
@@ -71,6 +72,8 @@ def submit_run(
         unprocessable(("body", "model_args", name), why, config.model_args[name])
     if (why := too_much_activation(config, settings.max_activation_bytes)) is not None:
         unprocessable(("body", "batch_size"), why, config.batch_size)
+    if (why := data_dir_refusal(config.data_dir, settings.data_roots)) is not None:
+        unprocessable(("body", "data_dir"), why, config.data_dir)
     with session_scope(settings.database_url) as session:
         try:
             run, created = store.create_run_once(session, config, idempotency_key)

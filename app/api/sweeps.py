@@ -73,7 +73,7 @@ def submit_sweep(
             return SweepSubmitted(count=n, max_runs=limit, dry_run=True)
         check_count(body, n, limit)
         check_limits(body, configs, settings.max_epochs, settings.max_param_bytes,
-                     settings.max_activation_bytes)
+                     settings.max_activation_bytes, settings.data_roots)
         if body.strategy == "tune":  # before any Optuna study exists: every check is done
             spec, trials = tuning.plan_stage1(body, seeds(body), settings.database_url)
             configs, link = [t.config for t in trials], tuning.link_stage1(trials)
