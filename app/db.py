@@ -2,8 +2,9 @@
 
 One engine per database URL (cached), so the API, the SSE poller and the worker share a pool.
 SQLite connections get WAL mode, a busy timeout (``BAMSPROD_DB_BUSY_TIMEOUT_SECONDS``) and
-foreign keys; PostgreSQL uses psycopg 3, and a request waits ``BAMSPROD_DB_POOL_TIMEOUT_SECONDS``
-at most for a free connection. What fails then is a 503 (``app.db_errors``).
+foreign keys; PostgreSQL uses psycopg 3 with the same bound as its ``lock_timeout``, and a
+request waits ``BAMSPROD_DB_POOL_TIMEOUT_SECONDS`` at most for a free connection. What fails
+then is a 503 (``app.db_errors``).
 The schema is created and changed only by the Alembic migrations in ``app/migrations``;
 ``init_db(url)`` applies them (``upgrade head``) and is safe to call from several processes.
 """
@@ -57,8 +58,12 @@ def _build_engine(url: str) -> Engine:
         )
         sa.event.listen(engine, "connect", _pragmas(int(busy * 1000)))
         return engine
+    # A statement waits this long for another session's lock (a table held by a migration or
+    # an operator), as SQLite's busy timeout: then it fails (503 in the API, retried by workers).
+    lock_ms = int(s.db_busy_timeout_seconds * 1000)
     return sa.create_engine(url, pool_pre_ping=True, pool_size=s.db_pool_size,
-                            max_overflow=s.db_max_overflow, pool_timeout=s.db_pool_timeout_seconds)
+                            max_overflow=s.db_max_overflow, pool_timeout=s.db_pool_timeout_seconds,
+                            connect_args={"options": f"-c lock_timeout={lock_ms}"})
 
 
 def get_engine(url: str) -> Engine:

@@ -29,7 +29,7 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, sa.exc.TimeoutError):
         return "every database connection is busy"
     text = str(getattr(exc, "orig", exc)).lower()
-    if "locked" in text or "busy" in text:
+    if "lock" in text or "busy" in text:  # SQLite "locked", PostgreSQL "lock timeout"
         return "the database is locked by another process"
     if "full" in text or "no space" in text or "disk i/o" in text:
         return "the database's disk is full or failing"

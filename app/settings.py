@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0, le=1000)
     # ... and waits at most this long for one (then the API answers 503 with Retry-After).
     db_pool_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
-    # SQLite: a write waits this long for another process's lock (then 503; workers retry).
+    # A write waits this long for another process's lock (SQLite's busy timeout, PostgreSQL's
+    # lock_timeout); then the API answers 503 and workers retry.
     db_busy_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     max_sweep_runs: int = 500
     # This server's limit, at most the run config's own (core.spec.MAX_EPOCHS).

@@ -103,3 +103,26 @@ def test_a_full_database_is_a_503_and_loses_nothing(tmp_path) -> None:
         stored = conn.execute(sa.text("SELECT id FROM run ORDER BY id")).scalars().all()
     assert stored == created
     dispose_engine(s.database_url)
+
+
+def test_a_locked_postgresql_table_is_a_quick_503(pg_url: str, tmp_path) -> None:
+    """PostgreSQL has no busy timeout: a table locked by another session held a submit until
+    the lock went. With lock_timeout (the same 5 s), it is a 503."""
+    from fastapi.testclient import TestClient
+
+    from bamsprod.app.main import create_app
+
+    s = make_settings(tmp_path / "home", pg_url, "memory://")
+    holder = sa.create_engine(pg_url)
+    with holder.connect() as conn, TestClient(
+            create_app(s, enqueue=lambda i: None, broker_check=lambda: True,
+                       workers_seen=lambda: ["w"]), headers=HEADERS) as client:
+        conn.execute(sa.text("LOCK TABLE run IN ACCESS EXCLUSIVE MODE"))
+        t0 = time.monotonic()
+        r = client.post("/api/runs", json=TINY)
+        took = time.monotonic() - t0
+        conn.rollback()
+        _assert_503(r, "locked by another process")
+        assert took < 10, took
+        assert client.post("/api/runs", json=TINY).status_code == 201
+    holder.dispose()
