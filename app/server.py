@@ -21,7 +21,6 @@ import asyncio
 import ctypes
 import gc
 import json
-import logging
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -30,7 +29,6 @@ from bamsprod.app.settings import Settings, get_settings
 
 __all__ = ["BoundedProtocol", "run"]
 
-log = logging.getLogger(__name__)
 PROTOCOL = "bamsprod.app.server:BoundedProtocol"
 
 
