@@ -1,7 +1,10 @@
 """Database engines, sessions and start-up migration.
 
 One engine per database URL (cached), so the API, the SSE poller and the worker share a pool.
-SQLite connections get WAL mode, a busy timeout and foreign keys; PostgreSQL uses psycopg 3.
+SQLite connections get WAL mode, a busy timeout (``BAMSPROD_DB_BUSY_TIMEOUT_SECONDS``) and
+foreign keys; PostgreSQL uses psycopg 3 with the same bound as its ``lock_timeout``, and a
+request waits ``BAMSPROD_DB_POOL_TIMEOUT_SECONDS`` at most for a free connection. What fails
+then is a 503 (``app.db_errors``).
 The schema is created and changed only by the Alembic migrations in ``app/migrations``;
 ``init_db(url)`` applies them (``upgrade head``) and is safe to call from several processes.
 """
@@ -18,19 +21,21 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-    cur.execute("PRAGMA journal_mode = WAL")
-    cur.execute("PRAGMA synchronous = NORMAL")
-    cur.execute("PRAGMA foreign_keys = ON")
-    cur.close()
+def _pragmas(busy_ms: int):  # type: ignore[no-untyped-def]
+    def set_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    return set_pragmas
 
 
 def is_sqlite(url: str) -> bool:
@@ -38,21 +43,27 @@ def is_sqlite(url: str) -> bool:
 
 
 def _build_engine(url: str) -> Engine:
+    from bamsprod.app.settings import get_settings
+
+    s = get_settings()
     if is_sqlite(url):
         u = make_url(url)
         if u.database and u.database != ":memory:":
             Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # A write waits this long for another process's lock, then fails (the API answers
+        # 503; the worker retries): never the 30 s of a plain-text 500.
+        busy = s.db_busy_timeout_seconds
         engine = sa.create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            url, connect_args={"check_same_thread": False, "timeout": busy},
         )
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "connect", _pragmas(int(busy * 1000)))
         return engine
-    from bamsprod.app.settings import get_settings
-
-    s = get_settings()
+    # A statement waits this long for another session's lock (a table held by a migration or
+    # an operator), as SQLite's busy timeout: then it fails (503 in the API, retried by workers).
+    lock_ms = int(s.db_busy_timeout_seconds * 1000)
     return sa.create_engine(url, pool_pre_ping=True, pool_size=s.db_pool_size,
-                            max_overflow=s.db_max_overflow)
+                            max_overflow=s.db_max_overflow, pool_timeout=s.db_pool_timeout_seconds,
+                            connect_args={"options": f"-c lock_timeout={lock_ms}"})
 
 
 def get_engine(url: str) -> Engine:

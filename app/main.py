@@ -25,11 +25,19 @@ from bamsprod.app import store
 from bamsprod.app.api import api_router
 from bamsprod.app.api.convex import ConvexResults
 from bamsprod.app.api.events import Broadcaster
+from bamsprod.app.api.health import HealthChecks
 from bamsprod.app.csrf import CSRFGuard
 from bamsprod.app.db import init_db
+from bamsprod.app.db_errors import UNAVAILABLE, database_unavailable
 from bamsprod.app.field_errors import FieldError
+from bamsprod.app.middleware import HeadAsGet, SingleHeaders
 from bamsprod.app.safejson import dumps
-from bamsprod.app.security import SecurityHeaders, install_log_redaction, unreadable_body_auth_error
+from bamsprod.app.security import (
+    EarlyAuth,
+    SecurityHeaders,
+    install_log_redaction,
+    unreadable_body_auth_error,
+)
 from bamsprod.app.settings import Settings, get_settings
 from bamsprod.core.plugins import registry
 
@@ -166,18 +174,25 @@ def create_app(
     app.state.broker_check = broker_check
     app.state.workers_seen = workers_seen
     app.state.broadcaster = Broadcaster(settings.database_url, settings.sse_poll_seconds)
+    app.state.health_checks = HealthChecks()
     app.state.convex = ConvexResults()
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # gzip for JSON and CSV; Starlette never compresses text/event-stream (SSE must flush).
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
+    app.add_middleware(EarlyAuth, settings=settings)  # before any body is read
     app.add_middleware(CSRFGuard)
+    app.add_middleware(HeadAsGet)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(SingleHeaders)  # before any check reads Host, Authorization or Origin
     app.add_middleware(SecurityHeaders)  # outermost: 400s, 403s and 413s get the headers too
 
     @app.exception_handler(store.RunNotFound)
     @app.exception_handler(store.SweepNotFound)
     async def _not_found(_: Request, exc: LookupError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND)
+
+    for unavailable in UNAVAILABLE:  # a locked, full or unreachable database: 503
+        app.add_exception_handler(unavailable, database_unavailable)
 
     @app.exception_handler(store.RunStateError)
     async def _conflict(_: Request, exc: store.RunStateError) -> JSONResponse:

@@ -192,7 +192,13 @@ def new_run_page(request: Request) -> Response:
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(request: Request, run_id: int) -> Response:
+    """The run's page; a 404 page for no such run, except with a read token set: then every
+    id gets the same page (whose API calls need the token), so a caller without one cannot
+    learn which runs exist."""
+
     def exists() -> bool:
+        if request.app.state.settings.read_token:
+            return True
         if not 1 <= run_id <= MAX_ID:  # beyond SQL integers: no such run (not an overflow)
             return False
         with session_scope(request.app.state.settings.database_url) as session:

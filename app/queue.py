@@ -14,6 +14,11 @@ Two brokers, one code path:
 Delivery: ``task_acks_late`` + ``task_reject_on_worker_lost`` + prefetch 1. A message may thus be
 delivered twice (worker lost, Redis visibility timeout on a long run); the task's atomic
 ``queued → running`` claim makes the second delivery a no-op.
+
+A broker that hangs (a stopped Redis accepts connections and never answers) never holds a
+caller for long: ``enqueue_run`` gives up after ``BAMSPROD_ENQUEUE_TIMEOUT_SECONDS`` (the run
+stays ``queued`` in SQL and the reconciler sends it once the broker answers again), Redis
+sockets time out, and ``broker_ok`` is a PING with a timeout.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +48,10 @@ EMBEDDED_TRANSPORT = "bamsprod.app.queue:EmbeddedTransport"
 # How often a worker announces itself, and how long an announcement stays valid.
 PRESENCE_SECONDS = 5.0
 PRESENCE_TTL = 3 * PRESENCE_SECONDS
+# A Redis command that gets no answer in this long fails (a hung server must not hang us).
+REDIS_SOCKET_TIMEOUT = 5.0
+# Sends in flight at once per process; beyond them a send is skipped (the reconciler's job).
+MAX_PENDING_SENDS = 64
 
 __all__ = [
     "TASK_NAME",
@@ -97,7 +109,9 @@ def _celery_config(s: Settings) -> dict[str, Any]:
         "broker_url": s.broker_url.removeprefix("sqla+") if embedded else s.broker_url,
         "broker_transport": EMBEDDED_TRANSPORT if embedded else None,
         "broker_transport_options": (
-            {"connect_args": {"timeout": 30}} if embedded else {"visibility_timeout": 3600}
+            {"connect_args": {"timeout": 30}} if embedded else {
+                "visibility_timeout": 3600, "socket_timeout": REDIS_SOCKET_TIMEOUT,
+                "socket_connect_timeout": REDIS_SOCKET_TIMEOUT}
         ),
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
@@ -146,12 +160,31 @@ def _settings() -> Settings:
     return _current
 
 
-def enqueue_run(run_id: int) -> bool:
-    """Send the train task for ``run_id``; False (logged) when the broker is unreachable.
+class _Sender:
+    """This process's sends, on threads of their own: a caller waits for its send at most a
+    timeout; a send still waiting on the broker then goes on in the background (bounded by the
+    socket timeouts), and at most ``MAX_PENDING_SENDS`` wait at once. Made again after a fork
+    (a prefork worker's child has none of its parent's threads)."""
 
-    The run row is already committed as ``queued``, so a failed send loses nothing: the
-    reconciler re-enqueues queued runs whose message went missing.
-    """
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bamsprod-enqueue")
+        self.slots = threading.BoundedSemaphore(MAX_PENDING_SENDS)
+
+
+_sender: _Sender | None = None
+_sender_lock = threading.Lock()
+
+
+def _get_sender() -> _Sender:
+    global _sender
+    with _sender_lock:
+        if _sender is None or _sender.pid != os.getpid():
+            _sender = _Sender()
+        return _sender
+
+
+def _send(run_id: int) -> bool:
     try:
         celery_app.send_task(
             TASK_NAME,
@@ -167,14 +200,42 @@ def enqueue_run(run_id: int) -> bool:
     return True
 
 
-def broker_ok(timeout: float = 2.0) -> bool:
-    """True when a connection to the broker opens within ``timeout`` seconds."""
+def enqueue_run(run_id: int, timeout: float | None = None) -> bool:
+    """Send the train task for ``run_id``; False (logged) when the broker is unreachable or
+    gives no answer within ``timeout`` seconds (default ``enqueue_timeout_seconds``).
+
+    The run row is already committed as ``queued``, so a failed send loses nothing: the
+    reconciler re-enqueues queued runs whose message went missing. (A send that answers after
+    the timeout still delivers; a second message for a run is a no-op for the workers.)
+    """
+    wait = _settings().enqueue_timeout_seconds if timeout is None else timeout
+    sender = _get_sender()
+    if not sender.slots.acquire(blocking=False):
+        log.warning("could not enqueue run %s: %d sends already wait for the broker", run_id,
+                    MAX_PENDING_SENDS)
+        return False
+    future = sender.pool.submit(_send, run_id)
+    future.add_done_callback(lambda _: sender.slots.release())
     try:
+        return future.result(timeout=wait)
+    except FutureTimeout:
+        log.warning("could not enqueue run %s: no answer from the broker within %g s; it "
+                    "stays queued for the reconciler", run_id, wait)
+        return False
+
+
+def broker_ok(timeout: float = 2.0) -> bool:
+    """True when the broker answers within ``timeout`` seconds (Redis: a PING)."""
+    s = _settings()
+    try:
+        if s.broker_url.startswith(("redis://", "rediss://")):
+            with _redis(s, timeout) as r:
+                return bool(r.ping())
         with celery_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
-            if _settings().embedded:
+            if s.embedded:
                 # Connecting to SQLite is lazy: run one query on the queue table.
-                conn.default_channel._size(_settings().queue)
+                conn.default_channel._size(s.queue)
         return True
     except Exception as exc:
         log.debug("broker unreachable: %s", exc)
@@ -203,10 +264,11 @@ def _presence_key(s: Settings, hostname: str = "*") -> str:
     return f"bamsprod:{s.queue}:worker:{hostname}"
 
 
-def _redis(s: Settings):  # type: ignore[no-untyped-def]
+def _redis(s: Settings, timeout: float = 1.0):  # type: ignore[no-untyped-def]
     import redis
 
-    return redis.Redis.from_url(s.broker_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    return redis.Redis.from_url(s.broker_url, socket_timeout=timeout,
+                                socket_connect_timeout=timeout)
 
 
 def announce_worker(hostname: str, *, gone: bool = False) -> None:

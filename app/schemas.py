@@ -204,6 +204,13 @@ class EvalPointPublic(SQLModel):
 class EvalPointList(SQLModel):
     run_id: int
     items: list[EvalPointPublic]
+# A sweep's lists: values per grid key or tuned hparam, and keys. The run count is their
+# product (checked against BAMSPROD_MAX_SWEEP_RUNS before any combination is built); these caps
+# bound what one request may make the server read at all.
+MAX_LIST_VALUES = 1000
+MAX_GRID_KEYS = 64
+MAX_TUNE_HPARAMS = 16
+ValueList = Annotated[list[Any], Field(max_length=MAX_LIST_VALUES)]
 
 
 class SweepCreate(SQLModel):
@@ -216,7 +223,7 @@ class SweepCreate(SQLModel):
 
     name: SafeText = Field(default="", max_length=200)
     base: dict[str, Any] = Field(default_factory=dict)
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    grid: dict[str, ValueList] = Field(default_factory=dict, max_length=MAX_GRID_KEYS)
     seeds: list[Annotated[int, Ge(0), Le(2**31 - 1)]] | None = Field(
         default=None, min_length=1, max_length=1000
     )
@@ -242,9 +249,10 @@ class TuneSpec(SQLModel):
     sampler: Literal["grid", "random"] = Field(
         default="grid", description="grid: n_lr log-spaced rates; random: n_lr log-uniform draws"
     )
-    hparams: dict[str, list[float | int | bool]] = Field(
-        default_factory=dict, description="more values to search, for optimizers that have them"
-    )
+    hparams: dict[
+        str, Annotated[list[float | int | bool], Field(max_length=MAX_LIST_VALUES)]
+    ] = Field(default_factory=dict, max_length=MAX_TUNE_HPARAMS,
+              description="more values to search, for optimizers that have them")
     stage1_epochs: int = Field(default=2, ge=1, le=1000)
     criterion: Literal["best_val_acc", "last_val_acc"] = "best_val_acc"
     reduction_factor: int = Field(default=3, ge=2, le=10, description="successive halving eta")
@@ -266,6 +274,15 @@ class SweepList(SQLModel):
     total: int
     limit: int
     offset: int
+
+
+class SweepCancelled(SQLModel):
+    """What ``POST /api/sweeps/{id}/cancel`` did: runs that ended ``cancelled`` now (queued,
+    or their worker gone) and running ones whose workers were asked to stop."""
+
+    sweep_id: int
+    cancelled: int
+    cancel_requested: int
 
 
 class SweepDetail(SweepPublic):
@@ -314,12 +331,14 @@ class HealthPart(SQLModel):
 
 
 class Health(SQLModel):
-    """``status``: ok, degraded (no broker) or down (no database). The parts are left out for
-    callers without a token on a token-protected instance."""
+    """``status``: ok, degraded (no broker, or no worker alive: none announced itself lately,
+    e.g. every worker is stopped) or down (no database). The parts are left out for callers
+    without a token on a token-protected instance."""
 
     status: str
     database: HealthPart | None = None
     broker: HealthPart | None = None
+    worker: HealthPart | None = None
     workers: list[str] | None = None
     workers_seen: int | None = None
     plugins: list[PluginStatus] | None = Field(

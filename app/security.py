@@ -37,8 +37,9 @@ import time
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bamsprod.app.csrf import UNSAFE_METHODS
@@ -47,6 +48,7 @@ from bamsprod.app.settings import Settings
 __all__ = [
     "CSP",
     "DOCS_CSP",
+    "EarlyAuth",
     "SECURITY_HEADERS",
     "RedactQuerySecrets",
     "SecurityHeaders",
@@ -197,6 +199,51 @@ async def unreadable_body_auth_error(request: Request) -> HTTPException | None:
     except HTTPException as exc:
         return exc
     return None
+
+
+_READ_LEVEL_CHANGE = re.compile(r"/api/runs/[^/]+/events/ticket/?")
+
+
+def _bearer_of(headers: Headers) -> str | None:
+    scheme, _, given = headers.get("authorization", "").partition(" ")
+    return given.strip() if scheme.lower() == "bearer" else None
+
+
+class EarlyAuth:
+    """ASGI middleware: a change to ``/api`` without a valid token is refused (401) on its
+    headers, before a byte of its body is read, so an unauthenticated client cannot make the
+    API buffer (or wait for) a body. The routes' own guards still decide in full; this only
+    answers early what they would refuse anyway: the tokens a change needs (a sweep's dry run
+    and an event-stream ticket need a read-level one)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    def _needed(self, scope: Scope) -> tuple[str | None, ...]:
+        s = self.settings
+        path: str = scope.get("path", "")
+        query = scope.get("query_string", b"").decode("latin-1").lower()
+        dry_run = path.rstrip("/") == "/api/sweeps" and any(
+            part.partition("=")[2] in _TRUE for part in query.split("&")
+            if part.partition("=")[0] == "dry_run")
+        if dry_run or _READ_LEVEL_CHANGE.fullmatch(path):
+            return (s.read_token, s.api_token) if s.read_token else ()
+        return _write_tokens(s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["method"] in UNSAFE_METHODS
+                and scope.get("path", "").startswith("/api")):
+            tokens = self._needed(scope)
+            given = _bearer_of(Headers(scope=scope))
+            if tokens and not token_matches(given, *tokens):
+                what = "this change" if tokens == _write_tokens(self.settings) else "reading"
+                exc = _unauthorized(given is not None, what)
+                response = JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                                        headers=exc.headers)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 # ------------------------------------------------------------------- event-stream tickets

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     api_token: str | None = Field(default=None, repr=False)
     read_token: str | None = Field(default=None, repr=False)
     data_dir: Path | None = None
+    # Directories a run's data_dir must lie in (app.data_roots); empty: any. JSON or commas.
+    data_roots: Annotated[list[Path], NoDecode] = []
     checkpoint_dir: Path | None = None
     # torch intra-op threads per worker process (unset: torch's default, one per core). Small
     # BNNs on a shared machine often train faster with 1.
@@ -45,6 +47,11 @@ class Settings(BaseSettings):
     # load; a request beyond both waits for a free one. Overflow ones are closed after use.
     db_pool_size: int = Field(default=20, ge=1, le=1000)
     db_max_overflow: int = Field(default=10, ge=0, le=1000)
+    # ... and waits at most this long for one (then the API answers 503 with Retry-After).
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # A write waits this long for another process's lock (SQLite's busy timeout, PostgreSQL's
+    # lock_timeout); then the API answers 503 and workers retry.
+    db_busy_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     max_sweep_runs: int = 500
     # This server's limit, at most the run config's own (core.spec.MAX_EPOCHS).
     max_epochs: int = Field(default=MAX_EPOCHS, ge=1, le=MAX_EPOCHS)
@@ -53,21 +60,39 @@ class Settings(BaseSettings):
     # A running run whose worker has not beaten its heartbeat for this long is stale: the
     # reconciler re-queues it, and cancel or delete end it at once. Workers beat every tenth.
     stale_running_seconds: float = Field(default=15.0, gt=0, le=30)
+    # Claims of one run before it is given up: each time its worker was lost (SIGKILL, out of
+    # memory) before it ended. Then the run ends failed, saying why.
+    max_attempts: int = Field(default=3, ge=1, le=100)
     # The worker's cache of decoded data sets, least recently used evicted beyond this many
     # bytes (unset: core.data's default, 512 MiB; 0: no cache).
     data_cache_bytes: int | None = Field(default=None, ge=0)
     # Parameter memory (weights, gradients, optimizer state) a submitted run may need.
     max_param_bytes: int = Field(default=4 * 2**30, ge=1)
+    # Activation memory one training step of a submitted run may need (core.model_size's
+    # estimate, which grows with batch_size).
+    max_activation_bytes: int = Field(default=8 * 2**30, ge=1)
     # Server-Sent Events: how often the shared poller reads new epochs.
     sse_poll_seconds: float = 0.25
     # Server-Sent Events: a comment line this often keeps idle connections open through proxies.
     sse_heartbeat_seconds: float = 15.0
     # The largest request body the API accepts (413 beyond it).
     max_body_bytes: int = 1_000_000
+    # bamsprod serve/up (app.server): a request head must arrive within this long, a body
+    # within this long after its head (408 and closed otherwise), and at most this many
+    # connections are open at once (one more: 503 with Retry-After).
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    max_connections: int = Field(default=512, ge=1, le=100_000)
     # Finished comparisons kept per API process, in bytes of answer (0: none).
     compare_cache_bytes: int = Field(default=32 * 2**20, ge=0)
     # GET /api/health gives the broker and worker checks this long.
     health_timeout_seconds: float = 3.0
+    # A submit waits this long for the broker to take the run's message; then the run stays
+    # queued in SQL and the reconciler sends it once the broker answers (a hung broker).
+    enqueue_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    # How long a worker waits for another process's build of BAMSProd's C++ kernel before it
+    # trains on the foreach path instead (core.optim._fused reads it from the environment).
+    kernel_wait_seconds: float = Field(default=300.0, ge=0, le=86_400)
 
     # --- request security (app/security.py) ---
     # Host names the API answers to (400 for any other Host header: DNS rebinding); "*" for any.
@@ -80,6 +105,23 @@ class Settings(BaseSettings):
     # Open event streams per API process; one more is a 503 with Retry-After (each costs memory
     # and a share of every poll, and hundreds slowed every request).
     max_sse_connections: int = Field(default=200, ge=1)
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [
+                r.strip() for r in text.split(",") if r.strip()]
+        return value
+
+    @field_validator("data_roots")
+    @classmethod
+    def _absolute_roots(cls, roots: list[Path]) -> list[Path]:
+        for root in roots:
+            if not root.expanduser().is_absolute():
+                raise ValueError(f"data root {root} must be an absolute directory")
+        return [r.expanduser() for r in roots]
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

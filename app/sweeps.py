@@ -11,14 +11,16 @@ import copy
 import itertools
 import math
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from bamsprod.app.compare import fmt_value
+from bamsprod.app.data_roots import data_dir_refusal
 from bamsprod.app.field_errors import FieldError, InvalidField, first_error
 from bamsprod.app.schemas import SweepCreate
-from bamsprod.core.model_size import size_field, too_large
+from bamsprod.core.model_size import size_field, too_large, too_much_activation
 from bamsprod.core.spec import RunConfig, escape_text
 
 __all__ = ["GRID_FIELDS", "NESTED", "check_count", "check_limits", "config_at", "count",
@@ -133,7 +135,10 @@ def expand(body: SweepCreate) -> list[RunConfig]:
 def check_count(body: SweepCreate, n: int, limit: int) -> None:
     """At most ``limit`` runs: else an error at what made them (the grid, or tune's rates)."""
     if n > limit:
-        loc = ("tune", "n_lr") if body.strategy == "tune" else ("grid",)
+        loc: tuple[str, ...] = ("grid",)
+        if body.tune is not None:  # the hparams grid, when it has more than one point
+            many = any(len(set(map(repr, v))) > 1 for v in body.tune.hparams.values())
+            loc = ("tune", "hparams") if many else ("tune", "n_lr")
         raise InvalidField(loc, f"the sweep has {n} runs; the limit is {limit}", n)
 
 
@@ -143,8 +148,10 @@ def _at(body: SweepCreate, key: str) -> tuple[str, ...]:
 
 
 def check_limits(body: SweepCreate, configs: Sequence[RunConfig], max_epochs: int,
-                 max_param_bytes: int) -> None:
-    """No run longer than ``max_epochs`` or with a model over ``max_param_bytes``."""
+                 max_param_bytes: int, max_activation_bytes: int | None = None,
+                 data_roots: Sequence[Path] = ()) -> None:
+    """No run longer than ``max_epochs``, with a model over ``max_param_bytes``, a training
+    step over ``max_activation_bytes`` or a ``data_dir`` outside ``data_roots``."""
     longest = max((c.epochs for c in configs), default=0)
     if longest > max_epochs:
         raise InvalidField(_at(body, "epochs"), f"at most {max_epochs} epochs on this server",
@@ -153,3 +160,9 @@ def check_limits(body: SweepCreate, configs: Sequence[RunConfig], max_epochs: in
         if (why := too_large(config, max_param_bytes)) is not None:
             loc, value = size_field(config)
             raise InvalidField(_at(body, ".".join(loc)), f"{why} (run {config.name!r})", value)
+        if max_activation_bytes is not None and (
+                why := too_much_activation(config, max_activation_bytes)) is not None:
+            raise InvalidField(_at(body, "batch_size"), f"{why} (run {config.name!r})",
+                               config.batch_size)
+        if (why := data_dir_refusal(config.data_dir, data_roots)) is not None:
+            raise InvalidField(_at(body, "data_dir"), why, config.data_dir)

@@ -81,6 +81,7 @@ class Run(SQLModel, table=True):
     # id is never reused (SQLite AUTOINCREMENT).
     __table_args__ = (
         sa.Index("ix_run_state_queued_at", "state", "queued_at"),
+        sa.Index("ux_run_idempotency_key", "idempotency_key", unique=True),
         {"sqlite_autoincrement": True},
     )
 
@@ -137,6 +138,11 @@ class Run(SQLModel, table=True):
     environment: dict[str, Any] | None = Field(
         default=None, sa_column=sa.Column(NullableJSON, nullable=True)
     )
+    # A client's Idempotency-Key for the submit that created the run (a retry returns it).
+    idempotency_key: str | None = Field(default=None, max_length=64)
+    # Drawn at every claim: only the worker holding the current lease may beat, write epochs
+    # or finish the run (a worker that lost it stops).
+    lease: str | None = Field(default=None, max_length=32)
 
 
 class EpochMetric(SQLModel, table=True):

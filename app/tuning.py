@@ -65,9 +65,22 @@ def _config(body: SweepCreate | dict[str, Any], optimizer: str, params: dict[str
                             (optimizer, point, label), note=f" (for {optimizer})")
 
 
-def check(body: SweepCreate, seeds: list[int | None]) -> tuple[int, list[RunConfig]]:
+def _check_point(body: SweepCreate, optimizer: str, params: dict[str, Any],
+                 stage1_epochs: int) -> RunConfig:
+    """The full-budget config of one point (and its stage-1 twin, checked too)."""
+    full = _config(body, optimizer, params, "")
+    _config(body, optimizer, params, "", epochs=stage1_epochs)
+    return full
+
+
+def check(body: SweepCreate, seeds: list[int | None], limit: int | None = None
+          ) -> tuple[int, list[RunConfig]]:
     """Validate a tuned sweep (every field error is an ``InvalidField``); returns its run count
-    (stage 1 and stage 2 together) and one full-budget config per optimizer."""
+    (stage 1 and stage 2 together) and one full-budget config per optimizer.
+
+    The count comes first, from the list lengths (as a grid's does): over ``limit`` runs, only
+    one point per optimizer is validated, so a request naming millions of combinations costs
+    no more than one naming a few (the caller refuses it by the count)."""
     tune = body.tune
     if tune is None:
         raise InvalidField(("tune",), "strategy tune needs a tune object")
@@ -82,12 +95,15 @@ def check(body: SweepCreate, seeds: list[int | None]) -> tuple[int, list[RunConf
         if not any(key in OPTIMIZERS[o] for o in tune.optimizers):
             raise InvalidField(("tune", "hparams", key),
                                f"no optimizer of this sweep has hparam {key!r}", key)
-    count, fulls = 0, []
-    for optimizer in dict.fromkeys(tune.optimizers):
-        space = _hparam_space(spec, optimizer)
-        for params in sweeps.points({"lr": [tune.lr_min, tune.lr_max], **space}):
-            full = _config(body, optimizer, params, "")
-            _config(body, optimizer, params, "", epochs=tune.stage1_epochs)
+    optimizers = list(dict.fromkeys(tune.optimizers))
+    spaces = {o: _hparam_space(spec, o) for o in optimizers}
+    count = sum(_n_rates(spec) * sweeps.size(spaces[o]) + len(seeds) for o in optimizers)
+    every_point = limit is None or count <= limit
+    fulls = []
+    for optimizer in optimizers:
+        space = {"lr": [tune.lr_min, tune.lr_max], **spaces[optimizer]}
+        first = {k: v[0] for k, v in space.items()}
+        full = _check_point(body, optimizer, first, tune.stage1_epochs)
         if not full.val_split:
             raise InvalidField(("base", "val_split"),
                                "tuning reads validation metrics: val_split must be > 0", 0)
@@ -95,7 +111,9 @@ def check(body: SweepCreate, seeds: list[int | None]) -> tuple[int, list[RunConf
             raise InvalidField(("tune", "stage1_epochs"),
                                f"stage 1 must be no longer than the full budget ({full.epochs})",
                                tune.stage1_epochs)
-        count += _n_rates(spec) * sweeps.size(space) + len(seeds)
+        if every_point:
+            for params in sweeps.points(space):
+                full = _check_point(body, optimizer, params, tune.stage1_epochs)
         fulls.append(full)
     return count, fulls
 
@@ -236,6 +254,20 @@ def start_stage2(session: Session, sweep_id: int, optimizer: str) -> list[int]:
         session.rollback()
         return []
     return [int(r.id) for r in new]  # type: ignore[arg-type]
+
+
+def close_stages(session: Session, sweep: Sweep) -> None:
+    """Decide every undecided stage of a tuned sweep as "none" (no best run), so that no stage
+    2 starts: a cancelled sweep stays cancelled. A no-op for a grid sweep."""
+    tune = sweep.spec.get("tune") if sweep.spec.get("strategy") == "tune" else None
+    for optimizer in dict.fromkeys((tune or {}).get("optimizers", [])):
+        if session.get(TuneStage, (sweep.id, optimizer)) is not None:
+            continue
+        try:
+            session.add(TuneStage(sweep_id=sweep.id, optimizer=optimizer, created_at=utcnow()))
+            session.commit()
+        except IntegrityError:  # a worker decided it meanwhile
+            session.rollback()
 
 
 def stage1_trials(session: Session, sweep_id: int, optimizer: str

@@ -9,19 +9,30 @@ parameter.
 
 A plugin model gives its count in closed form (``bamsprod_param_count``) or is built on torch's
 ``meta`` device, which allocates nothing, and counted there. A plugin model that cannot be
-built on ``meta`` is not checked (``param_count`` is None; ``too_large`` lets it through).
+built on ``meta`` is not checked (``param_count`` is None; ``too_large`` lets it through), and
+a plugin model has no activation estimate (``too_much_activation`` lets it through).
+
+Activations, too: what a training step keeps for its backward pass grows with the batch, and
+a model whose parameters fit may still need far more for its feature maps (``resnet18`` with
+``width_mult=4`` at ``batch_size=8192``: its first map alone is 5.9 GB). The estimate counts
+every layer's output per example (each linear or convolution output, pooled maps and
+shortcuts) times ``ACTIVATION_FACTOR`` float32 tensors of that size (the layer input a
+convolution saves, BatchNorm's input, the sign's input), plus the input batch; a test holds it
+at or above what autograd really saves, within 60 %.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bamsprod.core.plugins import registry, resolve
 from bamsprod.core.spec import DATASETS, MODELS, RegistryView, RunConfig, resolve_model_args
 
-__all__ = ["SIZE_ARG", "fitting_size", "param_bytes", "param_count", "size_field", "too_large"]
+__all__ = ["ACTIVATION_FACTOR", "SIZE_ARG", "activation_bytes", "activation_elements",
+           "fitting_size", "param_bytes", "param_count", "size_field", "too_large",
+           "too_much_activation"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +102,46 @@ def _meta_count(model: str, shape: tuple[int, int, int], k: int, args: dict[str,
         log.warning("cannot count the parameters of model %r on the meta device: %s", model, exc)
         return None
 
+# Float32 tensors of each layer's output size that a training step keeps for backward.
+ACTIVATION_FACTOR = 3
+
+
+def _mlp_maps(shape: tuple[int, int, int], k: int, width: int, depth: int, **_: Any) -> int:
+    return (depth + 1) * width + k
+
+
+def _binarynet_maps(shape: tuple[int, int, int], k: int, width_mult: float, **_: Any) -> int:
+    c_in, h, w = shape
+    c1, c2, c3 = (_ch(b, width_mult) for b in (128, 256, 512))
+    fc = _ch(1024, width_mult)
+    n = c1 * h * w
+    for _i, o, pool in ((c1, c1, True), (c1, c2, False), (c2, c2, True), (c2, c3, False),
+                        (c3, c3, True)):
+        n += o * h * w
+        if pool and min(h, w) >= 2:
+            h, w = h // 2, w // 2
+            n += o * h * w
+    return n + c3 * min(h, 4) * min(w, 4) + 2 * fc + k
+
+
+def _resnet18_maps(shape: tuple[int, int, int], k: int, width_mult: float, **_: Any) -> int:
+    c_in, h, w = shape
+    widths = [_ch(b, width_mult) for b in (64, 128, 256, 512)]
+    n = widths[0] * h * w
+    prev = widths[0]
+    for i, width in enumerate(widths):
+        stride = 2 if i > 0 and min(h, w) > 1 else 1
+        h, w = (h - 1) // stride + 1, (w - 1) // stride + 1
+        n += 4 * width * h * w  # four binary units
+        if stride > 1 or prev != width:  # the first unit's shortcut: pool and 1x1 conv
+            n += (prev if stride > 1 else 0) * h * w + width * h * w
+        prev = width
+    return n + prev + k
+
+
+_MAPS: dict[str, Callable[..., int]] = {"mlp": _mlp_maps, "binarynet": _binarynet_maps,
+                                        "resnet18": _resnet18_maps}
+
 
 def param_count(model: str, dataset: str, model_args: dict[str, Any]) -> int | None:
     """Trainable parameters of ``model`` built for ``dataset`` with ``model_args`` (None: a
@@ -102,6 +153,28 @@ def param_count(model: str, dataset: str, model_args: dict[str, Any]) -> int | N
     if spec.param_count is None:
         return _meta_count(model, shape, k, args)
     return int(resolve(spec.param_count)(shape, k, **args))
+
+
+def activation_elements(model: str, dataset: str, model_args: dict[str, Any]) -> int | None:
+    """Output elements of every layer of ``model`` for one example (see the module docstring),
+    the input not included; None for a model without an estimate (a plugin's)."""
+    maps = _MAPS.get(model)
+    if maps is None:
+        return None
+    meta = DATASETS[dataset]
+    args = resolve_model_args(model, model_args)
+    return maps(tuple(meta["shape"]), int(meta["classes"]), **args)
+
+
+def activation_bytes(config: RunConfig, batch_size: int | None = None) -> int | None:
+    """Bytes a training step of ``config`` keeps for backward at ``batch_size`` (default:
+    the config's): the input batch once, each layer's output ``ACTIVATION_FACTOR`` times;
+    None for a model without an estimate."""
+    n = activation_elements(config.model, config.dataset, config.model_args)
+    if n is None:
+        return None
+    c, h, w = DATASETS[config.dataset]["shape"]
+    return 4 * (c * h * w + ACTIVATION_FACTOR * n) * (batch_size or config.batch_size)
 
 
 def param_bytes(config: RunConfig) -> int | None:
@@ -165,3 +238,19 @@ def size_field(config: RunConfig) -> tuple[tuple[str, ...], Any]:
     if name is None:
         return ("model",), config.model
     return ("model_args", name), config.model_args.get(name)
+
+
+def too_much_activation(config: RunConfig, limit: int) -> str | None:
+    """Why ``config``'s training step needs more than ``limit`` bytes of activations and
+    which ``batch_size`` would fit; None if it fits."""
+    need = activation_bytes(config)
+    if need is None or need <= limit:
+        return None
+    per_example = activation_bytes(config, 1) or need
+    fit = limit // per_example
+    hint = (f"batch_size <= {fit} fits" if fit >= 2 else
+            f"even a batch of 2 does not fit: make the model smaller "
+            f"({SIZE_ARG[config.model] or config.model})")
+    return (f"{config.model} on {config.dataset} at batch_size {config.batch_size} needs about "
+            f"{_gib(need)} of activation memory for one training step; this server allows "
+            f"{_gib(limit)}; {hint}")

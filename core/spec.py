@@ -174,6 +174,13 @@ def resolve_model_args(model: str, given: dict[str, Any]) -> dict[str, Any]:
     return _check_named("model_arg", MODELS[model], given)
 
 
+def split_sizes(n: int, fraction: float) -> tuple[int, int]:
+    """``(train, validation)`` examples that holding out ``fraction`` of ``n`` leaves (the
+    split ``core.data.split.validation_split`` makes: ``round(fraction * n)`` held out)."""
+    held = round(fraction * n)
+    return n - held, held
+
+
 class RunConfig(BaseModel):
     """Everything that defines one training run. Unknown fields, non-finite numbers and text
     with control characters or unencodable code points are rejected."""
@@ -255,6 +262,28 @@ class RunConfig(BaseModel):
         # submitter's: ask for the absolute path instead.
         if value and not value.startswith(("/", "~")):
             raise ValueError("must be an absolute path (or start with ~)")
+        if value and value.startswith("~") and value != "~" and not value.startswith("~/"):
+            # ~name means another user's home: on a worker it may not exist, or be theirs.
+            raise ValueError("~user paths are not taken: use an absolute path or ~/...")
+        return value
+
+    @field_validator("val_split")
+    @classmethod
+    def _leaves_a_batch(cls, value: float, info: ValidationInfo) -> float:
+        # Too few examples left to train on (train_subset 2, val_split 0.5): an epoch would
+        # have no batch (BatchNorm needs two examples), so refuse it here, naming the field.
+        dataset = info.data.get("dataset")
+        if dataset not in DATASETS:
+            return value
+        n = int(DATASETS[dataset]["train"])
+        subset = info.data.get("train_subset")
+        if subset is not None:
+            n = min(n, subset)
+        train, held = split_sizes(n, value)
+        if train < 2:
+            raise ValueError(f"val_split {value} holds out {held} of {n} training examples, "
+                             f"leaving {train}; a batch needs 2: lower val_split or raise "
+                             "train_subset")
         return value
 
     # Defaults are filled in so the stored JSON says exactly what ran; errors land on the field.

@@ -34,8 +34,10 @@ Contract (the worker and the CLI rely on it):
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, make_dataclass
@@ -52,10 +54,13 @@ from bamsprod.core.device import describe, pick_device
 from bamsprod.core.metric_schema import METRICS
 from bamsprod.core.metrics import FlipCounter, quantization_error
 from bamsprod.core.nn import binary_weights, build_model
+from bamsprod.core.optim import _fused
 from bamsprod.core.optim import build as build_optimizer
 from bamsprod.core.spec import RunConfig
 
 __all__ = ["EpochMetrics", "EvalPoint", "TrainResult", "eval_after", "train"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -179,10 +184,22 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def _load_checkpoint(path: Path, config_hash: str, seed: int) -> dict[str, Any] | None:
+    """The checkpoint in ``path`` if it is this run's, else None (start afresh).
+
+    Loaded with ``weights_only=True``: tensors, numbers, strings and containers only, which is
+    all a checkpoint holds (no class needs allowing), so a file crafted to run code when
+    unpickled is refused, like a corrupt one, and the run starts from epoch 1."""
     file = path / CHECKPOINT
     if not file.exists():
         return None
-    state = torch.load(file, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        logger.warning("checkpoint %s cannot be loaded safely (%s); starting afresh", file,
+                       str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        return None
+    if not isinstance(state, dict):
+        return None
     if state.get("config_hash") != config_hash or state.get("seed") != seed:
         return None  # a checkpoint of some other config: start afresh
     return state
@@ -345,6 +362,10 @@ def _prepare(config: RunConfig, dev: torch.device, stop: _StopPoll) -> _Run | No
     optimizer = build_optimizer(
         config.optimizer, model, lr=config.lr, capturable=capturable, **config.hparams
     )
+    # The C++ kernel's first build (seconds to a minute) happens here, not inside the first
+    # step, so a cancel acts during it and the build is no epoch's training time.
+    if _fused.needed_by(optimizer) and _fused.prepare(should_stop=stop.ask) == "cancelled":
+        return None
     if stop.now():
         return None
     latent = binary_weights(model)
@@ -352,6 +373,9 @@ def _prepare(config: RunConfig, dev: torch.device, stop: _StopPoll) -> _Run | No
     flips.update(latent)  # the initial weights are the first epoch's baseline
     train_x, train_y, val_x, val_y = validation_split(data.train_x, data.train_y, config.val_split)
     n = len(train_x)
+    if n < 2:  # a data set smaller than its declared size: no batch to train on
+        raise ValueError(f"{config.dataset} leaves {n} training example(s) after val_split "
+                         f"{config.val_split}; a batch needs 2")
     # A last batch of one example would break BatchNorm's batch statistics: drop it that epoch.
     batches = n // config.batch_size + (1 if n % config.batch_size > 1 else 0)
     forward, step = _compiled(config, model, optimizer)

@@ -11,7 +11,8 @@ Load with ``pytest_plugins = ["tests.service_fixtures"]`` in ``tests/conftest.py
   subprocess with that configuration in its environment, returned once it has announced
   itself; stopped at teardown. ``node=`` gives the full node name (e.g. a killed worker's, to
   start it again).
-- ``start_api(settings)``: ``bamsprod serve`` on a free port with that configuration.
+- ``start_api(settings, env=None)``: ``bamsprod serve`` on a free port with that configuration.
+- ``private_redis``: a ``redis-server`` of the test's own, to hang (SIGSTOP) and resume.
 
 Outside CI a missing Redis or PostgreSQL skips the test with the reason; with ``CI=true`` it
 fails instead, so CI never goes green by skipping.
@@ -80,6 +81,55 @@ def redis_url() -> Iterator[str]:
         if admin.get(f"bamsprod-test:db:{db}") == token.encode():
             admin.delete(f"bamsprod-test:db:{db}")
         admin.close()
+
+
+class PrivateRedis:
+    """A ``redis-server`` of this test's own (faults such as SIGSTOP must not touch the shared
+    one): ``url``, and ``stop()``/``cont()`` to hang and resume it."""
+
+    def __init__(self, proc: subprocess.Popen, url: str) -> None:
+        self.proc, self.url = proc, url
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def cont(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    import shutil
+    import socket
+
+    import redis
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        service_missing("redis-server (for a private Redis)", FileNotFoundError("redis-server"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis.from_url(url, socket_timeout=1).ping()
+            break
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("the private redis-server did not start")
+            time.sleep(0.05)
+    try:
+        yield PrivateRedis(proc, url)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.kill()
+        proc.wait()
 
 
 # ------------------------------------------------------------------------------- PostgreSQL
@@ -192,13 +242,13 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     returned.
 
     ``concurrency=None`` leaves ``--concurrency`` out (``settings.worker_concurrency`` or 1);
-    ``node`` restarts a killed node under its own name."""
+    ``node`` restarts a killed node under its own name; ``env`` adds environment variables."""
     from bamsprod.app.queue import workers_seen
 
     started: list[WorkerProcess] = []
 
     def start(s: Settings, name: str = "w1", concurrency: int | None = 1,
-              node: str | None = None) -> WorkerProcess:
+              node: str | None = None, env: dict[str, str] | None = None) -> WorkerProcess:
         node = node or f"{name}@{uuid.uuid4().hex[:6]}"
         log = tmp_path / f"worker-{name}-{len(started)}.log"
         # ``bamsprod worker`` execs ``celery -A bamsprod.worker.app worker`` with the queue from
@@ -207,8 +257,9 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         if concurrency is not None:
             argv += ["--concurrency", str(concurrency)]
         with open(log, "wb") as out:
-            proc = subprocess.Popen(argv, cwd=ROOT, env=settings_env(s), stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(argv, cwd=ROOT, env={**settings_env(s), **(env or {})},
+                                    stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
         w = WorkerProcess(proc, node, log)
         started.append(w)
         deadline = time.monotonic() + WORKER_READY_SECONDS
@@ -226,7 +277,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
 
 
 @pytest.fixture
-def start_api(tmp_path: Path) -> Iterator[Callable[[Settings], str]]:
+def start_api(tmp_path: Path) -> Iterator[Callable[..., str]]:
     """``start_api(settings)``: ``bamsprod serve`` on a free port; returns its URL once up."""
     import socket
 
@@ -234,14 +285,15 @@ def start_api(tmp_path: Path) -> Iterator[Callable[[Settings], str]]:
 
     procs: list[subprocess.Popen] = []
 
-    def start(s: Settings) -> str:
+    def start(s: Settings, env: dict[str, str] | None = None) -> str:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         log = tmp_path / f"api-{port}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "bamsprod", "serve",
-                                     "--port", str(port)], cwd=ROOT, env=settings_env(s),
+                                     "--port", str(port)], cwd=ROOT,
+                                    env={**settings_env(s), **(env or {})},
                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
@@ -258,6 +310,7 @@ def start_api(tmp_path: Path) -> Iterator[Callable[[Settings], str]]:
         wait_for(up, 60, "bamsprod serve to answer /api/health")
         return url
 
+    start.procs = procs  # type: ignore[attr-defined]  # the servers, newest last
     yield start
     for proc in procs:
         stop_process_group(proc)

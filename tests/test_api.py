@@ -615,3 +615,16 @@ def test_schema_options_serve_the_metric_declarations_charts(client: TestClient)
     charts = client.get("/api/schema/options").json()["charts"]
     assert charts == chart_specs()
     assert ["val_acc", "val"] in next(c for c in charts if c["id"] == "chart-acc")["traces"]
+
+
+def test_head_answers_every_get_route_without_a_body(client: TestClient) -> None:
+    run_id = submit(client)["id"]
+    for path in ("/api/runs", f"/api/runs/{run_id}", f"/api/runs/{run_id}/metrics?format=csv",
+                 "/api/health", "/", f"/runs/{run_id}", "/static/api.js",
+                 f"/api/runs/{run_id}/events"):
+        got, head = client.get(path) if "events" not in path else None, client.head(path)
+        assert head.status_code == 200 and head.content == b"", (path, head.status_code)
+        if got is not None:
+            assert head.headers["content-type"] == got.headers["content-type"], path
+    assert client.head("/api/runs/999999").status_code == 404
+    assert client.app.state.broadcaster.open_streams == 0  # the stream was ended at once

@@ -5,9 +5,12 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BAMSPROD = [sys.executable, "-m", "bamsprod"]
 
@@ -139,3 +142,76 @@ def test_relative_data_dir_means_this_directory_and_batch_size_one_is_refused(
     assert seen[0].data_dir == str(Path.cwd() / "cifar")
     p = run("train", "--dataset", "digits", "--batch-size", "1", "--epochs", "1", cwd=tmp_path)
     assert p.returncode == 2 and "--batch-size" in p.stderr, p.stderr
+
+
+LONG = "an-experiment-with-a-long-descriptive-name-" * 3 + "end"
+BIDI = "report\u202etxt.exe\ufeff"
+
+
+def test_piped_and_narrow_output_keeps_every_value(start_api, tmp_path: Path) -> None:
+    """Piped into another program, ``runs``, ``show`` and ``data list`` print the header and
+    one tab-separated line per row with every value whole (before: "api…", "succ…"); in an
+    80-column terminal the cells wrap instead of being cut; ``--json`` gives the API's JSON.
+    Invisible formatting (a bidi override, a BOM) is printed as an escape."""
+    from service_fixtures import make_settings, settings_env
+
+    from bamsprod.app import store
+    from bamsprod.app.db import init_db, session_scope
+    from bamsprod.core.spec import RunConfig
+
+    s = make_settings(tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'cli.db'}",
+                      broker_url="memory://")
+    init_db(s.database_url)
+    with session_scope(s.database_url) as session:
+        run_id = int(store.create_run(session, RunConfig(name=LONG, optimizer="amsbound")).id)
+        bidi_id = int(store.create_run(session, RunConfig(name=BIDI)).id)
+        assert store.claim_run(session, run_id, "w@host", "cpu")
+        store.record_epoch(session, run_id, {"epoch": 1, "train_loss": 0.123456789,
+                                             "test_acc": 0.987654321, "quant_error": 0.5})
+    url = start_api(s)
+    piped = {**settings_env(s), "TTY_COMPATIBLE": "0", "COLUMNS": "80"}
+
+    def cli(*args: str, env: dict[str, str] = piped) -> str:
+        where = [] if args[0] == "data" else ["--url", url]
+        p = subprocess.run([*BAMSPROD, *args, *where], capture_output=True, text=True,
+                           env=env, timeout=120)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    lines = cli("runs").splitlines()
+    assert lines[0].split("\t")[:3] == ["id", "name", "state"]
+    row = next(line.split("\t") for line in lines if line.startswith(f"{run_id}\t"))
+    assert row[1] == LONG and row[2] == "running" and row[3] == "amsbound"
+    assert "…" not in "\n".join(lines)
+    assert f"{bidi_id}\treport\\u202etxt.exe\\ufeff\t" in "\n".join(lines)
+    assert "\u202e" not in "\n".join(lines)
+
+    shown = cli("show", str(run_id)).splitlines()
+    assert f"name\t{LONG}" in shown and "config.optimizer\tamsbound" in shown
+    epoch = next(line.split("\t") for line in shown if line.startswith("1\t"))
+    assert len(epoch) > 4 and "…" not in "\n".join(shown)
+
+    data = cli("data", "list").splitlines()
+    assert data[0] == "data set\tinstalled\tpath\tnote" and any(
+        line.startswith("digits\t") for line in data)
+
+    page = json.loads(cli("runs", "--json"))
+    assert page["total"] == 2 and {r["name"] for r in page["items"]} == {LONG, BIDI}
+    detail = json.loads(cli("show", str(run_id), "--json"))
+    assert detail["run"]["name"] == LONG and detail["epochs"][0]["epoch"] == 1
+
+    narrow = re.sub(r"\x1b\[[0-9;]*m", "", cli("runs", env={**piped, "TTY_COMPATIBLE": "1"}))
+    assert "…" not in narrow, narrow
+    assert max(len(line) for line in narrow.splitlines()) <= 80, narrow
+    name_column = "".join(line.split("│")[2].strip() for line in narrow.splitlines()
+                          if line.startswith("│"))
+    assert LONG in name_column  # folded over lines, every character there
+
+
+@pytest.mark.parametrize("token", ["tök", "abc\ndef", "tab\there"])
+def test_a_token_that_cannot_travel_is_a_usage_error(token: str) -> None:
+    p = subprocess.run([*BAMSPROD, "runs", "--url", "http://127.0.0.1:9", "--token", token],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert "--token" in p.stderr and "printable ASCII" in p.stderr
+    assert "Traceback" not in p.stderr and "cannot reach" not in p.stderr

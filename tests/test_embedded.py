@@ -161,7 +161,8 @@ def test_client_commands(server: Server) -> None:
     run_id = done.stdout.split()[1]
 
     listed = cli(server, "runs", "--tag", "cli")
-    assert listed.returncode == 0 and "from-cli" in listed.stdout and "1 runs" in listed.stdout
+    assert listed.returncode == 0 and "\tfrom-cli\tsucceeded\t" in listed.stdout  # piped
+    assert "1 runs" in listed.stderr  # the title, out of the rows' way
 
     shown = cli(server, "show", run_id)
     assert shown.returncode == 0, shown.stderr
@@ -326,3 +327,37 @@ def test_up_trains_worker_concurrency_runs_at_once(tmp_path: Path) -> None:
                              for i in ids), 180, "both runs to succeed", interval=0.5)
     finally:
         stop_up(srv)
+
+
+def test_a_stopped_worker_shows_in_health_and_up_restarts_it(tmp_path: Path) -> None:
+    """SIGSTOP of ``up``'s only worker: it neither exits nor beats. Health says no worker is
+    alive (before: ``ok`` with ``workers_seen: 0``), and ``up`` kills and restarts it."""
+    home, port, log = tmp_path / "home", free_port(), tmp_path / "up.log"
+    srv = start_up(home, port, log)
+    try:
+        victim = worker_child(srv)
+        os.kill(victim, signal.SIGSTOP)
+        t0 = time.monotonic()
+
+        def no_worker() -> dict | None:
+            h = httpx.get(f"{srv.url}/api/health", timeout=5).json()
+            return h if h["workers_seen"] == 0 else None
+
+        h = wait_for(no_worker, 60, "health to see no worker")
+        assert h["status"] == "degraded" and not h["worker"]["ok"], h
+        assert "no worker alive" in h["worker"]["detail"]
+        def restarted() -> bool:
+            pids = [p for p in children_of(srv.proc.pid)
+                    if alive(p) and b"celery" in Path(f"/proc/{p}/cmdline").read_bytes()]
+            return bool(pids) and victim not in pids and healthy(srv)
+
+        wait_for(restarted, 120, "up to restart the stopped worker")
+        took = time.monotonic() - t0
+        assert not alive(victim)
+        assert "stopped announcing itself" in srv.output()
+        run_id = httpx.post(f"{srv.url}/api/runs", json=RUN).json()["id"]
+        wait_for(lambda: httpx.get(f"{srv.url}/api/runs/{run_id}").json()["state"]
+                 == "succeeded", 120, "a run on the new worker")
+    finally:
+        stop_up(srv)
+    print(f"\nstopped worker -> restarted and healthy in {took:.1f}s")

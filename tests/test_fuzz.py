@@ -55,6 +55,7 @@ OPERATIONS = [
     "POST /api/sweeps",
     "GET /api/sweeps",
     "GET /api/sweeps/{sweep_id}",
+    "POST /api/sweeps/{sweep_id}/cancel",
     "DELETE /api/sweeps/{sweep_id}",
     "GET /api/compare",
     "GET /api/health",

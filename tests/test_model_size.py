@@ -6,7 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bamsprod.core.model_size import STATE_SLOTS, fitting_size, param_bytes, param_count
+from bamsprod.core.model_size import (
+    STATE_SLOTS,
+    activation_bytes,
+    fitting_size,
+    param_bytes,
+    param_count,
+    too_large,
+)
 from bamsprod.core.nn import build_model
 from bamsprod.core.optim import build as build_optimizer
 from bamsprod.core.spec import DATASETS, RunConfig
@@ -82,3 +89,59 @@ def test_submit_refuses_a_model_too_large_naming_the_field_and_what_fits(
     assert client.get("/api/runs").json()["total"] == 0 and enqueued == []
     body["model_args"]["width"] = 3318
     assert client.post("/api/runs", json=body).status_code == 201
+
+
+def _saved_bytes_per_example(model: str, dataset: str, args: dict) -> float:
+    """What autograd keeps for backward per example (storages saved by the forward pass,
+    from two batch sizes: the weight-sized ones cancel out)."""
+    meta = DATASETS[dataset]
+    totals = []
+    for batch in (4, 12):
+        torch.manual_seed(0)
+        net = build_model(model, meta["shape"], meta["classes"], **args).train()
+        seen: dict[int, int] = {}
+
+        def pack(t: torch.Tensor, seen: dict[int, int] = seen) -> torch.Tensor:
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+            return t
+
+        x, y = torch.randn(batch, *meta["shape"]), torch.arange(batch) % meta["classes"]
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            F.cross_entropy(net(x), y)
+        totals.append(sum(seen.values()))
+    return (totals[1] - totals[0]) / 8
+
+
+@pytest.mark.parametrize("dataset", ["digits", "mnist", "cifar10"])
+@pytest.mark.parametrize(("model", "args"), SIZES)
+def test_activation_estimate_bounds_what_autograd_saves(model: str, args: dict,
+                                                        dataset: str) -> None:
+    measured = _saved_bytes_per_example(model, dataset, args)
+    config = RunConfig(model=model, dataset=dataset, model_args=args, batch_size=2)
+    estimate = activation_bytes(config, 1)
+    assert measured <= estimate <= 1.6 * measured, (estimate, measured)
+    assert activation_bytes(config, 100) == 100 * estimate
+
+
+def test_submit_refuses_a_batch_whose_activations_cannot_fit(client, enqueued: list[int]
+                                                             ) -> None:
+    """The issue's run: resnet18 x4 at batch 8192 fits the parameter limit (3.99 GiB), not
+    its activations: a 422 on batch_size with the largest batch that fits."""
+    body = {"model": "resnet18", "dataset": "fashion-mnist", "model_args": {"width_mult": 4},
+            "batch_size": 8192}
+    assert too_large(RunConfig(**body), 4 * 2**30) is None
+    r = client.post("/api/runs", json=body)
+    assert r.status_code == 422, r.text
+    err = r.json()["detail"][0]
+    assert err["loc"] == ["body", "batch_size"]
+    assert "activation memory" in err["msg"] and "allows 8.00 GiB" in err["msg"]
+    fits = int(err["msg"].rsplit("batch_size <= ", 1)[1].split()[0])
+    assert 2 <= fits < 8192
+    sweep = {"name": "big", "base": body, "grid": {"seed": [0, 1]}}
+    r = client.post("/api/sweeps", json=sweep)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "base",
+                                                                     "batch_size"]
+    assert enqueued == []
+    assert client.post("/api/runs", json={**body, "batch_size": fits}).status_code == 201
+    assert client.post("/api/runs", json={**body, "batch_size": fits + 1}).status_code == 422

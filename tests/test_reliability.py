@@ -481,3 +481,30 @@ def test_crafted_data_keeps_worker_memory_bounded(service_settings: Settings, st
     print(f"\nworker memory kB before {before}, after {after}")
     assert after["VmHWM"] - before["VmHWM"] < 50_000, (before, after)
     assert after["VmRSS"] - before["VmRSS"] < 50_000, (before, after)
+
+
+# ------------------------------------------------------------------------ attempt cap
+
+
+@pytest.mark.parametrize("service_settings", ["sqlite"], indirect=True)
+def test_a_run_whose_worker_is_killed_every_time_fails_after_the_attempt_cap(
+        service_settings: Settings, start_worker) -> None:
+    """As an out-of-memory kill would: the worker is SIGKILLed each time it trains the run and
+    started again under its name. With BAMSPROD_MAX_ATTEMPTS=2, the run fails after its second
+    lost worker, saying why, instead of coming back forever; the next run then trains."""
+    s = service_settings
+    env = {"BAMSPROD_MAX_ATTEMPTS": "2"}
+    w = start_worker(s, "w1", env=env)
+    run_id = submit(s, tiny(epochs=50, **SLOW))
+    for attempt in (1, 2):
+        wait_for(lambda a=attempt: (r := run_row(s, run_id)).state == "running"
+                 and r.attempts == a and r.heartbeat_at is not None, 90, f"attempt {attempt}")
+        w.stop(signal.SIGKILL)
+        w = start_worker(s, node=w.name, env=env)
+    wait_done(s, [run_id], timeout=90)
+    run = run_row(s, run_id)
+    assert run.state == "failed" and run.attempts == 2, (run.state, run.attempts)
+    assert "gave up after 2 attempts" in run.error and "BAMSPROD_MAX_ATTEMPTS" in run.error
+    nxt = submit(s, tiny(epochs=1))
+    wait_done(s, [nxt])
+    assert run_row(s, nxt).state == "succeeded"

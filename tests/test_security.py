@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 import subprocess
 import sys
 import time
@@ -289,12 +290,18 @@ def test_read_token_guards_reads_and_the_event_stream_takes_a_ticket_not_the_tok
         assert_401(client.request(method, path, headers=bearer(READ), **kw), sent=True)
     health = client.get("/api/health")  # probes need no token, and learn only up or down
     assert health.status_code == 200 and health.json() == {
-        "status": "ok", "database": None, "broker": None, "workers": None, "workers_seen": None}
+        "status": "ok", "database": None, "broker": None, "worker": None, "workers": None,
+        "workers_seen": None}
     full = client.get("/api/health", headers=bearer(READ)).json()
     assert full["database"] == {"ok": True, "detail": None} and full["workers"] == ["w"]
     assert client.get("/api/health", headers=bearer("nope")).json()["database"] is None
     for page in ("/", f"/runs/{ids['done']}", "/static/common.js", "/static/auth.js"):
         assert client.get(page).status_code == 200, page  # pages hold no data: they ask
+    # Nor does a run's page tell whether the run exists: the same answer either way.
+    there, missing = client.get(f"/runs/{ids['done']}"), client.get("/runs/999999")
+    assert there.status_code == missing.status_code == 200
+    ids_at = re.compile(r"(Run |#|from=|runs=|runs/|run-|\"run_id\": )(\d+)")
+    assert ids_at.sub(r"\1N", there.text) == ids_at.sub(r"\1N", missing.text)
 
 
 def test_the_token_is_checked_before_the_body_is_read(make_client, enqueued: list[int]) -> None:
@@ -523,23 +530,28 @@ def test_dashboard_asks_for_the_token_once_and_sends_it(browser: Any,
     context.set_default_timeout(20_000)
     page = context.new_page()
     watch = PageWatch(page, answers=[READ, API])
+    # Playwright's sync API hands the page's events (dialogs, requests) to their handlers only
+    # while a Playwright call runs: every wait below is one (wait_for_function, expect_request,
+    # wait_for_timeout), never a sleep or a poll of Python state, which left the token prompt
+    # unanswered (the flaky timeout after the cancel click).
     page.goto("/")
     page.locator(f'#runs-body tr[data-run-id="{ids["done"]}"]').wait_for()
     assert len(watch.prompts) == 1  # asked once, the list loaded with the read token
-    time.sleep(2.5)  # the table refreshes every 2 s: no new question
+    page.wait_for_timeout(2500)  # the table refreshes every 2 s: no new question
     assert len(watch.prompts) == 1
     watch.collect()
 
     urls: list[str] = []
     page.on("request", lambda request: urls.append(request.url))
-    page.goto(f"/runs/{ids['queued']}")  # fetches use the stored token, the stream a ticket
-    page.locator("#run-name").wait_for()
+    # Fetches use the stored token, the stream a ticket.
+    with page.expect_request(lambda r: "/events?" in r.url and "ticket=" in r.url):
+        page.goto(f"/runs/{ids['queued']}")
     page.wait_for_function("() => document.getElementById('run-name').textContent === 'queued'")
-    wait_for(lambda: any("/events?" in u and "ticket=" in u for u in urls), 20, "the stream")
     assert not [u for u in urls if "token" in u], urls
     page.click("#cancel")  # a change: the read token is not enough, so it asks once more
-    wait_for(lambda: len(watch.prompts) == 2, 20, "the second question")
-    assert "did not accept" in watch.prompts[1]
+    page.wait_for_function(
+        "() => document.getElementById('run-state').textContent === 'cancelled'")
+    assert len(watch.prompts) == 2 and "did not accept" in watch.prompts[1]
     with httpx.Client(base_url=token_server.url, headers=bearer(READ)) as c:
         wait_for(lambda: c.get(f"/api/runs/{ids['queued']}").json()["state"] == "cancelled",
                  20, "the cancel to go through with the api token")
@@ -585,3 +597,44 @@ def test_pages_render_under_the_csp_without_violations(browser: Any,
     assert watch.csp_violations() == [], watch.console
     assert watch.errors == []
     context.close()
+
+
+@pytest.mark.parametrize("name", ["Host", "Authorization", "Origin"])
+def test_a_repeated_host_authorization_or_origin_is_a_400(make_client, name: str) -> None:
+    client, _ = make_client(api_token=API)
+    values = {"Host": ("testserver", "evil.example"), "Authorization": (f"Bearer {API}",
+              "Bearer other"), "Origin": ("http://testserver", "http://evil.example")}[name]
+    r = client.get("/api/runs", headers=[(name, v) for v in values])
+    assert r.status_code == 400 and name.lower() in r.json()["detail"], r.text
+    assert r.headers["x-frame-options"] == "DENY"  # security headers on it too
+    assert client.get("/api/runs", headers=[(name, values[0])]).status_code == 200
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_invisible_formatting_in_names_and_tags_is_shown_escaped(browser: Any,
+                                                                token_server: Server) -> None:
+    """A bidi override (U+202E), a BOM and a line separator in a run's name and tags reach the
+    page as visible escapes, in the runs table and on the run's page."""
+    name = "report\u202etxt.exe\ufeff\u2028x"
+    with httpx.Client(base_url=token_server.url, headers=bearer(API)) as c:
+        run_id = c.post("/api/runs", json={"name": name, "tags": ["t\u202eag"]},
+                        headers={"X-Requested-With": "t"}).json()["id"]
+    context = browser.new_context(base_url=token_server.url)
+    context.set_default_timeout(20_000)
+    context.add_init_script(f"localStorage.setItem('bamsprod.token', {API!r});")
+    page = context.new_page()
+    try:
+        page.goto("/")
+        cell = page.locator(f'#runs-body tr[data-run-id="{run_id}"] .run-name')
+        cell.wait_for()
+        want = "report\\u202etxt.exe\\ufeff\\u2028x"
+        assert cell.text_content() == want
+        row = page.locator(f'#runs-body tr[data-run-id="{run_id}"]').text_content()
+        assert "\u202e" not in row and "t\\u202eag" in row
+        page.goto(f"/runs/{run_id}")
+        page.wait_for_function(f"() => document.getElementById('run-name').textContent === "
+                               f"{want!r}")
+        assert "\u202e" not in page.title()
+    finally:
+        context.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from bamsprod.core.data.split import validation_split
@@ -41,3 +42,20 @@ def test_a_stored_version_1_config_keeps_no_split_and_its_hash() -> None:
     new = RunConfig(model="mlp", dataset="digits", epochs=3)
     assert new.schema_version == 2 and new.val_split == 0.1
     assert new.config_hash() != old.config_hash()
+
+
+@pytest.mark.parametrize(("subset", "fraction"), [(2, 0.5), (3, 0.5), (2, 0.4)])
+def test_a_split_that_leaves_no_batch_is_a_422_naming_val_split(client, subset: int,
+                                                               fraction: float) -> None:
+    r = client.post("/api/runs", json={"train_subset": subset, "val_split": fraction})
+    assert r.status_code == 422, r.text
+    err = r.json()["detail"][0]
+    assert err["loc"] == ["body", "val_split"] and "leaving 1" in err["msg"]
+
+
+@pytest.mark.parametrize(("subset", "fraction"), [(3, 0.3), (4, 0.5), (2, 0.0)])
+def test_the_smallest_accepted_splits_train(subset: int, fraction: float) -> None:
+    config = RunConfig(train_subset=subset, val_split=fraction, test_subset=8, epochs=1,
+                       model_args={"width": 8})
+    result = train(config)
+    assert result.state == "succeeded" and result.history[0].train_loss > 0

@@ -318,3 +318,47 @@ def test_streams_beyond_the_cap_get_503_with_retry_after(api_settings, db_url: s
             assert again.status_code == 200
     finally:
         next(gen, None)
+
+
+def test_the_stream_cap_is_exact_under_a_burst(api_settings, db_url: str) -> None:
+    """60 streams opened at once against a cap of 20: exactly 20 are accepted (before: the
+    cap counted subscribers, which join only once a response streams, so a burst overshot it:
+    204 of 300 against 200)."""
+    from bamsprod.app.main import create_app
+
+    app = create_app(api_settings.model_copy(update={"max_sse_connections": 20}),
+                     enqueue=lambda i: None)
+    run_id = new_run(db_url)
+    gen = serve(app, log_level="warning")
+    url = next(gen)
+    codes: list[int] = []
+    barrier = threading.Barrier(60)
+    release = threading.Event()
+
+    def open_one() -> None:
+        barrier.wait()
+        with httpx.stream("GET", f"{url}/api/runs/{run_id}/events", timeout=30) as r:
+            codes.append(r.status_code)
+            if r.status_code == 200:
+                release.wait(30)
+
+    threads = [threading.Thread(target=open_one) for _ in range(60)]
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while len(codes) < 60:
+            assert time.monotonic() < deadline, codes
+            time.sleep(0.05)
+        assert codes.count(200) == 20 and codes.count(503) == 40, sorted(codes)
+        assert app.state.broadcaster.open_streams == 20
+        release.set()
+        for t in threads:
+            t.join(30)
+        deadline = time.monotonic() + 5
+        while app.state.broadcaster.open_streams:  # every slot is given back
+            assert time.monotonic() < deadline, app.state.broadcaster.open_streams
+            time.sleep(0.02)
+    finally:
+        release.set()
+        next(gen, None)

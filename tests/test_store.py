@@ -75,7 +75,7 @@ def test_claim_is_atomic_across_connections(db_url: str) -> None:
     def claim(i: int) -> None:
         with session_scope(db_url) as s:
             barrier.wait()
-            results.append(store.claim_run(s, run_id, f"host{i}", "cpu"))
+            results.append(bool(store.claim_run(s, run_id, f"host{i}", "cpu")))
 
     threads = [threading.Thread(target=claim, args=(i,)) for i in range(6)]
     for t in threads:

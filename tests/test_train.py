@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from bamsprod.core.spec import RunConfig
 from bamsprod.core.train import EpochMetrics, eval_after, train
@@ -249,3 +250,26 @@ def test_a_gpu_runs_device_text_names_the_card_and_fits_its_column() -> None:
             text = describe("cuda:0", path)
             assert len(text) <= DEVICE_TEXT_MAX and text.endswith(f" · {path}")
             assert text.startswith("cuda:0 (NVIDIA")
+
+
+class _Payload:
+    """Unpickling this runs code: what a crafted checkpoint file would hold."""
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        import os
+
+        return (os.system, ("touch PWNED-BY-CHECKPOINT",))
+
+
+def test_a_crafted_checkpoint_runs_no_code_and_the_run_starts_afresh(tmp_path, monkeypatch):
+    from bamsprod.core.train import CHECKPOINT
+
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(epochs=2)
+    state = {"epoch": 1, "config_hash": cfg.config_hash(), "seed": cfg.seed, "x": _Payload()}
+    (tmp_path / "ckpt").mkdir()
+    torch.save(state, tmp_path / "ckpt" / CHECKPOINT)
+    epochs: list[int] = []
+    result = train(cfg, checkpoint_dir=tmp_path / "ckpt", on_epoch=lambda m: epochs.append(m.epoch))
+    assert not (tmp_path / "PWNED-BY-CHECKPOINT").exists()
+    assert epochs == [1, 2] and result.state == "succeeded"  # refused, trained from epoch 1

@@ -8,6 +8,7 @@ another learning rate.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -367,3 +368,66 @@ def test_two_celery_workers_run_both_stages(service_settings: Settings, start_wo
     assert detail["states"].get("succeeded", 0) + detail["states"].get("pruned", 0) == 8, logs
     for t in detail["tuning"]:
         assert len(t["stage2_run_ids"]) == 2 and t["chosen"]["lr"] in (0.001, 0.1)
+
+
+def test_a_huge_tuned_sweep_is_counted_not_enumerated(client) -> None:
+    """beta1 x100, beta2 x100, eps x20 (800,000 stage-1 points, a 2 KB body): the count comes
+    from the list lengths, so the dry run answers at once and the submit is refused at once
+    (before: every combination was built and validated first, ~15 s of API CPU each)."""
+    hparams = {"beta1": [round(0.5 + i * 0.004, 4) for i in range(100)],
+               "beta2": [round(0.9 + i * 0.0009, 5) for i in range(100)],
+               "eps": [float(f"{(1 + i) * 1e-9:.3g}") for i in range(20)]}
+    body = tune_body(optimizers=["bamsprod"], n_lr=4, hparams=hparams)
+    t0 = time.perf_counter()
+    dry = client.post("/api/sweeps?dry_run=true", json=body)
+    dry_s = time.perf_counter() - t0
+    assert dry.status_code == 200 and dry.json()["count"] == 4 * 100 * 100 * 20 + 2
+    t0 = time.perf_counter()
+    r = client.post("/api/sweeps", json=body)
+    submit_s = time.perf_counter() - t0
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "tune", "hparams"]
+    assert "the limit is 500" in r.json()["detail"][0]["msg"]
+    assert dry_s < 1.0 and submit_s < 1.0, (dry_s, submit_s)
+
+
+@pytest.mark.parametrize(("patch", "loc"), [
+    ({"tune": {"optimizers": ["adam"], "lr_min": 1e-3, "lr_max": 1e-1,
+               "hparams": {"beta1": [0.9] * 1001}}}, ["tune", "hparams", "beta1"]),
+    ({"strategy": "grid", "tune": None, "grid": {"lr": [0.1] * 1001}}, ["grid", "lr"]),
+    ({"strategy": "grid", "tune": None, "grid": {f"hparams.k{i}": [1] for i in range(65)}},
+     ["grid"]),
+])
+def test_sweep_lists_are_capped(client, patch, loc) -> None:
+    r = client.post("/api/sweeps?dry_run=true", json={**tune_body(), **patch})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", *loc]
+
+
+def test_a_sweep_is_cancelled_in_one_request(client, api_settings) -> None:
+    body = {"name": "g", "base": BASE, "grid": {"lr": [0.01, 0.1]}, "n_seeds": 3}
+    r = client.post("/api/sweeps", json=body)
+    sweep_id, ids = r.json()["sweep"]["id"], r.json()["run_ids"]
+    with session_scope(api_settings.database_url) as session:
+        for run_id in ids[:2]:  # two of them train on a live worker
+            assert store.claim_run(session, run_id, "w@host", "cpu")
+    r = client.post(f"/api/sweeps/{sweep_id}/cancel")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"sweep_id": sweep_id, "cancelled": 4, "cancel_requested": 2}
+    runs = [client.get(f"/api/runs/{i}").json() for i in ids]
+    assert [x["state"] for x in runs] == ["running"] * 2 + ["cancelled"] * 4
+    assert all(x["cancel_requested"] for x in runs)
+    again = client.post(f"/api/sweeps/{sweep_id}/cancel").json()
+    assert again["cancelled"] == 0 and again["cancel_requested"] == 0
+    assert client.post("/api/sweeps/999/cancel").status_code == 404
+
+
+def test_a_cancelled_tuned_sweep_starts_no_stage2(client, api_settings) -> None:
+    r = client.post("/api/sweeps", json=tune_body(optimizers=["adam"]))
+    sweep_id = r.json()["sweep"]["id"]
+    first, *_ = stage1(client, sweep_id)["adam"]["stage1_run_ids"]
+    end_with(api_settings.database_url, first, [(0.9, 0.1)])  # one trial had finished
+    assert client.post(f"/api/sweeps/{sweep_id}/cancel").json()["cancelled"] == 2
+    with session_scope(api_settings.database_url) as session:
+        assert tuning.start_stage2(session, sweep_id, "adam") == []
+    t = stage1(client, sweep_id)["adam"]
+    assert t["stage2_run_ids"] == [] and t["chosen"] is None

@@ -6,7 +6,8 @@ run. Every worker process runs :class:`Reconciler` in a thread started on Celery
 ``worker_ready`` signal (no celery beat needed, and ``bamsprod up`` gets it with its worker):
 
 - at start it takes back the runs still held under its own node name (a worker of that name
-  that crashed, or ``bamsprod up`` restarted): they count as stale at once;
+  that crashed, or ``bamsprod up`` restarted): they count as stale at once, once a few
+  heartbeat intervals showed that nobody beats them any more;
 - every few seconds (a tenth of ``stale_running_seconds``, at most 5 s) it re-enqueues
   ``running`` runs whose heartbeat is older than ``stale_running_seconds``, each at most once per
   ``reconcile_seconds`` (see :func:`requeue_stale`), and writes the worker's presence
@@ -34,7 +35,7 @@ from bamsprod.app import store
 from bamsprod.app.queue import PRESENCE_SECONDS, announce_worker, enqueue_run, queue_depth
 from bamsprod.app.settings import Settings, get_settings
 from bamsprod.worker import tuned
-from bamsprod.worker.tasks import db_call
+from bamsprod.worker.tasks import db_call, heartbeat_interval
 
 log = logging.getLogger(__name__)
 NEVER = datetime(1970, 1, 1, tzinfo=UTC)  # as queued_before: leaves out every queued run
@@ -105,8 +106,23 @@ class Reconciler(threading.Thread):
         self.sent: dict[int, float] = {}
 
     def take_back_own_runs(self) -> list[int]:
-        """Runs left ``running`` under this node name by a process that is gone."""
-        ids = db_call(self.settings, "expire_runs_of", store.expire_runs_of, self.hostname)
+        """Runs left ``running`` under this node name by a process that is gone.
+
+        Gone, not merely named alike: the heartbeats are read, and read again after a few
+        beats; a run whose heartbeat moved meanwhile has a live holder (another worker started
+        under the same name), and is left to it."""
+        s = self.settings
+        beats = db_call(s, "heartbeats_of", store.heartbeats_of, self.hostname)
+        if not beats:
+            return []
+        if self.stopping.wait(3 * heartbeat_interval(s) + 0.5):
+            return []
+        ids = db_call(s, "expire_runs_of", store.expire_runs_of, self.hostname, beats)
+        alive = sorted(set(beats) - set(ids))
+        if alive:
+            log.warning("worker %s: runs %s held under this name are still beating: another "
+                        "live worker has this name (give each worker its own --name)",
+                        self.hostname, alive)
         if ids:
             log.info("worker %s takes back runs %s it held before a restart", self.hostname, ids)
         return ids

@@ -47,11 +47,12 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from bamsprod.app import store
+from bamsprod.app.data_roots import data_dir_refusal, public_error
 from bamsprod.app.db import init_db, session_scope
 from bamsprod.app.queue import TASK_NAME, celery_app, enqueue_run
 from bamsprod.app.settings import Settings, get_settings
 from bamsprod.app.tables import Run
-from bamsprod.core.model_size import too_large
+from bamsprod.core.model_size import too_large, too_much_activation
 from bamsprod.core.plugins import plugin_mismatch, registry
 from bamsprod.core.spec import TERMINAL_STATES, RunConfig
 from bamsprod.worker import tuned
@@ -82,6 +83,8 @@ def _preload_trainer() -> None:
 
     registry()  # load the plugins now: a broken one is logged at start
     settings = get_settings()
+    # core.optim._fused bounds its wait for another build by this (a dead build never wedges).
+    os.environ["BAMSPROD_KERNEL_WAIT_SECONDS"] = str(settings.kernel_wait_seconds)
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
     # Training yields the CPU to the API on a shared machine (idempotent: at least this nice).
@@ -142,16 +145,19 @@ class _Heartbeat:
     ``lost`` is set once a beat finds the run no longer held by ``host``.
     """
 
-    def __init__(self, s: Settings, run_id: int, host: str, interval: float) -> None:
+    def __init__(self, s: Settings, run_id: int, host: str, interval: float,
+                 lease: str | None = None) -> None:
         self._stop = threading.Event()
         self.lost = threading.Event()
-        self._thread = threading.Thread(target=self._loop, args=(s, run_id, host, interval),
+        self._thread = threading.Thread(target=self._loop,
+                                        args=(s, run_id, host, interval, lease),
                                         name=f"heartbeat-{run_id}", daemon=True)
 
-    def _loop(self, s: Settings, run_id: int, host: str, interval: float) -> None:
+    def _loop(self, s: Settings, run_id: int, host: str, interval: float,
+              lease: str | None) -> None:
         while not self._stop.wait(interval):
             try:
-                if not db_call(s, "touch_run", store.touch_run, run_id, host):
+                if not db_call(s, "touch_run", store.touch_run, run_id, host, lease):
                     log.warning("run %s is no longer held by %s; stopping it here", run_id, host)
                     self.lost.set()
                     return
@@ -190,10 +196,11 @@ class _StopCheck:
         return self.cancelled
 
 
-def _claim(s: Settings, run: Run, host: str, device: str) -> bool:
+def _claim(s: Settings, run: Run, host: str, device: str) -> str | None:
     """Take ``run``: ``queued → running``, or a ``running`` run whose heartbeat went stale.
 
-    Both are conditional updates, so when the run changed since it was read, this returns False.
+    Both are conditional updates, so when the run changed since it was read, this returns None;
+    else the lease that this worker's writes to the run carry.
     """
     if run.state == "queued":
         return db_call(s, "claim_run", store.claim_run, run.id, host, device)
@@ -233,20 +240,32 @@ def execute_run(run_id: int, *, hostname: str | None = None,
         error = f"invalid run config: {exc}" if config is None else str(exc)
     if config is not None and error is None:
         # Queued before the limit was lowered, or stored by another path: never allocate it.
-        error = too_large(config, s.max_param_bytes)
-    if not _claim(s, run, host, device):
+        error = (too_large(config, s.max_param_bytes)
+                 or too_much_activation(config, s.max_activation_bytes))
+        if error is None and (why := data_dir_refusal(config.data_dir, s.data_roots,
+                                                      resolve=True)) is not None:
+            error = f"data_dir {config.data_dir}: {why}"
+    if run.state == "running" and run.attempts >= s.max_attempts and db_call(
+            s, "give_up_run", store.give_up_run, run_id, s.stale_before(), s.max_attempts):
+        # Its workers were lost every time (e.g. killed out of memory): it would come back
+        # forever and block the queue.
+        log.warning("run %s failed: gave up after %s attempts", run_id, run.attempts)
+        _after_run(s, run_id, "failed")
+        return "failed"
+    lease = _claim(s, run, host, device)
+    if lease is None:
         log.info("run %s is taken by another worker or finished; skipping this delivery", run_id)
         return "skipped"
     ckpt: Path = s.checkpoint_dir / str(run_id)  # type: ignore[operator]
     if error is not None or config is None:
-        db_call(s, "finish_run", store.finish_run, run_id, "failed", error=error)
+        db_call(s, "finish_run", store.finish_run, run_id, "failed", error=error, lease=lease)
         _after_run(s, run_id, "failed")
         return "failed"
     if run.epochs_done == 0:
         # A fresh start (new run, or a retry): never resume an older attempt's checkpoint.
         shutil.rmtree(ckpt, ignore_errors=True)
     log.info("run %s claimed by %s on %s", run_id, host, device)
-    outcome = _train_claimed(s, run_id, host, config, device, ckpt)
+    outcome = _train_claimed(s, run_id, host, config, device, ckpt, lease)
     _after_run(s, run_id, outcome)
     return outcome
 
@@ -262,18 +281,20 @@ def _after_run(s: Settings, run_id: int, outcome: str) -> None:
 
 
 def _train_claimed(s: Settings, run_id: int, host: str, config: RunConfig, device: str,
-                   ckpt: Path) -> str:
+                   ckpt: Path, lease: str | None = None) -> str:
     from bamsprod.core.data import DatasetError, set_cache_limit
     from bamsprod.core.environment import environment
     from bamsprod.core.train import train
 
     set_cache_limit(s.data_cache_bytes)
-    heartbeat = _Heartbeat(s, run_id, host, heartbeat_interval(s))
+    heartbeat = _Heartbeat(s, run_id, host, heartbeat_interval(s), lease)
     stop = _StopCheck(s, run_id, heartbeat.lost)
     hook: tuned.TrialHook | None = None
 
     def on_epoch(metrics) -> None:  # type: ignore[no-untyped-def]
-        db_call(s, "record_epoch", store.record_epoch, run_id, metrics.to_dict())
+        # Refused (RunLost) once another worker holds the run: nothing is written, no
+        # checkpoint either (it is written after this), and training stops.
+        db_call(s, "record_epoch", store.record_epoch, run_id, metrics.to_dict(), lease)
         if hook is not None:  # a tuning trial: report val_acc, maybe get pruned
             hook.on_epoch(metrics.epoch, metrics.val_acc)
 
@@ -286,6 +307,10 @@ def _train_claimed(s: Settings, run_id: int, host: str, config: RunConfig, devic
         with heartbeat:
             result = train(config, on_epoch=on_epoch, should_stop=should_stop,
                            checkpoint_dir=ckpt, device=device)
+    except store.RunLost:
+        log.warning("run %s was taken over by another worker; this one stops (its epoch "
+                    "was refused)", run_id)
+        return "lost"
     except Exception as exc:
         if is_transient(exc):
             # The database stayed away past every retry: leave the run ``running`` with its
@@ -294,28 +319,40 @@ def _train_claimed(s: Settings, run_id: int, host: str, config: RunConfig, devic
             raise
         error = str(exc) if isinstance(exc, DatasetError) else f"{type(exc).__name__}: {exc}"
         log.exception("run %s failed", run_id)
-        db_call(s, "finish_run", store.finish_run, run_id, "failed", error=error)
-        shutil.rmtree(ckpt, ignore_errors=True)
+        error = public_error(error, s)  # readers see no paths of this machine's own
+        if db_call(s, "finish_run", store.finish_run, run_id, "failed", error=error,
+                   lease=lease):
+            shutil.rmtree(ckpt, ignore_errors=True)
         return "failed"
 
     if result.state == "cancelled" and heartbeat.lost.is_set():
-        now = db_call(s, "get_run", store.get_run, run_id)
-        if now is None or now.state in TERMINAL_STATES:  # cancelled or deleted meanwhile
-            shutil.rmtree(ckpt, ignore_errors=True)
+        _drop_checkpoint_if_ended(s, run_id, ckpt)
         log.info("run %s is no longer ours; stopped at epoch %s", run_id, result.epochs_done)
         return "lost"
     pruned = result.state == "cancelled" and hook is not None and hook.pruned
     state = "pruned" if pruned else result.state  # a losing tuning trial, stopped early
     if state == "cancelled" and not stop.cancelled and shutting_down.is_set():
-        db_call(s, "release_run", store.release_run, run_id)
+        db_call(s, "release_run", store.release_run, run_id, lease)
         enqueue_run(run_id)
         log.info("run %s handed back to the queue at epoch %s", run_id, result.epochs_done)
         return "released"
-    db_call(s, "finish_run", store.finish_run, run_id, state, error=result.error,
-            diverged_epoch=result.diverged_epoch, device=result.trained_on)
+    if not db_call(s, "finish_run", store.finish_run, run_id, state, error=result.error,
+                   diverged_epoch=result.diverged_epoch, device=result.trained_on, lease=lease):
+        # Taken over (or cancelled or deleted) meanwhile: whoever holds it owns the checkpoint.
+        _drop_checkpoint_if_ended(s, run_id, ckpt)
+        log.info("run %s is no longer ours; its end (%s) is not recorded here", run_id, state)
+        return "lost"
     shutil.rmtree(ckpt, ignore_errors=True)
     log.info("run %s %s after %s epochs", run_id, state, result.epochs_done)
     return state
+
+
+def _drop_checkpoint_if_ended(s: Settings, run_id: int, ckpt: Path) -> None:
+    """Remove the checkpoint of a run that ended or was deleted under us; a run another
+    worker holds now keeps it (that worker resumes from it)."""
+    now = db_call(s, "get_run", store.get_run, run_id)
+    if now is None or now.state in TERMINAL_STATES:
+        shutil.rmtree(ckpt, ignore_errors=True)
 
 
 _db_ready: set[str] = set()

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
@@ -101,6 +102,9 @@ class Broadcaster:
         self.poll_seconds = poll_seconds
         self.subscribers: dict[int, set[Subscription]] = {}
         self.ticks = 0  # polls done (one query each); tests compare it with queries issued
+        self.open_streams = 0  # responses streaming or being set up (the cap's count)
+        # Its own thread: health checks or requests stuck on a hung service never delay a poll.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bamsprod-sse")
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -131,6 +135,17 @@ class Broadcaster:
     def n_subscribers(self) -> int:
         return sum(len(s) for s in self.subscribers.values())
 
+    def take_slot(self, cap: int) -> bool:
+        """Count one more open stream if fewer than ``cap`` are open (streams being set up
+        included): checked and counted in one step on the event loop, so the cap is exact."""
+        if self.open_streams >= cap:
+            return False
+        self.open_streams += 1
+        return True
+
+    def free_slot(self) -> None:
+        self.open_streams -= 1
+
     def query(self, cursors: dict[int, int | None]) -> dict[int, tuple[dict | None, list[dict]]]:
         """Each run (JSON-ready, None if gone) and its epochs after its cursor: one query."""
         with session_scope(self.database_url) as session:
@@ -154,7 +169,8 @@ class Broadcaster:
             cursors[rid] = None if None in cs else min(c for c in cs if c is not None)
         if not cursors:
             return
-        result = await asyncio.to_thread(self.query, cursors)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._executor, self.query, cursors)
         self.ticks += 1
         for rid, (run, epochs) in result.items():
             for sub in targets.get(rid, ()):
@@ -270,15 +286,35 @@ async def run_events(
     cursor = resume if resume is not None else after
     settings = request.app.state.settings
     broadcaster: Broadcaster = request.app.state.broadcaster
-    if broadcaster.n_subscribers >= settings.max_sse_connections:
-        raise HTTPException(503, f"{broadcaster.n_subscribers} event streams are open, the most "
-                            "this server takes; retry shortly",
-                            headers={"Retry-After": str(SSE_RETRY_AFTER)})
-    first = (await run_in_threadpool(broadcaster.query, {run_id: cursor}))[run_id]
-    if first[0] is None:
-        raise store.RunNotFound(run_id)
-    return StreamingResponse(
+    cap = settings.max_sse_connections
+    if not broadcaster.take_slot(cap):
+        raise HTTPException(503, f"{cap} event streams are open, the most this server takes; "
+                            "retry shortly", headers={"Retry-After": str(SSE_RETRY_AFTER)})
+    try:
+        first = (await run_in_threadpool(broadcaster.query, {run_id: cursor}))[run_id]
+        if first[0] is None:
+            raise store.RunNotFound(run_id)
+    except BaseException:
+        broadcaster.free_slot()
+        raise
+    return SlotStream(
         _stream(broadcaster, run_id, cursor, settings.sse_heartbeat_seconds, first),
+        release=broadcaster.free_slot,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+class SlotStream(StreamingResponse):
+    """A streaming response that gives its stream slot back when it ends, however it ends
+    (sent in full, the client gone, or never started)."""
+
+    def __init__(self, content: Any, *, release: Any, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from bamsprod.app import store
 from bamsprod.app.api.deps import (
@@ -24,8 +25,10 @@ from bamsprod.app.api.deps import (
     remove_checkpoints,
     unprocessable,
 )
+from bamsprod.app.data_roots import data_dir_refusal
+from bamsprod.app.db import session_scope
 from bamsprod.app.schemas import RUN_SORT_COLUMNS, RunList, RunPublic
-from bamsprod.core.model_size import size_field, too_large
+from bamsprod.core.model_size import size_field, too_large, too_much_activation
 from bamsprod.core.spec import RUN_STATES, RunConfig
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=AUTH_ERRORS)
@@ -34,26 +37,56 @@ MAX_OFFSET = 10_000_000
 SortColumn = Literal[RUN_SORT_COLUMNS]  # type: ignore[valid-type]
 
 
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,64}")  # printable ASCII, no spaces
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=RunPublic,
     dependencies=WRITE,
-    responses=BODY_ERRORS,
+    responses={**BODY_ERRORS, 200: {"model": RunPublic, "description": "a retry with the "
+                                    "same Idempotency-Key: the run it created"}},
 )
 def submit_run(
-    config: RunConfig, session: SessionDep, settings: SettingsDep, request: Request
+    config: RunConfig,
+    settings: SettingsDep,
+    request: Request,
+    idempotency_key: Annotated[str | None, Header(
+        description="1-64 printable ASCII characters: a retry with the same key returns the "
+        "run the first try created (200) instead of creating another")] = None,
 ) -> Response:
-    """Record a run as ``queued`` and queue it. The body is the run config."""
+    """Record a run as ``queued`` and queue it. The body is the run config.
+
+    The database session is closed before the run is handed to the broker, and that hand-over
+    waits at most ``enqueue_timeout_seconds``: a hung broker holds neither a connection nor the
+    client. A run the broker did not take stays ``queued`` and is sent by the reconciler."""
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        unprocessable(("header", "idempotency-key"),
+                      "must be 1 to 64 printable ASCII characters without spaces")
     if config.epochs > settings.max_epochs:
         unprocessable(("body", "epochs"), f"at most {settings.max_epochs} epochs on this server",
                       config.epochs)
     if (why := too_large(config, settings.max_param_bytes)) is not None:
         loc, value = size_field(config)
         unprocessable(("body", *loc), why, value)
-    run = store.create_run(session, config)
-    enqueue(request, run.id)  # type: ignore[arg-type]
-    return json_response(RunPublic, RunPublic.model_validate(run), status.HTTP_201_CREATED)
+    if (why := too_much_activation(config, settings.max_activation_bytes)) is not None:
+        unprocessable(("body", "batch_size"), why, config.batch_size)
+    if (why := data_dir_refusal(config.data_dir, settings.data_roots)) is not None:
+        unprocessable(("body", "data_dir"), why, config.data_dir)
+    with session_scope(settings.database_url) as session:
+        try:
+            run, created = store.create_run_once(session, config, idempotency_key)
+        except store.IdempotencyMismatch as exc:
+            unprocessable(("header", "idempotency-key"), str(exc))
+        public = RunPublic.model_validate(run)
+    if created or public.state == "queued":  # a retry re-sends: the first send may be lost
+        enqueue(request, public.id)
+    code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    response = json_response(RunPublic, public, code)
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 @router.get("", response_model=RunList, dependencies=READ, responses=NOT_FOUND)
@@ -136,6 +169,7 @@ def cancel_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> Res
 def retry_run(run_id: RunId, session: SessionDep, request: Request) -> Response:
     """Queue a finished run again from scratch (409 unless it has finished)."""
     run = store.retry_run(session, run_id)
+    session.close()  # the connection goes back before the broker is asked (it may hang)
     enqueue(request, run_id)
     return json_response(RunPublic, RunPublic.model_validate(run))
 

@@ -23,6 +23,7 @@ from bamsprod.app.api.deps import (
 )
 from bamsprod.app.schemas import (
     ErrorDetail,
+    SweepCancelled,
     SweepCreate,
     SweepDetail,
     SweepList,
@@ -63,7 +64,7 @@ def submit_sweep(
     limit = settings.max_sweep_runs
     with invalid_fields("body"):
         if body.strategy == "tune":
-            n, configs = tuning.check(body, seeds(body))
+            n, configs = tuning.check(body, seeds(body), limit)
         else:
             n = count(body)
             configs = expand(body) if n <= limit else []
@@ -71,13 +72,15 @@ def submit_sweep(
             response.status_code = status.HTTP_200_OK
             return SweepSubmitted(count=n, max_runs=limit, dry_run=True)
         check_count(body, n, limit)
-        check_limits(body, configs, settings.max_epochs, settings.max_param_bytes)
+        check_limits(body, configs, settings.max_epochs, settings.max_param_bytes,
+                     settings.max_activation_bytes, settings.data_roots)
         if body.strategy == "tune":  # before any Optuna study exists: every check is done
             spec, trials = tuning.plan_stage1(body, seeds(body), settings.database_url)
             configs, link = [t.config for t in trials], tuning.link_stage1(trials)
         else:
             spec, link = body.model_dump(mode="json"), None
     sweep, runs = store.create_sweep(session, body.name, spec, configs, before_commit=link)
+    session.close()  # no connection held while the broker takes the messages (it may hang)
     # One message per run, after the answer is sent: the runs are committed ``queued`` in one
     # transaction already, and the reconciler re-queues any whose message never left.
     background.add_task(_enqueue_all, request, [int(r.id) for r in runs])  # type: ignore[arg-type]
@@ -118,6 +121,21 @@ def get_sweep(sweep_id: SweepId, session: SessionDep) -> Response:
         "tuning": tuning.summary(session, sweep),
     }
     return json_response(SweepDetail, detail)
+
+
+@router.post(
+    "/{sweep_id}/cancel",
+    response_model=SweepCancelled,
+    dependencies=WRITE,
+    responses=SWEEP_NOT_FOUND,
+)
+def cancel_sweep(sweep_id: SweepId, session: SessionDep, settings: SettingsDep) -> Response:
+    """Cancel every queued or running run of the sweep in one request (as ``POST
+    /api/runs/{id}/cancel`` does one run); a tuned sweep starts no stage 2 after it."""
+    ended, flagged = store.cancel_sweep(session, sweep_id, stale_before=settings.stale_before())
+    tuning.close_stages(session, store.get_sweep(session, sweep_id))
+    return json_response(SweepCancelled, {"sweep_id": sweep_id, "cancelled": ended,
+                                          "cancel_requested": flagged})
 
 
 @router.delete(

@@ -6,16 +6,18 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import re
 import signal
 import ssl
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 from rich.text import Text
 
 from bamsprod.app.field_errors import FieldError, first_error
@@ -36,15 +38,59 @@ TOKEN_OPTION = typer.Option(
 )
 
 
+# Characters that change how the text around them reads without showing themselves: bidi
+# embeddings, overrides and isolates, marks, the BOM and other zero-width formats, the line and
+# paragraph separators (frontend/static/common.js escapes the same on the page).
+_INVISIBLE = re.compile("[\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f"
+                        "\ufeff\ufff9-\ufffb]")
+
+
+def shown(value: Any) -> str:
+    """User text as a terminal may show it: control characters (``\\x1b``) and invisible
+    formatting characters (``\\u202e``) written as escapes."""
+    return _INVISIBLE.sub(lambda m: f"\\u{ord(m.group()):04x}", escape_text(str(value)))
+
+
 def plain(value: Any) -> Text:
     """User text (a run name, a path, an error) for a Rich table cell: never read as markup,
-    control characters escaped (``\\x1b``), so nothing reaches the terminal raw."""
-    return Text(escape_text(str(value)))
+    control and invisible characters escaped (``shown``), so nothing reaches the terminal raw."""
+    return Text(shown(value))
 
 
 def safe(value: Any) -> str:
-    """User text for a Rich f-string: markup escaped, control characters escaped."""
-    return escape(escape_text(str(value)))
+    """User text for a Rich f-string: markup escaped, control and invisible characters too."""
+    return escape(shown(value))
+
+
+def print_rows(headers: Sequence[str], rows: Iterable[Sequence[Any]],
+               title: str | None = None) -> None:
+    """A table on stdout. In a terminal, a Rich table whose cells wrap rather than cut; piped
+    into another program, the header and one tab-separated line per row with every value in
+    full (the title goes to stderr), so a name can be grepped and a column cut out."""
+    if console.is_terminal:
+        table = Table(title=title)
+        for name in headers:
+            table.add_column(name, overflow="fold", min_width=min(len(name), 12))
+        for row in rows:
+            table.add_row(*(c if isinstance(c, Text) else plain(c) for c in row))
+        console.print(table)
+        return
+    if title:
+        err.print(safe(title))
+    print("\t".join(headers))
+    for row in rows:
+        print("\t".join(shown(c.plain if isinstance(c, Text) else c) for c in row))
+
+
+def check_token(token: str | None) -> None:
+    """A token travels in an HTTP header: printable ASCII only (else a usage error naming
+    ``--token``, not an encoding traceback or a misleading "cannot reach")."""
+    if token and not (token.isascii() and token.isprintable()):
+        where = next(i for i, ch in enumerate(token) if not (ch.isascii() and ch.isprintable()))
+        raise typer.BadParameter(
+            f"must be printable ASCII characters (e.g. from `openssl rand -hex 32`); character "
+            f"{where + 1} is not (from --token, or $BAMSPROD_API_TOKEN / $BAMSPROD_READ_TOKEN)",
+            param_hint="--token")
 
 
 # ------------------------------------------------------------------------------- epochs
@@ -92,6 +138,7 @@ def client(url: str, token: str | None = None) -> httpx.Client:
     """An HTTP client for the server at ``url``, with the bearer token when there is one."""
     headers = {"X-Requested-With": "bamsprod-cli"}  # not a cross-site form (app.security)
     token = token or os.environ.get("BAMSPROD_API_TOKEN")
+    check_token(token)
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30.0, verify=_tls())

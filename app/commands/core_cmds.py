@@ -8,7 +8,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from bamsprod.app.commands.common import COLUMNS, console, err, format_line, format_row, plain, safe
+from bamsprod.app.commands.common import (
+    COLUMNS,
+    console,
+    err,
+    format_line,
+    format_row,
+    print_rows,
+    safe,
+)
 from bamsprod.app.commands.run_options import with_run_config
 from bamsprod.core.spec import RunConfig
 
@@ -31,7 +39,7 @@ def train(
     from bamsprod.core.environment import environment
     from bamsprod.core.train import train as run_training
 
-    table = Table(*COLUMNS, title=f"{config.optimizer} on {config.model}/{config.dataset}")
+    rows: list[list[str]] = []
     progress = Progress(
         TextColumn("epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -53,8 +61,8 @@ def train(
         if as_json:
             print(json.dumps(d), flush=True)
         else:
-            table.add_row(*format_row(d))
-            progress.console.print(format_line(d))
+            rows.append(format_row(d))
+            progress.console.print(format_line(d), soft_wrap=True)  # one line, never wrapped
 
     try:
         with progress:
@@ -76,8 +84,8 @@ def train(
     if as_json:
         print(json.dumps({"result": summary}), flush=True)
     else:
-        console.print(table)
-        console.print(f"state: {result.state}  device: {safe(result.device)}")
+        print_rows(COLUMNS, rows, title=f"{config.optimizer} on {config.model}/{config.dataset}")
+        console.print(f"state: {result.state}  device: {safe(result.device)}", soft_wrap=True)
     if result.state != "succeeded":
         raise typer.Exit(1)
 
@@ -135,8 +143,6 @@ def data_list() -> None:
     """Which data sets are installed, and where."""
     from bamsprod.core.data import status
 
-    table = Table("data set", "installed", "path", "note")
-    for row in status():
-        name, ok, path, message = row
-        table.add_row(name, "yes" if ok else "no", plain(path or ""), plain(message or ""))
-    console.print(table)
+    rows = [(name, "yes" if ok else "no", path or "", message or "")
+            for name, ok, path, message in status()]
+    print_rows(("data set", "installed", "path", "note"), rows)

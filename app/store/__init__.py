@@ -9,12 +9,14 @@ By concern: ``runs`` (one run, the user's actions), ``claims`` (the worker's sid
 (metrics and summaries), ``sweeps``, ``listing`` (pages of runs); ``base`` holds the errors.
 """
 
-from bamsprod.app.store.base import RunNotFound, RunStateError, SweepNotFound
+from bamsprod.app.store.base import RunLost, RunNotFound, RunStateError, SweepNotFound
 from bamsprod.app.store.claims import (
     cancel_requested,
     claim_run,
     expire_runs_of,
     finish_run,
+    give_up_run,
+    heartbeats_of,
     reclaim_run,
     release_run,
     requeue_candidates,
@@ -33,6 +35,7 @@ from bamsprod.app.store.epochs import (
     poll_runs,
     record_epoch,
 )
+from bamsprod.app.store.idempotency import IdempotencyMismatch, create_run_once
 from bamsprod.app.store.listing import list_run_rows, list_runs
 from bamsprod.app.store.runs import (
     COMPARE_RUN_COLUMNS,
@@ -49,6 +52,7 @@ from bamsprod.app.store.runs import (
 )
 from bamsprod.app.store.sweeps import (
     LIVE_STATES,
+    cancel_sweep,
     create_sweep,
     delete_sweep,
     get_sweep,
@@ -61,14 +65,18 @@ from bamsprod.app.store.sweeps import (
 __all__ = [
     "COMPARE_RUN_COLUMNS",
     "EVAL_FIELDS",
+    "IdempotencyMismatch",
     "LIVE_STATES",
+    "RunLost",
     "RunNotFound",
     "RunStateError",
     "SweepNotFound",
     "cancel_requested",
+    "cancel_sweep",
     "claim_run",
     "compare_run_rows",
     "create_run",
+    "create_run_once",
     "create_sweep",
     "delete_run",
     "delete_sweep",
@@ -79,6 +87,8 @@ __all__ = [
     "get_metrics",
     "get_run",
     "get_sweep",
+    "give_up_run",
+    "heartbeats_of",
     "list_run_rows",
     "list_runs",
     "list_sweeps",

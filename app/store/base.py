@@ -32,6 +32,21 @@ class RunStateError(RuntimeError):
     """The run's state forbids the operation (the API answers 409)."""
 
 
+class RunLost(RuntimeError):
+    """The worker's lease on the run is gone (cancelled, deleted, or taken over after it looked
+    dead): what it would write is refused, and it stops."""
+
+    def __init__(self, run_id: int):
+        super().__init__(f"run {run_id} is no longer held by this worker")
+        self.run_id = run_id
+
+
+def held(lease: str | None) -> Any:
+    """SQL: the run is ``running`` under ``lease`` (any running run when ``lease`` is None)."""
+    running = col(Run.state) == "running"
+    return running if lease is None else sa.and_(running, col(Run.lease) == lease)
+
+
 def dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 

@@ -1,51 +1,77 @@
 """The worker's side: claim, re-claim, heartbeat, release and finish a run, and find runs
-whose task may be lost. Each is one conditional update, so two workers never both win."""
+whose task may be lost. Each is one conditional update, so two workers never both win.
+
+Every claim draws a new ``lease`` and returns it; the heartbeat, the epochs
+(``record_epoch(..., lease=)``), the hand-back and the final state of the worker holding it
+are conditional on it. So a worker that lost the run (taken over while it looked dead, even
+by a worker of the same name) has every further write refused, and stops."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from bamsprod.app.store.base import stale, update_run
+from bamsprod.app.store.base import held, stale, update_run
 from bamsprod.app.tables import Run, utcnow
 from bamsprod.core.spec import TERMINAL_STATES
 
 
 def _take(session: Session, run_id: int, where: object, worker_host: str, device: str,
-          start: bool = False) -> bool:
+          start: bool = False) -> str | None:
     """One attempt more at ``run_id`` for ``worker_host`` on ``device`` if ``where`` holds;
-    ``start``: the run becomes ``running`` now."""
+    ``start``: the run becomes ``running`` now. Returns the new lease, or None."""
     now = utcnow()
+    lease = uuid.uuid4().hex
     begun = {"state": "running", "started_at": now} if start else {}
     ok = update_run(session, run_id, where, heartbeat_at=now, worker_host=worker_host,
-                    device=device, attempts=Run.attempts + 1, **begun)
+                    device=device, attempts=Run.attempts + 1, lease=lease, **begun)
     session.commit()
-    return ok
+    return lease if ok else None
 
 
-def claim_run(session: Session, run_id: int, worker_host: str, device: str) -> bool:
-    """Atomically move a ``queued`` run to ``running``; True for exactly one caller."""
+def claim_run(session: Session, run_id: int, worker_host: str, device: str) -> str | None:
+    """Atomically move a ``queued`` run to ``running``; its lease for exactly one caller, None
+    for the others."""
     return _take(session, run_id, col(Run.state) == "queued", worker_host, device, start=True)
 
 
 def reclaim_run(
     session: Session, run_id: int, worker_host: str, device: str, stale_before: datetime
-) -> bool:
-    """Take over a ``running`` run whose heartbeat is older than ``stale_before`` (lost worker)."""
+) -> str | None:
+    """Take over a ``running`` run whose heartbeat is older than ``stale_before`` (lost worker);
+    the new lease, or None."""
     return _take(session, run_id, stale(stale_before), worker_host, device)
 
 
-def release_run(session: Session, run_id: int) -> bool:
+def give_up_run(session: Session, run_id: int, stale_before: datetime, max_attempts: int
+                ) -> bool:
+    """End ``failed`` a ``running`` run whose worker is gone (a stale heartbeat) after
+    ``max_attempts`` tries: a run that kills its worker (out of memory) would otherwise come
+    back forever. True when it was given up."""
+    where = sa.and_(col(Run.attempts) >= max_attempts, stale(stale_before))
+    ok = update_run(
+        session, run_id, where, state="failed", finished_at=utcnow(), lease=None,
+        error=f"gave up after {max_attempts} attempts: each time, the worker training the run "
+              "was lost (killed, e.g. out of memory, or stopped) before it ended; "
+              "BAMSPROD_MAX_ATTEMPTS sets how many")
+    session.commit()
+    return ok
+
+
+def release_run(session: Session, run_id: int, lease: str | None = None) -> bool:
     """Hand a ``running`` run back to the queue (worker shutdown); its epochs stay, so the next
     worker resumes from its checkpoint. The attempt is given back too: a clean hand-over is not
-    a failed try, so the next claim does not count twice. False if it was not running."""
+    a failed try, so the next claim does not count twice. False if it was not running (under
+    ``lease``, when given)."""
     ok = update_run(
         session,
         run_id,
-        col(Run.state) == "running",
+        held(lease),
+        lease=None,
         state="queued",
         queued_at=utcnow(),
         heartbeat_at=None,
@@ -56,13 +82,15 @@ def release_run(session: Session, run_id: int) -> bool:
     return ok
 
 
-def touch_run(session: Session, run_id: int, worker_host: str | None = None) -> bool:
+def touch_run(session: Session, run_id: int, worker_host: str | None = None,
+              lease: str | None = None) -> bool:
     """Refresh a running run's heartbeat (a worker thread beats every few seconds).
 
-    With ``worker_host``, only while that worker still holds the run: False tells a worker that
-    the run was taken from it (cancelled, deleted, or re-claimed after it looked dead).
+    With ``worker_host`` and/or ``lease``, only while that worker still holds the run: False
+    tells a worker that the run was taken from it (cancelled, deleted, or re-claimed after it
+    looked dead).
     """
-    where = col(Run.state) == "running"
+    where = held(lease)
     if worker_host is not None:
         where = sa.and_(where, col(Run.worker_host) == worker_host)
     ok = update_run(session, run_id, where, heartbeat_at=utcnow())
@@ -70,21 +98,37 @@ def touch_run(session: Session, run_id: int, worker_host: str | None = None) -> 
     return ok
 
 
-def expire_runs_of(session: Session, worker_host: str) -> list[int]:
+def heartbeats_of(session: Session, worker_host: str) -> dict[int, datetime | None]:
+    """The ``running`` runs held under ``worker_host``, with their last heartbeat."""
+    rows = session.exec(select(Run.id, Run.heartbeat_at).where(
+        col(Run.state) == "running", col(Run.worker_host) == worker_host)).all()
+    session.commit()
+    return {int(i): hb for i, hb in rows if i is not None}
+
+
+def expire_runs_of(session: Session, worker_host: str,
+                   beats: dict[int, datetime | None] | None = None) -> list[int]:
     """Mark stale every ``running`` run held under ``worker_host``; returns their ids.
 
-    A worker that starts calls this with its own node name: whatever that name held was left
-    by a process that is gone (a crash, a kill, ``bamsprod up`` restarted), so the reconciler
-    may take it back at once instead of waiting for the heartbeat to age.
+    A worker that starts calls this with its own node name: what that name held was left by a
+    process that is gone (a crash, a kill, ``bamsprod up`` restarted), so the reconciler may
+    take it back at once instead of waiting for the heartbeat to age. With ``beats`` (from
+    :func:`heartbeats_of`, read a few beats earlier), only the runs whose heartbeat has not
+    moved since: a live worker of the same name still beats its runs, and keeps them.
     """
-    held = col(Run.state) == "running", col(Run.worker_host) == worker_host
-    ids = [int(i) for i in session.exec(select(Run.id).where(*held)) if i is not None]
-    if ids:
-        session.exec(  # type: ignore[call-overload]
-            sa.update(Run).where(col(Run.id).in_(ids), *held).values(heartbeat_at=None)
-        )
+    where = [col(Run.state) == "running", col(Run.worker_host) == worker_host]
+    ids = [int(i) for i in session.exec(select(Run.id).where(*where)) if i is not None]
+    if beats is not None:
+        ids = [i for i in ids if i in beats]
+    expired = []
+    for run_id in ids:
+        still = where
+        if beats is not None and beats[run_id] is not None:
+            still = [*where, col(Run.heartbeat_at) <= beats[run_id]]
+        if update_run(session, run_id, sa.and_(*still), heartbeat_at=None):
+            expired.append(run_id)
     session.commit()
-    return ids
+    return expired
 
 
 def finish_run(
@@ -94,16 +138,19 @@ def finish_run(
     error: str | None = None,
     diverged_epoch: int | None = None,
     device: str | None = None,
+    lease: str | None = None,
 ) -> bool:
-    """End a ``running`` run in terminal ``state``; False if it was not running. ``device``,
-    when given, replaces the claim's device with what trained it (device and optimizer path)."""
+    """End a ``running`` run in terminal ``state``; False if it was not running (under
+    ``lease``, when given). ``device``, when given, replaces the claim's device with what
+    trained it (device and optimizer path)."""
     if state not in TERMINAL_STATES:
         raise ValueError(f"{state!r} is not a terminal state ({', '.join(TERMINAL_STATES)})")
     extra = {"device": device[:64]} if device else {}
     ok = update_run(
         session,
         run_id,
-        col(Run.state) == "running",
+        held(lease),
+        lease=None,
         state=state,
         finished_at=utcnow(),
         error=error,

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from bamsprod.app.schemas import METRIC_FIELDS
-from bamsprod.app.store.base import RunNotFound, dialect, update_run
+from bamsprod.app.store.base import RunLost, RunNotFound, dialect, held, update_run
 from bamsprod.app.tables import EpochMetric, EvalPoint, Run, utcnow
 
 # An evaluation point's columns besides its run, in the order the API and CSV give them.
@@ -46,12 +46,15 @@ def _upsert_points(session: Session, run_id: int, points: Sequence[Mapping[str, 
     session.exec(stmt)  # type: ignore[call-overload]
 
 
-def record_epoch(session: Session, run_id: int, metrics: Mapping[str, Any]) -> None:
+def record_epoch(session: Session, run_id: int, metrics: Mapping[str, Any],
+                 lease: str | None = None) -> None:
     """Write one epoch (``EpochMetrics.to_dict()``), its evaluation points (``evals``) and the
     run's summary in one transaction.
 
     Idempotent: a repeated (run, epoch) overwrites the row and its points, never duplicates
-    them. Non-finite values are stored as NULL. Raises ``RunNotFound`` if the run is gone.
+    them. Non-finite values are stored as NULL. Raises ``RunNotFound`` if the run is gone; with
+    ``lease`` (a worker's), ``RunLost`` unless the run is ``running`` under that lease, and
+    nothing is written.
     """
     epoch = int(metrics["epoch"])
     row: dict[str, Any] = {k: _clean_float(metrics.get(k)) for k in METRIC_FIELDS}
@@ -87,10 +90,10 @@ def record_epoch(session: Session, run_id: int, metrics: Mapping[str, Any]) -> N
             .order_by(col(EpochMetric.test_acc).desc(), col(EpochMetric.epoch).asc())
             .limit(1)
         ).first()
-        update_run(
+        summarised = update_run(
             session,
             run_id,
-            None,
+            None if lease is None else held(lease),
             epochs_done=n,
             last_epoch=last_epoch,
             last_test_acc=last[0],
@@ -100,6 +103,8 @@ def record_epoch(session: Session, run_id: int, metrics: Mapping[str, Any]) -> N
             best_epoch=best[1] if best else None,
             heartbeat_at=now,
         )
+        if not summarised and lease is not None:
+            raise RunLost(run_id)  # another worker holds the run now: roll the epoch back
         session.commit()
     except BaseException:
         session.rollback()

@@ -1,14 +1,15 @@
-"""Sweeps: created with their runs in one transaction, read, counted and deleted."""
+"""Sweeps: created with their runs in one transaction, read, counted, cancelled and deleted."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from bamsprod.app.store.base import RunStateError, SweepNotFound
+from bamsprod.app.store.base import RunStateError, SweepNotFound, stale
 from bamsprod.app.store.runs import new_run
 from bamsprod.app.tables import Run, Sweep, TuneTrial, utcnow
 from bamsprod.core.spec import RunConfig
@@ -108,3 +109,20 @@ def delete_sweep(session: Session, sweep_id: int) -> list[int]:
     session.exec(sa.delete(Sweep).where(col(Sweep.id) == sweep_id))  # type: ignore[call-overload]
     session.commit()
     return ids
+
+
+def cancel_sweep(session: Session, sweep_id: int, stale_before: datetime | None = None
+                 ) -> tuple[int, int]:
+    """Cancel every live run of the sweep in two statements: ``queued`` ones (and ``running``
+    ones whose worker is gone) end ``cancelled`` now, live ``running`` ones are flagged for
+    their workers. Returns ``(cancelled now, cancel requested)``; ``SweepNotFound``."""
+    get_sweep(session, sweep_id)
+    mine = col(Run.sweep_id) == sweep_id
+    now = sa.update(Run).where(mine, sa.or_(col(Run.state) == "queued", stale(stale_before)))
+    ended = session.exec(now.values(  # type: ignore[call-overload]
+        state="cancelled", cancel_requested=True, finished_at=utcnow())).rowcount
+    flag = sa.update(Run).where(mine, col(Run.state) == "running",
+                                col(Run.cancel_requested).is_(False))
+    flagged = session.exec(flag.values(cancel_requested=True)).rowcount  # type: ignore[call-overload]
+    session.commit()
+    return int(ended), int(flagged)

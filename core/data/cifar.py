@@ -6,7 +6,8 @@ Each batch file (``data_batch_1`` .. ``data_batch_5``, ``test_batch``) is a pick
 fixed; the structure and shapes are validated instead. Unpickling only admits the numpy
 globals an array needs, so a hostile file cannot run code; and every array the file declares
 must fit in the file's own bytes and be laid out contiguously, so a tiny file cannot declare a
-huge (e.g. zero-stride) array that costs memory once it is copied.
+huge (e.g. zero-stride) array that costs memory once it is copied. A sparse file (mostly
+holes, which read back as zeros) is refused before it is read: its bytes are not its own.
 """
 
 from __future__ import annotations
@@ -97,6 +98,18 @@ class _ArrayUnpickler(pickle.Unpickler):
         return np.ndarray.__new__(np.ndarray, shape, dtype)
 
 
+def _bytes_held(path: Path, st: os.stat_result) -> int:
+    """The bytes the file really holds: its size, refused (``UnpicklingError``) when most of it
+    is holes. A sparse file reads back as zeros it does not store, so its apparent size
+    would let a few kilobytes on disk declare (and cost) hundreds of megabytes. (Twice the
+    allocated blocks, plus a page, leaves room for a compressing file system.)"""
+    on_disk = getattr(st, "st_blocks", None)
+    if on_disk is not None and st.st_size > 2 * on_disk * 512 + 65536:
+        raise pickle.UnpicklingError(
+            f"it is a sparse file: {st.st_size} bytes long, {on_disk * 512} of them on disk")
+    return st.st_size
+
+
 def find_cifar_dir(candidates: list[Path]) -> Path | None:
     """The first of ``candidates`` (or its ``cifar-10-batches-py``) holding ``test_batch``."""
     for d in candidates:
@@ -116,7 +129,7 @@ def read_batch(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     hint = install_hint("cifar10")
     try:
         with p.open("rb") as f:
-            obj = _ArrayUnpickler(f, max_bytes=os.fstat(f.fileno()).st_size).load()
+            obj = _ArrayUnpickler(f, max_bytes=_bytes_held(p, os.fstat(f.fileno()))).load()
     except (
         OSError,
         EOFError,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from bamsprod.core.spec import split_sizes
+
 __all__ = ["SPLIT_SEED", "validation_split"]
 
 # The split's own seed: fixed, so the split depends only on the data and the fraction.
@@ -22,7 +24,7 @@ def validation_split(
     """``(train_x, train_y, val_x, val_y)``: ``round(fraction * N)`` examples, drawn by a fixed
     permutation, held out of ``(x, y)``; the rest keep their order. ``fraction = 0``: no split."""
     n = len(x)
-    n_val = round(fraction * n)
+    _, n_val = split_sizes(n, fraction)
     if n_val == 0:
         return x, y, x[:0], y[:0]
     if n_val >= n:

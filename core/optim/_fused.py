@@ -15,9 +15,20 @@ compiler's default elsewhere. Not ``-march=native``: a home directory shared by 
 machines then shares one cache safely, because the extension's name carries a hash of its
 flags, its source and torch's version, and a CPU without AVX-512 never loads the AVX-512 build.
 
-If anything fails (no compiler, no ninja, a read-only cache directory, a compile error),
-:func:`load` warns once and returns ``None`` for the rest of the process, and the optimizer takes
-its foreach path: a training run never stops because of the kernel.
+The cache is keyed by the torch installation too (its directory joins the hash): two
+environments on one machine (a venv and a wheel install, say) each keep their own build instead
+of rebuilding one folder in turn.
+
+Builds never wedge (``core.optim._build_lock``): a build first takes an ``flock`` that dies with
+its holder, so the baton file torch leaves behind when a build is killed is removed instead of
+waited on forever; waiting for another live build is bounded (``BAMSPROD_KERNEL_WAIT_SECONDS``,
+300 s), after which the optimizer takes its foreach path with a warning. The compile itself
+runs in a child process, which :func:`prepare` kills when its ``should_stop`` says so: the
+trainer calls it before the first step, so a cancelled run stops during the build.
+
+If anything fails (no compiler, no ninja, a read-only cache directory, a compile error, the
+wait above), :func:`load` warns once and returns ``None`` for the rest of the process, and the
+optimizer takes its foreach path: a training run never stops because of the kernel.
 """
 
 from __future__ import annotations
@@ -27,23 +38,33 @@ import logging
 import os
 import platform
 import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-__all__ = ["SOURCE", "build_flags", "extension_name", "load", "status"]
+from bamsprod.core.optim._build_lock import BuildLock, remove_baton
+
+__all__ = ["SOURCE", "build_flags", "extension_name", "load", "needed_by", "prepare", "status"]
 
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "bamsprod_fused.cpp"
 _NAMESPACE = "bamsprod_fused"
-# A build lock older than this was left by a build that died (torch would wait on it forever).
-_STALE_LOCK_SECONDS = 600.0
+# How long a process waits for another one's build of the kernel before it gives up on it
+# (the foreach path then), and how long a build of its own may take.
+WAIT_ENV = "BAMSPROD_KERNEL_WAIT_SECONDS"
+DEFAULT_WAIT_SECONDS = 300.0
+BUILD_SECONDS = 900.0
+LOCK_FILE = "bamsprod.lock"
 
 _lock = threading.Lock()
 _ops: Any = None
@@ -65,13 +86,30 @@ def build_flags() -> list[str]:
 
 
 def extension_name(flags: list[str] | None = None) -> str:
-    """``bamsprod_fused_<hash of flags, source and torch version>``."""
+    """``bamsprod_fused_<hash of flags, source, torch version and installation>``."""
     flags = build_flags() if flags is None else flags
     digest = hashlib.sha256()
     digest.update(" ".join(flags).encode())
     digest.update(torch.__version__.encode())
+    digest.update(torch_installation().encode())
     digest.update(SOURCE.read_bytes())
     return f"{_NAMESPACE}_{digest.hexdigest()[:12]}"
+
+
+def torch_installation() -> str:
+    """The directory torch is imported from: builds against two installations (their headers
+    and libraries) are kept apart, even of one torch version."""
+    return str(Path(torch.__file__).resolve().parent)
+
+
+def wait_seconds() -> float:
+    """How long to wait for another process's build: ``$BAMSPROD_KERNEL_WAIT_SECONDS``, else
+    300 s."""
+    try:
+        value = float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_SECONDS))
+    except ValueError:
+        return DEFAULT_WAIT_SECONDS
+    return value if value >= 0 else DEFAULT_WAIT_SECONDS
 
 
 def _build_directory(name: str) -> Path:
@@ -79,16 +117,6 @@ def _build_directory(name: str) -> Path:
 
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
     return Path(root) / f"py{sys.version_info.major}{sys.version_info.minor}_cpu" / name
-
-
-def _remove_stale_lock(build_dir: Path) -> None:
-    lock = build_dir / "lock"
-    try:
-        if time.time() - lock.stat().st_mtime > _STALE_LOCK_SECONDS:
-            logger.warning("removing a stale build lock %s", lock)
-            lock.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def _ninja_path() -> str | None:
@@ -103,13 +131,13 @@ def _ninja_path() -> str | None:
 
 
 def _build() -> Any:
+    """Compile (when out of date) and load the kernel; call with the build lock held."""
     from torch.utils.cpp_extension import load as load_extension
 
     flags = build_flags()
     name = extension_name(flags)
     build_dir = _build_directory(name)
     build_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_lock(build_dir)
     ninja_dir = _ninja_path()
     old_path = os.environ.get("PATH", "")
     if ninja_dir:
@@ -151,35 +179,129 @@ def _first_error_line(message: str) -> str:
     return line if len(line) <= 300 else line[:297] + "..."
 
 
-def load() -> Any:
-    """The kernel's ops (``step``, ``quantization_errors``), or ``None`` where it can't be built.
+def _fail(error: str) -> None:
+    global _error
+    _error = error
+    warnings.warn(
+        f"BAMSProd: the fused CPU kernel could not be built ({_error}); fused=True "
+        "falls back to the foreach path (same results, slower). A C++ compiler and "
+        "ninja are needed to build it.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
-    The first call compiles it (or loads the cached build); a failure warns once, and every later
-    call returns ``None`` at once.
+
+def _compile_in_child(lock: BuildLock, should_stop: Callable[[], bool] | None) -> bool:
+    """Compile the kernel in a child process that holds ``lock`` with us (so a build outlives
+    a killed parent without a second one starting over it); False when ``should_stop`` ended
+    it (the child and its compilers are killed). Raises on a failed or overlong build."""
+    assert lock.fd is not None
+    code = "from bamsprod.core.optim._fused import _build; _build()"
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL, pass_fds=(lock.fd,),
+                                start_new_session=True)
+        deadline = time.monotonic() + BUILD_SECONDS
+        try:
+            while proc.poll() is None:
+                if should_stop is not None and should_stop():
+                    return False
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the build took longer than {BUILD_SECONDS:g} s")
+                time.sleep(0.1)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)  # the child and its ninja and compilers
+                proc.wait()
+        if proc.returncode != 0:
+            log.seek(0)
+            raise RuntimeError(log.read().decode(errors="replace")[-20_000:] or
+                               f"the build exited with {proc.returncode}")
+    return True
+
+
+Prepared = Literal["ready", "unavailable", "cancelled"]
+
+
+def prepare(should_stop: Callable[[], bool] | None = None) -> Prepared:
+    """Build (or load the cached build of) the kernel now: ``ready``; ``unavailable`` when it
+    cannot be built (warned once; the foreach path steps instead); ``cancelled`` when
+    ``should_stop`` returned True while this waited for the build lock or compiled (nothing is
+    recorded then: a later call tries again).
+
+    Waiting for another process's build is bounded by :func:`wait_seconds`; a compile runs in
+    a child process, so a stop ends it at once.
     """
-    global _ops, _error, _build_seconds
-    if _ops is not None or _error is not None:
-        return _ops
+    global _ops, _build_seconds
+    if _ops is not None:
+        return "ready"
+    if _error is not None:
+        return "unavailable"
     with _lock:
         if _ops is not None or _error is not None:
-            return _ops
+            return "ready" if _ops is not None else "unavailable"
         logger.info("BAMSProd: loading the fused CPU kernel (the first build takes ~1 minute)")
         start = time.perf_counter()
         try:
-            _ops = _build()
+            build_dir = _build_directory(extension_name())
+            build_dir.mkdir(parents=True, exist_ok=True)
+            lock = BuildLock(build_dir / LOCK_FILE)
+            wait = wait_seconds()
+            got = lock.acquire(wait, should_stop)
+        except Exception as exc:  # a read-only cache directory, a missing source
+            _fail(f"{type(exc).__name__}: {_first_error_line(str(exc))}")
+            return "unavailable"
+        if got == "stopped":
+            return "cancelled"
+        if got == "timeout":
+            _fail(f"another process held the build lock {lock.path} for {wait:g} s "
+                  f"(${WAIT_ENV})")
+            return "unavailable"
+        try:
+            if remove_baton(build_dir):
+                logger.warning("removed the lock file of a build that died in %s", build_dir)
+            if not (build_dir / f"{build_dir.name}.so").exists():
+                if not _compile_in_child(lock, should_stop):
+                    logger.info("BAMSProd: the kernel build was stopped")
+                    return "cancelled"
+            _ops = _build()  # up to date now: this only loads it
         except Exception as exc:  # no compiler, no ninja, read-only cache, compile error, ...
-            _error = f"{type(exc).__name__}: {_first_error_line(str(exc))}"
-            warnings.warn(
-                f"BAMSProd: the fused CPU kernel could not be built ({_error}); fused=True "
-                "falls back to the foreach path (same results, slower). A C++ compiler and "
-                "ninja are needed to build it.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            return None
+            _fail(f"{type(exc).__name__}: {_first_error_line(str(exc))}")
+            return "unavailable"
+        finally:
+            lock.release()
         _build_seconds = time.perf_counter() - start
         logger.info("BAMSProd: fused CPU kernel ready in %.1f s", _build_seconds)
+    return "ready"
+
+
+def load() -> Any:
+    """The kernel's ops (``step``, ``quantization_errors``), or ``None`` where it can't be built.
+
+    The first call compiles it (or loads the cached build, see :func:`prepare`); a failure
+    warns once, and every later call returns ``None`` at once.
+    """
+    if _ops is None and _error is None:
+        prepare()
     return _ops
+
+
+def needed_by(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` (or a part of a combined one) will step through this kernel."""
+    from bamsprod.core.optim import _paths
+    from bamsprod.core.optim.bamsprod import BAMSProd, _fused_ok
+
+    for opt in getattr(optimizer, "optimizers", [optimizer]):
+        if not isinstance(opt, BAMSProd):
+            continue
+        for group in opt.param_groups:
+            params = group["params"]
+            if params and _fused_ok(params) and _paths.choose(
+                params, foreach=group["foreach"], fused=group["fused"],
+                differentiable=group["differentiable"], fused_devices=("cpu",),
+            ) == "fused":
+                return True
+    return False
 
 
 def status() -> dict[str, Any]:

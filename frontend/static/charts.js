@@ -3,6 +3,8 @@
 // uirevision, so the user's zoom and hidden traces survive every update. Plotly itself is the
 // classic global window.Plotly, from plotly.min.js (a deferred script): see plotly().
 
+import { shown } from "./common.js";
+
 /**
  * Resolves to window.Plotly once plotly.min.js has run. The pages' modules are async: they
  * start (and fetch their data) while the 1.4 MB Plotly still loads, and wait here to draw.
@@ -117,7 +119,7 @@ export function bandTraces({ name, color, xs, ys, sd, ns, legendgroup, positive 
 }
 
 /** Plotly renders hovertemplate/legend strings as its own HTML subset: escape < and >. */
-export const escapeForPlotly = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+export const escapeForPlotly = (s) => shown(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
 // ------------------------------------------------------------- empty and zero states
 

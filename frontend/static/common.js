@@ -2,7 +2,18 @@
 // Everything that came from a user is put in the page with textContent, never innerHTML.
 // (API calls: api.js.)
 
-/** Build an element: h("td", {class: "num", title: t}, "text", childNode, ...). */
+// Characters that change how the text around them reads without showing themselves: bidi
+// embeddings, overrides and isolates, marks, the BOM and other zero-width formats, the line and
+// paragraph separators. User text (a run name, a tag) may hold them; it is shown with each
+// written as a visible escape, so "‮txt.exe" cannot pass for "exe.txt".
+const INVISIBLE = /[\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]/g;
+
+/** ``text`` with its invisible formatting characters written as ``\u202e`` escapes. */
+export const shown = (text) =>
+  String(text).replace(INVISIBLE, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
+
+/** Build an element: h("td", {class: "num", title: t}, "text", childNode, ...). Text children
+ * and the title are shown with their invisible formatting characters escaped (``shown``). */
 export function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
   if (attrs) {
@@ -12,12 +23,12 @@ export function h(tag, attrs, ...children) {
       else if (k === "dataset") Object.assign(el.dataset, v);
       else if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
       else if (k === "checked" || k === "selected" || k === "disabled" || k === "value") el[k] = v;
-      else el.setAttribute(k, v === true ? "" : String(v));
+      else el.setAttribute(k, v === true ? "" : k === "title" ? shown(v) : String(v));
     }
   }
   for (const c of children.flat()) {
     if (c === null || c === undefined || c === false) continue;
-    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    el.append(c instanceof Node ? c : document.createTextNode(shown(c)));
   }
   return el;
 }

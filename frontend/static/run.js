@@ -5,7 +5,7 @@
 
 import { api, openEvents, wireApiDownloads } from "./api.js";
 import * as BC from "./charts.js";
-import { $, fmtAcc, fmtDate, fmtNum, fmtSeconds, h, isActive, pageData, stateBadge, toast, every } from "./common.js";
+import { $, fmtAcc, fmtDate, fmtNum, fmtSeconds, h, isActive, pageData, shown, stateBadge, toast, every } from "./common.js";
 
 const runData = pageData("run-data");
 const runId = runData.run_id;
@@ -189,9 +189,9 @@ function renderEmpty() {
 // -------------------------------------------------------------- header
 
 function renderRun() {
-  $("#run-name").textContent = run.name || `run ${run.id}`;
+  $("#run-name").textContent = shown(run.name || `run ${run.id}`);
   $("#run-state").replaceWith(Object.assign(stateBadge(run.state, run.cancel_requested), { id: "run-state" }));
-  document.title = `${run.name || "Run " + run.id} · ${run.state} · bamsprod`;
+  document.title = `${shown(run.name || "Run " + run.id)} · ${run.state} · bamsprod`;
   $("#cancel").hidden = !isActive(run.state) || run.cancel_requested;
   $("#retry").hidden = isActive(run.state);
   const err = $("#run-error");
