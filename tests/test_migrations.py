@@ -108,9 +108,9 @@ def test_sqlite_autoincrement_rebuild_keeps_every_row(empty_db_url) -> None:
     url = empty_db_url("sqlite")
     command.upgrade(alembic_config(url), "0001")
     runs = old_runs(url, [RunConfig(seed=0), RunConfig(seed=1)], sweep=True)
-    with session_scope(url) as s:
-        store.claim_run(s, runs[0], "w", "cpu")
-    with get_engine(url).begin() as conn:  # an epoch row as revision 0001's table holds it
+    with get_engine(url).begin() as conn:  # a running run and its epoch, as 0001 holds them
+        conn.execute(sa.text("UPDATE run SET state = 'running', worker_host = 'w' "
+                             "WHERE id = :r"), {"r": runs[0]})
         conn.execute(sa.text(
             "INSERT INTO epoch_metric (run_id, epoch, test_acc, quant_error_layers, created_at) "
             "VALUES (:r, 1, 0.5, '{}', '2026-01-01 00:00:00')"
@@ -197,9 +197,9 @@ def test_eval_points_migration_keeps_old_runs_and_epochs(empty_db_url, kind: str
     url = empty_db_url(kind)
     command.upgrade(alembic_config(url), "0005_tuning")
     [run_id] = old_runs(url, [RunConfig()])
-    with session_scope(url) as s:
-        store.claim_run(s, run_id, "w", "cpu")
-    with get_engine(url).begin() as conn:  # an epoch row as revision 0005's table holds it
+    with get_engine(url).begin() as conn:  # a running run and its epoch, as 0005 holds them
+        conn.execute(sa.text("UPDATE run SET state = 'running', worker_host = 'w' "
+                             "WHERE id = :r"), {"r": run_id})
         conn.execute(sa.text(
             "INSERT INTO epoch_metric (run_id, epoch, test_acc, val_acc, quant_error_layers, "
             "created_at) VALUES (:r, 1, 0.5, 0.4, '{}', '2026-01-01 00:00:00')"

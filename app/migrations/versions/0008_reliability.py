@@ -26,7 +26,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+), never a batch rebuild: dropping the old
+    # run table with foreign keys on would cascade-delete every epoch (see 0002 and 0007).
     op.drop_index("ux_run_idempotency_key", table_name="run")
-    with op.batch_alter_table("run") as batch:
-        batch.drop_column("lease")
-        batch.drop_column("idempotency_key")
+    op.drop_column("run", "lease")
+    op.drop_column("run", "idempotency_key")
