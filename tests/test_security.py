@@ -291,7 +291,7 @@ def test_read_token_guards_reads_and_the_event_stream_takes_a_ticket_not_the_tok
     health = client.get("/api/health")  # probes need no token, and learn only up or down
     assert health.status_code == 200 and health.json() == {
         "status": "ok", "database": None, "broker": None, "worker": None, "workers": None,
-        "workers_seen": None}
+        "workers_seen": None, "plugins": None}
     full = client.get("/api/health", headers=bearer(READ)).json()
     assert full["database"] == {"ok": True, "detail": None} and full["workers"] == ["w"]
     assert client.get("/api/health", headers=bearer("nope")).json()["database"] is None
