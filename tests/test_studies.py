@@ -23,6 +23,7 @@ from bamsprod.app.studies import stats as rs
 from bamsprod.app.studies.claims import parse_claim
 from bamsprod.app.studies.cost import study_cost
 from bamsprod.app.studies.environment import env_key
+from bamsprod.app.studies.fmt import fmt_seconds
 from bamsprod.app.studies.studyfile import (
     StudyFileError,
     load_study,
@@ -496,9 +497,9 @@ def test_the_cpu_study_fits_75_minutes_with_two_workers():
     cost = study_cost(study)
     assert cost["cpu_workers"] == 2 and cost["cpu_wall_seconds"] <= 75 * 60
     got = _cli("study", "run", "cpu", "--dry-run")
-    minutes = cost["cpu_wall_seconds"] / 60
-    assert f"CPU: about **{minutes:.1f} min** wall time with 2 worker processes of 1 torch " \
-           "thread" in got.stdout
+    wall = fmt_seconds(cost["cpu_wall_seconds"])
+    assert f"CPU: about **{wall}** wall time with 2 worker processes of 1 torch thread" \
+        in got.stdout
 
 
 def test_study_list_and_show():

@@ -83,7 +83,7 @@ def fmt_seconds(s: Any) -> str:
     if not ok(s):
         return "n/a"
     s = float(s)
-    if s >= 3600:
+    if s >= 7200:  # below two hours minutes say more: a 75-minute budget reads "74.0 min"
         return f"{s / 3600:.1f} h"
     return f"{s / 60:.1f} min" if s >= 60 else f"{s:.1f} s"
 
