@@ -19,6 +19,7 @@ can record it next to its device.
 from __future__ import annotations
 
 import functools
+import textwrap
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -32,6 +33,7 @@ __all__ = [
     "choose",
     "compiled",
     "describe",
+    "document_flags",
     "has_triton",
     "new_step",
     "run_compiled",
@@ -156,6 +158,54 @@ def describe(paths: Iterable[str]) -> str:
     """One label for the paths an optimizer's groups took (``"fused"``, ``"compiled+foreach"``)."""
     seen = sorted(set(paths))
     return "+".join(seen) if seen else "none"
+
+
+# torch's flags, described once for every optimizer here (as torch.optim.optimizer shares
+# _foreach_doc, _maximize_doc, ...): a class docstring ends its Args with ``{flags}``, and
+# :func:`document_flags` fills it in, with the class's own note per flag where it has one.
+FLAG_DOCS: dict[str, str] = {
+    "foreach": "``True``: the ``torch._foreach_*`` path (no host sync, any device); ``False``: "
+    "the per-tensor reference; ``None`` (default): let ``fused`` decide.",
+    "maximize": "maximize the objective (step along ``+grad``) (default: False).",
+    "capturable": "keep ``step`` on the parameters' device and compute every step-dependent "
+    "factor there, so the step can be captured in a CUDA graph or compiled without a host "
+    "sync (default: False).",
+    "differentiable": "let autograd flow through the step; hyperparameters may then be tensors "
+    "that require grad. Only the per-tensor reference runs it (default: False).",
+    "fused": "``None`` (default): the device's fastest correct path (:func:`core.optim._paths"
+    ".choose`); ``True`` insists on it (a ``RuntimeError`` at the step where the device has "
+    "none), ``False`` keeps the eager paths. :meth:`paths` names the paths that ran; every "
+    "path agrees with the reference to 1e-6 relative.",
+}
+
+
+def document_flags(**notes: str) -> Callable[[type], type]:
+    """A class decorator: put :data:`FLAG_DOCS` where the docstring says ``{flags}``, each text
+    followed by ``notes[flag]`` (the class's own remark on that flag) where given."""
+
+    unknown = sorted(set(notes) - set(FLAG_DOCS))
+    if unknown:
+        raise ValueError(f"no such flag: {unknown}")
+
+    def fill(cls: type) -> type:
+        doc = cls.__doc__ or ""
+        line = next((ln for ln in doc.splitlines() if ln.strip() == "{flags}"), None)
+        if line is None:
+            raise ValueError(f"{cls.__name__}'s docstring has no {{flags}} line")
+        indent = line[: len(line) - len(line.lstrip())]
+        items = [
+            textwrap.fill(
+                " ".join(filter(None, (f"{flag}:", text, notes.get(flag, "")))),
+                width=100 - len(indent),
+                subsequent_indent="    ",
+            )
+            for flag, text in FLAG_DOCS.items()
+        ]
+        text = textwrap.indent("\n".join(items), indent)
+        cls.__doc__ = doc.replace(line, text)
+        return cls
+
+    return fill
 
 
 class PathOptimizer(torch.optim.Optimizer):

@@ -51,6 +51,9 @@ def _sqrt(x: Any) -> Any:
     return x.sqrt() if isinstance(x, Tensor) else math.sqrt(x)
 
 
+@_paths.document_flags(
+    fused="The fast path: the compiled reference on CUDA; elsewhere the foreach path."
+)
 class AdaBound(_paths.PathOptimizer):
     r"""AdaBound / AMSBound: Adam with the step size clipped into bounds that converge to SGD's.
 
@@ -71,8 +74,7 @@ class AdaBound(_paths.PathOptimizer):
         eps: added to ``sqrt(v)``.
         weight_decay: L2 penalty added to the gradient.
         amsbound: use the running max of ``v`` (AMSBound).
-        foreach, maximize, capturable, differentiable, fused: as in :class:`BAMSProd`
-            (``fused=None``: the compiled path on CUDA, else foreach).
+        {flags}
 
     State per parameter: ``step`` (a 0-d tensor), ``exp_avg``, ``exp_avg_sq`` and, for
     AMSBound, ``max_exp_avg_sq``.

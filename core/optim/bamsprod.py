@@ -121,6 +121,11 @@ def _validate(group: dict[str, Any]) -> None:
         raise RuntimeError("`fused` does not support `differentiable`")
 
 
+@_paths.document_flags(
+    fused="The fast paths: the C++ kernel on CPU (float32/float64; built on first use and "
+    "cached; where it can't be built, one warning and the foreach path) and the compiled path "
+    "(Inductor, Triton kernels) on CUDA.",
+)
 class BAMSProd(_paths.PathOptimizer):
     r"""BAMSProd (Liu et al., 2020): AMSGrad whose denominator is projected into shrinking bounds.
 
@@ -150,17 +155,7 @@ class BAMSProd(_paths.PathOptimizer):
         binary: per group; measure ``e(p)`` on the group's tensors (else ``e = 0``).
         latent_clip: per group; with ``binary=True``, clip ``p`` to ``[-latent_clip,
             latent_clip]`` after the step. ``None``: no clip.
-        foreach: ``True`` for the ``torch._foreach_*`` path, ``False`` for the per-tensor
-            reference; ``None`` lets ``fused`` decide.
-        maximize: maximize the objective (step along ``+grad``).
-        capturable: keep ``step`` on the parameters' device and compute every step-dependent
-            factor there, so the step can be captured in a CUDA graph.
-        differentiable: let autograd flow through the step (the reference path only).
-        fused: ``None`` (default) takes the fastest correct path for the device: the compiled
-            path (Inductor, Triton kernels) on CUDA, the C++ kernel on CPU (built on first use
-            and cached; where it can't be built, one warning and the foreach path). ``True``
-            insists on one of those, ``False`` keeps the eager paths. Every path agrees with
-            the reference to 1e-6 relative; :meth:`paths` says which ones ran.
+        {flags}
 
     State per parameter: ``step`` (a 0-d tensor), ``exp_avg``, ``exp_avg_sq``,
     ``max_exp_avg_sq``.

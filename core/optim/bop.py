@@ -41,6 +41,10 @@ from bamsprod.core.optim import _paths
 __all__ = ["Bop"]
 
 
+@_paths.document_flags(
+    foreach="Bop has no foreach path: ``True`` runs the reference too.",
+    fused="The fast path: the compiled reference on CUDA; elsewhere the reference.",
+)
 class Bop(_paths.PathOptimizer):
     r"""Bop: flip a binary weight when its gradient's moving average agrees with its sign.
 
@@ -55,9 +59,7 @@ class Bop(_paths.PathOptimizer):
         gamma: adaptivity rate ``gamma`` of the gradient average.
         threshold: flip threshold ``tau``.
         lr: a scheduler handle: the rate used is ``gamma * lr / base_lr`` (see module docs).
-        foreach, maximize, capturable, differentiable, fused: torch's conventions; the paths
-            are the per-tensor reference and, by default on CUDA, that reference compiled
-            (:mod:`core.optim._paths`). ``foreach=True`` takes the reference too.
+        {flags}
 
     State per parameter: ``step`` (a 0-d tensor), ``exp_avg`` (the average ``m``).
     """
