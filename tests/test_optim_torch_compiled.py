@@ -1,0 +1,132 @@
+"""``torch.compile`` of the fused BAMSProd step, as torch's compiled-optimizer tests compile
+``Adam(fused=True)``: with a tensor learning rate, and with ``fullgraph=True`` in a fresh
+process (before anything has loaded the C++ kernel). ``torch.optim.Adam(fused=True)`` is the
+control and passes both. Other compiled steps: tests/test_optim_compile.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from optim_helpers import rel_err
+from torch import nn
+
+import bamsprod.core.optim._fused as fused_module
+from bamsprod.core.optim import BAMSProd
+
+pytestmark = pytest.mark.slow
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _kernel() -> None:
+    if fused_module.load() is None:
+        message = f"fused BAMSProd kernel unavailable: {fused_module.status()['error']}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+
+
+def _groups(model: nn.Module) -> list[dict]:
+    first, *rest = model.parameters()
+    return [{"params": [first], "binary": True, "latent_clip": 1.0}, {"params": rest}]
+
+
+FACTORIES: dict[str, Callable[[nn.Module, torch.Tensor], torch.optim.Optimizer]] = {
+    "adam (control)": lambda m, lr: torch.optim.Adam(
+        m.parameters(), lr=lr, amsgrad=True, fused=True
+    ),
+    "bamsprod": lambda m, lr: BAMSProd(_groups(m), lr=lr, gamma=0.5, fused=True),
+}
+
+
+@pytest.mark.parametrize("fullgraph", [False, True])
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_compiled_fused_step_with_a_tensor_lr(name: str, fullgraph: bool) -> None:
+    """A tensor lr (moved by a scheduler in place) reaches the compiled fused kernel as a
+    tensor, so the step compiles once and matches eager."""
+    torch._dynamo.reset()
+    eager_model = _model()
+    compiled_model = copy.deepcopy(eager_model)
+    eager = FACTORIES[name](eager_model, torch.tensor(0.01))
+    opt = FACTORIES[name](compiled_model, torch.tensor(0.01))
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: 0.9**s) for o in (eager, opt)]
+
+    @torch.compile(fullgraph=fullgraph)
+    def step() -> None:
+        opt.step()
+
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        for p, q in zip(eager_model.parameters(), compiled_model.parameters(), strict=True):
+            p.grad = torch.randn(p.shape, generator=gen)
+            q.grad = p.grad.clone()
+        eager.step()
+        step()
+        for s in schedulers:
+            s.step()
+    assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)
+    for a, b in zip(compiled_model.parameters(), eager_model.parameters(), strict=True):
+        assert rel_err(a, b) <= 1e-6, name
+    start = list(_model().parameters())
+    moved = [not torch.equal(a, b) for a, b in zip(compiled_model.parameters(), start, strict=True)]
+    assert all(moved)
+
+
+FRESH_PROCESS = """
+    import torch
+    from torch import nn
+    import bamsprod.core.optim._fused as fused
+    from bamsprod.core.optim import BAMSProd
+
+    assert fused.status()["loaded"] is False  # nothing has loaded the kernel in this process
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    twin = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    twin.load_state_dict(model.state_dict())
+    opts = [BAMSProd(m.parameters(), lr=0.01, gamma=0.5, fused=True) for m in (model, twin)]
+
+    @torch.compile(fullgraph=True)
+    def step():
+        opts[0].step()
+
+    for i in range(3):
+        for p, q in zip(model.parameters(), twin.parameters()):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        step()
+        opts[1].step()
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert float((p - q).abs().max() / q.abs().max()) <= 1e-6
+    assert opts[0].paths() == "fused" and fused.status()["loaded"]
+    print("ok")
+"""
+
+
+def test_fullgraph_compile_of_fused_in_a_fresh_process() -> None:
+    """The first thing a process does with the kernel is a ``fullgraph`` compile of a step:
+    the kernel is loaded outside the traced code (the loader's lock is no context manager
+    Dynamo can trace), so it compiles."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(FRESH_PROCESS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root,
+        check=False,
+    )
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
