@@ -718,7 +718,8 @@ def test_complex_parameters(info: Info) -> None:
 @pytest.mark.parametrize("info", with_impl(INFOS, "fused"), ids=str)
 def test_fused_error_on_params_on_meta(info: Info) -> None:
     """``fused=True`` checks the parameters at the step, as torch does, so a model built on the
-    meta device and materialised with ``to_empty()`` trains (deferred initialisation)."""
+    meta device and materialised with ``to_empty()`` trains (deferred initialisation; with
+    ``swap_module_params_on_conversion``, so the parameters stay the optimizer's)."""
     with torch.device("meta"):
         model = nn.Sequential(nn.Linear(2, 3), nn.Sigmoid(), nn.Linear(3, 1), nn.Sigmoid())
     optimizer = info.make(model.parameters(), fused=True)
@@ -729,7 +730,12 @@ def test_fused_error_on_params_on_meta(info: Info) -> None:
         optimizer.step()
     assert all(len(s) == 0 for s in optimizer.state.values())  # refused before any state
     optimizer.zero_grad(set_to_none=True)
-    model.to_empty(device="cpu")
+    swap = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)  # the optimizer's tensors stay
+    try:
+        model.to_empty(device="cpu")
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(swap)
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(info.init(torch.randn_like(p)))
