@@ -200,17 +200,11 @@ class BAMSProd(_paths.PathOptimizer):
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group, validating its hyperparameters (group overrides included)."""
+        """Add a group, validating its hyperparameters (group overrides included). The
+        parameters ``fused=True`` needs are checked at the step, as torch does, so a model made
+        on the meta device and materialised with ``to_empty()`` trains."""
         _validate({**self.defaults, **param_group})
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        params = group["params"]
-        if group["fused"] and params and not (_fused_ok(params) or _paths.has_triton()):
-            p = next(p for p in params if not _fused_ok([p]))
-            raise RuntimeError(
-                "BAMSProd `fused=True` requires float32 or float64 CPU parameters (or CUDA "
-                f"with Triton), got {p.dtype} on {p.device}; use foreach=True instead"
-            )
 
     def group_defaults(self, group: dict[str, Any]) -> dict[str, Any]:
         return {"gamma": 1e-3, "kappa": 1.0, "binary": False, "latent_clip": None}
@@ -265,6 +259,8 @@ class BAMSProd(_paths.PathOptimizer):
         """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
         loss = self._closure_loss(closure)
         for group in self.param_groups:
+            if group["fused"]:
+                _check_fused([p for p in group["params"] if p.grad is not None])
             path = self._path(group, ("cpu",) if _fused_ok(group["params"]) else ())
             lists: tuple[list[Tensor], ...] = ([], [], [], [], [], [])
             on_device = group["capturable"] or path == "compiled"
@@ -296,6 +292,16 @@ def _fused_ok(params: list[Tensor]) -> bool:
     """Whether every tensor is one the CPU kernel takes (float32/float64 on the CPU; a
     non-contiguous one is stepped by the foreach path inside :func:`_fused_bamsprod`)."""
     return all(p.device.type == "cpu" and p.dtype in _FUSED_DTYPES for p in params)
+
+
+def _check_fused(params: list[Tensor]) -> None:
+    """``fused=True`` takes float32/float64 CPU tensors (the kernel) or CUDA ones (compiled)."""
+    for p in params:
+        if not (_fused_ok([p]) or (p.device.type == "cuda" and _paths.has_triton())):
+            raise RuntimeError(
+                "BAMSProd `fused=True` requires float32 or float64 CPU parameters (or CUDA "
+                f"with Triton), got {p.dtype} on {p.device}; use foreach=True instead"
+            )
 
 
 def bamsprod(
