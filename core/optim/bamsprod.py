@@ -599,6 +599,18 @@ def _multi_tensor_bamsprod(
             torch._foreach_clamp_max_(dev_params, latent_clip)
 
 
+@torch.compiler.assume_constant_result
+def _kernel_loaded() -> bool:
+    """Load the kernel (on first use) and say whether it is there.
+
+    Dynamo calls this eagerly while it traces a step and keeps the answer as a constant: the
+    loader takes a lock, a context manager a ``fullgraph`` compile cannot trace, so the first
+    thing a process does with the kernel may be a compile. Its ``load()`` after this one only
+    reads the loaded ops.
+    """
+    return _fused.load() is not None
+
+
 def _fused_bamsprod(
     params: list[Tensor],
     grads: list[Tensor],
@@ -632,7 +644,7 @@ def _fused_bamsprod(
         beta1=beta1, beta2=beta2, eps=eps, gamma=gamma, kappa=kappa, weight_decay=weight_decay,
         binary=binary, latent_clip=latent_clip,
     )  # fmt: skip
-    ops = _fused.load()
+    ops = _fused.load() if _kernel_loaded() else None
     if ops is None:
         _multi_tensor_bamsprod(
             params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr=lr,
@@ -662,9 +674,7 @@ def _fused_bamsprod(
         grads = torch._foreach_neg(grads)
     grads = [g.contiguous() for g in grads]
     torch._foreach_add_(state_steps, 1)
-    ops.step(
-        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
-        float(lr) if isinstance(lr, Tensor) and not torch.compiler.is_compiling() else lr,
-        **hyper,
-    )  # fmt: skip
+    # A tensor lr goes in as a tensor (``step.tensor_lr``): compiled, it stays a graph input.
+    step = ops.step.tensor_lr if isinstance(lr, Tensor) else ops.step.default
+    step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr, **hyper)
     return "fused"
