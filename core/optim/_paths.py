@@ -36,6 +36,7 @@ __all__ = [
     "document_flags",
     "has_triton",
     "new_step",
+    "refuse_complex",
     "run_compiled",
 ]
 
@@ -149,9 +150,33 @@ def tensor_steps(state: Iterable[dict[str, Any]]) -> None:
     """Turn ``int`` step counts of an older state dict into 0-d CPU tensors, in place."""
     from torch.optim.optimizer import _get_scalar_dtype
 
-    for s in state:
-        if "step" in s and not torch.is_tensor(s["step"]):
+    for s in state:  # a hook may keep other things than a parameter's dict in the state
+        if isinstance(s, dict) and "step" in s and not torch.is_tensor(s["step"]):
             s["step"] = torch.tensor(float(s["step"]), dtype=_get_scalar_dtype())
+
+
+def refuse_complex(owner: str, params: list[Any]) -> None:
+    """Raise if any parameter is complex, before anything is added or stepped.
+
+    ``params`` as an optimizer takes them: tensors, ``(name, tensor)`` pairs or group dicts (a
+    group's iterator of parameters becomes a list here, so that it is read once). The maths of these
+    optimizers (the bounds, ``e(p)``, Bop's signs) is defined for real numbers only.
+    """
+    for item in params:
+        if isinstance(item, dict):
+            group = item.get("params", [])
+            if isinstance(group, Tensor):
+                group = [group]
+            elif not isinstance(group, list | tuple | set):  # torch refuses a set itself
+                item["params"] = group = list(group)
+            refuse_complex(owner, list(group))
+            continue
+        tensor = item[1] if isinstance(item, tuple) else item
+        if isinstance(tensor, Tensor) and torch.is_complex(tensor):
+            raise RuntimeError(
+                f"{owner} does not support complex parameters (got {tensor.dtype}), please "
+                "optimize torch.view_as_real(p) instead"
+            )
 
 
 def describe(paths: Iterable[str]) -> str:
@@ -222,7 +247,16 @@ class PathOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self._paths_taken: set[str] = set()
+        if not isinstance(params, Tensor):  # torch's TypeError names a lone tensor
+            params = list(params)
+            # every group's, before any is added (Bop binarizes a group when it is added)
+            refuse_complex(type(self).__name__, params)
         super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group after refusing complex parameters (see :func:`refuse_complex`)."""
+        refuse_complex(type(self).__name__, [param_group])
+        super().add_param_group(param_group)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

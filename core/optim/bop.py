@@ -185,6 +185,9 @@ def _single_tensor_bop(
 
 
 def _validate(group: dict[str, Any]) -> None:
+    lr = group["lr"]
+    if isinstance(lr, Tensor) and lr.numel() != 1:
+        raise ValueError("Tensor lr must be 1-element")
     if not 0.0 <= group["gamma"] <= 1.0:
         raise ValueError(f"Invalid gamma value: {group['gamma']} (expected 0 <= gamma <= 1)")
     if not 0.0 <= group["threshold"]:
