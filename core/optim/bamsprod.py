@@ -58,7 +58,7 @@ from torch.optim.optimizer import (
 )
 
 from bamsprod.core.metrics import quantization_error_tensor
-from bamsprod.core.optim import _fused, _paths
+from bamsprod.core.optim import _fused, _moments, _paths
 
 __all__ = ["BAMSProd", "bamsprod", "bound_schedule"]
 
@@ -412,18 +412,27 @@ def _single_tensor_bamsprod(
             exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sqs[i], state_steps[i]
         )  # fmt: skip
         step_t += 1
-        t = step_t if capturable or differentiable else _get_value(step_t)
-        # e(p) is measured on p before this update.
-        e = quantization_error_tensor(p) if binary and gamma > 0 else None
+        # a clone when differentiable: a tensor beta's power keeps t for its gradient, and
+        # the next step increments step_t in place
+        t = step_t.clone() if differentiable else step_t if capturable else _get_value(step_t)
+        # Autograd needs p as it was before the in-place update below (differentiable).
+        p_before = p.clone() if differentiable else p
+        # e(p) is measured on p before this update; with autograd through it (the metric's
+        # version detaches p) when differentiable.
+        e = None
+        if binary and gamma > 0:
+            e = _quantization_error(p_before) if differentiable else quantization_error_tensor(p)
         if weight_decay != 0:
-            grad = grad.add(p, alpha=weight_decay)
-        exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            grad = _moments.decay(grad, p_before, weight_decay)
+        _moments.update_moments(exp_avg, exp_avg_sq, grad, beta1, beta2)
         if differentiable:
-            max_exp_avg_sq.copy_(torch.maximum(max_exp_avg_sq.clone(), exp_avg_sq))
+            # from clones, and v_max read from a new tensor: autograd keeps no state tensor that
+            # the next step changes in place, so backpropagating through several steps works
+            v_max = torch.maximum(max_exp_avg_sq.clone(), exp_avg_sq.clone())
+            max_exp_avg_sq.copy_(v_max)
         else:
-            torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        v_hat = max_exp_avg_sq / (1 - beta2**t)
+            v_max = torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        v_hat = v_max / (1 - beta2**t)
         if gamma > 0:
             zeta = v_hat.mean()
             if e is not None:
@@ -439,6 +448,17 @@ def _single_tensor_bamsprod(
             p.addcdiv_(exp_avg, denom, value=-step_size)
         if binary and latent_clip is not None:
             p.clamp_(-latent_clip, latent_clip)
+
+
+def _quantization_error(w: Tensor) -> Tensor:
+    """``e(w)`` as :func:`core.metrics.quantization_error_tensor` computes it, but with autograd
+    through ``w`` (``sign`` is piecewise constant: the gradient flows through ``a_c`` and the
+    norms), for ``differentiable=True``."""
+    flat = w.reshape(1, -1) if w.dim() <= 1 else w.reshape(w.shape[0], -1)
+    total = flat.pow(2).sum()
+    sign = torch.where(flat >= 0, 1.0, -1.0).to(flat.dtype)
+    resid = (flat - flat.abs().mean(dim=1, keepdim=True) * sign).pow(2).sum()
+    return torch.where(total > 0, resid / total.clamp_min(torch.finfo(flat.dtype).tiny), 0.0)
 
 
 def _quantization_errors(params: list[Tensor]) -> Tensor:

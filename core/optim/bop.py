@@ -96,9 +96,12 @@ class Bop(_paths.PathOptimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         group.setdefault("base_lr", float(group["lr"]))
-        with torch.no_grad():
-            for p in group["params"]:
-                p.copy_(torch.where(p >= 0, 1.0, -1.0))
+        for p in group["params"]:
+            binary = torch.where(p.detach() >= 0, 1.0, -1.0)
+            # differentiable: autograd records that p no longer depends on its old value
+            # (sign has zero derivative); a leaf is simply set
+            with torch.set_grad_enabled(group["differentiable"] and not p.is_leaf):
+                p.copy_(binary)
 
     def group_defaults(self, group: dict[str, Any]) -> dict[str, Any]:
         return {"lr": 1.0, "base_lr": group.get("lr", 1.0)}
@@ -152,7 +155,7 @@ class Bop(_paths.PathOptimizer):
                 path = _paths.run_compiled(_single_tensor_bop, _single_tensor_bop, *lists, **hyper)
                 path = "compiled" if path == "compiled" else "single_tensor"
             else:
-                _single_tensor_bop(*lists, **hyper)
+                _single_tensor_bop(*lists, **hyper, differentiable=group["differentiable"])
             self._paths_taken.add(path)
         return loss
 
@@ -166,22 +169,28 @@ def _single_tensor_bop(
     gamma: float | Tensor,
     threshold: float,
     maximize: bool,
+    differentiable: bool = False,
 ) -> None:
-    """One Bop step per tensor, in place. Each ``p`` holds ``+-1`` and still does afterwards."""
+    """One Bop step per tensor, in place. Each ``p`` holds ``+-1`` and still does afterwards.
+
+    The flip is ``p <- p * (1 - 2 flip)`` with a 0/1 mask that is piecewise constant in ``m``
+    and ``p``: with ``differentiable``, autograd sees the step's exact Jacobian (``+-1`` on the
+    weight, ``1 - gamma`` and ``gamma`` on the average and the gradient), and the mask is made
+    from detached tensors, so nothing it read is needed again after ``p`` changes.
+    """
     for p, grad, exp_avg, step_t in zip(params, grads, exp_avgs, state_steps, strict=True):
         step_t += 1
         # m <- (1 - gamma) m + gamma g, as tensor-scalar products: under torch.compile a
         # Scalar argument (lerp's weight) would bake the lr-dependent gamma into the graph.
         exp_avg.mul_(1 - gamma).add_((-grad if maximize else grad) * gamma)
+        m, w = (exp_avg.detach(), p.detach()) if differentiable else (exp_avg, p)
         if threshold > 0:
             # With p = +-1, m p = +-|m|: "|m| >= tau and sign(m) = sign(p)" is exactly m p >= tau
             # (m = 0 gives 0 < tau). Float ops only: bool tensors are slow on CPU.
-            flip = torch.mul(exp_avg, p).ge_(threshold)  # 1.0 where the weight flips, else 0.0
-            p.mul_(flip.mul_(-2.0).add_(1.0))
+            flip = torch.mul(m, w).ge_(threshold)  # 1.0 where the weight flips, else 0.0
         else:  # tau = 0: m = 0 must flip only w = +1 (sign(0) = +1), so spell the rule out
-            w_pos = p >= 0
-            flip = (exp_avg >= 0) == w_pos
-            p.copy_(torch.where(w_pos.logical_xor_(flip), 1.0, -1.0))
+            flip = ((m >= 0) == (w >= 0)).to(p.dtype)
+        p.mul_(flip.mul_(-2.0).add_(1.0))
 
 
 def _validate(group: dict[str, Any]) -> None:
