@@ -320,14 +320,21 @@ def _multi_tensor_adabound(
         sizes = [lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) for t in ts]
         bounds = [adabound_bounds(final_lr, gamma, t, lr, base_lr) for t in ts]
         lowers, uppers = [b[0] for b in bounds], [b[1] for b in bounds]
+    # At most one list of temporaries at a time (torch's foreach budget): weight decay goes in
+    # place into the negated gradients when there are any, and they are freed before the step
+    # sizes are made.
     if maximize:
         grads = torch._foreach_neg(grads)
     if weight_decay != 0:
-        grads = torch._foreach_add(grads, params, alpha=weight_decay)
+        if maximize:
+            torch._foreach_add_(grads, params, alpha=weight_decay)
+        else:
+            grads = torch._foreach_add(grads, params, alpha=weight_decay)
     torch._foreach_mul_(exp_avgs, beta1)
     torch._foreach_add_(exp_avgs, grads, alpha=1 - beta1)
     torch._foreach_mul_(exp_avg_sqs, beta2)
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    del grads
     second = exp_avg_sqs
     if amsbound:
         torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)

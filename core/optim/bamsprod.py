@@ -582,10 +582,15 @@ def _multi_tensor_bamsprod(
         )  # fmt: skip
 
         errors = _quantization_errors(dev_params) if binary and gamma > 0 else None
+        # At most one list of temporaries at a time (torch's foreach budget): weight decay goes
+        # in place into the negated gradients when there are any.
         if maximize:
             dev_grads = torch._foreach_neg(dev_grads)
         if weight_decay != 0:
-            dev_grads = torch._foreach_add(dev_grads, dev_params, alpha=weight_decay)
+            if maximize:
+                torch._foreach_add_(dev_grads, dev_params, alpha=weight_decay)
+            else:
+                dev_grads = torch._foreach_add(dev_grads, dev_params, alpha=weight_decay)
         torch._foreach_lerp_(dev_exp_avgs, dev_grads, 1 - beta1)
         torch._foreach_mul_(dev_exp_avg_sqs, beta2)
         torch._foreach_addcmul_(dev_exp_avg_sqs, dev_grads, dev_grads, 1 - beta2)
