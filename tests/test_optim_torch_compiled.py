@@ -137,3 +137,18 @@ def test_fullgraph_compile_of_fused_in_a_fresh_process() -> None:
         check=False,
     )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_the_kernel_check_is_marked_as_torch_marks_it_and_dynamo_is_not_imported() -> None:
+    """``_kernel_loaded`` carries ``torch.compiler.assume_constant_result``'s mark, set without
+    importing Dynamo (which pulls in Inductor and slows every later eager step)."""
+    import bamsprod.core.optim.bamsprod as bamsprod_module
+
+    marked = torch.compiler.assume_constant_result(lambda: True)
+    marks = {k for k in vars(marked) if k.startswith("_dynamo")}
+    assert marks and all(getattr(bamsprod_module._kernel_loaded, k) is True for k in marks)
+    code = "import sys, bamsprod.core.optim; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "False"
