@@ -369,10 +369,15 @@ def test_fused_and_foreach_together_are_refused() -> None:
     [torch.zeros(3, dtype=torch.float16), torch.zeros(3, dtype=torch.bfloat16),
      torch.zeros(3, device="meta")],
 )  # fmt: skip
-def test_fused_refuses_unsupported_params(tensor: torch.Tensor) -> None:
+def test_fused_refuses_unsupported_params_at_the_step(tensor: torch.Tensor) -> None:
+    """As torch's ``fused=True``: at the step (a meta model may be materialised before it),
+    before any state is made."""
     p = tensor.requires_grad_()
+    opt = BAMSProd([p], fused=True)
+    p.grad = torch.zeros_like(p)
     with pytest.raises(RuntimeError, match="requires float32 or float64 CPU parameters"):
-        BAMSProd([p], fused=True)
+        opt.step()
+    assert not opt.state
 
 
 def test_functional_fused_step_refuses_grad_mode() -> None:

@@ -16,7 +16,8 @@ Adam, AMSGrad and SGD are torch's own classes; nothing here re-implements them.
 
 from bamsprod.core.optim.adabound import AdaBound, adabound_bounds
 from bamsprod.core.optim.bamsprod import BAMSProd, bound_schedule
-from bamsprod.core.optim.bop import Bop, CaseOptimizer
+from bamsprod.core.optim.bop import Bop
+from bamsprod.core.optim.case_optimizer import CaseOptimizer
 from bamsprod.core.optim.registry import build, clip_latent_weights, param_groups
 
 __all__ = [

@@ -166,6 +166,10 @@ def _register_fakes() -> None:
     def _step(*args: Any, **kwargs: Any) -> None:  # mutates its inputs, returns nothing
         return None
 
+    @torch.library.register_fake(f"{_NAMESPACE}::step.tensor_lr")
+    def _step_tensor_lr(*args: Any, **kwargs: Any) -> None:  # the lr as a tensor
+        return None
+
     @torch.library.register_fake(f"{_NAMESPACE}::quantization_errors")
     def _errors(tensors: list[torch.Tensor]) -> torch.Tensor:
         return torch.empty(len(tensors), dtype=torch.float64)

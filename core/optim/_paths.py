@@ -19,6 +19,7 @@ can record it next to its device.
 from __future__ import annotations
 
 import functools
+import textwrap
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -32,8 +33,10 @@ __all__ = [
     "choose",
     "compiled",
     "describe",
+    "document_flags",
     "has_triton",
     "new_step",
+    "refuse_complex",
     "run_compiled",
 ]
 
@@ -147,15 +150,87 @@ def tensor_steps(state: Iterable[dict[str, Any]]) -> None:
     """Turn ``int`` step counts of an older state dict into 0-d CPU tensors, in place."""
     from torch.optim.optimizer import _get_scalar_dtype
 
-    for s in state:
-        if "step" in s and not torch.is_tensor(s["step"]):
+    for s in state:  # a hook may keep other things than a parameter's dict in the state
+        if isinstance(s, dict) and "step" in s and not torch.is_tensor(s["step"]):
             s["step"] = torch.tensor(float(s["step"]), dtype=_get_scalar_dtype())
+
+
+def refuse_complex(owner: str, params: list[Any]) -> None:
+    """Raise if any parameter is complex, before anything is added or stepped.
+
+    ``params`` as an optimizer takes them: tensors, ``(name, tensor)`` pairs or group dicts (a
+    group's iterator of parameters becomes a list here, so that it is read once). The maths of these
+    optimizers (the bounds, ``e(p)``, Bop's signs) is defined for real numbers only.
+    """
+    for item in params:
+        if isinstance(item, dict):
+            group = item.get("params", [])
+            if isinstance(group, Tensor):
+                group = [group]
+            elif not isinstance(group, list | tuple | set):  # torch refuses a set itself
+                item["params"] = group = list(group)
+            refuse_complex(owner, list(group))
+            continue
+        tensor = item[1] if isinstance(item, tuple) else item
+        if isinstance(tensor, Tensor) and torch.is_complex(tensor):
+            raise RuntimeError(
+                f"{owner} does not support complex parameters (got {tensor.dtype}), please "
+                "optimize torch.view_as_real(p) instead"
+            )
 
 
 def describe(paths: Iterable[str]) -> str:
     """One label for the paths an optimizer's groups took (``"fused"``, ``"compiled+foreach"``)."""
     seen = sorted(set(paths))
     return "+".join(seen) if seen else "none"
+
+
+# torch's flags, described once for every optimizer here (as torch.optim.optimizer shares
+# _foreach_doc, _maximize_doc, ...): a class docstring ends its Args with ``{flags}``, and
+# :func:`document_flags` fills it in, with the class's own note per flag where it has one.
+FLAG_DOCS: dict[str, str] = {
+    "foreach": "``True``: the ``torch._foreach_*`` path (no host sync, any device); ``False``: "
+    "the per-tensor reference; ``None`` (default): let ``fused`` decide.",
+    "maximize": "maximize the objective (step along ``+grad``) (default: False).",
+    "capturable": "keep ``step`` on the parameters' device and compute every step-dependent "
+    "factor there, so the step can be captured in a CUDA graph or compiled without a host "
+    "sync (default: False).",
+    "differentiable": "let autograd flow through the step; hyperparameters may then be tensors "
+    "that require grad. Only the per-tensor reference runs it (default: False).",
+    "fused": "``None`` (default): the device's fastest correct path (:func:`core.optim._paths"
+    ".choose`); ``True`` insists on it (a ``RuntimeError`` at the step where the device has "
+    "none), ``False`` keeps the eager paths. :meth:`paths` names the paths that ran; every "
+    "path agrees with the reference to 1e-6 relative.",
+}
+
+
+def document_flags(**notes: str) -> Callable[[type], type]:
+    """A class decorator: put :data:`FLAG_DOCS` where the docstring says ``{flags}``, each text
+    followed by ``notes[flag]`` (the class's own remark on that flag) where given."""
+
+    unknown = sorted(set(notes) - set(FLAG_DOCS))
+    if unknown:
+        raise ValueError(f"no such flag: {unknown}")
+
+    def fill(cls: type) -> type:
+        doc = cls.__doc__ or ""
+        line = next((ln for ln in doc.splitlines() if ln.strip() == "{flags}"), None)
+        if line is None:
+            raise ValueError(f"{cls.__name__}'s docstring has no {{flags}} line")
+        indent = line[: len(line) - len(line.lstrip())]
+        items = [
+            textwrap.fill(
+                " ".join(filter(None, (f"{flag}:", text, notes.get(flag, "")))),
+                width=100 - len(indent),
+                subsequent_indent="    ",
+            )
+            for flag, text in FLAG_DOCS.items()
+        ]
+        text = textwrap.indent("\n".join(items), indent)
+        cls.__doc__ = doc.replace(line, text)
+        return cls
+
+    return fill
 
 
 class PathOptimizer(torch.optim.Optimizer):
@@ -172,7 +247,16 @@ class PathOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self._paths_taken: set[str] = set()
+        if not isinstance(params, Tensor):  # torch's TypeError names a lone tensor
+            params = list(params)
+            # every group's, before any is added (Bop binarizes a group when it is added)
+            refuse_complex(type(self).__name__, params)
         super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group after refusing complex parameters (see :func:`refuse_complex`)."""
+        refuse_complex(type(self).__name__, [param_group])
+        super().add_param_group(param_group)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

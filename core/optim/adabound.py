@@ -31,9 +31,14 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import ParamsT, _get_value, _use_grad_for_differentiable
+from torch.optim.optimizer import (
+    ParamsT,
+    _get_value,
+    _to_scalar,
+    _use_grad_for_differentiable,
+)
 
-from bamsprod.core.optim import _paths
+from bamsprod.core.optim import _moments, _paths
 from bamsprod.core.optim.bamsprod import bound_schedule
 
 __all__ = ["AdaBound", "adabound", "adabound_bounds"]
@@ -51,6 +56,9 @@ def _sqrt(x: Any) -> Any:
     return x.sqrt() if isinstance(x, Tensor) else math.sqrt(x)
 
 
+@_paths.document_flags(
+    fused="The fast path: the compiled reference on CUDA; elsewhere the foreach path."
+)
 class AdaBound(_paths.PathOptimizer):
     r"""AdaBound / AMSBound: Adam with the step size clipped into bounds that converge to SGD's.
 
@@ -71,8 +79,7 @@ class AdaBound(_paths.PathOptimizer):
         eps: added to ``sqrt(v)``.
         weight_decay: L2 penalty added to the gradient.
         amsbound: use the running max of ``v`` (AMSBound).
-        foreach, maximize, capturable, differentiable, fused: as in :class:`BAMSProd`
-            (``fused=None``: the compiled path on CUDA, else foreach).
+        {flags}
 
     State per parameter: ``step`` (a 0-d tensor), ``exp_avg``, ``exp_avg_sq`` and, for
     AMSBound, ``max_exp_avg_sq``.
@@ -97,7 +104,7 @@ class AdaBound(_paths.PathOptimizer):
     ) -> None:
         defaults = {
             "lr": lr,
-            "betas": tuple(betas),
+            "betas": tuple(_to_scalar(b) for b in betas),
             "final_lr": final_lr,
             "gamma": gamma,
             "eps": eps,
@@ -239,19 +246,23 @@ def _single_tensor_adabound(
         grad = grads[i] if not maximize else -grads[i]
         exp_avg, exp_avg_sq, step_t = exp_avgs[i], exp_avg_sqs[i], state_steps[i]
         step_t += 1
-        t = step_t if capturable or differentiable else _get_value(step_t)
+        # a clone when differentiable: a tensor beta's power keeps t for its gradient, and
+        # the next step increments step_t in place
+        t = step_t.clone() if differentiable else step_t if capturable else _get_value(step_t)
         if weight_decay != 0:
-            grad = grad.add(p, alpha=weight_decay)
-        exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            # autograd needs p as it was before the in-place update below (differentiable)
+            grad = _moments.decay(grad, p.clone() if differentiable else p, weight_decay)
+        _moments.update_moments(exp_avg, exp_avg_sq, grad, beta1, beta2)
         second = exp_avg_sq
         if amsbound:
             max_sq = max_exp_avg_sqs[i]
             if differentiable:
-                max_sq.copy_(torch.maximum(max_sq.clone(), exp_avg_sq))
+                # from clones, and read from a new tensor: autograd keeps no state tensor that
+                # the next step changes in place, so backpropagating through several steps works
+                second = torch.maximum(max_sq.clone(), exp_avg_sq.clone())
+                max_sq.copy_(second)
             else:
-                torch.maximum(max_sq, exp_avg_sq, out=max_sq)
-            second = max_sq
+                second = torch.maximum(max_sq, exp_avg_sq, out=max_sq)
         step_size = lr * _sqrt(1 - beta2**t) / (1 - beta1**t)
         # step = clamp(step_size / (sqrt(v) + eps), lower, upper)
         step = step_size / (second.sqrt() + eps)
@@ -309,14 +320,21 @@ def _multi_tensor_adabound(
         sizes = [lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) for t in ts]
         bounds = [adabound_bounds(final_lr, gamma, t, lr, base_lr) for t in ts]
         lowers, uppers = [b[0] for b in bounds], [b[1] for b in bounds]
+    # At most one list of temporaries at a time (torch's foreach budget): weight decay goes in
+    # place into the negated gradients when there are any, and they are freed before the step
+    # sizes are made.
     if maximize:
         grads = torch._foreach_neg(grads)
     if weight_decay != 0:
-        grads = torch._foreach_add(grads, params, alpha=weight_decay)
+        if maximize:
+            torch._foreach_add_(grads, params, alpha=weight_decay)
+        else:
+            grads = torch._foreach_add(grads, params, alpha=weight_decay)
     torch._foreach_mul_(exp_avgs, beta1)
     torch._foreach_add_(exp_avgs, grads, alpha=1 - beta1)
     torch._foreach_mul_(exp_avg_sqs, beta2)
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    del grads
     second = exp_avg_sqs
     if amsbound:
         torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)

@@ -58,7 +58,7 @@ from torch.optim.optimizer import (
 )
 
 from bamsprod.core.metrics import quantization_error_tensor
-from bamsprod.core.optim import _fused, _paths
+from bamsprod.core.optim import _fused, _moments, _paths
 
 __all__ = ["BAMSProd", "bamsprod", "bound_schedule"]
 
@@ -121,6 +121,11 @@ def _validate(group: dict[str, Any]) -> None:
         raise RuntimeError("`fused` does not support `differentiable`")
 
 
+@_paths.document_flags(
+    fused="The fast paths: the C++ kernel on CPU (float32/float64; built on first use and "
+    "cached; where it can't be built, one warning and the foreach path) and the compiled path "
+    "(Inductor, Triton kernels) on CUDA.",
+)
 class BAMSProd(_paths.PathOptimizer):
     r"""BAMSProd (Liu et al., 2020): AMSGrad whose denominator is projected into shrinking bounds.
 
@@ -150,17 +155,7 @@ class BAMSProd(_paths.PathOptimizer):
         binary: per group; measure ``e(p)`` on the group's tensors (else ``e = 0``).
         latent_clip: per group; with ``binary=True``, clip ``p`` to ``[-latent_clip,
             latent_clip]`` after the step. ``None``: no clip.
-        foreach: ``True`` for the ``torch._foreach_*`` path, ``False`` for the per-tensor
-            reference; ``None`` lets ``fused`` decide.
-        maximize: maximize the objective (step along ``+grad``).
-        capturable: keep ``step`` on the parameters' device and compute every step-dependent
-            factor there, so the step can be captured in a CUDA graph.
-        differentiable: let autograd flow through the step (the reference path only).
-        fused: ``None`` (default) takes the fastest correct path for the device: the compiled
-            path (Inductor, Triton kernels) on CUDA, the C++ kernel on CPU (built on first use
-            and cached; where it can't be built, one warning and the foreach path). ``True``
-            insists on one of those, ``False`` keeps the eager paths. Every path agrees with
-            the reference to 1e-6 relative; :meth:`paths` says which ones ran.
+        {flags}
 
     State per parameter: ``step`` (a 0-d tensor), ``exp_avg``, ``exp_avg_sq``,
     ``max_exp_avg_sq``.
@@ -205,17 +200,11 @@ class BAMSProd(_paths.PathOptimizer):
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group, validating its hyperparameters (group overrides included)."""
+        """Add a group, validating its hyperparameters (group overrides included). The
+        parameters ``fused=True`` needs are checked at the step, as torch does, so a model made
+        on the meta device and materialised with ``to_empty()`` trains."""
         _validate({**self.defaults, **param_group})
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        params = group["params"]
-        if group["fused"] and params and not (_fused_ok(params) or _paths.has_triton()):
-            p = next(p for p in params if not _fused_ok([p]))
-            raise RuntimeError(
-                "BAMSProd `fused=True` requires float32 or float64 CPU parameters (or CUDA "
-                f"with Triton), got {p.dtype} on {p.device}; use foreach=True instead"
-            )
 
     def group_defaults(self, group: dict[str, Any]) -> dict[str, Any]:
         return {"gamma": 1e-3, "kappa": 1.0, "binary": False, "latent_clip": None}
@@ -270,6 +259,8 @@ class BAMSProd(_paths.PathOptimizer):
         """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
         loss = self._closure_loss(closure)
         for group in self.param_groups:
+            if group["fused"]:
+                _check_fused([p for p in group["params"] if p.grad is not None])
             path = self._path(group, ("cpu",) if _fused_ok(group["params"]) else ())
             lists: tuple[list[Tensor], ...] = ([], [], [], [], [], [])
             on_device = group["capturable"] or path == "compiled"
@@ -301,6 +292,16 @@ def _fused_ok(params: list[Tensor]) -> bool:
     """Whether every tensor is one the CPU kernel takes (float32/float64 on the CPU; a
     non-contiguous one is stepped by the foreach path inside :func:`_fused_bamsprod`)."""
     return all(p.device.type == "cpu" and p.dtype in _FUSED_DTYPES for p in params)
+
+
+def _check_fused(params: list[Tensor]) -> None:
+    """``fused=True`` takes float32/float64 CPU tensors (the kernel) or CUDA ones (compiled)."""
+    for p in params:
+        if not (_fused_ok([p]) or (p.device.type == "cuda" and _paths.has_triton())):
+            raise RuntimeError(
+                "BAMSProd `fused=True` requires float32 or float64 CPU parameters (or CUDA "
+                f"with Triton), got {p.dtype} on {p.device}; use foreach=True instead"
+            )
 
 
 def bamsprod(
@@ -411,18 +412,27 @@ def _single_tensor_bamsprod(
             exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sqs[i], state_steps[i]
         )  # fmt: skip
         step_t += 1
-        t = step_t if capturable or differentiable else _get_value(step_t)
-        # e(p) is measured on p before this update.
-        e = quantization_error_tensor(p) if binary and gamma > 0 else None
+        # a clone when differentiable: a tensor beta's power keeps t for its gradient, and
+        # the next step increments step_t in place
+        t = step_t.clone() if differentiable else step_t if capturable else _get_value(step_t)
+        # Autograd needs p as it was before the in-place update below (differentiable).
+        p_before = p.clone() if differentiable else p
+        # e(p) is measured on p before this update; with autograd through it (the metric's
+        # version detaches p) when differentiable.
+        e = None
+        if binary and gamma > 0:
+            e = _quantization_error(p_before) if differentiable else quantization_error_tensor(p)
         if weight_decay != 0:
-            grad = grad.add(p, alpha=weight_decay)
-        exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            grad = _moments.decay(grad, p_before, weight_decay)
+        _moments.update_moments(exp_avg, exp_avg_sq, grad, beta1, beta2)
         if differentiable:
-            max_exp_avg_sq.copy_(torch.maximum(max_exp_avg_sq.clone(), exp_avg_sq))
+            # from clones, and v_max read from a new tensor: autograd keeps no state tensor that
+            # the next step changes in place, so backpropagating through several steps works
+            v_max = torch.maximum(max_exp_avg_sq.clone(), exp_avg_sq.clone())
+            max_exp_avg_sq.copy_(v_max)
         else:
-            torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        v_hat = max_exp_avg_sq / (1 - beta2**t)
+            v_max = torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        v_hat = v_max / (1 - beta2**t)
         if gamma > 0:
             zeta = v_hat.mean()
             if e is not None:
@@ -438,6 +448,17 @@ def _single_tensor_bamsprod(
             p.addcdiv_(exp_avg, denom, value=-step_size)
         if binary and latent_clip is not None:
             p.clamp_(-latent_clip, latent_clip)
+
+
+def _quantization_error(w: Tensor) -> Tensor:
+    """``e(w)`` as :func:`core.metrics.quantization_error_tensor` computes it, but with autograd
+    through ``w`` (``sign`` is piecewise constant: the gradient flows through ``a_c`` and the
+    norms), for ``differentiable=True``."""
+    flat = w.reshape(1, -1) if w.dim() <= 1 else w.reshape(w.shape[0], -1)
+    total = flat.pow(2).sum()
+    sign = torch.where(flat >= 0, 1.0, -1.0).to(flat.dtype)
+    resid = (flat - flat.abs().mean(dim=1, keepdim=True) * sign).pow(2).sum()
+    return torch.where(total > 0, resid / total.clamp_min(torch.finfo(flat.dtype).tiny), 0.0)
 
 
 def _quantization_errors(params: list[Tensor]) -> Tensor:
@@ -561,10 +582,15 @@ def _multi_tensor_bamsprod(
         )  # fmt: skip
 
         errors = _quantization_errors(dev_params) if binary and gamma > 0 else None
+        # At most one list of temporaries at a time (torch's foreach budget): weight decay goes
+        # in place into the negated gradients when there are any.
         if maximize:
             dev_grads = torch._foreach_neg(dev_grads)
         if weight_decay != 0:
-            dev_grads = torch._foreach_add(dev_grads, dev_params, alpha=weight_decay)
+            if maximize:
+                torch._foreach_add_(dev_grads, dev_params, alpha=weight_decay)
+            else:
+                dev_grads = torch._foreach_add(dev_grads, dev_params, alpha=weight_decay)
         torch._foreach_lerp_(dev_exp_avgs, dev_grads, 1 - beta1)
         torch._foreach_mul_(dev_exp_avg_sqs, beta2)
         torch._foreach_addcmul_(dev_exp_avg_sqs, dev_grads, dev_grads, 1 - beta2)
@@ -596,6 +622,27 @@ def _multi_tensor_bamsprod(
         if binary and latent_clip is not None:
             torch._foreach_clamp_min_(dev_params, -latent_clip)
             torch._foreach_clamp_max_(dev_params, latent_clip)
+
+
+def _assume_constant_result(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What ``torch.compiler.assume_constant_result`` does (it marks ``fn``; Dynamo reads the
+    mark when it traces a call), without importing Dynamo: that import pulls in Inductor, 0.7 s
+    and a slower eager step afterwards, in every process that imports this module.
+    ``tests/test_optim_torch_compiled.py`` checks the mark is torch's."""
+    fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
+    return fn
+
+
+@_assume_constant_result
+def _kernel_loaded() -> bool:
+    """Load the kernel (on first use) and say whether it is there.
+
+    Dynamo calls this eagerly while it traces a step and keeps the answer as a constant: the
+    loader takes a lock, a context manager a ``fullgraph`` compile cannot trace, so the first
+    thing a process does with the kernel may be a compile. Its ``load()`` after this one only
+    reads the loaded ops.
+    """
+    return _fused.load() is not None
 
 
 def _fused_bamsprod(
@@ -631,7 +678,7 @@ def _fused_bamsprod(
         beta1=beta1, beta2=beta2, eps=eps, gamma=gamma, kappa=kappa, weight_decay=weight_decay,
         binary=binary, latent_clip=latent_clip,
     )  # fmt: skip
-    ops = _fused.load()
+    ops = _fused.load() if _kernel_loaded() else None
     if ops is None:
         _multi_tensor_bamsprod(
             params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr=lr,
@@ -661,9 +708,7 @@ def _fused_bamsprod(
         grads = torch._foreach_neg(grads)
     grads = [g.contiguous() for g in grads]
     torch._foreach_add_(state_steps, 1)
-    ops.step(
-        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
-        float(lr) if isinstance(lr, Tensor) and not torch.compiler.is_compiling() else lr,
-        **hyper,
-    )  # fmt: skip
+    # A tensor lr goes in as a tensor (``step.tensor_lr``): compiled, it stays a graph input.
+    step = ops.step.tensor_lr if isinstance(lr, Tensor) else ops.step.default
+    step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr, **hyper)
     return "fused"

@@ -1,4 +1,4 @@
-r"""Bop, the binary optimizer (Helwegen et al., NeurIPS 2019), and a larq-style CaseOptimizer.
+r"""Bop, the binary optimizer (Helwegen et al., NeurIPS 2019).
 
 Bop keeps no latent weights: a binary weight is held at ``+-1`` and flipped when an exponential
 moving average of its gradient is strong enough and points the same way as the weight::
@@ -7,9 +7,9 @@ moving average of its gradient is strong enough and points the same way as the w
     w <- -w   where |m| >= threshold and sign(m) == sign(w)     (sign(0) = +1)
 
 Only binary layers' weights belong in Bop. Everything else (BatchNorm, the real first and last
-layers) goes to another optimizer, Adam in the paper; :class:`CaseOptimizer` joins the two into
-one ``torch.optim.Optimizer`` whose ``param_groups`` are the sub-optimizers' own group dicts, so
-LR schedulers, ``zero_grad`` and ``state_dict`` work on the pair. Ways to use it, best first:
+layers) goes to another optimizer, Adam in the paper, and
+:class:`~core.optim.case_optimizer.CaseOptimizer` joins the two into one optimizer. Ways to use
+it, best first:
 
 1. ``core.optim.build("bop", model)``: binary latent weights to Bop, the rest to Adam.
 2. ``CaseOptimizer(Bop(binary_params), torch.optim.Adam(other_params, lr=0.01))``.
@@ -34,13 +34,17 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import Optimizer, ParamsT, _use_grad_for_differentiable
+from torch.optim.optimizer import ParamsT, _use_grad_for_differentiable
 
 from bamsprod.core.optim import _paths
 
-__all__ = ["Bop", "CaseOptimizer"]
+__all__ = ["Bop"]
 
 
+@_paths.document_flags(
+    foreach="Bop has no foreach path: ``True`` runs the reference too.",
+    fused="The fast path: the compiled reference on CUDA; elsewhere the reference.",
+)
 class Bop(_paths.PathOptimizer):
     r"""Bop: flip a binary weight when its gradient's moving average agrees with its sign.
 
@@ -55,9 +59,7 @@ class Bop(_paths.PathOptimizer):
         gamma: adaptivity rate ``gamma`` of the gradient average.
         threshold: flip threshold ``tau``.
         lr: a scheduler handle: the rate used is ``gamma * lr / base_lr`` (see module docs).
-        foreach, maximize, capturable, differentiable, fused: torch's conventions; the paths
-            are the per-tensor reference and, by default on CUDA, that reference compiled
-            (:mod:`core.optim._paths`). ``foreach=True`` takes the reference too.
+        {flags}
 
     State per parameter: ``step`` (a 0-d tensor), ``exp_avg`` (the average ``m``).
     """
@@ -94,9 +96,12 @@ class Bop(_paths.PathOptimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         group.setdefault("base_lr", float(group["lr"]))
-        with torch.no_grad():
-            for p in group["params"]:
-                p.copy_(torch.where(p >= 0, 1.0, -1.0))
+        for p in group["params"]:
+            binary = torch.where(p.detach() >= 0, 1.0, -1.0)
+            # differentiable: autograd records that p no longer depends on its old value
+            # (sign has zero derivative); a leaf is simply set
+            with torch.set_grad_enabled(group["differentiable"] and not p.is_leaf):
+                p.copy_(binary)
 
     def group_defaults(self, group: dict[str, Any]) -> dict[str, Any]:
         return {"lr": 1.0, "base_lr": group.get("lr", 1.0)}
@@ -150,7 +155,7 @@ class Bop(_paths.PathOptimizer):
                 path = _paths.run_compiled(_single_tensor_bop, _single_tensor_bop, *lists, **hyper)
                 path = "compiled" if path == "compiled" else "single_tensor"
             else:
-                _single_tensor_bop(*lists, **hyper)
+                _single_tensor_bop(*lists, **hyper, differentiable=group["differentiable"])
             self._paths_taken.add(path)
         return loss
 
@@ -164,142 +169,37 @@ def _single_tensor_bop(
     gamma: float | Tensor,
     threshold: float,
     maximize: bool,
+    differentiable: bool = False,
 ) -> None:
-    """One Bop step per tensor, in place. Each ``p`` holds ``+-1`` and still does afterwards."""
+    """One Bop step per tensor, in place. Each ``p`` holds ``+-1`` and still does afterwards.
+
+    The flip is ``p <- p * (1 - 2 flip)`` with a 0/1 mask that is piecewise constant in ``m``
+    and ``p``: with ``differentiable``, autograd sees the step's exact Jacobian (``+-1`` on the
+    weight, ``1 - gamma`` and ``gamma`` on the average and the gradient), and the mask is made
+    from detached tensors, so nothing it read is needed again after ``p`` changes.
+    """
     for p, grad, exp_avg, step_t in zip(params, grads, exp_avgs, state_steps, strict=True):
         step_t += 1
         # m <- (1 - gamma) m + gamma g, as tensor-scalar products: under torch.compile a
         # Scalar argument (lerp's weight) would bake the lr-dependent gamma into the graph.
         exp_avg.mul_(1 - gamma).add_((-grad if maximize else grad) * gamma)
+        m, w = (exp_avg.detach(), p.detach()) if differentiable else (exp_avg, p)
         if threshold > 0:
             # With p = +-1, m p = +-|m|: "|m| >= tau and sign(m) = sign(p)" is exactly m p >= tau
             # (m = 0 gives 0 < tau). Float ops only: bool tensors are slow on CPU.
-            flip = torch.mul(exp_avg, p).ge_(threshold)  # 1.0 where the weight flips, else 0.0
-            p.mul_(flip.mul_(-2.0).add_(1.0))
+            flip = torch.mul(m, w).ge_(threshold)  # 1.0 where the weight flips, else 0.0
         else:  # tau = 0: m = 0 must flip only w = +1 (sign(0) = +1), so spell the rule out
-            w_pos = p >= 0
-            flip = (exp_avg >= 0) == w_pos
-            p.copy_(torch.where(w_pos.logical_xor_(flip), 1.0, -1.0))
+            flip = ((m >= 0) == (w >= 0)).to(p.dtype)
+        p.mul_(flip.mul_(-2.0).add_(1.0))
 
 
 def _validate(group: dict[str, Any]) -> None:
+    lr = group["lr"]
+    if isinstance(lr, Tensor) and lr.numel() != 1:
+        raise ValueError("Tensor lr must be 1-element")
     if not 0.0 <= group["gamma"] <= 1.0:
         raise ValueError(f"Invalid gamma value: {group['gamma']} (expected 0 <= gamma <= 1)")
     if not 0.0 <= group["threshold"]:
         raise ValueError(f"Invalid threshold value: {group['threshold']}")
     if not 0.0 <= group["lr"]:
         raise ValueError(f"Invalid learning rate: {group['lr']}")
-
-
-class CaseOptimizer(Optimizer):
-    """Several optimizers over disjoint parameters, acting as one (after larq's CaseOptimizer).
-
-    ``param_groups`` is the concatenation of the sub-optimizers' group lists: the same dict
-    objects, so an LR scheduler built on the CaseOptimizer moves every sub-optimizer. ``step``
-    calls the closure once, then steps every sub-optimizer. ``state_dict()`` has the standard
-    torch layout (parameter ids numbered across all groups in order) and ``load_state_dict``
-    splits it back to the sub-optimizers.
-
-    Example::
-
-        opt = CaseOptimizer(Bop(binary_params), torch.optim.Adam(other_params, lr=0.01))
-    """
-
-    def __init__(self, *optimizers: Optimizer) -> None:
-        if not optimizers:
-            raise ValueError("CaseOptimizer needs at least one optimizer")
-        seen: set[int] = set()
-        for opt in optimizers:
-            if not isinstance(opt, Optimizer):
-                raise TypeError(f"expected torch.optim.Optimizer, got {type(opt).__name__}")
-            for group in opt.param_groups:
-                for p in group["params"]:
-                    if id(p) in seen:
-                        raise ValueError("a parameter appears in more than one optimizer")
-                    seen.add(id(p))
-        self.optimizers = list(optimizers)
-        self._ready = False
-        params = [p for opt in optimizers for g in opt.param_groups for p in g["params"]]
-        super().__init__(params, {})
-        self._relink()
-        self._ready = True
-
-    def _relink(self) -> None:
-        self.param_groups = [g for opt in self.optimizers for g in opt.param_groups]
-
-    @property  # type: ignore[override]
-    def state(self) -> dict[Tensor, Any]:
-        """A merged, read-only view of the sub-optimizers' per-parameter state."""
-        merged: dict[Tensor, Any] = {}
-        for opt in self.optimizers:
-            merged.update(opt.state)
-        return merged
-
-    @state.setter
-    def state(self, value: Any) -> None:
-        # Optimizer.__init__ assigns an empty dict; the real state lives in the sub-optimizers.
-        if value:
-            raise AttributeError("CaseOptimizer.state is read-only; use load_state_dict")
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        if getattr(self, "_ready", False):
-            raise TypeError(
-                "CaseOptimizer cannot route a new group; add it to one of .optimizers instead"
-            )
-        super().add_param_group(param_group)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"defaults": self.defaults, "optimizers": self.optimizers}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._relink()
-        self._ready = True
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """Evaluate ``closure`` once (if given), then step every sub-optimizer."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for opt in self.optimizers:
-            opt.step()
-        return loss
-
-    def state_dict(self) -> dict[str, Any]:
-        groups: list[dict[str, Any]] = []
-        state: dict[int, Any] = {}
-        offset = 0
-        for opt in self.optimizers:
-            sd = opt.state_dict()
-            count = sum(len(g["params"]) for g in sd["param_groups"])
-            for g in sd["param_groups"]:
-                groups.append({**g, "params": [i + offset for i in g["params"]]})
-            state.update({i + offset: s for i, s in sd["state"].items()})
-            offset += count
-        return {"state": state, "param_groups": groups}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved = state_dict["param_groups"]
-        if len(saved) != len(self.param_groups):
-            raise ValueError("loaded state dict has a different number of parameter groups")
-        start = 0
-        for opt in self.optimizers:
-            n_groups = len(opt.param_groups)
-            sub_groups = saved[start : start + n_groups]
-            ids = [i for g in sub_groups for i in g["params"]]
-            local = {i: j for j, i in enumerate(ids)}
-            sub = {
-                "state": {local[i]: s for i, s in state_dict["state"].items() if i in local},
-                "param_groups": [
-                    {**g, "params": [local[i] for i in g["params"]]} for g in sub_groups
-                ],
-            }
-            opt.load_state_dict(sub)
-            start += n_groups
-        self._relink()
-
-    def __repr__(self) -> str:
-        inner = ",\n".join("  " + repr(opt).replace("\n", "\n  ") for opt in self.optimizers)
-        return f"CaseOptimizer(\n{inner}\n)"

@@ -17,8 +17,9 @@ plugin receives these same groups and may ignore the marker. A trainer therefore
 ``optimizer.step()``. Bop holds its binary weights at exactly ``+-1`` and needs no clip.
 ``clip_latent_weights(model)`` does the same clip by hand, for optimizers built some other way.
 
-Adam, AMSGrad and SGD are torch's own classes. Bop is a :class:`~core.optim.bop.CaseOptimizer`:
-Bop for the binary weights, ``torch.optim.Adam(lr)`` for the rest (larq's recipe).
+Adam, AMSGrad and SGD are torch's own classes. Bop is a
+:class:`~core.optim.case_optimizer.CaseOptimizer`: Bop for the binary weights,
+``torch.optim.Adam(lr)`` for the rest (larq's recipe).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from torch.optim import Optimizer
 from bamsprod.core.nn import binary_weights
 from bamsprod.core.optim.adabound import AdaBound
 from bamsprod.core.optim.bamsprod import BAMSProd
-from bamsprod.core.optim.bop import Bop, CaseOptimizer
+from bamsprod.core.optim.bop import Bop
+from bamsprod.core.optim.case_optimizer import CaseOptimizer
 from bamsprod.core.plugins import registry, resolve
 from bamsprod.core.spec import resolve_hparams
 

@@ -443,6 +443,20 @@ void fused_step(at::TensorList params, at::TensorList grads, at::TensorList exp_
   }
 }
 
+// The step with a tensor lr (`step.tensor_lr`, as torch's `_fused_adam_.tensor_lr`): inside a
+// torch.compile'd step the lr is a graph input, not a constant baked in, so a scheduler that
+// moves it in place never recompiles. Read here, on the CPU, so nothing syncs in Python.
+void fused_step_tensor_lr(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                          at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
+                          at::TensorList steps, const at::Tensor& lr, double beta1, double beta2,
+                          double eps, double gamma, double kappa, double weight_decay,
+                          bool binary, std::optional<double> latent_clip) {
+  TORCH_CHECK(lr.numel() == 1 && lr.device().is_cpu(),
+              "bamsprod fused: a tensor lr must be a one-element CPU tensor");
+  fused_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr.item<double>(),
+             beta1, beta2, eps, gamma, kappa, weight_decay, binary, latent_clip);
+}
+
 // e(w) of each tensor, by the same items, pass-1 sums and closed form as the step (for tests).
 at::Tensor quantization_errors(at::TensorList tensors) {
   std::vector<double> out;
@@ -486,10 +500,16 @@ TORCH_LIBRARY(bamsprod_fused, m) {
       "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] max_exp_avg_sqs, Tensor[] steps, float lr, "
       "float beta1, float beta2, float eps, float gamma, float kappa, float weight_decay, "
       "bool binary, float? latent_clip) -> ()");
+  m.def(
+      "step.tensor_lr(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
+      "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] max_exp_avg_sqs, Tensor[] steps, Tensor lr, "
+      "float beta1, float beta2, float eps, float gamma, float kappa, float weight_decay, "
+      "bool binary, float? latent_clip) -> ()");
   m.def("quantization_errors(Tensor[] tensors) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(bamsprod_fused, CPU, m) {
   m.impl("step", &fused_step);
+  m.impl("step.tensor_lr", &fused_step_tensor_lr);
   m.impl("quantization_errors", &quantization_errors);
 }
