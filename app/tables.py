@@ -137,6 +137,13 @@ class Run(SQLModel, table=True):
     environment: dict[str, Any] | None = Field(
         default=None, sa_column=sa.Column(NullableJSON, nullable=True)
     )
+    # What a running run does before its first epoch (``core.train.PHASES``): loading data,
+    # building the optimizer kernel; None while it trains and once it ended.
+    phase: str | None = Field(default=None, max_length=64)
+    # Archived: left out of the runs table unless asked for; nothing is deleted.
+    archived: bool = Field(
+        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false())
+    )
 
 
 class EpochMetric(SQLModel, table=True):

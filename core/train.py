@@ -16,6 +16,9 @@ Contract (the worker and the CLI rely on it):
   each reading), ``eval_seconds`` its evaluations' (test and validation), untimed as training,
   as AlgoPerf leaves evaluation untimed; a point's ``train_seconds`` sum the run's training
   seconds so far, resumed epochs included (the checkpoint's history holds them).
+- ``on_phase(text)`` says what the run does before its first epoch: ``LOADING_DATA``, then
+  ``BUILDING_KERNEL`` when the optimizer's kernel is built (or loaded) here, before any epoch's
+  clock starts (``core.optim.kernel``), and ``None`` once training starts.
 - ``should_stop()`` is polled after loading the data, after building the model, before each
   epoch's first batch and then between batches at most every ``poll_seconds`` of wall time (it
   must not touch the device, so the batch loop never waits for the GPU between evaluation
@@ -28,7 +31,8 @@ Contract (the worker and the CLI rely on it):
 - A NaN/inf training loss ends the run ``diverged`` at that epoch; earlier epochs stand.
 - Bad data (missing/corrupt data set) raises ``core.data.DatasetError``.
 
-``train`` is an outline of named steps: ``_prepare``, ``_resume``, then per epoch
+``train`` is an outline of named steps: ``_prepare`` (with ``_build_kernel``), ``_resume``, then
+per epoch
 ``_train_batches`` (with ``_eval_point`` among them), ``_measure``, ``on_epoch``, ``_checkpoint``.
 """
 
@@ -53,9 +57,15 @@ from bamsprod.core.metric_schema import METRICS
 from bamsprod.core.metrics import FlipCounter, quantization_error
 from bamsprod.core.nn import binary_weights, build_model
 from bamsprod.core.optim import build as build_optimizer
+from bamsprod.core.optim import kernel
 from bamsprod.core.spec import RunConfig
 
-__all__ = ["EpochMetrics", "EvalPoint", "TrainResult", "eval_after", "train"]
+__all__ = ["BUILDING_KERNEL", "LOADING_DATA", "EpochMetrics", "EvalPoint", "TrainResult",
+           "eval_after", "train"]
+
+# What a run does before its first epoch (``on_phase``; the dashboard shows it).
+LOADING_DATA = "loading data"
+BUILDING_KERNEL = "building the optimizer kernel"
 
 
 @dataclass
@@ -298,16 +308,19 @@ def train(
     device: str | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     poll_seconds: float = STOP_POLL_SECONDS,
+    on_phase: Callable[[str | None], None] | None = None,
 ) -> TrainResult:
     """Train ``config``; see the module docstring for the contract. The outline: prepare,
     resume, then each epoch: train its batches (evaluating among them), measure, report, save."""
     dev = pick_device(device or config.device)
     stop = _StopPoll(should_stop, poll_seconds)
-    run = _prepare(config, dev, stop)
+    phase = on_phase or (lambda _: None)
+    run = _prepare(config, dev, stop, phase)
     if run is None:
         return TrainResult("cancelled", 0, str(dev))
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     start = _resume(run, ckpt)
+    phase(None)  # training starts: every epoch's clock runs from here on
     result = TrainResult("succeeded", start - 1, str(dev), history=run.history)
     for epoch in range(start, config.epochs + 1):
         done = _train_batches(run, epoch, stop, on_batch)
@@ -327,9 +340,11 @@ def train(
     return result
 
 
-def _prepare(config: RunConfig, dev: torch.device, stop: _StopPoll) -> _Run | None:
-    """Data, model, optimizer and scheduler on ``dev``; None when stopped meanwhile (asked after
-    the data loaded and after the model was built)."""
+def _prepare(config: RunConfig, dev: torch.device, stop: _StopPoll,
+             phase: Callable[[str | None], None]) -> _Run | None:
+    """Data, model, optimizer (its kernel built) and scheduler on ``dev``; None when stopped
+    meanwhile (asked after the data loaded and after the model was built)."""
+    phase(LOADING_DATA)
     data = load_dataset(
         config.dataset,
         data_dir=config.data_dir,
@@ -347,6 +362,8 @@ def _prepare(config: RunConfig, dev: torch.device, stop: _StopPoll) -> _Run | No
     )
     if stop.now():
         return None
+    if config.compile == "off":  # a compiled step traces the reference, not the kernel
+        _build_kernel(optimizer, phase)
     latent = binary_weights(model)
     flips = FlipCounter()
     flips.update(latent)  # the initial weights are the first epoch's baseline
@@ -373,6 +390,15 @@ def _prepare(config: RunConfig, dev: torch.device, stop: _StopPoll) -> _Run | No
         eval_after=eval_after(batches, config.evals_per_epoch) if len(val_x) else [],
         config_hash=config.config_hash(),
     )
+
+
+def _build_kernel(optimizer: torch.optim.Optimizer, phase: Callable[[str | None], None]
+                  ) -> None:
+    """Build (or load) the optimizer's kernel now, when its first step would: outside every
+    epoch's clock, so that an epoch's ``seconds`` stay training time."""
+    if kernel.pending(optimizer):
+        phase(BUILDING_KERNEL)
+        kernel.prepare()
 
 
 def _resume(run: _Run, ckpt: Path | None) -> int:

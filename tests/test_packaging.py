@@ -140,6 +140,8 @@ def test_wheel_holds_the_dashboard_and_migrations(wheel_build: tuple[Path, str])
             assert in_wheel(path.relative_to(ROOT).as_posix()) in names
     assert "bamsprod/app/alembic.ini" in names
     assert "bamsprod/core/optim/csrc/bamsprod_fused.cpp" in names
+    docs = {f"bamsprod/docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
+    assert "bamsprod/docs/datasets.md" in docs and docs <= names  # for pip users (bamsprod docs)
     studies = {f"bamsprod/app/studies/files/{p.name}"
                for p in (ROOT / "app" / "studies" / "files").glob("*.toml")}
     assert {"bamsprod/app/studies/files/paper.toml"} < studies <= names  # the shipped studies

@@ -1,4 +1,4 @@
-"""Core commands: ``train`` (one run, in this process), ``convex`` and ``data``."""
+"""Core commands: ``train`` (one run, in this process), ``convex``, ``data`` and ``docs``."""
 
 from __future__ import annotations
 
@@ -140,3 +140,32 @@ def data_list() -> None:
         name, ok, path, message = row
         table.add_row(name, "yes" if ok else "no", plain(path or ""), plain(message or ""))
     console.print(table)
+    console.print(DATASETS_HELP, markup=False, highlight=False)
+
+
+# Where a pip user reads about data sets: the installed package carries the page (app.guide).
+DATASETS_HELP = ("Sources, checksums and bringing your own (CIFAR-10): bamsprod docs datasets "
+                 "(or /guide/datasets in the dashboard).")
+
+
+@commands.command()
+def docs(
+    name: str | None = typer.Argument(None, help="a page, e.g. datasets (default: list them)"),
+) -> None:
+    """Read the documentation this installation carries (the dashboard shows it at /guide)."""
+    from rich.markdown import Markdown
+
+    from bamsprod.app import guide
+
+    if name is None:
+        table = Table("page", "title")
+        for page in guide.names():
+            table.add_row(page, plain(guide.title(guide.read(page))))
+        console.print(table)
+        return
+    try:
+        text = guide.read(name)
+    except guide.GuideNotFound as exc:
+        err.print(f"[red]error:[/red] {safe(exc)}")
+        raise typer.Exit(2) from None
+    console.print(Markdown(text))

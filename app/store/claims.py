@@ -21,7 +21,7 @@ def _take(session: Session, run_id: int, where: object, worker_host: str, device
     now = utcnow()
     begun = {"state": "running", "started_at": now} if start else {}
     ok = update_run(session, run_id, where, heartbeat_at=now, worker_host=worker_host,
-                    device=device, attempts=Run.attempts + 1, **begun)
+                    device=device, attempts=Run.attempts + 1, phase=None, **begun)
     session.commit()
     return ok
 
@@ -50,6 +50,7 @@ def release_run(session: Session, run_id: int) -> bool:
         queued_at=utcnow(),
         heartbeat_at=None,
         worker_host=None,
+        phase=None,
         attempts=sa.case((col(Run.attempts) > 0, Run.attempts - 1), else_=0),
     )
     session.commit()
@@ -108,6 +109,7 @@ def finish_run(
         finished_at=utcnow(),
         error=error,
         diverged_epoch=diverged_epoch,
+        phase=None,
         **extra,
     )
     session.commit()
@@ -118,6 +120,15 @@ def set_environment(session: Session, run_id: int, environment: dict[str, Any]) 
     """Record where a ``running`` run trains (``core.environment.environment()``); False if it
     was not running."""
     ok = update_run(session, run_id, col(Run.state) == "running", environment=environment)
+    session.commit()
+    return ok
+
+
+def set_phase(session: Session, run_id: int, phase: str | None) -> bool:
+    """Record what a ``running`` run does before its first epoch (``core.train`` phases: the
+    page shows it), or None once it trains; False if it was not running."""
+    ok = update_run(session, run_id, col(Run.state) == "running",
+                    phase=None if phase is None else phase[:64])
     session.commit()
     return ok
 
