@@ -249,3 +249,35 @@ def test_a_gpu_runs_device_text_names_the_card_and_fits_its_column() -> None:
             text = describe("cuda:0", path)
             assert len(text) <= DEVICE_TEXT_MAX and text.endswith(f" · {path}")
             assert text.startswith("cuda:0 (NVIDIA")
+
+
+def test_the_kernel_is_built_before_the_first_epoch_and_said(monkeypatch):
+    """A run whose first step would build the optimizer's kernel builds it before epoch 1's
+    clock starts, and says so (``on_phase``); the build (here a 1 s stand-in for the compiler,
+    so the test needs none) is in no epoch's seconds."""
+    import time
+
+    from bamsprod.core.optim import kernel
+    from bamsprod.core.train import BUILDING_KERNEL, LOADING_DATA
+
+    built = []
+    monkeypatch.setattr(kernel, "pending", lambda opt: kernel.takes_kernel(opt) and not built)
+    monkeypatch.setattr(kernel, "prepare", lambda: built.append(time.sleep(1.0)) or True)
+    phases: list[str | None] = []
+    result = train(_cfg(optimizer="bamsprod", epochs=2), on_phase=phases.append)
+    assert result.state == "succeeded" and built == [None]
+    assert phases == [LOADING_DATA, BUILDING_KERNEL, None]
+    assert all(m.seconds < 1.0 for m in result.history), [m.seconds for m in result.history]
+    phases.clear()
+    train(_cfg(optimizer="adam", epochs=1), on_phase=phases.append)
+    assert phases == [LOADING_DATA, None]  # no kernel: nothing to build
+
+
+def test_bamsprod_on_the_cpu_takes_the_kernel_and_adam_does_not():
+    from bamsprod.core.nn import build_model
+    from bamsprod.core.optim import BAMSProd, build, kernel
+
+    model = build_model("mlp", (1, 8, 8), 10, width=16, depth=1)
+    assert kernel.takes_kernel(build("bamsprod", model, lr=1e-3))
+    assert not kernel.takes_kernel(BAMSProd(model.parameters(), lr=1e-3, foreach=True))
+    assert not kernel.takes_kernel(build("adam", model, lr=1e-3))
