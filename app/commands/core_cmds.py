@@ -29,6 +29,7 @@ def train(
 
     from bamsprod.core.data import DatasetError
     from bamsprod.core.environment import environment
+    from bamsprod.core.train import BUILDING_KERNEL
     from bamsprod.core.train import train as run_training
 
     table = Table(*COLUMNS, title=f"{config.optimizer} on {config.model}/{config.dataset}")
@@ -59,7 +60,9 @@ def train(
     try:
         with progress:
             result = run_training(
-                config, on_epoch=on_epoch, on_batch=on_batch, checkpoint_dir=checkpoint_dir
+                config, on_epoch=on_epoch, on_batch=on_batch, checkpoint_dir=checkpoint_dir,
+                on_phase=lambda phase: phase == BUILDING_KERNEL and err.print(
+                    f"{phase} (once per machine; not counted in any epoch)…", highlight=False),
             )
     except DatasetError as exc:
         err.print(f"[red]error:[/red] {safe(exc)}")
