@@ -48,6 +48,7 @@ def field(page: Any, key: str) -> Any:
 def test_tuned_sweep_from_the_form_to_the_compare_page(
     page: Any, shoot: Any, live_server: LiveServer
 ) -> None:
+    page.set_viewport_size({"width": 1366, "height": 900})  # a laptop's screen
     page.goto("/runs/new")
     page.wait_for_selector("#run-form[data-ready='1']")
     page.check("#sweep-mode")
