@@ -221,3 +221,29 @@ def test_eval_points_migration_keeps_old_runs_and_epochs(empty_db_url, kind: str
     assert "eval_point" not in tables(url)
     with get_engine(url).connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM epoch_metric")).scalar() == 2
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_phase_and_archive_migration_keeps_old_runs_in_the_table(empty_db_url, kind: str) -> None:
+    """0008 adds run.phase and run.archived: a run stored before reads back with no phase, not
+    archived (so the runs table still lists it); going down keeps every run and epoch."""
+    from alembic import command
+
+    from bamsprod.app import store
+    from bamsprod.app.db import alembic_config, session_scope
+
+    url = empty_db_url(kind)
+    command.upgrade(alembic_config(url), "0007_eval_points")
+    [old] = old_runs(url, [RunConfig()])
+    with session_scope(url) as s:
+        store.record_epoch(s, old, {"epoch": 1, "test_acc": 0.5})
+    init_db(url)
+    with session_scope(url) as s:
+        rows, total = store.list_run_rows(s, archived=False)
+        assert total == 1 and rows[0]["phase"] is None and rows[0]["archived"] is False
+    downgrade_db(url, "0007_eval_points")
+    with get_engine(url).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM run")).scalar() == 1
+        assert conn.execute(sa.text("SELECT count(*) FROM epoch_metric")).scalar() == 1
+        cols = {c["name"] for c in sa.inspect(conn).get_columns("run")}
+    assert "phase" not in cols and "archived" not in cols
