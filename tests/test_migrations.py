@@ -235,8 +235,11 @@ def test_phase_and_archive_migration_keeps_old_runs_in_the_table(empty_db_url, k
     url = empty_db_url(kind)
     command.upgrade(alembic_config(url), "0007_eval_points")
     [old] = old_runs(url, [RunConfig()])
-    with session_scope(url) as s:
-        store.record_epoch(s, old, {"epoch": 1, "test_acc": 0.5})
+    with get_engine(url).begin() as conn:  # an epoch row as revision 0007's table holds it
+        conn.execute(sa.text(
+            "INSERT INTO epoch_metric (run_id, epoch, test_acc, quant_error_layers, created_at) "
+            "VALUES (:r, 1, 0.5, '{}', '2026-01-01 00:00:00')"
+        ), {"r": old})
     init_db(url)
     with session_scope(url) as s:
         rows, total = store.list_run_rows(s, archived=False)
