@@ -21,7 +21,7 @@ def _take(session: Session, run_id: int, where: object, worker_host: str, device
     now = utcnow()
     begun = {"state": "running", "started_at": now} if start else {}
     ok = update_run(session, run_id, where, heartbeat_at=now, worker_host=worker_host,
-                    device=device, attempts=Run.attempts + 1, phase=None, **begun)
+                    device=device, attempts=Run.attempts + 1, **begun)
     session.commit()
     return ok
 
@@ -50,7 +50,6 @@ def release_run(session: Session, run_id: int) -> bool:
         queued_at=utcnow(),
         heartbeat_at=None,
         worker_host=None,
-        phase=None,
         attempts=sa.case((col(Run.attempts) > 0, Run.attempts - 1), else_=0),
     )
     session.commit()
