@@ -4,7 +4,8 @@ FastAPI's own pages load Swagger UI and ReDoc from jsDelivr: offline (these mach
 labs) ``/docs`` is blank. Here both come from the installed ``fastapi-offline`` package, which
 carries their release bundles (``swagger-ui-bundle.js``, ``swagger-ui.css``,
 ``redoc.standalone.js``, each with its licence header), served under ``/docs-assets/`` like
-Plotly.js is (gzipped once, cached under ``?v=``). The pages hold no inline script, so they
+Plotly.js is (gzipped once, cached under ``?v=``), ReDoc's one CDN address (its logo) taken
+out (``PATCHES``). The pages hold no inline script, so they
 keep the strict Content-Security-Policy of every page (``app.security``): Swagger UI starts
 from ``/docs-assets/swagger-init.js``, ReDoc from its ``<redoc spec-url>`` element.
 """
@@ -29,6 +30,10 @@ ASSETS = {
     "swagger-ui.css": "text/css",
     "redoc.standalone.js": "text/javascript",
 }
+# The one thing a bundle fetches from elsewhere: ReDoc's sidebar logo (an <img> from its CDN,
+# which the pages' policy would block, with a console error). ``data:,`` fails to decode, and
+# ReDoc's own onError handler then leaves the logo out.
+PATCHES = {"redoc.standalone.js": [(b"https://cdn.redoc.ly/redoc/logo-mini.svg", b"data:,")]}
 # Swagger UI's start, as a file: the pages allow scripts from this server only.
 SWAGGER_INIT = """\
 const el = document.getElementById("swagger-ui");
@@ -57,6 +62,8 @@ def assets_dir() -> Path:
 def _asset(name: str) -> tuple[bytes, bytes, str]:
     """(body, gzipped body, version) of one asset; read once per process."""
     body = (assets_dir() / name).read_bytes() if name in ASSETS else SWAGGER_INIT.encode()
+    for before, after in PATCHES.get(name, []):
+        body = body.replace(before, after)
     version = hashlib.sha256(body).hexdigest()[:10]
     return body, gzip.compress(body, compresslevel=9, mtime=0), version
 

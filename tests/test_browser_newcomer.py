@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -112,8 +113,9 @@ def test_api_docs_work_with_the_network_cut_off(
         shoot(page, "api_docs_offline")
         page.goto("/redoc")
         page.locator(".redoc-wrap").wait_for(timeout=30_000)
-        page.get_by_text("Cancel Run").first.wait_for(timeout=30_000)
-        shoot(page, "api_redoc_offline")
+        page.locator("h2", has_text="Cancel Run").first.wait_for(timeout=30_000)
+        assert page.locator("h2", has_text="Submit Run").count() >= 1
+        page.screenshot(path=str(shoot(page, "api_redoc_offline")))  # the first screen only
     finally:
         context.close()
     assert blocked == [], f"the docs asked other hosts: {blocked}"
@@ -176,16 +178,21 @@ def test_missing_pages_are_pages_and_the_api_keeps_json(
     page: Any, shoot: Any, live_server: LiveServer, watch: Any
 ) -> None:
     at_1366(page)
-    for path in ("/runs/nonexistent-123", "/no/such/page", "/runs/99999999"):
-        answer = page.goto(path)
-        assert answer.status == 404, path
-        assert page.locator("h1").text_content() == "Not found", path
-        assert page.locator("nav a[href='/compare']").count() == 1  # the dashboard's frame
-        assert "detail" not in page.locator("body").inner_text(), path
-    assert "nonexistent-123" in page.locator("main").inner_text()
-    shoot(page, "not_found")
-    # Chromium logs each 404 document it was asked for: expected here, nothing else is.
-    watch.errors[:] = [e for e in watch.errors if "status of 404" not in e]
+    try:
+        for path, what in (("/runs/nonexistent-123", "run nonexistent-123"),
+                           ("/no/such/page", "page at this address"),
+                           ("/runs/99999999", "run 99999999")):
+            answer = page.goto(path)
+            assert answer.status == 404, path
+            assert page.locator("h1").text_content() == "Not found", path
+            assert page.locator("nav a[href='/compare']").count() == 1  # the dashboard's frame
+            text = page.locator("main").inner_text()
+            assert f"There is no {what}." in text and "detail" not in text, (path, text)
+            if path == "/runs/nonexistent-123":
+                shoot(page, "not_found")
+    finally:
+        # Chromium logs each 404 document it was asked for: expected here, nothing else is.
+        watch.errors[:] = [e for e in watch.errors if "status of 404" not in e]
     with live_server.api() as c:
         for path in ("/api/nope", "/api/runs/abc", "/api/runs/99999999"):
             r = c.get(path, headers={"Accept": "text/html"})
@@ -208,7 +215,9 @@ def test_compare_without_arguments_explains_and_lists_recent_sweeps(
     assert page.locator(".error-box:visible").count() == 0
     link = page.locator(f"#recent-sweeps a[href='/compare?sweep={sweep_id}']")
     assert link.count() == 1
-    assert "2 runs" in page.locator("#recent-sweeps li", has=link).inner_text()
+    item = page.locator("#recent-sweeps li").filter(
+        has=page.locator(f"a[href='/compare?sweep={sweep_id}']"))
+    assert "2 runs" in item.inner_text()
     shoot(page, "compare_intro")
     link.click()
     page.wait_for_selector("body[data-rendered='1']")
@@ -324,7 +333,7 @@ def test_runs_table_deletes_archives_and_chooses_columns(
     assert re.match(r"\d+ ms|\d+\.\d s", row.locator('td[data-col="duration"]').text_content())
     other = page.locator(f'#runs-body tr[data-run-id="{ids[1]}"] td[data-col="hparams.kappa"]')
     assert other.text_content() == "–"  # adam has no kappa
-    assert "cols=lr,duration,hparams.kappa" in page.url
+    assert "cols=lr,duration,hparams.kappa" in unquote(page.url)
     shoot(page, "runs_columns")
     page.reload()
     page.wait_for_function("() => document.querySelectorAll('#runs-body td.extra-col').length"
@@ -389,8 +398,8 @@ def test_convex_legend_says_which_line_hides_another(page: Any, shoot: Any) -> N
     data = page.evaluate("() => document.getElementById('chart-x').data"
                          ".map(t => ({name: t.name, y: Array.from(t.y)}))")
     same = [(a["name"], b["name"]) for i, a in enumerate(data) for b in data[i + 1:]
-            if all(abs(u - v) <= 1e-12 * max(1.0, abs(u)) for u, v in zip(a["y"], b["y"],
-                                                                        strict=True))]
+            if all(abs(u - v) <= 1e-5 * max(1.0, abs(u)) for u, v in zip(a["y"], b["y"],
+                                                                       strict=True))]
     assert same, "no two optimizers took the same path: nothing is hidden"
     for hidden, over in same:
         assert hidden.endswith("(hidden under it)"), same
