@@ -59,6 +59,7 @@ async function load() {
   renderMeta(result);
   renderStage();
   renderTable(result);
+  $("#results .table-wrap").hidden = !result.groups.length; // no header over nothing
   if (hasEpochs()) {
     BC.setEmpty(null);
     delete document.body.dataset.empty;

@@ -56,6 +56,9 @@ export function stageText(tuning) {
   const p = progress(tuning);
   const trials = `${p.done} of ${p.trials} trial${p.trials === 1 ? "" : "s"} done${p.pruned ? ` (${p.pruned} pruned)` : ""}`;
   const now = [p.running ? `${p.running} training` : "", p.queued ? `${p.queued} queued` : ""].filter(Boolean).join(", ");
+  if (!p.stage2 && !p.undecided) { // decided, yet nothing to seed: no trial had a score
+    return { stage: 1, title: `Stage 1 of 2 ended: ${trials}; stage 2 has no runs`, detail: "" };
+  }
   if (!p.stage2) {
     return {
       stage: 1,
