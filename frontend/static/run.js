@@ -259,8 +259,11 @@ function renderConfig() {
   const showDefaults = $("#show-defaults").checked;
   const rows = [];
   const placed = new Set(["schema_version"]);
+  const empty = (v) => v === null || v === undefined || v === "" || (Array.isArray(v) && !v.length);
   const row = (label, value, dflt, key) => {
-    const isDefault = dflt !== undefined && JSON.stringify(value) === JSON.stringify(dflt);
+    // Left as it was: the default, or nothing given where the default is nothing.
+    const isDefault = (dflt !== undefined && JSON.stringify(value) === JSON.stringify(dflt))
+      || (empty(value) && (dflt === null || empty(dflt)));
     if (isDefault && !showDefaults) return null;
     return h("tr", { dataset: { key } }, h("th", null, label),
       h("td", { class: isDefault ? "default" : null, title: isDefault ? "the default" : null }, fmtValue(value)));
@@ -305,7 +308,7 @@ function renderInfo() {
     ["best test acc", run.best_test_acc === null ? "–" : `${fmtAcc(run.best_test_acc)} (epoch ${run.best_epoch})`],
     ["last test acc", fmtAcc(run.last_test_acc)],
     // Final once the run has ended; while it trains, the last epoch's.
-    [isActive(run.state) ? `quant error (epoch ${run.last_epoch ?? "–"})` : "final quant error", fmtNum(run.final_quant_error)],
+    [!isActive(run.state) ? "final quant error" : run.last_epoch ? `quant error (epoch ${run.last_epoch})` : "quant error", fmtNum(run.final_quant_error)],
     ["created", fmtDate(run.created_at)],
     ["started", fmtDate(run.started_at)],
     ["finished", fmtDate(run.finished_at)],
