@@ -285,7 +285,8 @@ function renderConfig() {
       placed.add(key);
       const spec = specs[key];
       let dflt = spec ? spec.default : undefined;
-      if (key === "lr" && (dflt === null || dflt === undefined)) dflt = (opts.optimizers[cfg.optimizer] || {}).default_lr;
+      // lr left empty means the optimizer's default; one given is compared with that default.
+      if (key === "lr" && (dflt === null || dflt === undefined) && cfg.lr !== null) dflt = (opts.optimizers[cfg.optimizer] || {}).default_lr;
       if (["optimizer", "model", "dataset", "epochs", "seed"].includes(key)) dflt = undefined; // always said
       body.push(row(spec ? spec.label : key.replace(/_/g, " "), cfg[key], dflt, key));
     }
