@@ -59,8 +59,11 @@ export function wording(item, name) {
   if (rule) {
     msg = msg.replace(rule[0], rule[1]);
     if (scalar(item.input) && !/\bgot\b/.test(msg)) msg += `, got ${JSON.stringify(item.input)}`;
-  } else if (name && msg.startsWith(`${name} must `)) {
-    msg = msg.slice(name.length + 1);
+  } else if (name) {
+    // "gamma must be >= 0, got -1" or "hparam gamma must ...": its name is beside it already.
+    const esc = name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    const own = msg.match(new RegExp(`^(?:[\\w-]+ )?${esc} (must .*)$`, "s"));
+    if (own) msg = own[1];
   }
   return msg;
 }
