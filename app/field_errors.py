@@ -79,11 +79,18 @@ class FieldError:
 
 class InvalidField(ValueError):
     """A domain error: ``error`` names the field of the request that cannot be used (``loc``
-    relative to the request's body or query; the route adds which)."""
+    relative to the request's body or query; the route adds which); ``more`` the other fields
+    found wrong with it, so that one answer names them all."""
 
-    def __init__(self, loc: Loc, msg: str, value: Any = None) -> None:
+    def __init__(self, loc: Loc, msg: str, value: Any = None,
+                 more: Iterable[FieldError] = ()) -> None:
         super().__init__(msg)
         self.error = FieldError(loc, msg, value)
+        self.more = list(more)
+
+    @property
+    def errors(self) -> list[FieldError]:
+        return [self.error, *self.more]
 
 
 def field_errors(source: ValidationError | Iterable[Mapping[str, Any]] | Any) -> list[FieldError]:

@@ -1,7 +1,8 @@
 """The FastAPI app factory: ``uvicorn --factory app.main:create_app``.
 
 Nothing is built at import. ``create_app`` migrates the database (Alembic ``upgrade head``),
-wires the queue client (``app.queue.enqueue_run`` unless one is injected) and mounts the API.
+wires the queue client (``app.queue.enqueue_run`` unless one is injected) and mounts the API,
+its documentation (``app.api_docs``) and the dashboard (``app.pages``).
 Tokens and security headers: see ``app.security``.
 """
 
@@ -26,6 +27,7 @@ from bamsprod.app.api import api_router
 from bamsprod.app.api.convex import ConvexResults
 from bamsprod.app.api.events import Broadcaster
 from bamsprod.app.api.health import HealthChecks
+from bamsprod.app.api_docs import install_api_docs
 from bamsprod.app.csrf import CSRFGuard
 from bamsprod.app.db import init_db
 from bamsprod.app.db_errors import UNAVAILABLE, database_unavailable
@@ -167,6 +169,8 @@ def create_app(
         summary="Run and compare optimizer experiments on binary neural networks.",
         version="0.1.0",
         lifespan=_lifespan,
+        docs_url=None,  # app.api_docs serves /docs and /redoc without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     install_log_redaction()  # no ?ticket= in access logs
@@ -213,6 +217,7 @@ def create_app(
                         media_type="application/json")
 
     app.include_router(api_router)
+    install_api_docs(app)
     if pages and importlib.util.find_spec("bamsprod.app.pages") is not None:
         from bamsprod.app.pages import install_pages
 

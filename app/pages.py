@@ -3,7 +3,9 @@
 Pages (templates in ``frontend/templates``, scripts in ``frontend/static``, no build step;
 installed from a wheel they sit in ``app/frontend``, see ``frontend_dir``):
 ``/`` runs table, ``/runs/new`` form, ``/runs/{id}`` live run, ``/compare`` groups and the
-paper's measures, ``/convex`` the convex example. Plotly.js is served from the installed
+paper's measures, ``/convex`` the convex example, ``/guide/{name}`` the documentation
+(``app.guide``). Any other path a browser asks for gets the not-found page; ``/api/...`` keeps
+its JSON answers. Plotly.js is served from the installed
 ``plotly`` package at ``/static/plotly.min.js`` (gzipped, with an ETag): nothing is loaded from
 another host.
 
@@ -28,12 +30,15 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
-from bamsprod.app import store
+from bamsprod.app import guide, store
 from bamsprod.app.api.convex import CONVEX_MAX_STEPS
 from bamsprod.app.api.deps import MAX_ID
 from bamsprod.app.api.schema import schema_options
@@ -191,22 +196,29 @@ def new_run_page(request: Request) -> Response:
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
-def run_page(request: Request, run_id: int) -> Response:
-    """The run's page; a 404 page for no such run, except with a read token set: then every
-    id gets the same page (whose API calls need the token), so a caller without one cannot
-    learn which runs exist."""
+def run_page(request: Request, run_id: str) -> Response:
+    """The run's page; any id that names no run (``/runs/abc`` too) gets the not-found page,
+    except with a read token set: then every run number gets the same page (whose API calls
+    need the token), so a caller without one cannot learn which runs exist."""
 
-    def exists() -> bool:
+    def exists(number: int) -> bool:
+        if not 1 <= number <= MAX_ID:  # beyond SQL integers: no such run (not an overflow)
+            return False
         if request.app.state.settings.read_token:
             return True
-        if not 1 <= run_id <= MAX_ID:  # beyond SQL integers: no such run (not an overflow)
-            return False
         with session_scope(request.app.state.settings.database_url) as session:
-            return store.get_run(session, run_id) is not None
+            return store.get_run(session, number) is not None
 
-    if not exists():
-        return _page(request, "not_found.html", 404, what=f"run {run_id}")
-    return _page(request, "run.html", run_id=run_id, charts=chart_specs())
+    number = int(run_id) if run_id.isascii() and run_id.isdigit() and len(run_id) <= 12 else 0
+    if not exists(number):
+        return not_found_page(request, f"run {run_id[:80]}")
+    return _page(request, "run.html", run_id=number, charts=chart_specs(),
+                 options=schema_options())
+
+
+def not_found_page(request: Request, what: str) -> Response:
+    """The 404 page: what is missing, and the way back (Jinja escapes ``what``)."""
+    return _page(request, "not_found.html", 404, what=what)
 
 
 COMPARE_QUERY = ("runs", "sweep", "stage", "group_by", "baseline", "target", "metric", "x")
@@ -236,9 +248,39 @@ def convex_page(request: Request) -> Response:
     return _page(request, "convex.html", max_steps=CONVEX_MAX_STEPS)
 
 
+@router.get("/guide", response_class=HTMLResponse)
+def guide_index(request: Request) -> Response:
+    """The documentation's pages (``app.guide``: what the installed package carries)."""
+    pages = [(name, guide.title(guide.read(name))) for name in guide.names()]
+    return _page(request, "guide.html", pages=pages, body=None, name=None)
+
+
+@router.get("/guide/{name}", response_class=HTMLResponse)
+def guide_page(request: Request, name: str) -> Response:
+    try:
+        body = guide.html(name)
+    except guide.GuideNotFound:
+        return not_found_page(request, f"documentation page {name[:80]!r}")
+    pages = [(n, guide.title(guide.read(n))) for n in guide.names()]
+    return _page(request, "guide.html", pages=pages, body=Markup(body), name=name)
+
+
+# Paths whose 404 stays JSON: the API and the files pages load.
+JSON_PATHS = ("/api/", "/api", "/static/", "/docs-assets/", "/openapi.json")
+
+
+async def page_not_found(request: Request, exc: Exception) -> Response:
+    """An unknown path gets the not-found page; the API (and files) keep FastAPI's JSON."""
+    status_code = getattr(exc, "status_code", 500)
+    if status_code == 404 and not request.url.path.startswith(JSON_PATHS):
+        return not_found_page(request, "page at this address")
+    return await http_exception_handler(request, exc)  # type: ignore[arg-type]
+
+
 def install_pages(app: FastAPI) -> None:
     """Add the dashboard to ``app``: its pages and static files."""
     if not TEMPLATES_DIR.is_dir():
         raise RuntimeError(f"dashboard templates missing: {TEMPLATES_DIR}")
     app.include_router(router)
     app.mount("/static", VersionedStatic(directory=STATIC_DIR), name="static")
+    app.add_exception_handler(StarletteHTTPException, page_not_found)

@@ -127,6 +127,13 @@ class RunPublic(SQLModel):
     environment: RunEnvironment | None = Field(
         default=None, description="where it trained (null until a worker starts it)"
     )
+    phase: str | None = Field(
+        default=None,
+        description="what a running run does before its first epoch (loading data, building "
+        "the optimizer kernel); null while it trains",
+    )
+    archived: bool = Field(default=False, description="left out of GET /api/runs unless "
+                           "archived=true; nothing is deleted")
     queued_ahead: int | None = Field(
         default=None,
         description="queued runs a worker takes before this one (GET /api/runs/{id}, "
@@ -307,6 +314,10 @@ class TunedChoice(SQLModel):
     value: float | None = None
     best_run_id: int | None = None
     stage2_run_ids: list[int] = Field(default_factory=list)
+    run_states: dict[int, str] = Field(
+        default_factory=dict,
+        description="each stage-1 and stage-2 run's state by id (pruned: a trial stopped early)",
+    )
 
 
 class SweepSubmitted(SQLModel):

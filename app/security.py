@@ -20,8 +20,9 @@ the HTML pages and the static files stay open: the pages hold no data, and their
 
 :class:`SecurityHeaders` adds ``Content-Security-Policy`` (scripts from this server only),
 ``X-Content-Type-Options``, ``Referrer-Policy`` and ``X-Frame-Options`` to every response that
-does not set them itself. FastAPI's ``/docs`` and ``/redoc`` load Swagger UI / ReDoc from
-jsDelivr with an inline bootstrap script, so they get a looser policy of their own.
+does not set them itself. ``/docs`` and ``/redoc`` (``app.api_docs``: Swagger UI and ReDoc
+from an installed package, no inline script) add only what those two need: web workers from
+``blob:`` URLs (ReDoc).
 
 Cross-site requests and Host names: ``app.csrf``.
 """
@@ -68,12 +69,10 @@ CSP = (
     "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'; form-action 'self'"
 )
-_CDN = "https://cdn.jsdelivr.net"
 DOCS_CSP = (
-    f"default-src 'self'; script-src 'self' 'unsafe-inline' {_CDN}; "
-    f"style-src 'self' 'unsafe-inline' {_CDN}; img-src 'self' data: https://fastapi.tiangolo.com; "
-    "connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
-    "frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'"
 )
 SECURITY_HEADERS: dict[str, str] = {
     "content-security-policy": CSP,

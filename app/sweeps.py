@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from bamsprod.app.compare import fmt_value
 from bamsprod.app.data_roots import data_dir_refusal
-from bamsprod.app.field_errors import FieldError, InvalidField, first_error
+from bamsprod.app.field_errors import FieldError, InvalidField, field_errors, first_error
 from bamsprod.app.schemas import SweepCreate
 from bamsprod.core.model_size import size_field, too_large, too_much_activation
 from bamsprod.core.spec import RunConfig, escape_text
@@ -112,8 +112,11 @@ def config_at(base: Mapping[str, Any], sweep_name: str, values: Mapping[str, Any
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        error = first_error(exc)
-        raise InvalidField(_blame(error, blame), f"{error.msg}{note}") from None
+        # Every field wrong with this config, each where it was set: the form flags them all.
+        first, *rest = field_errors(exc) or [first_error(exc)]
+        more = [FieldError(_blame(e, blame), f"{e.msg}{note}", e.input, e.type) for e in rest]
+        raise InvalidField(_blame(first, blame), f"{first.msg}{note}", first.input,
+                           more=more) from None
 
 
 def expand(body: SweepCreate) -> list[RunConfig]:

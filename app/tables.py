@@ -143,6 +143,13 @@ class Run(SQLModel, table=True):
     # Drawn at every claim: only the worker holding the current lease may beat, write epochs
     # or finish the run (a worker that lost it stops).
     lease: str | None = Field(default=None, max_length=32)
+    # What a running run does before its first epoch (``core.train.PHASES``): loading data,
+    # building the optimizer kernel; None while it trains and once it ended.
+    phase: str | None = Field(default=None, max_length=64)
+    # Archived: left out of the runs table unless asked for; nothing is deleted.
+    archived: bool = Field(
+        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false())
+    )
 
 
 class EpochMetric(SQLModel, table=True):

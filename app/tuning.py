@@ -340,5 +340,6 @@ def summary(session: Session, sweep: Sweep) -> list[dict[str, Any]] | None:
             "value": decided.value if decided else None,
             "best_run_id": decided.best_run_id if decided else None,
             "stage2_run_ids": [r.id for r in stage2],
+            "run_states": {int(r.id): r.state for r in [*stage1, *stage2]},  # type: ignore[arg-type]
         })
     return out

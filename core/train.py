@@ -16,6 +16,10 @@ Contract (the worker and the CLI rely on it):
   each reading), ``eval_seconds`` its evaluations' (test and validation), untimed as training,
   as AlgoPerf leaves evaluation untimed; a point's ``train_seconds`` sum the run's training
   seconds so far, resumed epochs included (the checkpoint's history holds them).
+- ``on_phase(text)`` says what the run does before its first epoch: ``LOADING_DATA``, then
+  ``BUILDING_KERNEL`` when the optimizer's kernel is built (or loaded) here, before any epoch's
+  clock starts (``core.optim._fused.prepare``, which a cancel interrupts), and ``None`` once
+  training starts.
 - ``should_stop()`` is polled after loading the data, after building the model, before each
   epoch's first batch and then between batches at most every ``poll_seconds`` of wall time (it
   must not touch the device, so the batch loop never waits for the GPU between evaluation
@@ -28,7 +32,8 @@ Contract (the worker and the CLI rely on it):
 - A NaN/inf training loss ends the run ``diverged`` at that epoch; earlier epochs stand.
 - Bad data (missing/corrupt data set) raises ``core.data.DatasetError``.
 
-``train`` is an outline of named steps: ``_prepare``, ``_resume``, then per epoch
+``train`` is an outline of named steps: ``_prepare`` (with ``_build_kernel``), ``_resume``, then
+per epoch
 ``_train_batches`` (with ``_eval_point`` among them), ``_measure``, ``on_epoch``, ``_checkpoint``.
 """
 
@@ -58,7 +63,12 @@ from bamsprod.core.optim import _fused
 from bamsprod.core.optim import build as build_optimizer
 from bamsprod.core.spec import RunConfig
 
-__all__ = ["EpochMetrics", "EvalPoint", "TrainResult", "eval_after", "train"]
+__all__ = ["BUILDING_KERNEL", "LOADING_DATA", "EpochMetrics", "EvalPoint", "TrainResult",
+           "eval_after", "train"]
+
+# What a run does before its first epoch (``on_phase``; the dashboard shows it).
+LOADING_DATA = "loading data"
+BUILDING_KERNEL = "building the optimizer kernel"
 
 logger = logging.getLogger(__name__)
 
@@ -315,16 +325,19 @@ def train(
     device: str | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     poll_seconds: float = STOP_POLL_SECONDS,
+    on_phase: Callable[[str | None], None] | None = None,
 ) -> TrainResult:
     """Train ``config``; see the module docstring for the contract. The outline: prepare,
     resume, then each epoch: train its batches (evaluating among them), measure, report, save."""
     dev = pick_device(device or config.device)
     stop = _StopPoll(should_stop, poll_seconds)
-    run = _prepare(config, dev, stop)
+    phase = on_phase or (lambda _: None)
+    run = _prepare(config, dev, stop, phase)
     if run is None:
         return TrainResult("cancelled", 0, str(dev))
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     start = _resume(run, ckpt)
+    phase(None)  # training starts: every epoch's clock runs from here on
     result = TrainResult("succeeded", start - 1, str(dev), history=run.history)
     for epoch in range(start, config.epochs + 1):
         done = _train_batches(run, epoch, stop, on_batch)
@@ -344,9 +357,11 @@ def train(
     return result
 
 
-def _prepare(config: RunConfig, dev: torch.device, stop: _StopPoll) -> _Run | None:
-    """Data, model, optimizer and scheduler on ``dev``; None when stopped meanwhile (asked after
-    the data loaded and after the model was built)."""
+def _prepare(config: RunConfig, dev: torch.device, stop: _StopPoll,
+             phase: Callable[[str | None], None]) -> _Run | None:
+    """Data, model, optimizer (its kernel built) and scheduler on ``dev``; None when stopped
+    meanwhile (asked after the data loaded and after the model was built)."""
+    phase(LOADING_DATA)
     data = load_dataset(
         config.dataset,
         data_dir=config.data_dir,
@@ -362,11 +377,7 @@ def _prepare(config: RunConfig, dev: torch.device, stop: _StopPoll) -> _Run | No
     optimizer = build_optimizer(
         config.optimizer, model, lr=config.lr, capturable=capturable, **config.hparams
     )
-    # The C++ kernel's first build (seconds to a minute) happens here, not inside the first
-    # step, so a cancel acts during it and the build is no epoch's training time.
-    if _fused.needed_by(optimizer) and _fused.prepare(should_stop=stop.ask) == "cancelled":
-        return None
-    if stop.now():
+    if not _build_kernel(optimizer, phase, stop) or stop.now():
         return None
     latent = binary_weights(model)
     flips = FlipCounter()
@@ -397,6 +408,17 @@ def _prepare(config: RunConfig, dev: torch.device, stop: _StopPoll) -> _Run | No
         eval_after=eval_after(batches, config.evals_per_epoch) if len(val_x) else [],
         config_hash=config.config_hash(),
     )
+
+
+def _build_kernel(optimizer: torch.optim.Optimizer, phase: Callable[[str | None], None],
+                  stop: _StopPoll) -> bool:
+    """Build (or load) the C++ kernel now, when the optimizer's first step would (seconds to a
+    minute): outside every epoch's clock, so that an epoch's ``seconds`` stay training time,
+    and said (``BUILDING_KERNEL``). A cancel acts during the build; False when it did."""
+    if not _fused.needed_by(optimizer) or _fused.settled():
+        return True
+    phase(BUILDING_KERNEL)
+    return _fused.prepare(should_stop=stop.ask) != "cancelled"
 
 
 def _resume(run: _Run, ckpt: Path | None) -> int:

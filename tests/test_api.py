@@ -628,3 +628,29 @@ def test_head_answers_every_get_route_without_a_body(client: TestClient) -> None
             assert head.headers["content-type"] == got.headers["content-type"], path
     assert client.head("/api/runs/999999").status_code == 404
     assert client.app.state.broadcaster.open_streams == 0  # the stream was ended at once
+
+
+def test_archive_hides_a_run_from_the_list_and_keeps_it(client: TestClient, db_url: str) -> None:
+    a, b = submit(client, name="kept"), submit(client, name="archived")
+    r = client.post(f"/api/runs/{b['id']}/archive")
+    assert r.status_code == 200 and r.json()["archived"] is True
+    assert [x["id"] for x in client.get("/api/runs").json()["items"]] == [a["id"]]
+    archived = client.get("/api/runs", params={"archived": "true"}).json()
+    assert [x["id"] for x in archived["items"]] == [b["id"]] and archived["total"] == 1
+    assert client.get(f"/api/runs/{b['id']}").json()["archived"] is True  # kept, readable
+    assert client.post(f"/api/runs/{b['id']}/unarchive").json()["archived"] is False
+    assert client.get("/api/runs").json()["total"] == 2
+    assert client.post("/api/runs/999999/archive").status_code == 404
+
+
+def test_a_running_runs_phase_is_set_then_cleared(client: TestClient, db_url: str) -> None:
+    run = submit(client)
+    with session_scope(db_url) as s:
+        assert not store.set_phase(s, run["id"], "loading data")  # queued: nothing to say
+        assert store.claim_run(s, run["id"], "w", "cpu")
+        assert store.set_phase(s, run["id"], "building the optimizer kernel")
+    assert client.get(f"/api/runs/{run['id']}").json()["phase"] == (
+        "building the optimizer kernel")
+    with session_scope(db_url) as s:
+        store.finish_run(s, run["id"], "succeeded")
+    assert client.get(f"/api/runs/{run['id']}").json()["phase"] is None

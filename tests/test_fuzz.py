@@ -49,6 +49,8 @@ OPERATIONS = [
     "DELETE /api/runs/{run_id}",
     "POST /api/runs/{run_id}/cancel",
     "POST /api/runs/{run_id}/retry",
+    "POST /api/runs/{run_id}/archive",
+    "POST /api/runs/{run_id}/unarchive",
     "GET /api/runs/{run_id}/metrics",
     "GET /api/runs/{run_id}/evals",
     "POST /api/runs/{run_id}/events/ticket",

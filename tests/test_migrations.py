@@ -221,3 +221,32 @@ def test_eval_points_migration_keeps_old_runs_and_epochs(empty_db_url, kind: str
     assert "eval_point" not in tables(url)
     with get_engine(url).connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM epoch_metric")).scalar() == 2
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_phase_and_archive_migration_keeps_old_runs_in_the_table(empty_db_url, kind: str) -> None:
+    """0008 adds run.phase and run.archived: a run stored before reads back with no phase, not
+    archived (so the runs table still lists it); going down keeps every run and epoch."""
+    from alembic import command
+
+    from bamsprod.app import store
+    from bamsprod.app.db import alembic_config, session_scope
+
+    url = empty_db_url(kind)
+    command.upgrade(alembic_config(url), "0007_eval_points")
+    [old] = old_runs(url, [RunConfig()])
+    with get_engine(url).begin() as conn:  # an epoch row as revision 0007's table holds it
+        conn.execute(sa.text(
+            "INSERT INTO epoch_metric (run_id, epoch, test_acc, quant_error_layers, created_at) "
+            "VALUES (:r, 1, 0.5, '{}', '2026-01-01 00:00:00')"
+        ), {"r": old})
+    init_db(url)
+    with session_scope(url) as s:
+        rows, total = store.list_run_rows(s, archived=False)
+        assert total == 1 and rows[0]["phase"] is None and rows[0]["archived"] is False
+    downgrade_db(url, "0007_eval_points")
+    with get_engine(url).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM run")).scalar() == 1
+        assert conn.execute(sa.text("SELECT count(*) FROM epoch_metric")).scalar() == 1
+        cols = {c["name"] for c in sa.inspect(conn).get_columns("run")}
+    assert "phase" not in cols and "archived" not in cols

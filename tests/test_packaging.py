@@ -140,6 +140,8 @@ def test_wheel_holds_the_dashboard_and_migrations(wheel_build: tuple[Path, str])
             assert in_wheel(path.relative_to(ROOT).as_posix()) in names
     assert "bamsprod/app/alembic.ini" in names
     assert "bamsprod/core/optim/csrc/bamsprod_fused.cpp" in names
+    docs = {f"bamsprod/docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
+    assert "bamsprod/docs/datasets.md" in docs and docs <= names  # for pip users (bamsprod docs)
     studies = {f"bamsprod/app/studies/files/{p.name}"
                for p in (ROOT / "app" / "studies" / "files").glob("*.toml")}
     assert {"bamsprod/app/studies/files/paper.toml"} < studies <= names  # the shipped studies
@@ -314,3 +316,15 @@ def test_installed_dashboard_serves_pages_and_their_js(
     css = re.search(r'<link[^>]*href="(/static/app\.css[^"]*)"', html.text)
     assert css is not None
     assert httpx.get(installed_server + css.group(1), timeout=30).status_code == 200
+
+
+@pytest.mark.slow
+def test_installed_server_serves_the_guide_and_offline_api_docs(installed_server: str) -> None:
+    """A pip user has the documentation (``/guide``, from the wheel's ``bamsprod/docs``) and the
+    API reference with its scripts from an installed package, no CDN."""
+    guide = httpx.get(installed_server + "/guide/datasets", timeout=30)
+    assert guide.status_code == 200 and "bamsprod data install mnist" in guide.text
+    docs = httpx.get(installed_server + "/docs", timeout=30)
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower()
+    for src in re.findall(r'(?:src|href)="(/docs-assets/[^"]+)"', docs.text):
+        assert httpx.get(installed_server + src, timeout=30).status_code == 200, src

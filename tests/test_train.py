@@ -273,3 +273,38 @@ def test_a_crafted_checkpoint_runs_no_code_and_the_run_starts_afresh(tmp_path, m
     result = train(cfg, checkpoint_dir=tmp_path / "ckpt", on_epoch=lambda m: epochs.append(m.epoch))
     assert not (tmp_path / "PWNED-BY-CHECKPOINT").exists()
     assert epochs == [1, 2] and result.state == "succeeded"  # refused, trained from epoch 1
+
+
+def test_the_kernel_is_built_before_the_first_epoch_and_said(monkeypatch):
+    """A run whose first step would build the optimizer's kernel builds it before epoch 1's
+    clock starts, and says so (``on_phase``); the build (made a second longer than it is here,
+    where it may be cached) is in no epoch's seconds."""
+    import time
+
+    from bamsprod.core.optim import _fused
+    from bamsprod.core.train import BUILDING_KERNEL, LOADING_DATA
+
+    built = []
+    real = _fused.prepare
+    monkeypatch.setattr(_fused, "settled", lambda: bool(built))
+    # The real build (or load from the cache), made a second longer: a cold build's stand-in.
+    monkeypatch.setattr(_fused, "prepare",
+                        lambda should_stop=None: built.append(time.sleep(1.0)) or real(should_stop))
+    phases: list[str | None] = []
+    result = train(_cfg(optimizer="bamsprod", epochs=2), on_phase=phases.append)
+    assert result.state == "succeeded" and built == [None]
+    assert phases == [LOADING_DATA, BUILDING_KERNEL, None]
+    assert all(m.seconds < 1.0 for m in result.history), [m.seconds for m in result.history]
+    phases.clear()
+    train(_cfg(optimizer="adam", epochs=1), on_phase=phases.append)
+    assert phases == [LOADING_DATA, None]  # no kernel: nothing to build
+
+
+def test_bamsprod_on_the_cpu_takes_the_kernel_and_adam_does_not():
+    from bamsprod.core.nn import build_model
+    from bamsprod.core.optim import BAMSProd, _fused, build
+
+    model = build_model("mlp", (1, 8, 8), 10, width=16, depth=1)
+    assert _fused.needed_by(build("bamsprod", model, lr=1e-3))
+    assert not _fused.needed_by(BAMSProd(model.parameters(), lr=1e-3, foreach=True))
+    assert not _fused.needed_by(build("adam", model, lr=1e-3))

@@ -301,12 +301,18 @@ def _train_claimed(s: Settings, run_id: int, host: str, config: RunConfig, devic
     def should_stop() -> bool:
         return stop() or (hook is not None and hook.pruned)
 
+    def on_phase(phase: str | None) -> None:  # the page says what happens before epoch 1
+        try:
+            db_call(s, "set_phase", store.set_phase, run_id, phase)
+        except Exception as exc:  # only a label: never stop a run for it
+            log.warning("run %s: phase %r not recorded: %s", run_id, phase, exc)
+
     try:
         hook = tuned.trial_hook(s, db_call, run_id)
         db_call(s, "set_environment", store.set_environment, run_id, environment(device))
         with heartbeat:
             result = train(config, on_epoch=on_epoch, should_stop=should_stop,
-                           checkpoint_dir=ckpt, device=device)
+                           checkpoint_dir=ckpt, device=device, on_phase=on_phase)
     except store.RunLost:
         log.warning("run %s was taken over by another worker; this one stops (its epoch "
                     "was refused)", run_id)

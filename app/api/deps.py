@@ -92,12 +92,12 @@ def unprocessable(loc: tuple[str | int, ...], msg: str, value: Any = None) -> No
 
 @contextmanager
 def invalid_fields(kind: str = "body") -> Iterator[None]:
-    """A service's ``InvalidField`` raised in the block is a 422 naming that field of the
-    request's ``kind`` (``body`` or ``query``)."""
+    """A service's ``InvalidField`` raised in the block is a 422 naming that field (and the
+    others it found wrong) of the request's ``kind`` (``body`` or ``query``)."""
     try:
         yield
     except InvalidField as exc:
-        raise RequestValidationError([exc.error.under(kind).detail()]) from None
+        raise RequestValidationError([e.under(kind).detail() for e in exc.errors]) from None
 
 
 def remove_checkpoints(settings: Settings, run_ids: list[int]) -> None:

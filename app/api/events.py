@@ -5,7 +5,8 @@ task reads, every ``sse_poll_seconds``, the state and new epochs of all subscrib
 query (``store.poll_runs``) and fans the rows out to each subscriber's queue; with no
 subscribers it issues no queries at all.
 
-Stream: ``event: state`` (data: the run) first and on every change of state or cancel flag;
+Stream: ``event: state`` (data: the run) first and on every change of state, cancel flag or
+phase (what the run does before its first epoch);
 ``id: <epoch>`` + ``event: epoch`` (data: the epoch's metrics) per new epoch, then ``event: run``
 (data: the run, with the summary columns the server computed with those epochs); a
 ``: keep-alive`` comment every ``sse_heartbeat_seconds``; the stream ends after the terminal
@@ -59,7 +60,7 @@ class Subscription:
     def __init__(self, run_id: int, after: int | None) -> None:
         self.run_id = run_id
         self.cursor = after
-        self.signature: tuple[str, bool] | None = None
+        self.signature: tuple[str, bool, str | None] | None = None
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.closed = False
 
@@ -71,7 +72,7 @@ class Subscription:
             self.queue.put_nowait(sse({"id": self.run_id}, event="deleted"))
             self._close()
             return
-        signature = (run["state"], bool(run["cancel_requested"]))
+        signature = (run["state"], bool(run["cancel_requested"]), run.get("phase"))
         changed = signature != self.signature
         terminal = run["state"] in TERMINAL_STATES
         self.signature = signature

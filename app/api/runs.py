@@ -110,6 +110,9 @@ def list_runs(
         int | None,
         Query(ge=1, le=MAX_ID, description="keyset paging: the last run id of the previous page"),
     ] = None,
+    archived: Annotated[
+        bool, Query(description="true: the archived runs only; false (default): the others")
+    ] = False,
 ) -> Response:
     """Runs matching every filter, a page at a time, with the total. ``after=<id>`` starts the
     page right after that run in the sort order, as fast deep down as on page 1 (404 if that
@@ -130,6 +133,7 @@ def list_runs(
         sweep_id=sweep,
         name_contains=q,
         config_hash=config_hash,
+        archived=archived,
         sort=sort,
         order=order,
         limit=limit,
@@ -172,6 +176,31 @@ def retry_run(run_id: RunId, session: SessionDep, request: Request) -> Response:
     session.close()  # the connection goes back before the broker is asked (it may hang)
     enqueue(request, run_id)
     return json_response(RunPublic, RunPublic.model_validate(run))
+
+
+@router.post(
+    "/{run_id}/archive",
+    response_model=RunPublic,
+    dependencies=WRITE,
+    responses=NOT_FOUND,
+)
+def archive_run(run_id: RunId, session: SessionDep) -> Response:
+    """Archive a run: GET /api/runs leaves it out unless ``archived=true``; its epochs, its
+    sweep and its comparisons keep it. Any state; undone by ``unarchive``."""
+    return json_response(RunPublic, RunPublic.model_validate(store.set_archived(session, run_id,
+                                                                                 True)))
+
+
+@router.post(
+    "/{run_id}/unarchive",
+    response_model=RunPublic,
+    dependencies=WRITE,
+    responses=NOT_FOUND,
+)
+def unarchive_run(run_id: RunId, session: SessionDep) -> Response:
+    """Bring an archived run back into the runs table."""
+    return json_response(RunPublic, RunPublic.model_validate(store.set_archived(session, run_id,
+                                                                                 False)))
 
 
 @router.delete(

@@ -1,4 +1,4 @@
-"""Core commands: ``train`` (one run, in this process), ``convex`` and ``data``."""
+"""Core commands: ``train`` (one run, in this process), ``convex``, ``data`` and ``docs``."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ def train(
 
     from bamsprod.core.data import DatasetError
     from bamsprod.core.environment import environment
+    from bamsprod.core.train import BUILDING_KERNEL
     from bamsprod.core.train import train as run_training
 
     rows: list[list[str]] = []
@@ -67,7 +68,9 @@ def train(
     try:
         with progress:
             result = run_training(
-                config, on_epoch=on_epoch, on_batch=on_batch, checkpoint_dir=checkpoint_dir
+                config, on_epoch=on_epoch, on_batch=on_batch, checkpoint_dir=checkpoint_dir,
+                on_phase=lambda phase: phase == BUILDING_KERNEL and err.print(
+                    f"{phase} (once per machine; not counted in any epoch)…", highlight=False),
             )
     except DatasetError as exc:
         err.print(f"[red]error:[/red] {safe(exc)}")
@@ -146,3 +149,30 @@ def data_list() -> None:
     rows = [(name, "yes" if ok else "no", path or "", message or "")
             for name, ok, path, message in status()]
     print_rows(("data set", "installed", "path", "note"), rows)
+    err.print(DATASETS_HELP, markup=False, highlight=False)  # piped: the rows alone on stdout
+
+
+# Where a pip user reads about data sets: the installed package carries the page (app.guide).
+DATASETS_HELP = ("Sources, checksums and bringing your own (CIFAR-10): bamsprod docs datasets "
+                 "(or /guide/datasets in the dashboard).")
+
+
+@commands.command()
+def docs(
+    name: str | None = typer.Argument(None, help="a page, e.g. datasets (default: list them)"),
+) -> None:
+    """Read the documentation this installation carries (the dashboard shows it at /guide)."""
+    from rich.markdown import Markdown
+
+    from bamsprod.app import guide
+
+    if name is None:
+        print_rows(("page", "title"),
+                   [(page, guide.title(guide.read(page))) for page in guide.names()])
+        return
+    try:
+        text = guide.read(name)
+    except guide.GuideNotFound as exc:
+        err.print(f"[red]error:[/red] {safe(exc)}")
+        raise typer.Exit(2) from None
+    console.print(Markdown(text))

@@ -21,6 +21,7 @@ from bamsprod.app.store.claims import (
     release_run,
     requeue_candidates,
     set_environment,
+    set_phase,
     touch_run,
 )
 from bamsprod.app.store.epochs import (
@@ -49,6 +50,7 @@ from bamsprod.app.store.runs import (
     require_run,
     retry_run,
     run_row,
+    set_archived,
 )
 from bamsprod.app.store.sweeps import (
     LIVE_STATES,
@@ -109,7 +111,9 @@ __all__ = [
     "run_ids_of_sweep",
     "run_row",
     "runs_of_sweep",
+    "set_archived",
     "set_environment",
+    "set_phase",
     "sweep_state_counts",
     "touch_run",
 ]

@@ -155,6 +155,7 @@ def finish_run(
         finished_at=utcnow(),
         error=error,
         diverged_epoch=diverged_epoch,
+        phase=None,
         **extra,
     )
     session.commit()
@@ -165,6 +166,15 @@ def set_environment(session: Session, run_id: int, environment: dict[str, Any]) 
     """Record where a ``running`` run trains (``core.environment.environment()``); False if it
     was not running."""
     ok = update_run(session, run_id, col(Run.state) == "running", environment=environment)
+    session.commit()
+    return ok
+
+
+def set_phase(session: Session, run_id: int, phase: str | None) -> bool:
+    """Record what a ``running`` run does before its first epoch (``core.train`` phases: the
+    page shows it), or None once it trains; False if it was not running."""
+    ok = update_run(session, run_id, col(Run.state) == "running",
+                    phase=None if phase is None else phase[:64])
     session.commit()
     return ok
 

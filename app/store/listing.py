@@ -32,6 +32,7 @@ def _run_page(
     sweep_id: int | None = None,
     name_contains: str | None = None,
     config_hash: str | None = None,
+    archived: bool | None = None,
     sort: str = "id",
     order: str = "desc",
 ) -> tuple[list[Any], list[Any], int]:
@@ -53,6 +54,8 @@ def _run_page(
     ):
         if value is not None:
             conds.append(column == value)
+    if archived is not None:
+        conds.append(col(Run.archived) == archived)
     if tag:
         conds.append(_tag_filter(session, tag))
     if name_contains:
@@ -90,7 +93,8 @@ def list_runs(session: Session, *, limit: int = 50, offset: int = 0, **filters: 
     """A page of runs matching every given filter, and the total count of matches.
 
     Filters: ``state`` (one or several), ``optimizer``, ``model``, ``dataset``, ``tag``,
-    ``sweep_id``, ``name_contains``, ``config_hash``; ``sort`` (a ``RUN_SORT_COLUMNS`` name)
+    ``sweep_id``, ``name_contains``, ``config_hash``, ``archived`` (True: archived runs only,
+    False: the others; None: all); ``sort`` (a ``RUN_SORT_COLUMNS`` name)
     and ``order`` (``asc``/``desc``).
     """
     conds, order_by, total = _run_page(session, **filters)

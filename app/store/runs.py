@@ -134,6 +134,7 @@ _RESET_SUMMARY: dict[str, Any] = {
     "final_quant_error": None,
     "diverged_epoch": None,
     "environment": None,
+    "phase": None,
 }
 
 
@@ -193,3 +194,11 @@ def delete_run(session: Session, run_id: int, stale_before: datetime | None = No
         return
     run = require_run(session, run_id)
     raise RunStateError(f"run {run_id} is {run.state}; cancel it before deleting")
+
+
+def set_archived(session: Session, run_id: int, archived: bool) -> Run:
+    """Archive a run (left out of the runs table unless asked for) or bring it back; nothing
+    else changes. ``RunNotFound`` if there is no such run."""
+    update_run(session, run_id, sa.true(), archived=archived)
+    session.commit()
+    return require_run(session, run_id)

@@ -11,7 +11,7 @@ Names are exactly ``core.spec.DATASETS`` (``mnist``, ``fashion-mnist``, ``digits
 ``cifar10``, ``synthetic``). The data root is ``data_dir``, else ``$BAMSPROD_DATA_DIR``, else
 the per-user data dir (see ``core.data.paths``). Anything missing or corrupt raises
 :class:`DatasetError`, whose message names the file and ``bamsprod data install NAME``.
-See ``docs/datasets.md`` for sources, layout and checksums.
+See ``docs/datasets.md`` (``bamsprod docs datasets``) for sources, layout and checksums.
 """
 
 from bamsprod.core.data.errors import DatasetError

@@ -339,7 +339,8 @@ def _status_one(name: str, data_dir: PathLike | None, verify: bool) -> DatasetSt
             found = cifar.find_cifar_dir(dirs)
             if found is None:
                 raise DatasetError(
-                    f"no CIFAR-10 batches in {dirs[0]}; users bring CIFAR-10: see docs/datasets.md"
+                    f"no CIFAR-10 batches in {dirs[0]}; users bring CIFAR-10: see "
+                    "`bamsprod docs datasets`"
                 )
             missing = [n for n in cifar.TRAIN_BATCHES if not (found / n).is_file()]
             if missing:

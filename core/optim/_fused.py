@@ -308,6 +308,12 @@ def needed_by(optimizer: torch.optim.Optimizer) -> bool:
     return False
 
 
+def settled() -> bool:
+    """Whether this process has loaded the kernel or given up on it (``prepare`` is then
+    instant)."""
+    return _ops is not None or _error is not None
+
+
 def status() -> dict[str, Any]:
     """Whether the kernel is loaded, the load/build time, the error if it failed, and the flags."""
     flags = build_flags()

@@ -9,11 +9,11 @@
 
 import { api, wireApiDownloads } from "./api.js";
 import * as BC from "./charts.js";
-import { $, $$, download, every, isActive, pageData, toCsv, toast } from "./common.js";
+import { $, $$, download, every, fmtDate, h, isActive, pageData, toCsv, toast } from "./common.js";
 import { placeCharts, plotColumns, renderCharts } from "./compare_charts.js";
 import { apiQuery, fillControls, readControls, readView, state, writeUrl } from "./compare_state.js";
 import { countState, renderMeta, renderTable } from "./compare_table.js";
-import { startTuned } from "./tuned.js";
+import { onTuning, refreshTuned, stageText, startTuned, tuning } from "./tuned.js";
 
 const LIVE_MS = 3000;
 
@@ -27,8 +27,13 @@ let preload = (pageData("compare-data") || {}).preload || null;
 // ---------------------------------------------------------------------- data
 
 async function load() {
-  if (!state.runs && !state.sweep) {
-    showError("Choose runs to compare: tick them on the Runs page, or give run ids or a sweep id above.");
+  const intro = !state.runs && !state.sweep;
+  $("#intro").hidden = !intro;
+  if (intro) { // nothing chosen yet: say how to choose, and offer the recent sweeps
+    $("#results").hidden = true;
+    showError("");
+    setLive(false);
+    await renderRecentSweeps();
     return;
   }
   if (loading) loading.abort();
@@ -52,7 +57,9 @@ async function load() {
   showError("");
   $("#results").hidden = false;
   renderMeta(result);
+  renderStage();
   renderTable(result);
+  $("#results .table-wrap").hidden = !result.groups.length; // no header over nothing
   if (hasEpochs()) {
     BC.setEmpty(null);
     delete document.body.dataset.empty;
@@ -60,7 +67,68 @@ async function load() {
   } else {
     await renderEmpty();
   }
-  setLive(result.runs.some((r) => isActive(r.state)));
+  setLive(result.runs.some((r) => isActive(r.state)) || tuningUnderWay());
+}
+
+/** A tuned sweep whose stage 1 is still going (its stage 2 comes later, by itself). */
+const tuningUnderWay = () => {
+  const { rows, settled } = tuning();
+  return !!rows && !settled && !!state.sweep;
+};
+
+/** The line that says where a tuned sweep stands, its states made fresh from the comparison. */
+function renderStage() {
+  const { rows } = tuning();
+  const el = $("#stage-status");
+  if (!rows || !state.sweep) {
+    el.hidden = true;
+    return;
+  }
+  for (const r of (result && result.runs) || []) {
+    for (const t of rows) if (t.run_states && r.id in t.run_states) t.run_states[r.id] = r.state;
+  }
+  el.textContent = stageText(rows).title;
+  el.hidden = false;
+}
+
+// A tuned sweep: each read of its tuning may bring stage 2 (load it: the page goes live by
+// itself) or news of stage 1 (say it).
+let stage2Seen = -1;
+onTuning((rows) => {
+  if (!rows || !state.sweep) return;
+  const n = rows.reduce((k, t) => k + t.stage2_run_ids.length, 0);
+  if (n !== stage2Seen && stage2Seen !== -1) {
+    stage2Seen = n;
+    load();
+    return;
+  }
+  stage2Seen = n;
+  if (!result) return;
+  renderStage();
+  if (!hasEpochs()) renderEmpty();
+  setLive(result.runs.some((r) => isActive(r.state)) || tuningUnderWay());
+});
+
+/** The intro's list: the newest sweeps, each a link to its comparison. */
+async function renderRecentSweeps() {
+  let page;
+  try {
+    page = await api("/api/sweeps?limit=10");
+  } catch (e) {
+    showError(`could not list the sweeps: ${e.message}`);
+    return;
+  }
+  const items = page.items.map((sw) => h("li", null,
+    h("a", { href: `/compare?sweep=${sw.id}` }, `sweep ${sw.id}`), " ",
+    h("span", { class: "sweep-name" }, sw.name || ""), " ",
+    h("span", { class: "muted small" }, [
+      `${sw.n_runs} run${sw.n_runs === 1 ? "" : "s"}`,
+      sw.spec && sw.spec.strategy === "tune" ? "tuned, then seeded" : "",
+      fmtDate(sw.created_at),
+    ].filter(Boolean).join(" · "))));
+  $("#recent-sweeps").replaceChildren(...items);
+  $("#no-sweeps").hidden = items.length > 0;
+  document.body.dataset.intro = "1";
 }
 
 const hasEpochs = () => result.groups.some((g) => g.series.epoch.length);
@@ -71,6 +139,21 @@ async function drawCharts() {
 
 /** No run has an epoch yet: say what is coming instead of drawing empty axes. */
 async function renderEmpty() {
+  if (state.sweep && tuning().sweep !== state.sweep) await refreshTuned(); // read it first
+  const { rows } = tuning();
+  if (rows && state.sweep && state.stage !== "1" && !result.runs.length) {
+    // A tuned sweep in stage 1: its stage 2 (what this page compares) does not exist yet.
+    const text = stageText(rows);
+    BC.setEmpty(text.title, text.detail);
+    document.body.dataset.empty = "1";
+    document.body.dataset.rendered = "1";
+    return;
+  }
+  if (!result.runs.length) {
+    BC.setEmpty("No runs to compare yet", state.sweep ? "Its runs appear here as they are created." : "");
+    document.body.dataset.empty = "1";
+    return;
+  }
   const [queued, running] = [countState(result, "queued"), countState(result, "running")];
   const parts = [];
   if (running) parts.push(`${running} run${running === 1 ? "" : "s"} training`);
@@ -122,6 +205,8 @@ $("#controls").addEventListener("submit", (e) => {
   readControls();
   readView();
   writeUrl();
+  stage2Seen = -1;
+  refreshTuned();
   load();
 });
 for (const id of ["#c-baseline", "#c-metric"]) {

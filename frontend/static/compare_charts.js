@@ -5,7 +5,7 @@
 
 import * as BC from "./charts.js";
 import { $, isNum, pageData } from "./common.js";
-import { shortLabel } from "./compare_table.js";
+import { prunedIn, shortLabel } from "./compare_table.js";
 import { state } from "./compare_state.js";
 
 const SPECS = (pageData("compare-data") || {}).charts || [];
@@ -70,10 +70,14 @@ function chartData(chart, result) {
     const s = g.series;
     const mean = BC.smooth(s.mean[metric], state.smooth);
     const sd = BC.smooth(s.std[metric], state.smooth);
-    const label = `${shortLabel(g)} (n=${g.n})`;
+    // A tuning trial stopped early (pruned) is marked: dashed, and said in the legend.
+    const pruned = prunedIn(result, g);
+    const mark = pruned ? (pruned === g.n ? " · pruned" : ` · ${pruned} pruned`) : "";
+    const label = `${shortLabel(g)} (n=${g.n})${mark}`;
     const bands = BC.bandTraces({
       name: BC.escapeForPlotly(label), color: BC.color(i), xs: s.x, ys: mean, sd, ns: s.n, legendgroup: g.key, positive,
     });
+    if (pruned === g.n) bands[2].line.dash = "dash";
     if (positive) {
       // On a log axis only the all-zero groups get a legend entry, saying why nothing shows.
       const zero = BC.allZero(mean);

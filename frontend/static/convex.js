@@ -38,12 +38,34 @@ async function run() {
   await plot(res);
 }
 
+/** The same values at every step, to 1e-5 (float32 rounding apart, as AMSGrad's and
+ * BAMSProd's x are here): drawn later, one line hides the other at any zoom. */
+function same(a, b) {
+  return a.length === b.length && a.every((v, i) => Math.abs(v - b[i]) <= 1e-5 * Math.max(1, Math.abs(v)));
+}
+
+/**
+ * Per optimizer, the one drawn over it with the very same values, if any: Plotly draws later
+ * traces on top, so the earlier line would be invisible while its legend entry stays. The
+ * legend says so ("amsgrad = bamsprod, hidden under it"), as does the table.
+ */
+export function hiddenUnder(res, names, key) {
+  const out = {};
+  names.forEach((n, i) => {
+    const over = names.slice(i + 1).reverse().find((m) => same(res.optimizers[n][key], res.optimizers[m][key]));
+    if (over) out[n] = over;
+  });
+  return out;
+}
+
 async function plot(res) {
   const Plotly = await BC.plotly();
   const names = Object.keys(res.optimizers);
   const ts = Array.from({ length: res.steps }, (_, i) => i + 1);
+  const hidden = { x: hiddenUnder(res, names, "x"), avg_regret: hiddenUnder(res, names, "avg_regret") };
   const trace = (name, i, key) => ({
-    x: ts, y: res.optimizers[name][key], name, type: "scatter", mode: "lines",
+    x: ts, y: res.optimizers[name][key], type: "scatter", mode: "lines",
+    name: hidden[key][name] ? `${name} = ${hidden[key][name]} (hidden under it)` : name,
     line: { width: 2, color: BC.color(i), dash: ["solid", "dash", "dot", "dashdot"][i % 4] },
   });
   const xT = names.map((n, i) => trace(n, i, "x"));
@@ -53,7 +75,8 @@ async function plot(res) {
     Plotly.react("chart-regret", reg, BC.layout("Average regret R_t / t", "step t", "average regret", { xaxis: { type: "log" }, hovermode: "x" }), BC.CONFIG),
   ]);
   $("#convex-body").replaceChildren(...names.map((n, i) => h("tr", null,
-    h("td", null, h("span", { class: "swatch", dataset: { color: BC.color(i) } }), n),
+    h("td", null, h("span", { class: "swatch", dataset: { color: BC.color(i) } }), n,
+      hidden.x[n] ? h("span", { class: "muted small" }, ` same path as ${hidden.x[n]}: its line hides this one`) : null),
     h("td", { class: "num" }, fmtNum(res.optimizers[n].final_x, 4)),
     h("td", { class: "num" }, fmtNum(res.optimizers[n].final_regret, 4)))));
   paintSwatches($("#convex-body"));

@@ -5,7 +5,9 @@
 
 import { $, $$, h } from "./common.js";
 
-const SECTIONS = [
+/** The form's sections: each a title and its fields ("@hparams": the optimizer's
+ * hyperparameters); the run page shows a run's config in the same groups. */
+export const SECTIONS = [
   ["Run", ["name", "tags", "epochs", "batch_size", "seed", "device"]],
   ["Data", ["dataset", "data_dir", "train_subset", "test_subset"]],
   ["Model", ["model", "@model_args"]],
@@ -99,10 +101,10 @@ export function makeWidget(key, spec, isSweep) {
       if (text === "") return undefined;
       const many = isSweep() && sweepable;
       const parts = many ? text.split(/[\s,;]+/).filter(Boolean) : [text];
-      const nums = parts.map(Number);
-      const bad = parts.find((p, i) => !Number.isFinite(nums[i]));
-      if (bad !== undefined) throw new FieldError(key, `${JSON.stringify(bad)} is not a number`);
-      return many ? nums : nums[0];
+      // Text that is no number goes to the server as typed: it names every bad field at once
+      // (stopping here at the first would hide the others), in its own words.
+      const vals = parts.map((p) => (Number.isFinite(Number(p)) ? Number(p) : p));
+      return many ? vals : vals[0];
     };
     w.set = (v) => {
       input.value = v === null || v === undefined ? "" : Array.isArray(v) ? v.join(", ") : String(v);

@@ -1,6 +1,7 @@
 // The new-run form's errors: each 422 detail item is shown beside the widget its `loc` names
 // (FastAPI's shape, {"detail": [{"loc": ["body", ...], "msg": ...}]}), by the loc alone: the
-// message is only shown, never read. What names no widget goes in the form's error box.
+// message is only shown (in one wording, see `wording`), never read for where it goes. What
+// names no widget goes in the form's error box.
 
 import { $, $$ } from "./common.js";
 
@@ -29,8 +30,43 @@ export function keysFor(loc, sweep) {
   return keys;
 }
 
-/** A message as it is shown: pydantic's "Value error, " prefix taken off. */
-const cleanMsg = (msg) => String(msg || "invalid value").replace(/^Value error, /, "");
+// pydantic's messages ("Input should be greater than 0") and the project's own ("gamma must
+// be >= 0, got -1") say the same things two ways: beside a field, both read as the project's,
+// "must be > 0, got -1" (the field's name left out: the message sits beside it).
+const WORDING = [
+  [/^Input should be greater than or equal to (.+)$/, "must be >= $1"],
+  [/^Input should be greater than (.+)$/, "must be > $1"],
+  [/^Input should be less than or equal to (.+)$/, "must be <= $1"],
+  [/^Input should be less than (.+)$/, "must be < $1"],
+  [/^Input should be a finite number$/, "must be a finite number"],
+  [/^Input should be a valid number.*$/, "must be a number"],
+  [/^Input should be a valid integer.*$/, "must be a whole number"],
+  [/^Input should be a valid boolean.*$/, "must be true or false"],
+  [/^Input should be a valid (string|list|dictionary).*$/, "must be a $1"],
+  [/^Input should be (.+)$/, "must be $1"],
+  [/^(String|List|Dictionary) should have at (most|least) (.+)$/, "must have at $2 $3"],
+  [/^Field required$/, "must be given"],
+  [/^Extra inputs are not permitted$/, "is not a field of a run"],
+];
+
+const scalar = (v) => typeof v === "number" || typeof v === "boolean" || (typeof v === "string" && v.length <= 40);
+
+/** A 422 item's message in the form's one wording (see WORDING); messages in no known shape are
+ * shown as they came. `name`: the field's own name, left out of the start of a message. */
+export function wording(item, name) {
+  let msg = String((item && item.msg) || "invalid value").replace(/^Value error, /, "");
+  const rule = WORDING.find(([re]) => re.test(msg));
+  if (rule) {
+    msg = msg.replace(rule[0], rule[1]);
+    if (scalar(item.input) && !/\bgot\b/.test(msg)) msg += `, got ${JSON.stringify(item.input)}`;
+  } else if (name) {
+    // "gamma must be >= 0, got -1" or "hparam gamma must ...": its name is beside it already.
+    const esc = name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    const own = msg.match(new RegExp(`^(?:[\\w-]+ )?${esc} (must .*)$`, "s"));
+    if (own) msg = own[1];
+  }
+  return msg;
+}
 
 /** The errors of the form whose run config fields are `fields` (a RunFields). */
 export class FormErrors {
@@ -84,8 +120,10 @@ export class FormErrors {
     const loose = [];
     if (Array.isArray(detail)) {
       for (const e of detail) {
-        const msg = cleanMsg(e.msg);
-        if (!this.place(keysFor(e.loc, sweep), msg)) loose.push(msg);
+        const keys = keysFor(e.loc, sweep);
+        const name = keys.length ? keys[0].split(".").pop() : "";
+        const msg = wording(e, name);
+        if (!this.place(keys, msg)) loose.push(msg);
       }
     } else {
       loose.push(err.message);

@@ -4,7 +4,7 @@
 // server's: 422 errors are shown beside the field their loc names (form_errors.js).
 
 import { api } from "./api.js";
-import { $, $$, pageData, toast } from "./common.js";
+import { $, $$, h, pageData, toast } from "./common.js";
 import { FieldError, RunFields } from "./fields.js";
 import { FormErrors } from "./form_errors.js";
 import { SweepCount } from "./sweep_count.js";
@@ -30,7 +30,7 @@ function sweepBody() {
   const { base, grid } = fields.collect();
   const body = { name: $("#f-sweep_name").value.trim(), base, grid };
   const n = nSeeds();
-  if (!Number.isInteger(n)) throw new FieldError("n_seeds", "a whole number, please");
+  if (!Number.isInteger(n)) throw new FieldError("n_seeds", "must be a whole number");
   body.n_seeds = n;
   return tuning() ? tuneBody(body) : body;
 }
@@ -40,6 +40,7 @@ function tuneBody(body) {
   const { base, grid } = body;
   const optimizers = grid.optimizer || [base.optimizer || "bamsprod"];
   delete grid.optimizer;
+  delete grid.lr; // hidden in tune mode: the search sets it
   const listed = Object.keys(grid);
   if (listed.length) throw new FieldError(listed[0], "tune searches the learning rate: give one value here");
   delete base.optimizer;
@@ -51,7 +52,7 @@ function tuneBody(body) {
   const tune = { optimizers, criterion: $("#f-tune-criterion").value };
   for (const k of ["lr_min", "lr_max", "n_lr", "stage1_epochs"]) {
     const v = num(k);
-    if (v !== undefined && !Number.isFinite(v)) throw new FieldError(`tune.${k}`, "a number, please");
+    if (v !== undefined && !Number.isFinite(v)) throw new FieldError(`tune.${k}`, "must be a number");
     if (v !== undefined) tune[k] = v;
   }
   return { ...body, strategy: "tune", tune };
@@ -68,10 +69,21 @@ function modeHelp() {
     : "One run. Leave a field empty for its default.";
 }
 
+/** What the ⋯ marker means in this mode (shown in sweep mode only). */
+function legend() {
+  $("#sweep-legend").hidden = !sweep;
+  $("#sweep-legend").lastChild.textContent = tuning()
+    ? " marks what tune mode takes several of: tick the optimizers to tune. The learning rate"
+      + " is searched between \"lr from\" and \"lr to\"; every other field takes one value."
+    : " marks a field that takes several values in sweep mode: write them separated by commas,"
+      + " or tick several choices; every combination runs.";
+}
+
 function setMode(on) {
   sweep = on;
   form.classList.toggle("sweep-mode", on);
   $("#mode-help").textContent = modeHelp();
+  legend();
   if (!on) fields.singleChoices();
   errors.clear();
   fields.refresh();
@@ -131,12 +143,16 @@ async function prefill(runId) {
 }
 
 fields.build($("#form-sections"));
+// Tune mode searches the learning rate: its field gives way to a note saying where.
+fields.widgets.get("lr")?.box.append(h("span", { class: "tune-note" },
+  "searched in stage 1, between \"lr from\" and \"lr to\" (Sweep, below)"));
 $("#sweep-mode").addEventListener("change", (e) => setMode(e.target.checked));
 $("#f-n_seeds").addEventListener("input", () => count.schedule());
 $("#f-sweep_name").addEventListener("input", () => count.schedule());
 $("#f-strategy").addEventListener("change", () => {
   form.classList.toggle("tune-mode", tuning());
   $("#mode-help").textContent = modeHelp();
+  legend();
   $('label[for="f-n_seeds"]').textContent = tuning() ? "stage-2 seeds" : "seeds per combination";
   count.schedule();
 });

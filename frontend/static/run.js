@@ -6,6 +6,7 @@
 import { api, openEvents, wireApiDownloads } from "./api.js";
 import * as BC from "./charts.js";
 import { $, fmtAcc, fmtDate, fmtNum, fmtSeconds, h, isActive, pageData, shown, stateBadge, toast, every } from "./common.js";
+import { SECTIONS } from "./fields.js";
 
 const runData = pageData("run-data");
 const runId = runData.run_id;
@@ -178,6 +179,13 @@ function renderEmpty() {
     const ahead = run.queued_ahead;
     const where = Number.isInteger(ahead) ? `queued, ${BC.inLine(ahead)}` : "queued";
     BC.setEmpty(`Waiting for epoch 1 — ${where}`, coming);
+  } else if (run.state === "running" && run.phase) {
+    // Before the first epoch: loading data, or building the optimizer's kernel (not timed).
+    const detail = run.phase.includes("kernel")
+      ? "BAMSProd's fused CPU kernel is compiled once per machine (up to a minute), then loaded "
+        + "from its cache. It is not counted in any epoch's time. " + coming
+      : coming;
+    BC.setEmpty(`Waiting for epoch 1 — ${run.phase} on ${run.worker_host || "a worker"}`, detail);
   } else if (run.state === "running") {
     BC.setEmpty(`Waiting for epoch 1 — training on ${run.worker_host || "a worker"}`, coming);
   } else {
@@ -194,6 +202,10 @@ function renderRun() {
   document.title = `${shown(run.name || "Run " + run.id)} · ${run.state} · bamsprod`;
   $("#cancel").hidden = !isActive(run.state) || run.cancel_requested;
   $("#retry").hidden = isActive(run.state);
+  $("#delete").hidden = run.state === "running"; // a running run is cancelled first
+  $("#archive").hidden = false;
+  $("#archive").textContent = run.archived ? "Unarchive" : "Archive";
+  $("#run-archived").hidden = !run.archived;
   const err = $("#run-error");
   let text = run.error || "";
   if (run.state === "diverged" && run.diverged_epoch !== null) {
@@ -215,7 +227,9 @@ function renderProgress() {
   bar.value = Math.min(done, total);
   bar.className = `state-${run.state}`;
   let text = `epoch ${done} of ${total}`;
-  if (run.state === "running" && seconds.length) {
+  if (run.state === "running" && run.phase && !seconds.length) {
+    text += ` · ${run.phase}`;
+  } else if (run.state === "running" && seconds.length) {
     const avg = seconds.slice(-10).reduce((a, b) => a + b, 0) / Math.min(seconds.length, 10);
     text += ` · ${fmtSeconds(avg)}/epoch · ETA ${fmtSeconds(avg * Math.max(0, total - done))}`;
   } else if (run.state === "queued") {
@@ -231,17 +245,56 @@ function kvRows(table, pairs) {
   table.replaceChildren(...pairs.map(([k, v]) => h("tr", null, h("th", null, k), h("td", null, v))));
 }
 
+/** The run's config as the form groups it (Run, Data, Model, Optimizer, Other), each field
+ * by its form label; a nested one (an optimizer's hyperparameter) by its own name. Fields at
+ * their default are hidden unless "show defaults" is ticked; no internal key is shown. */
 function renderConfig() {
-  const rows = [];
+  const opts = runData.options || { fields: [], optimizers: {}, models: {} };
   const cfg = run.config || {};
-  for (const [k, v] of Object.entries(cfg)) {
-    if (v && typeof v === "object" && !Array.isArray(v)) {
-      for (const [sk, sv] of Object.entries(v)) rows.push([`${k}.${sk}`, fmtValue(sv)]);
-    } else {
-      rows.push([k, fmtValue(v)]);
+  const specs = Object.fromEntries(opts.fields.map((f) => [f.name, f]));
+  const nested = {
+    hparams: (opts.optimizers[cfg.optimizer] || {}).hparams || {},
+    model_args: ((opts.models[cfg.model] || {}).args) || {},
+  };
+  const showDefaults = $("#show-defaults").checked;
+  const rows = [];
+  const placed = new Set(["schema_version"]);
+  const empty = (v) => v === null || v === undefined || v === "" || (Array.isArray(v) && !v.length);
+  const row = (label, value, dflt, key) => {
+    // Left as it was: the default, or nothing given where the default is nothing.
+    const isDefault = (dflt !== undefined && JSON.stringify(value) === JSON.stringify(dflt))
+      || (empty(value) && (dflt === null || empty(dflt)));
+    if (isDefault && !showDefaults) return null;
+    return h("tr", { dataset: { key } }, h("th", null, label),
+      h("td", { class: isDefault ? "default" : null, title: isDefault ? "the default" : null }, fmtValue(value)));
+  };
+  const rest = Object.keys(cfg).filter((k) => !SECTIONS.some(([, ks]) => ks.includes(k) || ks.includes(`@${k}`)));
+  for (const [title, keys] of [...SECTIONS, ["Other", rest]]) {
+    const body = [];
+    for (const key of keys) {
+      if (key.startsWith("@")) {
+        const group = key.slice(1);
+        placed.add(group);
+        for (const [name, value] of Object.entries(cfg[group] || {})) {
+          const spec = nested[group][name];
+          body.push(row(name.replace(/_/g, " "), value, spec ? spec.default : undefined, `${group}.${name}`));
+        }
+        continue;
+      }
+      if (!(key in cfg) || placed.has(key)) continue;
+      placed.add(key);
+      const spec = specs[key];
+      let dflt = spec ? spec.default : undefined;
+      // lr left empty means the optimizer's default; one given is compared with that default.
+      if (key === "lr" && (dflt === null || dflt === undefined) && cfg.lr !== null) dflt = (opts.optimizers[cfg.optimizer] || {}).default_lr;
+      if (["optimizer", "model", "dataset", "epochs", "seed"].includes(key)) dflt = undefined; // always said
+      body.push(row(spec ? spec.label : key.replace(/_/g, " "), cfg[key], dflt, key));
     }
+    const shown = body.filter(Boolean);
+    if (!shown.length) continue;
+    rows.push(h("tr", { class: "config-section" }, h("th", { colspan: "2" }, title)), ...shown);
   }
-  kvRows($("#config-table"), rows);
+  $("#config-table").replaceChildren(...rows);
 }
 
 function fmtValue(v) {
@@ -255,7 +308,8 @@ function renderInfo() {
     ["state", run.state + (run.cancel_requested && isActive(run.state) ? " (cancel requested)" : "")],
     ["best test acc", run.best_test_acc === null ? "–" : `${fmtAcc(run.best_test_acc)} (epoch ${run.best_epoch})`],
     ["last test acc", fmtAcc(run.last_test_acc)],
-    ["final quant error", fmtNum(run.final_quant_error)],
+    // Final once the run has ended; while it trains, the last epoch's.
+    [!isActive(run.state) ? "final quant error" : run.last_epoch ? `quant error (epoch ${run.last_epoch})` : "quant error", fmtNum(run.final_quant_error)],
     ["created", fmtDate(run.created_at)],
     ["started", fmtDate(run.started_at)],
     ["finished", fmtDate(run.finished_at)],
@@ -364,6 +418,28 @@ $("#cancel").addEventListener("click", () => {
   if (confirm("Cancel this run?")) act("cancel", "cancel");
 });
 $("#retry").addEventListener("click", () => act("retry", "retry"));
+$("#archive").addEventListener("click", async () => {
+  const path = run.archived ? "unarchive" : "archive";
+  try {
+    run = { ...run, ...(await api(`/api/runs/${runId}/${path}`, { method: "POST" })) };
+    renderRun();
+    toast(run.archived ? "archived: the runs table leaves it out (its archived view lists it)" : "back in the runs table");
+  } catch (e) {
+    toast(`${path} failed: ${e.message}`, true);
+  }
+});
+$("#delete").addEventListener("click", async () => {
+  if (!confirm(`Delete run ${runId}, its epochs and its checkpoint? This cannot be undone.`)) return;
+  try {
+    await api(`/api/runs/${runId}`, { method: "DELETE" });
+  } catch (e) {
+    toast(`delete failed: ${e.message}`, true);
+    return;
+  }
+  if (es) es.close();
+  location.href = `/?deleted=${runId}`;
+});
+$("#show-defaults").addEventListener("change", () => { if (run) renderConfig(); });
 wireApiDownloads();
 
 async function start() {

@@ -4,10 +4,31 @@
 // stays as the position shown, and is what "Prev" and a cleared cursor page by.
 
 import { api } from "./api.js";
-import { $, $$, every, fmtAcc, fmtDate, fmtNum, h, isActive, stateBadge, toast } from "./common.js";
+import { $, $$, every, fmtAcc, fmtDate, fmtNum, fmtSeconds, h, isActive, pageData, stateBadge, toast } from "./common.js";
 
 const FILTERS = ["state", "q", "optimizer", "model", "dataset", "tag", "sweep"];
 const POLL_MS = 2000;
+const COLUMNS_KEY = "bamsprod.runs.columns";
+
+// Columns a user may add (the "Columns" menu; kept in the URL's cols= and this browser): the
+// learning rate, how long a run took, and every hyperparameter and model argument the
+// registries have (a run whose optimizer lacks one shows "–").
+const registries = pageData("runs-data") || { optimizers: {}, models: {} };
+const seconds = (a, b) => (a ? ((b ? new Date(b) : new Date()) - new Date(a)) / 1000 : null);
+const fromConfig = (path) => (r) => path.reduce((v, k) => (v && typeof v === "object" ? v[k] : undefined), r.config);
+const EXTRA = new Map([
+  ["lr", { label: "lr", value: fromConfig(["lr"]), fmt: (v) => fmtNum(v, 3) }],
+  ["duration", { label: "duration", value: (r) => seconds(r.started_at, r.finished_at), fmt: fmtSeconds, title: "started to finished (or to now, while it trains)" }],
+  ["batch_size", { label: "batch size", value: fromConfig(["batch_size"]), fmt: String }],
+  ["device", { label: "device", value: (r) => r.device, fmt: String }],
+  ["sweep_id", { label: "sweep", value: (r) => r.sweep_id, fmt: String }],
+]);
+for (const [kind, table, key] of [["hparams", registries.optimizers, "hparams"], ["model_args", registries.models, "args"]]) {
+  const names = [...new Set(Object.values(table || {}).flatMap((e) => Object.keys(e[key] || {})))].sort();
+  for (const name of names) {
+    EXTRA.set(`${kind}.${name}`, { label: name.replace(/_/g, " "), group: kind, value: fromConfig([kind, name]), fmt: (v) => (typeof v === "number" ? fmtNum(v, 4) : String(v)) });
+  }
+}
 
 const url = new URL(location.href);
 const st = {
@@ -17,7 +38,22 @@ const st = {
   offset: Number(url.searchParams.get("offset")) || 0,
   after: Number(url.searchParams.get("after")) || 0,
   filters: Object.fromEntries(FILTERS.map((f) => [f, url.searchParams.get(f) || ""])),
+  archived: url.searchParams.get("archived") === "1",
+  cols: chosenColumns(),
 };
+
+/** The added columns: the URL's cols=, else this browser's last choice. */
+function chosenColumns() {
+  let text = url.searchParams.get("cols");
+  if (text === null) {
+    try {
+      text = localStorage.getItem(COLUMNS_KEY) || "";
+    } catch (_) {
+      text = "";
+    }
+  }
+  return text.split(",").filter((c) => EXTRA.has(c));
+}
 const selected = new Map(); // run id -> state
 let lastJson = "";
 let inflight = null;
@@ -30,6 +66,8 @@ function syncUrl() {
   if (st.offset) u.searchParams.set("offset", st.offset);
   if (st.after) u.searchParams.set("after", st.after);
   for (const f of FILTERS) if (st.filters[f]) u.searchParams.set(f, st.filters[f]);
+  if (st.archived) u.searchParams.set("archived", "1");
+  if (st.cols.length) u.searchParams.set("cols", st.cols.join(","));
   history.replaceState(null, "", u);
 }
 
@@ -38,6 +76,7 @@ function query() {
   if (st.after) p.set("after", st.after);
   else p.set("offset", st.offset);
   for (const f of FILTERS) if (st.filters[f]) p.set(f, st.filters[f]);
+  if (st.archived) p.set("archived", "true");
   return p;
 }
 
@@ -119,6 +158,7 @@ function row(r) {
     h("td", null, stateBadge(r.state, r.cancel_requested)),
     h("td", { class: "name-cell" },
       h("a", { href: `/runs/${r.id}`, class: r.name ? "run-name" : "run-name muted", title: r.error || null }, name),
+      r.archived ? h("span", { class: "archived-badge" }, "archived") : null,
       r.tags.length ? h("span", { class: "tags" }, ...r.tags.map((t) => h("span", { class: "tag" }, t))) : null,
       r.sweep_id ? h("a", { class: "sweep-link small", href: `/compare?sweep=${r.sweep_id}` }, `sweep ${r.sweep_id}`) : null),
     h("td", null, r.optimizer),
@@ -129,8 +169,46 @@ function row(r) {
     h("td", { class: "num" }, fmtAcc(r.best_test_acc)),
     h("td", { class: "num" }, fmtAcc(r.last_test_acc)),
     h("td", { class: "num" }, fmtNum(r.final_quant_error, 3)),
+    ...st.cols.map((c) => {
+      const col = EXTRA.get(c);
+      const v = col.value(r);
+      return h("td", { class: "num extra-col", dataset: { col: c } }, v === null || v === undefined ? "–" : col.fmt(v));
+    }),
     h("td", { title: r.created_at }, fmtDate(r.created_at)),
   );
+}
+
+/** The chosen columns' headers, before "created" (and an empty filter cell under each). */
+function renderColumnHeads() {
+  for (const th of $$("#runs-table thead .extra-col")) th.remove();
+  const [sortRow, filterRow] = $$("#runs-table thead tr");
+  for (const c of st.cols) {
+    const col = EXTRA.get(c);
+    sortRow.lastElementChild.before(h("th", { class: "num extra-col", dataset: { col: c }, title: col.title || (col.group ? c : null) }, col.label));
+    filterRow.lastElementChild.before(h("th", { class: "extra-col" }));
+  }
+}
+
+/** The "Columns" menu: a box per column a user may add, grouped. */
+function renderColumnMenu() {
+  const box = (c) => h("label", null, h("input", {
+    type: "checkbox", value: c, checked: st.cols.includes(c),
+    onchange: (e) => {
+      st.cols = e.target.checked ? [...st.cols, c] : st.cols.filter((x) => x !== c);
+      try {
+        localStorage.setItem(COLUMNS_KEY, st.cols.join(","));
+      } catch (_) { /* private mode: the URL keeps it */ }
+      syncUrl();
+      renderColumnHeads();
+      load(true);
+    },
+  }), EXTRA.get(c).label);
+  const plain = [...EXTRA.keys()].filter((c) => !EXTRA.get(c).group);
+  const of = (g) => [...EXTRA.keys()].filter((c) => EXTRA.get(c).group === g);
+  $("#columns-list").replaceChildren(
+    ...plain.map(box),
+    h("h3", null, "optimizer hyperparameters"), ...of("hparams").map(box),
+    h("h3", null, "model arguments"), ...of("model_args").map(box));
 }
 
 function updateSelection() {
@@ -142,6 +220,12 @@ function updateSelection() {
   const cancel = $("#cancel-selected");
   cancel.disabled = active === 0;
   cancel.textContent = active ? `Cancel selected (${active})` : "Cancel selected";
+  const verb = st.archived ? "Unarchive" : "Archive";
+  $("#archive-selected").disabled = n === 0;
+  $("#archive-selected").textContent = n ? `${verb} selected (${n})` : `${verb} selected`;
+  const deletable = [...selected.values()].filter((s) => s !== "running").length;
+  $("#delete-selected").disabled = deletable === 0;
+  $("#delete-selected").textContent = deletable ? `Delete selected (${deletable})` : "Delete selected";
   const boxes = $$(".row-select");
   const all = $("#select-all");
   all.checked = boxes.length > 0 && boxes.every((b) => b.checked);
@@ -231,6 +315,42 @@ $("#cancel-selected").addEventListener("click", async () => {
   load(true);
 });
 
+/** Call `path` on each selected run (POST, or DELETE for "") and say how it went. */
+async function onSelected(ids, method, path, done) {
+  const results = await Promise.allSettled(ids.map((id) => api(`/api/runs/${id}${path}`, { method })));
+  const failed = results.filter((r) => r.status === "rejected");
+  toast(failed.length ? `${failed.length} of ${ids.length} failed: ${failed[0].reason.message}` : done, failed.length > 0);
+  for (const [i, r] of results.entries()) if (r.status === "fulfilled") selected.delete(ids[i]);
+  load(true);
+}
+
+$("#archive-selected").addEventListener("click", () => {
+  const ids = [...selected.keys()];
+  const path = st.archived ? "/unarchive" : "/archive";
+  onSelected(ids, "POST", path, `${ids.length} run(s) ${st.archived ? "back in the table" : "archived (tick \"archived\" to see them)"}`);
+});
+$("#delete-selected").addEventListener("click", () => {
+  const ids = [...selected.entries()].filter(([, s]) => s !== "running").map(([id]) => id);
+  if (!ids.length || !confirm(`Delete ${ids.length} run(s), their epochs and checkpoints? This cannot be undone.`)) return;
+  onSelected(ids, "DELETE", "", `${ids.length} run(s) deleted`);
+});
+$("#show-archived").checked = st.archived;
+$("#show-archived").addEventListener("change", (e) => {
+  st.archived = e.target.checked;
+  st.offset = 0; st.after = 0;
+  selected.clear();
+  syncUrl();
+  load(true);
+});
+const deleted = url.searchParams.get("deleted");
+if (deleted) {
+  toast(`run ${deleted} deleted`);
+  url.searchParams.delete("deleted");
+  history.replaceState(null, "", url);
+}
+
+renderColumnMenu();
+renderColumnHeads();
 renderSortHeaders();
 load(true);
 every(POLL_MS, () => load());
