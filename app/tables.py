@@ -1,10 +1,10 @@
 """SQL tables (SQLModel): what the service stores.
 
 ``Run``, ``EpochMetric`` (unique on run + epoch; one column per metric of
-``core.metric_schema.METRICS``), ``EvalPoint`` (the validation evaluations
-within epochs, keyed by run + step), ``Sweep``, and for tuned sweeps ``TuneTrial`` and
-``TuneStage``. The schema is created by the Alembic migrations in ``app/migrations``; a test
-checks that they match these tables. Routes return the models of ``app.schemas``, never rows.
+``core.metric_schema.METRICS``), ``EvalPoint`` (the validation evaluations within epochs,
+keyed by run + step), ``Sweep``, and for tuned sweeps ``TuneTrial`` and ``TuneStage``. The
+schema is created by the Alembic migrations in ``app/migrations``; a test checks that they
+match these tables. Routes return the models of ``app.schemas``, never rows.
 """
 
 from __future__ import annotations
