@@ -1,9 +1,9 @@
 """The per-epoch metrics, declared once: everything else derives from :data:`METRICS`.
 
 From this tuple come the trainer's ``EpochMetrics`` fields (``core.train``), the SQL table's
-metric columns (``app.tables.EpochMetric``), the API's epoch schema (``app.schemas
-.EpochMetricPublic``, so ``/api/runs/{id}/metrics``, its CSV and the live events), the compare
-series, the CLI's epoch table and the run page's charts (:func:`chart_specs`).
+metric columns (``app.tables.EpochMetric``), the API's epoch schema
+(``app.schemas.EpochMetricPublic``: ``/api/runs/{id}/metrics``, its CSV, the live events), the
+compare series, the CLI's epoch table and the run page's charts (:func:`chart_specs`).
 
 Adding a metric is one line in :data:`METRICS`, plus its value in the trainer (where
 ``core.train._measure`` builds an epoch's record) and an Alembic migration that adds its column
