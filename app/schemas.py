@@ -11,13 +11,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Le
-from pydantic import ConfigDict, field_validator
+from pydantic import ConfigDict, create_model, field_validator
 from sqlmodel import Field, SQLModel
 
-from bamsprod.core.metric_schema import METRIC_NAMES
+from bamsprod.core.metric_schema import METRIC_NAMES, field_definitions
 from bamsprod.core.spec import RUN_STATES, OptimizerName, RunConfig, SafeText
 
-METRIC_FIELDS = METRIC_NAMES  # core.metric_schema declares them; tests hold the columns to it
+METRIC_FIELDS = METRIC_NAMES  # core.metric_schema declares them; EpochMetricPublic has them
 # Columns GET /api/runs may sort on.
 RUN_SORT_COLUMNS = (
     "id",
@@ -152,30 +152,30 @@ def _finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-class EpochMetricPublic(SQLModel):
+class _EpochKey(SQLModel):
+    """An epoch's own key, before its metrics."""
+
+    run_id: int
+    epoch: int
+
+
+# One field per metric of ``core.metric_schema.METRICS``, in its order, with the metric's
+# description: present in every epoch (required), null where the epoch lacks it.
+_EpochMetricValues = create_model(
+    "_EpochMetricValues",
+    __base__=_EpochKey,
+    __module__=__name__,
+    **field_definitions(lambda m: Field(description=m.description)),
+)
+
+
+# Its fields: run_id, epoch, the metrics (train_loss, ..., eval_seconds), then the ones below.
+class EpochMetricPublic(_EpochMetricValues):
     """One epoch's metrics; accuracies are fractions in [0, 1]; non-finite values are null."""
 
     model_config = ConfigDict(from_attributes=True)
 
-    run_id: int
-    epoch: int
-    train_loss: float | None
-    train_acc: float | None
-    test_loss: float | None
-    test_acc: float | None
-    val_loss: float | None = None
-    val_acc: float | None = None
-    quant_error: float | None
     quant_error_layers: dict[str, float | None]
-    flip_rate: float | None
-    lr: float | None
-    seconds: float | None = Field(
-        description="training seconds, evaluation excluded (an epoch stored before "
-        "eval_seconds existed includes it)"
-    )
-    eval_seconds: float | None = Field(
-        default=None, description="seconds spent evaluating (test and validation splits)"
-    )
     created_at: datetime
 
     @field_validator(*METRIC_FIELDS)

@@ -1,9 +1,10 @@
 """SQL tables (SQLModel): what the service stores.
 
-``Run``, ``EpochMetric`` (unique on run + epoch), ``EvalPoint`` (the validation evaluations
-within epochs, keyed by run + step), ``Sweep``, and for tuned sweeps ``TuneTrial`` and
-``TuneStage``. The schema is created by the Alembic migrations in ``app/migrations``; a test
-checks that they match these tables. Routes return the models of ``app.schemas``, never rows.
+``Run``, ``EpochMetric`` (unique on run + epoch; one column per metric of
+``core.metric_schema.METRICS``), ``EvalPoint`` (the validation evaluations within epochs,
+keyed by run + step), ``Sweep``, and for tuned sweeps ``TuneTrial`` and ``TuneStage``. The
+schema is created by the Alembic migrations in ``app/migrations``; a test checks that they
+match these tables. Routes return the models of ``app.schemas``, never rows.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import create_model
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from bamsprod.core.metric_schema import field_definitions
 from bamsprod.core.spec import DEVICE_TEXT_MAX
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
@@ -152,31 +155,35 @@ class Run(SQLModel, table=True):
     )
 
 
-class EpochMetric(SQLModel, table=True):
-    """One epoch of one run; ``(run_id, epoch)`` is unique and indexed for 'epochs after N'."""
-
-    __tablename__ = "epoch_metric"
-    __table_args__ = (sa.Index("ux_epoch_metric_run_epoch", "run_id", "epoch", unique=True),)
+class _EpochKey(SQLModel):
+    """An epoch row's own key, before its metric columns."""
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(
         sa_column=sa.Column(sa.Integer, sa.ForeignKey("run.id", ondelete="CASCADE"), nullable=False)
     )
     epoch: int
-    train_loss: float | None = None
-    train_acc: float | None = None
-    test_loss: float | None = None
-    test_acc: float | None = None
-    val_loss: float | None = None
-    val_acc: float | None = None
-    quant_error: float | None = None
+
+
+# One nullable float column per metric of ``core.metric_schema.METRICS``, in its order.
+_EpochMetricColumns = create_model(
+    "_EpochMetricColumns", __base__=_EpochKey, __module__=__name__, **field_definitions()
+)
+
+
+class EpochMetric(_EpochMetricColumns, table=True):
+    """One epoch of one run; ``(run_id, epoch)`` is unique and indexed for 'epochs after N'.
+
+    Its key (``id``, ``run_id``, ``epoch``), one nullable float column per metric of
+    ``core.metric_schema.METRICS`` (``train_loss``, ..., ``eval_seconds``), then the ones
+    below."""
+
+    __tablename__ = "epoch_metric"
+    __table_args__ = (sa.Index("ux_epoch_metric_run_epoch", "run_id", "epoch", unique=True),)
+
     quant_error_layers: dict[str, float | None] = Field(
         default_factory=dict, sa_column=sa.Column(JSONType, nullable=False)
     )
-    flip_rate: float | None = None
-    lr: float | None = None
-    seconds: float | None = None
-    eval_seconds: float | None = None
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False)
     )

@@ -1,13 +1,18 @@
 """The per-epoch metrics, declared once: everything else derives from :data:`METRICS`.
 
-The trainer's ``EpochMetrics`` takes its metric fields from this tuple, and so do the compare
-series, the CLI's epoch table and the run page's charts (served in the page's data); tests hold
-the SQL columns and API schema (``app.tables``, ``app.schemas``) to it. Adding a metric is one
-line here, the trainer's value, its column in those two and an Alembic migration for it.
+From this tuple come the trainer's ``EpochMetrics`` fields (``core.train``), the SQL table's
+metric columns (``app.tables.EpochMetric``), the API's epoch schema
+(``app.schemas.EpochMetricPublic``: ``/api/runs/{id}/metrics``, its CSV, the live events), the
+compare series, the CLI's epoch table and the run page's charts (:func:`chart_specs`).
+
+Adding a metric is one line in :data:`METRICS`, plus its value in the trainer (where
+``core.train._measure`` builds an epoch's record) and an Alembic migration that adds its column
+(``app/migrations/versions``; a test holds the migrations to the tables).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +23,7 @@ __all__ = [
     "TARGET_METRICS",
     "Metric",
     "chart_specs",
+    "field_definitions",
     "format_value",
 ]
 
@@ -33,6 +39,7 @@ class Metric:
     trace: str | None = None  # its trace's name in that chart
     target: bool = False  # an accuracy a convergence target can be set on
     cli: bool = True  # a column of the CLI's epoch table
+    description: str | None = None  # what the API's schema says of it, beyond its name
 
 
 METRICS: tuple[Metric, ...] = (
@@ -45,8 +52,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("quant_error", "quant error", ".4f", "qerr", "mean"),
     Metric("flip_rate", "flip rate", ".5f", "flip", "flip rate"),
     Metric("lr", "lr", ".2e"),
-    Metric("seconds", "seconds", ".1f"),  # training only: evaluation is untimed
-    Metric("eval_seconds", "eval seconds", ".1f"),  # the epoch's test and validation evaluations
+    Metric("seconds", "seconds", ".1f", description="training seconds, evaluation excluded (an "
+           "epoch stored before eval_seconds existed includes it)"),
+    Metric("eval_seconds", "eval seconds", ".1f",
+           description="seconds spent evaluating (test and validation splits)"),
 )
 METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in METRICS)
 TARGET_METRICS: tuple[str, ...] = tuple(m.name for m in METRICS if m.target)
@@ -68,6 +77,16 @@ CHARTS: dict[str, dict[str, Any]] = {
         "yaxis": {"rangemode": "tozero"},
     },
 }
+
+
+def field_definitions(
+    default: Callable[[Metric], Any] = lambda metric: None,
+) -> dict[str, tuple[Any, Any]]:
+    """``{name: (float | None, default(metric))}`` for every metric, in the order of
+    :data:`METRICS`: the field definitions pydantic's ``create_model`` takes. Every metric is
+    a float, and None where an epoch lacks it (no validation split, a non-finite value, a row
+    stored before the metric existed)."""
+    return {m.name: (float | None, default(m)) for m in METRICS}
 
 
 def chart_specs() -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """Metrics of binary weights: quantization error and sign-flip rate.
 
-``quantization_error`` is the spec's ``e(w)``: with output channels along dim 0 and the
-XNOR-Net scale ``a_c = mean|w_c|``,
+``quantization_error`` is ``e(w)`` of docs/algorithm.md ("Quantization error of a weight
+tensor"): with output channels along dim 0 and the XNOR-Net scale ``a_c = mean|w_c|``,
 
     e(w) = sum_c ||w_c - a_c sign(w_c)||^2 / ||w||^2      (0 when ||w|| = 0),
 
@@ -32,7 +32,7 @@ def quantization_error_tensor(w: Tensor) -> Tensor:
 
 
 def quantization_error(w: Tensor) -> float:
-    """The spec's ``e(w)`` of one weight tensor, as a Python float."""
+    """``e(w)`` of one weight tensor (docs/algorithm.md), as a Python float."""
     return float(quantization_error_tensor(w))
 
 

@@ -81,24 +81,3 @@ def test_registries_agree_with_the_trainer():
         hp = {k: h.default for k, h in table.items()}
         opt = build(name, model, lr=None, **hp)
         assert opt.param_groups, name
-
-
-def test_every_metric_store_follows_the_one_declaration() -> None:
-    """core.metric_schema.METRICS is the one list: the trainer's EpochMetrics, the SQL table,
-    the API schema and the compare series hold exactly its names (plus their own keys)."""
-    from dataclasses import fields
-
-    from bamsprod.app.compare import SERIES_METRICS
-    from bamsprod.app.schemas import EpochMetricPublic
-    from bamsprod.app.tables import EpochMetric
-    from bamsprod.core.metric_schema import METRIC_NAMES, chart_specs
-    from bamsprod.core.train import EpochMetrics
-
-    own = {"epoch", "quant_error_layers"}
-    assert {f.name for f in fields(EpochMetrics)} - own - {"evals"} == set(METRIC_NAMES)
-    columns = {c.name for c in EpochMetric.__table__.columns}
-    assert columns - own - {"id", "run_id", "created_at"} == set(METRIC_NAMES)
-    assert set(EpochMetricPublic.model_fields) - own - {"run_id", "created_at"} == set(METRIC_NAMES)
-    assert SERIES_METRICS == METRIC_NAMES
-    charted = [t[0] for c in chart_specs() for t in c["traces"]]
-    assert set(charted) <= set(METRIC_NAMES) and "val_acc" in charted

@@ -2,9 +2,10 @@
 
 Forward ``w_b = a * sign(w)`` with the per-output-channel scale ``a = mean|w|`` (or ``a = 1``
 with ``scale=False``), activations ``sign(x)`` (or real with ``binary_act=False``).
-Backward is the STE with cancellation, as the spec writes it: ``dL/dx = dL/dsign(x) * 1{|x| <= 1}``
-for activations and ``dL/dw = dL/dw_b * 1{|w| <= 1}`` for weights (the scale ``a`` passes no
-gradient and does not multiply the weight gradient). ``sign(0) = +1``.
+Backward is the STE with cancellation, as docs/algorithm.md ("Binary layers") states it:
+``dL/dx = dL/dsign(x) * 1{|x| <= 1}`` for activations and ``dL/dw = dL/dw_b * 1{|w| <= 1}``
+for weights (the scale ``a`` passes no gradient and does not multiply the weight gradient).
+``sign(0) = +1``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def ste_sign(x: Tensor) -> Tensor:
 
 
 class ScaledSignSTE(torch.autograd.Function):
-    """``a * sign(w)`` forward; ``g * 1{|w| <= 1}`` backward (the spec's weight STE)."""
+    """``a * sign(w)`` forward; ``g * 1{|w| <= 1}`` backward (docs/algorithm.md's STE)."""
 
     @staticmethod
     def forward(ctx, w: Tensor, a: Tensor) -> Tensor:  # type: ignore[override]

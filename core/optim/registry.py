@@ -1,4 +1,4 @@
-"""Build an optimizer for a model by name, from the spec-level hyperparameters.
+"""Build an optimizer for a model by name, from a run config's hyperparameters (``core.spec``).
 
 ``build(name, model, lr=None, **hparams)`` accepts exactly the names and hyperparameters of the
 registry (``core.plugins``; ``core.spec.OPTIMIZERS``), the built-ins' and installed plugins'
