@@ -64,7 +64,7 @@ def _config(body: SweepCreate | dict[str, Any], optimizer: str, params: dict[str
         body["base"], body["name"])
     point = escape_text(" ".join(f"{k}={fmt_value(v)}" for k, v in params.items()))
     return grid.config_at(base, sweep_name, {"optimizer": optimizer, **params, **fields},
-                            (optimizer, point, label), note=f" (for {optimizer})")
+                          (optimizer, point, label), note=f" (for {optimizer})")
 
 
 def _check_point(body: SweepCreate, optimizer: str, params: dict[str, Any],
