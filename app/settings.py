@@ -155,6 +155,12 @@ class Settings(BaseSettings):
             self.checkpoint_dir = self.home / "checkpoints"
         return self
 
+    def run_checkpoint_dir(self, run_id: int) -> Path:
+        """Where run ``run_id`` keeps its checkpoint: ``<checkpoint_dir>/<run id>``. The worker
+        writes and resumes it there; the API deletes it with the run."""
+        assert self.checkpoint_dir is not None  # set by the validator above
+        return Path(self.checkpoint_dir) / str(int(run_id))
+
     def stale_before(self) -> datetime:
         """Running runs whose heartbeat is older than this are stale."""
         return datetime.now(UTC) - timedelta(seconds=self.stale_running_seconds)

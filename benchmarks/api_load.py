@@ -99,12 +99,14 @@ def database(kind: str, home: Path) -> Iterator[dict[str, str]]:
             dispose_engine(env["BAMSPROD_DATABASE_URL"])
 
 
-def seed(url: str, n_runs: int, n_epochs: int) -> float:
-    """Migrate ``url`` and bulk-insert finished runs with their epochs; returns seconds."""
+def seed(url: str, n_runs: int, n_epochs: int, sweep_runs: int = 0) -> float:
+    """Migrate ``url`` and bulk-insert finished runs with their epochs (the first
+    ``sweep_runs`` of them in the database's first sweep); returns seconds. Synthetic history
+    goes straight into the tables, not through ``app.store``: a million rows in bulk."""
     import sqlalchemy as sa
 
     from bamsprod.app.db import get_engine, init_db
-    from bamsprod.app.tables import EpochMetric, Run
+    from bamsprod.app.tables import EpochMetric, Run, Sweep, utcnow
     from bamsprod.core.spec import RunConfig
 
     t0 = time.perf_counter()
@@ -128,10 +130,17 @@ def seed(url: str, n_runs: int, n_epochs: int) -> float:
             "worker_host": "seed@load", "device": "cpu", "cancel_requested": False,
             "attempts": 1, "retries": 0, "epochs_done": n_epochs, "last_epoch": n_epochs,
             "last_test_acc": best - 0.01, "last_train_loss": 0.1, "best_test_acc": best,
-            "best_epoch": n_epochs - 3, "final_quant_error": 0.05,
+            "best_epoch": n_epochs - 3, "final_quant_error": 0.05, "sweep_id": None,
         })
     engine = get_engine(url)
     with engine.begin() as conn:
+        if sweep_runs:
+            sweep_id = conn.execute(sa.insert(Sweep.__table__).values(
+                name="scale sweep", spec={"grid": {"optimizer": list(OPTIMIZERS)}},
+                n_runs=sweep_runs, created_at=utcnow()).returning(Sweep.__table__.c.id)
+            ).scalar_one()
+            for run in runs[:sweep_runs]:
+                run["sweep_id"] = sweep_id
         conn.execute(sa.insert(Run.__table__), runs)
         if engine.dialect.name == "postgresql":  # explicit ids: move the sequence past them
             conn.execute(sa.text("SELECT setval('run_id_seq', :n)"), {"n": n_runs})

@@ -90,22 +90,6 @@ class RssSampler(threading.Thread):
         return round(self.peak_kb / 1024, 1)
 
 
-def make_sweep(url: str, n: int) -> int:
-    """Turn runs 1..n into one sweep; returns its id."""
-    import sqlalchemy as sa
-
-    from bamsprod.app.db import get_engine
-    from bamsprod.app.tables import Run, Sweep, utcnow
-
-    with get_engine(url).begin() as conn:
-        sweep_id = conn.execute(sa.insert(Sweep.__table__).values(
-            name="scale sweep", spec={"grid": {"optimizer": list(OPTIMIZERS)}}, n_runs=n,
-            created_at=utcnow()).returning(Sweep.__table__.c.id)).scalar_one()
-        conn.execute(sa.update(Run.__table__).where(Run.__table__.c.id <= n)
-                     .values(sweep_id=sweep_id))
-    return int(sweep_id)
-
-
 def timed(c: httpx.Client, path: str, params: dict[str, Any] | None = None,
           headers: dict[str, str] | None = None) -> tuple[float, httpx.Response]:
     t0 = time.perf_counter()
@@ -271,8 +255,9 @@ def main() -> None:
         home = Path(tmp) / "home"
         home.mkdir()
         with database(args.db, home) as db_env:
-            took = seed(db_env["BAMSPROD_DATABASE_URL"], args.runs, args.epochs)
-            sweep_id = make_sweep(db_env["BAMSPROD_DATABASE_URL"], args.sweep_runs)
+            took = seed(db_env["BAMSPROD_DATABASE_URL"], args.runs, args.epochs,
+                        sweep_runs=args.sweep_runs)
+            sweep_id = 1  # a fresh database: seed's sweep is its first
             print(f"seeded {args.runs} runs x {args.epochs} epochs into {args.db} in {took:.0f} s;"
                   f" sweep {sweep_id} holds {args.sweep_runs}")
             env = {k: v for k, v in os.environ.items() if not k.startswith("BAMSPROD_")}

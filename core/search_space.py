@@ -1,5 +1,5 @@
 """Search spaces as plain numbers (no torch, no SQL): the log-spaced learning-rate grid that
-tuned sweeps (``app.tuning``) and study files (``app.studies``) share, so both name the same
+tuned sweeps (``app.sweeps.tuning``) and study files (``app.studies``) share, so both name the same
 rates for the same range."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""app.field_errors and app.sweeps: one form for a field error, from pydantic or a 422 answer,
-and the sweep service raising it (no web in between)."""
+"""app.field_errors and app.sweeps.grid: one form for a field error, from pydantic or a 422
+answer, and the sweep service raising it (no web in between)."""
 
 from __future__ import annotations
 

@@ -17,8 +17,9 @@ from bamsprod.app import queue, store
 from bamsprod.app.db import session_scope
 from bamsprod.app.settings import Settings
 from bamsprod.core.spec import TERMINAL_STATES, RunConfig
+from bamsprod.worker.db import with_db_retry
 from bamsprod.worker.reconciler import reconcile_once
-from bamsprod.worker.tasks import execute_run, with_db_retry
+from bamsprod.worker.tasks import execute_run
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 

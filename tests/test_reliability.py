@@ -34,8 +34,8 @@ from bamsprod.app import queue, store
 from bamsprod.app.db import get_engine, session_scope
 from bamsprod.app.settings import Settings
 from bamsprod.core.spec import TERMINAL_STATES, RunConfig
+from bamsprod.worker.db import with_db_retry
 from bamsprod.worker.reconciler import NEVER
-from bamsprod.worker.tasks import with_db_retry
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
@@ -342,7 +342,7 @@ def test_epoch_write_is_all_or_nothing_when_the_connection_drops(service_setting
                                                                  ) -> None:
     """The connection dies after the epoch row is inserted and before the summary is updated:
     neither is kept; the retry writes both."""
-    from bamsprod.worker.tasks import db_call
+    from bamsprod.worker.db import db_call
 
     s = service_settings
     run_id = submit(s, tiny(epochs=3), enqueue=False)

@@ -371,6 +371,35 @@ def test_sweep_and_many_run_reads(session) -> None:
     assert [m.epoch for m in store.metrics_for_runs(session, [r1])[r1]] == [1, 2, 3]
 
 
+def test_create_sweep_writes_its_stage1_trials_in_the_same_transaction(session) -> None:
+    """A tuned sweep's ``tune_trial`` rows go in with its runs, or nothing goes in at all."""
+    from sqlalchemy.exc import IntegrityError
+
+    from bamsprod.app.tables import Sweep, TuneTrial
+
+    configs = [cfg(seed=7, lr=lr) for lr in (0.001, 0.01)]
+    trials = [store.Stage1Trial("adam", 0), store.Stage1Trial("adam", 1)]
+    sweep, runs = store.create_sweep(session, "t", {"strategy": "tune"}, configs, trials)
+    rows = session.exec(sa.select(TuneTrial.run_id, TuneTrial.sweep_id, TuneTrial.optimizer,
+                                  TuneTrial.stage, TuneTrial.trial_number)).all()
+    assert sorted(tuple(r) for r in rows) == [(runs[0].id, sweep.id, "adam", 1, 0),
+                                              (runs[1].id, sweep.id, "adam", 1, 1)]
+    assert store.run_ids_of_sweep(session, sweep.id, stage=1) == [r.id for r in runs]
+
+    def counts() -> tuple[int, ...]:
+        return tuple(session.exec(sa.select(sa.func.count()).select_from(t)).one()[0]
+                     for t in (Sweep, Run, TuneTrial))
+
+    before = counts()
+    with pytest.raises(ValueError, match="1 stage-1 trials for 2 runs"):
+        store.create_sweep(session, "t", {}, configs, trials[:1])
+    # The last trial row is refused (NOT NULL) after the sweep and its runs were flushed.
+    broken = [trials[0], store.Stage1Trial(None, 1)]  # type: ignore[arg-type]
+    with pytest.raises(IntegrityError):
+        store.create_sweep(session, "t", {"strategy": "tune"}, configs, broken)
+    assert counts() == before == (1, 2, 2)
+
+
 def test_poll_runs_is_one_query(db_url: str) -> None:
     with session_scope(db_url) as s:
         ids = [running_run(s).id for _ in range(5)]

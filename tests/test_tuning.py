@@ -14,11 +14,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from bamsprod.app import optuna_store, store, tuning
+from bamsprod.app import store
 from bamsprod.app.db import session_scope
 from bamsprod.app.settings import Settings
+from bamsprod.app.sweeps import optuna_storage, tuning
 from bamsprod.app.tables import TuneStage
-from bamsprod.worker.tasks import db_call, execute_run
+from bamsprod.worker.db import db_call
+from bamsprod.worker.tasks import execute_run
 from bamsprod.worker.tuned import after_run
 
 BASE = {"model": "mlp", "dataset": "digits", "model_args": {"width": 32}, "batch_size": 128,
@@ -240,12 +242,12 @@ def test_worker_prunes_the_loser_then_queues_stage2(service_settings: Settings) 
         assert loser["state"] == "pruned" and loser["epochs_done"] == 1 and not loser["error"]
         t = stage1(c, sweep_id)["adam"]
         assert t["chosen"] == {"lr": 0.01} and len(t["stage2_run_ids"]) == 2
-    tune = db_call(s, "tune", tuning.sweep_tune, sweep_id)
-    study = optuna_store.load_study(s.database_url, tune, "adam")
+    tune = db_call(s, "tune", store.sweep_tune, sweep_id)
+    study = optuna_storage.load_study(s.database_url, tune, "adam")
     states = {tr.params["lr"]: tr.state.name for tr in study.get_trials()}
     assert states == {0.01: "COMPLETE", 1e-6: "PRUNED"}
     assert study.best_trial.params == t["chosen"]  # Optuna was told the same scores
-    assert after_run(s, db_call, by_lr[0.01], "succeeded") == []  # a redelivery: no new stage
+    assert after_run(s, by_lr[0.01], "succeeded") == []  # a redelivery: no new stage
 
 
 @pytest.mark.service
@@ -262,7 +264,7 @@ def test_reconciler_creates_stage2_when_the_last_trial_was_cancelled_queued(
         sweep_id = c.post("/api/sweeps", json=body).json()["sweep"]["id"]
         first, second = stage1(c, sweep_id)["adam"]["stage1_run_ids"]
         end_with(s.database_url, first, [(0.6, 0.6)])
-        assert after_run(s, db_call, first, "succeeded") == []  # the other one is queued
+        assert after_run(s, first, "succeeded") == []  # the other one is queued
         assert c.post(f"/api/runs/{second}/cancel").json()["state"] == "cancelled"
         reconcile_once(s)
         t = stage1(c, sweep_id)["adam"]
@@ -270,8 +272,8 @@ def test_reconciler_creates_stage2_when_the_last_trial_was_cancelled_queued(
         reconcile_once(s)  # nothing more
         assert len(c.get(f"/api/sweeps/{sweep_id}").json()["run_ids"]) == 4
     # The cancelled run's trial, told by no worker, is closed too.
-    tune = db_call(s, "tune", tuning.sweep_tune, sweep_id)
-    trials = optuna_store.load_study(s.database_url, tune, "adam").get_trials()
+    tune = db_call(s, "tune", store.sweep_tune, sweep_id)
+    trials = optuna_storage.load_study(s.database_url, tune, "adam").get_trials()
     assert sorted(t.state.name for t in trials) == ["COMPLETE", "FAIL"]
 
 
@@ -315,11 +317,11 @@ def test_deleting_a_tuned_sweep_deletes_its_studies(client, api_settings) -> Non
     for run_id in stage1(client, sweep_id)["adam"]["stage1_run_ids"]:
         end_with(url, run_id, [(0.5, 0.5)])
     with session_scope(url) as session:
-        tune = tuning.sweep_tune(session, sweep_id)
-    assert optuna_store.load_study(url, tune, "adam").trials
+        tune = store.sweep_tune(session, sweep_id)
+    assert optuna_storage.load_study(url, tune, "adam").trials
     assert client.delete(f"/api/sweeps/{sweep_id}").status_code == 204
     with pytest.raises(KeyError):
-        optuna_store.load_study(url, tune, "adam")
+        optuna_storage.load_study(url, tune, "adam")
 
 
 @pytest.mark.service
@@ -330,8 +332,8 @@ def test_api_and_worker_opening_optuna_storage_at_once_both_succeed(pg_url: str)
 
     from service_fixtures import ROOT
 
-    code = (f"from bamsprod.app import optuna_store; s = optuna_store.storage({pg_url!r}); "
-            "print(len(s.get_all_studies()))")
+    code = ("from bamsprod.app.sweeps import optuna_storage; "
+            f"s = optuna_storage.storage({pg_url!r}); print(len(s.get_all_studies()))")
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
     outs = [p.communicate(timeout=120) for p in procs]

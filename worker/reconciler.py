@@ -35,7 +35,8 @@ from bamsprod.app import store
 from bamsprod.app.queue import PRESENCE_SECONDS, announce_worker, enqueue_run, queue_depth
 from bamsprod.app.settings import Settings, get_settings
 from bamsprod.worker import tuned
-from bamsprod.worker.tasks import db_call, heartbeat_interval
+from bamsprod.worker.db import db_call
+from bamsprod.worker.tasks import heartbeat_interval
 
 log = logging.getLogger(__name__)
 NEVER = datetime(1970, 1, 1, tzinfo=UTC)  # as queued_before: leaves out every queued run
@@ -66,7 +67,7 @@ def reconcile_once(settings: Settings | None = None) -> list[int]:
     if run_ids:
         log.info("reconciler re-queued runs %s (broker held %s messages)", run_ids, depth)
     try:
-        tuned.start_pending(s, db_call)  # tuned sweeps: a stage 2 no worker created
+        tuned.start_pending(s)  # tuned sweeps: a stage 2 no worker created
     except Exception as exc:
         log.warning("tuned sweeps: stage 2 check failed: %s", exc)
     return run_ids

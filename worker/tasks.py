@@ -6,7 +6,7 @@ loads the row itself (ids travel, never objects), so it is safe to deliver twice
 delivery that wins the atomic ``queued → running`` claim (or re-claims a running run whose
 heartbeat went stale) trains; every other one returns at once.
 
-Database calls go through :func:`with_db_retry`: a transient error (SQLite "database is
+Database calls go through ``worker.db.db_call``: a transient error (SQLite "database is
 locked", a dropped PostgreSQL connection) is retried with exponential back-off and full jitter,
 each try in a fresh session. A bad config, a data set error or a NaN loss is never retried: the
 run ends ``failed`` (with the error) or ``diverged``.
@@ -32,23 +32,19 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from celery import signals
 from celery.concurrency.solo import TaskPool as SoloPool
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from bamsprod.app import store
 from bamsprod.app.data_roots import data_dir_refusal, public_error
-from bamsprod.app.db import init_db, session_scope
+from bamsprod.app.db import init_db
 from bamsprod.app.queue import TASK_NAME, celery_app, enqueue_run
 from bamsprod.app.settings import Settings, get_settings
 from bamsprod.app.tables import Run
@@ -56,15 +52,12 @@ from bamsprod.core.model_size import too_large, too_much_activation
 from bamsprod.core.plugins import plugin_mismatch, registry
 from bamsprod.core.spec import TERMINAL_STATES, RunConfig
 from bamsprod.worker import tuned
+from bamsprod.worker.db import db_call, is_transient, with_db_retry
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # How often should_stop asks the database whether the run was cancelled.
 CANCEL_POLL_SECONDS = 0.5
-DB_RETRY_ATTEMPTS = 8
-DB_RETRY_BASE = 0.05
-DB_RETRY_CAP = 4.0
 
 # Set when the worker process starts shutting down: the running run stops and is handed back.
 shutting_down = threading.Event()
@@ -99,39 +92,6 @@ def _preload_solo(sender: object = None, **_: object) -> None:
 
 
 signals.worker_process_init.connect(lambda **_: _preload_trainer(), weak=False)  # prefork child
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for database errors worth retrying: locks, busy files, lost connections."""
-    if isinstance(exc, OperationalError):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
-
-
-def with_db_retry(fn: Callable[[], T], *, what: str = "database call",
-                  attempts: int = DB_RETRY_ATTEMPTS) -> T:
-    """Call ``fn`` (which opens its own session), retrying transient errors with back-off."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:
-            if not is_transient(exc) or attempt == attempts - 1:
-                raise
-            delay = random.uniform(0, min(DB_RETRY_CAP, DB_RETRY_BASE * 2**attempt))
-            log.warning("%s failed (%s); retry %d in %.2fs", what, exc.__class__.__name__,
-                        attempt + 1, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
-
-
-def db_call(s: Settings, what: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-    """``fn(session, *args, **kwargs)`` in a fresh session, with transient-error retries."""
-
-    def call() -> T:
-        with session_scope(s.database_url) as session:
-            return fn(session, *args, **kwargs)
-
-    return with_db_retry(call, what=what)
 
 
 def heartbeat_interval(s: Settings) -> float:
@@ -256,7 +216,7 @@ def execute_run(run_id: int, *, hostname: str | None = None,
     if lease is None:
         log.info("run %s is taken by another worker or finished; skipping this delivery", run_id)
         return "skipped"
-    ckpt: Path = s.checkpoint_dir / str(run_id)  # type: ignore[operator]
+    ckpt = s.run_checkpoint_dir(run_id)
     if error is not None or config is None:
         db_call(s, "finish_run", store.finish_run, run_id, "failed", error=error, lease=lease)
         _after_run(s, run_id, "failed")
@@ -275,7 +235,7 @@ def _after_run(s: Settings, run_id: int, outcome: str) -> None:
     if outcome not in TERMINAL_STATES:
         return
     try:
-        tuned.after_run(s, db_call, run_id, outcome)
+        tuned.after_run(s, run_id, outcome)
     except Exception:  # the run's own result stands; the reconciler's pass tries again
         log.exception("run %s: tuned sweep follow-up failed", run_id)
 
@@ -308,7 +268,7 @@ def _train_claimed(s: Settings, run_id: int, host: str, config: RunConfig, devic
             log.warning("run %s: phase %r not recorded: %s", run_id, phase, exc)
 
     try:
-        hook = tuned.trial_hook(s, db_call, run_id)
+        hook = tuned.trial_hook(s, run_id)
         db_call(s, "set_environment", store.set_environment, run_id, environment(device))
         with heartbeat:
             result = train(config, on_epoch=on_epoch, should_stop=should_stop,

@@ -6,7 +6,6 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
-from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 from fastapi import Depends, Request, Response
@@ -101,10 +100,10 @@ def invalid_fields(kind: str = "body") -> Iterator[None]:
 
 
 def remove_checkpoints(settings: Settings, run_ids: list[int]) -> None:
-    """Delete the checkpoint directories of deleted runs (``<checkpoint_dir>/<run id>``, the
-    worker's layout); one that is missing or cannot be removed is skipped."""
+    """Delete the checkpoint directories of deleted runs (``Settings.run_checkpoint_dir``, where
+    the worker writes them); one that is missing or cannot be removed is skipped."""
     for run_id in run_ids:
-        shutil.rmtree(Path(str(settings.checkpoint_dir)) / str(int(run_id)), ignore_errors=True)
+        shutil.rmtree(settings.run_checkpoint_dir(run_id), ignore_errors=True)
 
 
 def wants_csv(request: Request, fmt: str | None) -> bool:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request, Response, status
 
-from bamsprod.app import store, tuning
+from bamsprod.app import store
 from bamsprod.app.api.deps import (
     AUTH_ERRORS,
     BODY_ERRORS,
@@ -31,7 +31,7 @@ from bamsprod.app.schemas import (
     SweepSubmitted,
 )
 from bamsprod.app.security import require_sweep_access
-from bamsprod.app.sweeps import check_count, check_limits, count, expand, seeds
+from bamsprod.app.sweeps import plan_sweep, tuning
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], responses=AUTH_ERRORS)
 
@@ -60,33 +60,20 @@ def submit_sweep(
 ) -> SweepSubmitted:
     """Expand the grid × seeds into runs, record them ``queued`` in one transaction (one bulk
     insert) and queue them all once the answer has gone. ``strategy: tune`` queues stage 1
-    (see ``app.tuning``); the workers queue stage 2 when it ends."""
-    limit = settings.max_sweep_runs
+    (see ``app.sweeps.tuning``); the workers queue stage 2 when it ends."""
     with invalid_fields("body"):
-        if body.strategy == "tune":
-            n, configs = tuning.check(body, seeds(body), limit)
-        else:
-            n = count(body)
-            configs = expand(body) if n <= limit else []
-        if dry_run:
-            response.status_code = status.HTTP_200_OK
-            return SweepSubmitted(count=n, max_runs=limit, dry_run=True)
-        check_count(body, n, limit)
-        check_limits(body, configs, settings.max_epochs, settings.max_param_bytes,
-                     settings.max_activation_bytes, settings.data_roots)
-        if body.strategy == "tune":  # before any Optuna study exists: every check is done
-            spec, trials = tuning.plan_stage1(body, seeds(body), settings.database_url)
-            configs, link = [t.config for t in trials], tuning.link_stage1(trials)
-        else:
-            spec, link = body.model_dump(mode="json"), None
-    sweep, runs = store.create_sweep(session, body.name, spec, configs, before_commit=link)
+        plan = plan_sweep(body, settings, dry_run=dry_run)
+    if plan.dry_run:
+        response.status_code = status.HTTP_200_OK
+        return SweepSubmitted(count=plan.count, max_runs=plan.max_runs, dry_run=True)
+    sweep, runs = store.create_sweep(session, body.name, plan.spec, plan.configs, plan.trials)
     session.close()  # no connection held while the broker takes the messages (it may hang)
     # One message per run, after the answer is sent: the runs are committed ``queued`` in one
     # transaction already, and the reconciler re-queues any whose message never left.
     background.add_task(_enqueue_all, request, [int(r.id) for r in runs])  # type: ignore[arg-type]
     return SweepSubmitted(
-        count=n,
-        max_runs=limit,
+        count=plan.count,
+        max_runs=plan.max_runs,
         dry_run=False,
         sweep=SweepPublic.model_validate(sweep),
         run_ids=[r.id for r in runs],  # type: ignore[misc]

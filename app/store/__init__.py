@@ -6,7 +6,8 @@ caller. ``record_epoch`` writes the epoch row and the run's summary in one trans
 idempotent per (run, epoch). Functions that change data commit before returning.
 
 By concern: ``runs`` (one run, the user's actions), ``claims`` (the worker's side), ``epochs``
-(metrics and summaries), ``sweeps``, ``listing`` (pages of runs); ``base`` holds the errors.
+(metrics and summaries), ``sweeps``, ``tuning`` (a tuned sweep's trials, stage decisions and
+scores), ``listing`` (pages of runs); ``base`` holds the errors.
 """
 
 from bamsprod.app.store.base import RunLost, RunNotFound, RunStateError, SweepNotFound
@@ -63,25 +64,45 @@ from bamsprod.app.store.sweeps import (
     runs_of_sweep,
     sweep_state_counts,
 )
+from bamsprod.app.store.tuning import (
+    EndedStage1,
+    Stage1Trial,
+    StageRows,
+    close_stages,
+    create_stage2,
+    ended_stage1,
+    pending_stages,
+    run_score,
+    stage1_trials,
+    stage_rows,
+    sweep_tune,
+    trial_of,
+)
 
 __all__ = [
     "COMPARE_RUN_COLUMNS",
     "EVAL_FIELDS",
+    "EndedStage1",
     "IdempotencyMismatch",
     "LIVE_STATES",
     "RunLost",
     "RunNotFound",
     "RunStateError",
+    "Stage1Trial",
+    "StageRows",
     "SweepNotFound",
     "cancel_requested",
     "cancel_sweep",
     "claim_run",
+    "close_stages",
     "compare_run_rows",
     "create_run",
     "create_run_once",
+    "create_stage2",
     "create_sweep",
     "delete_run",
     "delete_sweep",
+    "ended_stage1",
     "eval_columns",
     "eval_rows",
     "expire_runs_of",
@@ -99,21 +120,27 @@ __all__ = [
     "metrics_after_many",
     "metrics_for_runs",
     "new_run",
+    "pending_stages",
     "poll_runs",
     "queued_ahead",
     "reclaim_run",
     "record_epoch",
     "release_run",
     "request_cancel",
-    "require_run",
     "requeue_candidates",
+    "require_run",
     "retry_run",
     "run_ids_of_sweep",
     "run_row",
+    "run_score",
     "runs_of_sweep",
     "set_archived",
     "set_environment",
     "set_phase",
+    "stage1_trials",
+    "stage_rows",
     "sweep_state_counts",
+    "sweep_tune",
     "touch_run",
+    "trial_of",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,34 +11,42 @@ from sqlmodel import Session, col, select
 
 from bamsprod.app.store.base import RunStateError, SweepNotFound, stale
 from bamsprod.app.store.runs import new_run
+from bamsprod.app.store.tuning import Stage1Trial, add_stage1_trials
 from bamsprod.app.tables import Run, Sweep, TuneTrial, utcnow
 from bamsprod.core.spec import RunConfig
 
 
 def create_sweep(
     session: Session, name: str, grid: dict[str, Any], configs: list[RunConfig],
-    before_commit: Callable[[Session, Sweep, list[Run]], None] | None = None,
+    trials: Sequence[Stage1Trial] = (),
 ) -> tuple[Sweep, list[Run]]:
-    """Insert a sweep (``grid``: the spec as submitted) and one queued run per config in one
+    """Insert a sweep (``grid``: the spec as stored) and one queued run per config in one
     transaction: the runs go in as one ``executemany`` INSERT, their ids (assigned in insertion
     order) come back in one SELECT, and the returned (detached) runs hold every column.
-    ``before_commit`` adds rows of its own to that transaction."""
+    ``trials`` (a tuned sweep's stage 1: one per config, in the same order) become the runs'
+    ``tune_trial`` rows in that same transaction; nothing is inserted when any insert fails."""
+    if trials and len(trials) != len(configs):
+        raise ValueError(f"{len(trials)} stage-1 trials for {len(configs)} runs")
     now = utcnow()
     sweep = Sweep(name=name, spec=grid, n_runs=len(configs), created_at=now)
-    session.add(sweep)
-    session.flush()
-    runs = [new_run(c, sweep.id, now) for c in configs]
-    if runs:
-        table = Run.__table__
-        session.execute(sa.insert(table), [r.model_dump(exclude={"id"}) for r in runs])
-        ids = session.execute(
-            sa.select(table.c.id).where(table.c.sweep_id == sweep.id).order_by(table.c.id)
-        ).scalars()
-        for run, run_id in zip(runs, ids, strict=True):
-            run.id = run_id
-    if before_commit is not None:
-        before_commit(session, sweep, runs)
-    session.commit()
+    try:
+        session.add(sweep)
+        session.flush()
+        runs = [new_run(c, sweep.id, now) for c in configs]
+        if runs:
+            table = Run.__table__
+            session.execute(sa.insert(table), [r.model_dump(exclude={"id"}) for r in runs])
+            ids = session.execute(
+                sa.select(table.c.id).where(table.c.sweep_id == sweep.id).order_by(table.c.id)
+            ).scalars()
+            for run, run_id in zip(runs, ids, strict=True):
+                run.id = run_id
+        if trials:
+            add_stage1_trials(session, int(sweep.id), runs, trials)  # type: ignore[arg-type]
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
     return sweep, runs
 
 

@@ -1,5 +1,5 @@
-"""Sweeps as business logic: a base config × a grid of values per field × seeds, expanded to
-validated run configs, counted and checked against the server's limits (no web here).
+"""Grid sweeps: a base config × a grid of values per field × seeds, expanded to validated run
+configs, counted and checked against the server's limits (no web, no SQL here).
 
 A field that cannot be used raises ``InvalidField`` whose loc is relative to the sweep's body
 (``("grid", "hparams.kappa")``, ``("base", "epochs")``); the API answers it as a 422.

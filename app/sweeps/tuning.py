@@ -10,6 +10,9 @@ Stage 2, per optimizer, once each of its stage-1 runs has ended: the run with th
 last epoch), read from validation metrics only, gives the setting; it runs on every seed of the
 sweep at the base's epochs. A ``tune_stage`` row, keyed on (sweep, optimizer), is inserted in
 the same transaction as the stage-2 runs, so two workers finishing at once create it once.
+
+This module holds the rules; the rows and the scores they read are ``app.store.tuning``'s, and
+the Optuna studies ``app.sweeps.optuna_storage``'s. ``app.sweeps.plan`` builds stage 1 from it.
 """
 
 from __future__ import annotations
@@ -19,17 +22,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from bamsprod.app import optuna_store, store, sweeps
+from bamsprod.app import store
 from bamsprod.app.compare import fmt_value
 from bamsprod.app.field_errors import InvalidField
 from bamsprod.app.schemas import SweepCreate
-from bamsprod.app.tables import EpochMetric, Run, Sweep, TuneStage, TuneTrial, utcnow
+from bamsprod.app.sweeps import grid, optuna_storage
+from bamsprod.app.tables import Run, Sweep
 from bamsprod.core.search_space import lr_grid
-from bamsprod.core.spec import OPTIMIZERS, TERMINAL_STATES, RunConfig, escape_text
+from bamsprod.core.spec import OPTIMIZERS, RunConfig, escape_text
 
 
 @dataclass
@@ -61,8 +63,8 @@ def _config(body: SweepCreate | dict[str, Any], optimizer: str, params: dict[str
     base, sweep_name = (body.base, body.name) if isinstance(body, SweepCreate) else (
         body["base"], body["name"])
     point = escape_text(" ".join(f"{k}={fmt_value(v)}" for k, v in params.items()))
-    return sweeps.config_at(base, sweep_name, {"optimizer": optimizer, **params, **fields},
-                            (optimizer, point, label), note=f" (for {optimizer})")
+    return grid.config_at(base, sweep_name, {"optimizer": optimizer, **params, **fields},
+                          (optimizer, point, label), note=f" (for {optimizer})")
 
 
 def _check_point(body: SweepCreate, optimizer: str, params: dict[str, Any],
@@ -97,7 +99,7 @@ def check(body: SweepCreate, seeds: list[int | None], limit: int | None = None
                                f"no optimizer of this sweep has hparam {key!r}", key)
     optimizers = list(dict.fromkeys(tune.optimizers))
     spaces = {o: _hparam_space(spec, o) for o in optimizers}
-    count = sum(_n_rates(spec) * sweeps.size(spaces[o]) + len(seeds) for o in optimizers)
+    count = sum(_n_rates(spec) * grid.size(spaces[o]) + len(seeds) for o in optimizers)
     every_point = limit is None or count <= limit
     fulls = []
     for optimizer in optimizers:
@@ -112,7 +114,7 @@ def check(body: SweepCreate, seeds: list[int | None], limit: int | None = None
                                f"stage 1 must be no longer than the full budget ({full.epochs})",
                                tune.stage1_epochs)
         if every_point:
-            for params in sweeps.points(space):
+            for params in grid.points(space):
                 full = _check_point(body, optimizer, params, tune.stage1_epochs)
         fulls.append(full)
     return count, fulls
@@ -130,18 +132,18 @@ def plan_stage1(body: SweepCreate, seeds: list[int | None], database_url: str
     spec["tune"] = tune
     trials: list[Trial] = []
     for optimizer in dict.fromkeys(body.tune.optimizers):
-        study = optuna_store.create_study(database_url, tune, optimizer, seed=base_seed)
+        study = optuna_storage.create_study(database_url, tune, optimizer, seed=base_seed)
         space = _hparam_space(tune, optimizer)
-        grid = list(dict.fromkeys(lr_grid(tune["lr_min"], tune["lr_max"], tune["n_lr"])))
+        rates = list(dict.fromkeys(lr_grid(tune["lr_min"], tune["lr_max"], tune["n_lr"])))
         for i, combo in enumerate(itertools.product(range(_n_rates(tune)), *space.values())):
             fixed = dict(zip(space, combo[1:], strict=True))
             if tune["sampler"] == "grid":
-                fixed["lr"] = grid[combo[0]]
+                fixed["lr"] = rates[combo[0]]
             if fixed:
                 study.enqueue_trial(fixed)
             trial = study.ask()
             if tune["sampler"] == "grid":
-                params = {"lr": trial.suggest_categorical("lr", grid)}
+                params = {"lr": trial.suggest_categorical("lr", rates)}
             else:
                 params = {"lr": trial.suggest_float("lr", tune["lr_min"], tune["lr_max"],
                                                     log=True)}
@@ -153,45 +155,12 @@ def plan_stage1(body: SweepCreate, seeds: list[int | None], database_url: str
     return spec, trials
 
 
-def link_stage1(trials: list[Trial]):  # type: ignore[no-untyped-def]
-    """``store.create_sweep``'s ``before_commit``: one ``tune_trial`` row per stage-1 run."""
-
-    def add(session: Session, sweep: Sweep, runs: list[Run]) -> None:
-        for trial, run in zip(trials, runs, strict=True):
-            session.add(TuneTrial(run_id=run.id, sweep_id=sweep.id, optimizer=trial.optimizer,
-                                  stage=1, trial_number=trial.number))
-
-    return add
+def stage1_rows(trials: list[Trial]) -> list[store.Stage1Trial]:
+    """The ``tune_trial`` rows of ``trials``, as ``store.create_sweep`` takes them."""
+    return [store.Stage1Trial(t.optimizer, t.number) for t in trials]
 
 
 # ----------------------------------------------------------------------- the stage-1 decision
-
-
-def scores(session: Session, run_ids: list[int], criterion: str) -> dict[int, float]:
-    """Each run's validation score by ``criterion``; runs without val_acc are left out.
-    Reads ``val_acc`` only: test metrics never take part in tuning."""
-    m = EpochMetric
-    if not run_ids:
-        return {}
-    if criterion == "best_val_acc":
-        stmt = (select(m.run_id, sa.func.max(m.val_acc))
-                .where(col(m.run_id).in_(run_ids), col(m.val_acc).is_not(None))
-                .group_by(m.run_id))
-    else:
-        last = (select(m.run_id, sa.func.max(m.epoch).label("epoch"))
-                .where(col(m.run_id).in_(run_ids), col(m.val_acc).is_not(None))
-                .group_by(m.run_id).subquery())
-        stmt = select(m.run_id, m.val_acc).join(
-            last, sa.and_(m.run_id == last.c.run_id, m.epoch == last.c.epoch))
-    return {int(r): float(v) for r, v in session.exec(stmt) if v is not None}
-
-
-def _stage_runs(session: Session, sweep_id: int, optimizer: str, stage: int) -> list[Run]:
-    stmt = (select(Run).join(TuneTrial, col(TuneTrial.run_id) == col(Run.id))
-            .where(TuneTrial.sweep_id == sweep_id, TuneTrial.optimizer == optimizer,
-                   TuneTrial.stage == stage)
-            .order_by(col(Run.id)))
-    return list(session.exec(stmt))
 
 
 def _chosen(config: RunConfig, tune: dict[str, Any]) -> dict[str, Any]:
@@ -201,92 +170,68 @@ def _chosen(config: RunConfig, tune: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def pick_best(session: Session, runs: list[Run], criterion: str) -> tuple[Run, float] | None:
-    """The stage-1 argmax by ``criterion`` among succeeded runs (pruned ones if none
-    succeeded); ties go to the earlier run."""
+def pick_best(runs: list[Run], scores: dict[int, float]) -> tuple[Run, float] | None:
+    """The stage-1 argmax of ``scores`` (by the sweep's criterion) among succeeded runs
+    (pruned ones if none succeeded); ties go to the earlier run. A run without a score (no
+    val_acc) never wins; a diverged, failed or cancelled one never takes part."""
     for states in (("succeeded",), ("pruned",)):
-        pool = [r for r in runs if r.state in states]
-        got = scores(session, [int(r.id) for r in pool], criterion)  # type: ignore[arg-type]
+        got = {int(r.id): scores[int(r.id)] for r in runs  # type: ignore[arg-type]
+               if r.state in states and int(r.id) in scores}  # type: ignore[arg-type]
         if got:
-            best = max(pool, key=lambda r: (got.get(int(r.id), -1.0), -int(r.id)))
-            return best, got[int(best.id)]  # type: ignore[arg-type]
+            best = max(got, key=lambda i: (got[i], -i))
+            return next(r for r in runs if r.id == best), got[best]
     return None
+
+
+@dataclass
+class Stage2:
+    """One optimizer's stage-1 decision and the stage-2 runs it makes (none when no run
+    qualified: ``best_run_id`` None)."""
+
+    configs: list[RunConfig]
+    best_run_id: int | None = None
+    value: float | None = None
+    chosen: dict[str, Any] | None = None
+
+
+def decide(spec: dict[str, Any], optimizer: str, runs: list[Run],
+           scores: dict[int, float]) -> Stage2:
+    """Stage 2 of ``optimizer`` from its ended stage-1 ``runs`` and their ``scores``: the best
+    run's setting on every seed of the sweep (``spec``: the sweep's stored spec)."""
+    tune = spec["tune"]
+    picked = pick_best(runs, scores)
+    if picked is None:
+        return Stage2([])
+    best, value = picked
+    chosen = _chosen(RunConfig.model_validate(best.config), tune)
+    configs = [_config(spec, optimizer, chosen, f"seed={seed}", seed=seed)
+               for seed in tune["seeds"]]
+    return Stage2(configs, int(best.id), value, chosen)  # type: ignore[arg-type]
 
 
 def start_stage2(session: Session, sweep_id: int, optimizer: str) -> list[int]:
     """Create ``optimizer``'s stage 2 once all its stage-1 runs have ended; returns the new
-    run ids (empty when stage 1 is still going, or stage 2 exists already). Idempotent."""
-    if session.get(TuneStage, (sweep_id, optimizer)) is not None:
+    run ids (empty when stage 1 is still going, or stage 2 exists already). Idempotent: the
+    read, the decision and the insert share one transaction, and the stage's key lets only
+    one creator through."""
+    ended = store.ended_stage1(session, sweep_id, optimizer)
+    if ended is None:
         return []
-    runs = _stage_runs(session, sweep_id, optimizer, 1)
-    if not runs or any(r.state not in TERMINAL_STATES for r in runs):
-        session.rollback()
-        return []
-    sweep = session.get(Sweep, sweep_id)
-    assert sweep is not None
-    spec, tune = sweep.spec, sweep.spec["tune"]
-    picked = pick_best(session, runs, tune["criterion"])
-    stage = TuneStage(sweep_id=sweep_id, optimizer=optimizer, created_at=utcnow())
-    configs: list[RunConfig] = []
-    if picked is not None:
-        best, value = picked
-        chosen = _chosen(RunConfig.model_validate(best.config), tune)
-        stage.best_run_id, stage.value, stage.chosen = best.id, value, chosen
-        configs = [_config(spec, optimizer, chosen, f"seed={seed}", seed=seed)
-                   for seed in tune["seeds"]]
-    try:
-        session.add(stage)
-        session.flush()  # the (sweep, optimizer) key: a second creator stops here
-    except IntegrityError:
-        session.rollback()
-        return []
-    now = utcnow()
-    new = [store.new_run(c, sweep_id, now) for c in configs]
-    session.add_all(new)
-    session.flush()
-    for run in new:
-        session.add(TuneTrial(run_id=run.id, sweep_id=sweep_id, optimizer=optimizer, stage=2))
-    session.execute(sa.update(Sweep).where(col(Sweep.id) == sweep_id)
-                    .values(n_runs=Sweep.n_runs + len(new)))
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        return []
-    return [int(r.id) for r in new]  # type: ignore[arg-type]
+    stage2 = decide(ended.spec, optimizer, ended.runs, ended.scores)
+    return store.create_stage2(session, sweep_id, optimizer, stage2.configs,
+                               stage2.best_run_id, stage2.value, stage2.chosen)
+
+
+def tuned_optimizers(spec: dict[str, Any]) -> list[str]:
+    """The optimizers a sweep's stored spec tunes, once each (none for a grid sweep)."""
+    tune = spec.get("tune") if spec.get("strategy") == "tune" else None
+    return list(dict.fromkeys((tune or {}).get("optimizers", [])))
 
 
 def close_stages(session: Session, sweep: Sweep) -> None:
     """Decide every undecided stage of a tuned sweep as "none" (no best run), so that no stage
     2 starts: a cancelled sweep stays cancelled. A no-op for a grid sweep."""
-    tune = sweep.spec.get("tune") if sweep.spec.get("strategy") == "tune" else None
-    for optimizer in dict.fromkeys((tune or {}).get("optimizers", [])):
-        if session.get(TuneStage, (sweep.id, optimizer)) is not None:
-            continue
-        try:
-            session.add(TuneStage(sweep_id=sweep.id, optimizer=optimizer, created_at=utcnow()))
-            session.commit()
-        except IntegrityError:  # a worker decided it meanwhile
-            session.rollback()
-
-
-def stage1_trials(session: Session, sweep_id: int, optimizer: str
-                  ) -> list[tuple[int, str, int]]:
-    """(run id, state, trial number) of each stage-1 run of ``optimizer``."""
-    stmt = (select(Run.id, Run.state, TuneTrial.trial_number)
-            .join(TuneTrial, col(TuneTrial.run_id) == col(Run.id))
-            .where(TuneTrial.sweep_id == sweep_id, TuneTrial.optimizer == optimizer,
-                   TuneTrial.stage == 1, col(TuneTrial.trial_number).is_not(None)))
-    return [(int(a), str(b), int(c)) for a, b, c in session.exec(stmt)]
-
-
-def pending_stages(session: Session) -> list[tuple[int, str]]:
-    """(sweep, optimizer) pairs whose stage 2 is not decided yet."""
-    t, st = TuneTrial, TuneStage
-    stmt = (select(t.sweep_id, t.optimizer).where(t.stage == 1).distinct()
-            .outerjoin(st, sa.and_(st.sweep_id == t.sweep_id, st.optimizer == t.optimizer))
-            .where(col(st.sweep_id).is_(None)))
-    return [(int(a), str(b)) for a, b in session.exec(stmt)]
+    store.close_stages(session, int(sweep.id), tuned_optimizers(sweep.spec))  # type: ignore[arg-type]
 
 
 def forget(database_url: str, spec: dict[str, Any]) -> None:
@@ -294,21 +239,7 @@ def forget(database_url: str, spec: dict[str, Any]) -> None:
     tune = spec.get("tune") if spec.get("strategy") == "tune" else None
     if tune and tune.get("study"):
         for optimizer in dict.fromkeys(tune["optimizers"]):
-            optuna_store.delete_study(database_url, tune, optimizer)
-
-
-def trial_of(session: Session, run_id: int) -> TuneTrial | None:
-    return session.get(TuneTrial, run_id)
-
-
-def sweep_tune(session: Session, sweep_id: int) -> dict[str, Any]:
-    sweep = session.get(Sweep, sweep_id)
-    assert sweep is not None
-    return dict(sweep.spec["tune"])
-
-
-def run_score(session: Session, run_id: int, criterion: str) -> float | None:
-    return scores(session, [run_id], criterion).get(run_id)
+            optuna_storage.delete_study(database_url, tune, optimizer)
 
 
 # ------------------------------------------------------------------------------- the summary
@@ -322,15 +253,14 @@ def summary(session: Session, sweep: Sweep) -> list[dict[str, Any]] | None:
         return None
     out = []
     for optimizer in dict.fromkeys(tune["optimizers"]):
-        stage1 = _stage_runs(session, int(sweep.id), optimizer, 1)  # type: ignore[arg-type]
+        rows = store.stage_rows(session, int(sweep.id), optimizer)  # type: ignore[arg-type]
+        stage1, decided, stage2 = rows.stage1, rows.decided, rows.stage2
         searched: dict[str, list[Any]] = {}
         for run in stage1:
             for key, value in _chosen(RunConfig.model_validate(run.config), tune).items():
                 searched.setdefault(key, [])
                 if value not in searched[key]:
                     searched[key].append(value)
-        decided = session.get(TuneStage, (sweep.id, optimizer))
-        stage2 = _stage_runs(session, int(sweep.id), optimizer, 2)  # type: ignore[arg-type]
         out.append({
             "optimizer": optimizer,
             "criterion": tune["criterion"],
