@@ -4,7 +4,7 @@
 // Until the first epoch the charts are not drawn: an empty state says what is coming.
 
 import { api, openEvents, wireApiDownloads } from "./api.js";
-import * as BC from "./charts.js";
+import * as chartHelpers from "./charts.js";
 import { $, fmtAcc, fmtDate, fmtNum, fmtSeconds, h, isActive, pageData, shown, stateBadge, toast, every } from "./common.js";
 import { SECTIONS } from "./fields.js";
 
@@ -30,7 +30,7 @@ let flushQueued = false;
 // ---------------------------------------------------------------- charts
 
 async function createCharts(epochs) {
-  const Plotly = await BC.plotly();
+  const Plotly = await chartHelpers.plotly();
   const jobs = [];
   layerNames = layersOf(epochs);
   for (const [id, spec] of Object.entries(CHARTS)) {
@@ -41,22 +41,22 @@ async function createCharts(epochs) {
       mode: "lines+markers",
       type: "scatter",
       marker: { size: 4 },
-      line: { width: 2, color: BC.color(i) },
+      line: { width: 2, color: chartHelpers.color(i) },
     }));
     if (spec.layers) {
       layerNames.forEach((layer, j) => data.push({
         x: epochs.map((m) => m.epoch),
         y: epochs.map((m) => (m.quant_error_layers || {})[layer] ?? null),
-        name: BC.escapeForPlotly(layer),
+        name: chartHelpers.escapeForPlotly(layer),
         mode: "lines",
         type: "scatter",
-        line: { width: 1, dash: "dot", color: BC.color(j + 2) },
+        line: { width: 1, dash: "dot", color: chartHelpers.color(j + 2) },
       }));
     }
     const total = run.epochs;
-    const xaxis = { ...BC.epochTicks(total), range: [0.7, Math.max(total, 1) + 0.3] };
-    const layout = BC.layout(spec.title, "epoch", spec.y, { yaxis: spec.yaxis || {}, xaxis });
-    jobs.push(Plotly.newPlot(id, data, layout, BC.CONFIG).then(BC.fitLegend));
+    const xaxis = { ...chartHelpers.epochTicks(total), range: [0.7, Math.max(total, 1) + 0.3] };
+    const layout = chartHelpers.layout(spec.title, "epoch", spec.y, { yaxis: spec.yaxis || {}, xaxis });
+    jobs.push(Plotly.newPlot(id, data, layout, chartHelpers.CONFIG).then(chartHelpers.fitLegend));
   }
   await Promise.all(jobs);
   await markZeros();
@@ -66,8 +66,8 @@ async function createCharts(epochs) {
 /** Bop's weights are ±1: its quantization error is exactly 0, which a log axis cannot draw. */
 function markZeros() {
   if (!LAYERED) return Promise.resolve();
-  const names = [...LAYERED.traces.map(([, name]) => name), ...layerNames.map((l) => BC.escapeForPlotly(l))];
-  return BC.markZeroTraces(document.getElementById(LAYERED.id), names);
+  const names = [...LAYERED.traces.map(([, name]) => name), ...layerNames.map((l) => chartHelpers.escapeForPlotly(l))];
+  return chartHelpers.markZeroTraces(document.getElementById(LAYERED.id), names);
 }
 
 function layersOf(epochs) {
@@ -96,7 +96,7 @@ async function flush() {
   pending = [];
   if (!items.length) return;
   if (!charts) { // the first epoch: draw the charts now
-    BC.setEmpty(null);
+    chartHelpers.setEmpty(null);
     charts = createCharts(items);
     await charts;
   } else {
@@ -108,13 +108,13 @@ async function flush() {
 }
 
 async function extendCharts(items) {
-  const Plotly = await BC.plotly(); // drawn already: at once
+  const Plotly = await chartHelpers.plotly(); // drawn already: at once
   const newLayers = layersOf(items).filter((l) => !layerNames.includes(l));
   if (LAYERED && newLayers.length) {
     // Layers seen for the first time: add their (empty) traces, then extend as usual.
     await Plotly.addTraces(LAYERED.id, newLayers.map((layer, j) => ({
-      x: [], y: [], name: BC.escapeForPlotly(layer), mode: "lines", type: "scatter",
-      line: { width: 1, dash: "dot", color: BC.color(layerNames.length + j + 2) },
+      x: [], y: [], name: chartHelpers.escapeForPlotly(layer), mode: "lines", type: "scatter",
+      line: { width: 1, dash: "dot", color: chartHelpers.color(layerNames.length + j + 2) },
     })));
     layerNames = layerNames.concat(newLayers);
   }
@@ -148,7 +148,7 @@ async function resetCharts() {
   pending = [];
   if (drawn) {
     await drawn;
-    const Plotly = await BC.plotly();
+    const Plotly = await chartHelpers.plotly();
     for (const id of Object.keys(CHARTS)) {
       const div = document.getElementById(id);
       Plotly.purge(div);
@@ -174,22 +174,22 @@ function renderEmpty() {
     queuePoll = null;
   }
   if (charts) return;
-  const coming = BC.comingText(runData.charts);
+  const coming = chartHelpers.comingText(runData.charts);
   if (run.state === "queued") {
     const ahead = run.queued_ahead;
-    const where = Number.isInteger(ahead) ? `queued, ${BC.inLine(ahead)}` : "queued";
-    BC.setEmpty(`Waiting for epoch 1 — ${where}`, coming);
+    const where = Number.isInteger(ahead) ? `queued, ${chartHelpers.inLine(ahead)}` : "queued";
+    chartHelpers.setEmpty(`Waiting for epoch 1 — ${where}`, coming);
   } else if (run.state === "running" && run.phase) {
     // Before the first epoch: loading data, or building the optimizer's kernel (not timed).
     const detail = run.phase.includes("kernel")
       ? "BAMSProd's fused CPU kernel is compiled once per machine (up to a minute), then loaded "
         + "from its cache. It is not counted in any epoch's time. " + coming
       : coming;
-    BC.setEmpty(`Waiting for epoch 1 — ${run.phase} on ${run.worker_host || "a worker"}`, detail);
+    chartHelpers.setEmpty(`Waiting for epoch 1 — ${run.phase} on ${run.worker_host || "a worker"}`, detail);
   } else if (run.state === "running") {
-    BC.setEmpty(`Waiting for epoch 1 — training on ${run.worker_host || "a worker"}`, coming);
+    chartHelpers.setEmpty(`Waiting for epoch 1 — training on ${run.worker_host || "a worker"}`, coming);
   } else {
-    BC.setEmpty(`No epochs: the run ended (${run.state}) before its first epoch`,
+    chartHelpers.setEmpty(`No epochs: the run ended (${run.state}) before its first epoch`,
       run.error ? "The error is shown above." : "Retry it to train it from the start.");
   }
 }
