@@ -250,8 +250,8 @@ class TuneSpec(SQLModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     optimizers: list[OptimizerName] = Field(min_length=1, max_length=64)
-    lr_min: float = Field(gt=0, le=10)
-    lr_max: float = Field(gt=0, le=10)
+    lr_min: float = Field(default=1e-4, gt=0, le=10, description="lowest learning rate searched")
+    lr_max: float = Field(default=1e-1, gt=0, le=10, description="highest learning rate searched")
     n_lr: int = Field(default=4, ge=1, le=64, description="learning rates per optimizer")
     sampler: Literal["grid", "random"] = Field(
         default="grid", description="grid: n_lr log-spaced rates; random: n_lr log-uniform draws"
@@ -260,8 +260,10 @@ class TuneSpec(SQLModel):
         str, Annotated[list[float | int | bool], Field(max_length=MAX_LIST_VALUES)]
     ] = Field(default_factory=dict, max_length=MAX_TUNE_HPARAMS,
               description="more values to search, for optimizers that have them")
-    stage1_epochs: int = Field(default=2, ge=1, le=1000)
-    criterion: Literal["best_val_acc", "last_val_acc"] = "best_val_acc"
+    stage1_epochs: int = Field(default=2, ge=1, le=1000, description="epochs per stage-1 trial")
+    criterion: Literal["best_val_acc", "last_val_acc"] = Field(
+        default="best_val_acc", description="the best epoch's val_acc, or the last epoch's"
+    )
     reduction_factor: int = Field(default=3, ge=2, le=10, description="successive halving eta")
     min_resource: int = Field(default=1, ge=1, le=1000, description="epochs before a first cut")
 

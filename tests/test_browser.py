@@ -9,6 +9,7 @@ console error and any dialog (see ``browser_fixtures``). Screenshots of every pa
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import time
 from pathlib import Path
@@ -123,6 +124,58 @@ def test_sweep_mode_counts_runs(page: Any, shoot: Any) -> None:
     fill_form(page, {"epochs": "2, 0"})
     page.locator('[data-field="epochs"] .field-error:not(:empty)').wait_for()
     shoot(page, "new_sweep")
+
+
+# The tune fields the form shows: each fills with TuneSpec's default (via the options).
+TUNE_SHOWN = ("lr_min", "lr_max", "n_lr", "stage1_epochs", "criterion")
+
+
+def tune_values(page: Any) -> dict[str, Any]:
+    """What the tune fields show, as numbers where they are numbers."""
+    out: dict[str, Any] = {}
+    for name in TUNE_SHOWN:
+        text = page.input_value(f"#f-tune-{name}")
+        out[name] = text if name == "criterion" else float(text)
+    return out
+
+
+def test_tune_fields_show_tunespec_defaults_and_follow_the_options(page: Any) -> None:
+    """The form keeps no copy of the tuning defaults: it shows TuneSpec's, and the options'
+    (changed on their way to the page) are what it shows. val_split sits under Data."""
+    from bamsprod.app.schemas import TuneSpec
+
+    defaults = {n: TuneSpec.model_fields[n].default for n in TUNE_SHOWN}
+    page.goto("/runs/new?sweep=1")
+    page.wait_for_selector("#run-form[data-ready='1']")
+    page.select_option("#f-strategy", "tune")
+    assert page.locator("#f-tune-n_lr").is_visible()
+    assert tune_values(page) == defaults
+    assert "[1, 64]" in page.locator('[data-field="tune.n_lr"] .help').text_content()
+    data = page.locator("fieldset.section", has=page.locator("legend", has_text="Data"))
+    assert data.locator('[data-field="val_split"]').count() == 1
+    assert page.locator('[data-field="val_split"]').count() == 1
+
+    changed = {"lr_min": 0.00321, "lr_max": 0.0789, "n_lr": 7.0, "stage1_epochs": 5.0,
+               "criterion": "last_val_acc"}
+
+    def rewrite(route: Any) -> None:
+        response = route.fetch()
+        head, rest = response.text().split('id="options-data">', 1)
+        embedded, tail = rest.split("</script>", 1)
+        options = json.loads(embedded)
+        for name, value in changed.items():
+            options["tune"][name]["default"] = value
+        body = json.dumps(options).replace("<", "\\u003c")
+        headers = {k: v for k, v in response.headers.items()
+                   if k.lower() not in ("content-encoding", "content-length")}
+        route.fulfill(status=response.status, headers=headers,
+                      body=f'{head}id="options-data">{body}</script>{tail}')
+
+    page.route("**/runs/new*", rewrite)
+    page.goto("/runs/new?sweep=1")
+    page.wait_for_selector("#run-form[data-ready='1']")
+    page.select_option("#f-strategy", "tune")
+    assert tune_values(page) == changed
 
 
 def detail(*items: tuple[list[Any], str]) -> dict[str, Any]:

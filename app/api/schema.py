@@ -1,7 +1,8 @@
 """GET /api/schema/options: the run config's fields and the registries, for forms.
 
 The new-run form builds itself from this (fields, defaults, choices, ranges), so it never keeps
-a copy of the run config; the page embeds the same object. The registries are
+a copy of the run config, nor of a tuned sweep's search (``tune``: ``TuneSpec``'s fields, the
+defaults that ``bamsprod tune`` takes too); the page embeds the same object. The registries are
 ``core.plugins``': each optimizer, model and data set says where it comes from (``source``:
 the distribution and version, ``builtin``), so installed plugins show with their fields.
 """
@@ -14,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from bamsprod.app.api.deps import AUTH_ERRORS, READ
+from bamsprod.app.schemas import TuneSpec
 from bamsprod.core.metric_schema import chart_specs
 from bamsprod.core.plugins import Entry, Kind, registry
 from bamsprod.core.spec import RUN_STATES, HParam, RunConfig
@@ -80,19 +82,24 @@ def _field(name: str, prop: dict[str, Any], required: bool) -> dict[str, Any]:
     }
 
 
+def _model_fields(schema: dict[str, Any], skip: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A model's fields (its JSON schema's properties) flattened for the form, less ``skip``."""
+    required = set(schema.get("required", []))
+    return [_field(name, prop, name in required)
+            for name, prop in schema["properties"].items() if name not in skip]
+
+
 @lru_cache(maxsize=1)
 def schema_options() -> dict[str, Any]:
     """Everything the form needs: the run config's fields and the registries."""
     schema = RunConfig.model_json_schema()
-    required = set(schema.get("required", []))
-    fields = [
-        _field(name, prop, name in required)
-        for name, prop in schema["properties"].items()
-        if name not in ("schema_version", "hparams", "model_args")
-    ]
+    fields = _model_fields(schema, ("schema_version", "hparams", "model_args"))
     return {
         "schema_version": schema["properties"]["schema_version"].get("default"),
         "fields": fields,
+        # A tuned sweep's search (TuneSpec): its defaults and bounds, by field, for the form's
+        # tune fields; the CLI reads the same model.
+        "tune": {f["name"]: f for f in _model_fields(TuneSpec.model_json_schema(), ("hparams",))},
         "optimizers": {e.name: _optimizer(e) for e in _entries("optimizer")},
         "models": {
             e.name: {"args": {k: _hparam(h) for k, h in e.spec.args.items()},

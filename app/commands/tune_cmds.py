@@ -2,18 +2,21 @@
 
 The shared run options give the base (model, data set, epochs: the full stage-2 budget, seed:
 the stage-1 seed); ``--opt`` names each optimizer to tune, ``--lr-min``/``--lr-max``/``--n-lr``
-its learning-rate search, ``--search KEY=V1,V2`` more hyperparameters to search.
+its learning-rate search, ``--search KEY=V1,V2`` more hyperparameters to search. The search's
+options take their defaults from ``TuneSpec`` (``app.schemas``), as the API and the form do.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import typing
+from typing import Any, Literal
 
 import typer
 from rich.table import Table
 
 from bamsprod.app.commands.common import TOKEN_OPTION, URL_OPTION, console, request, safe
 from bamsprod.app.commands.run_options import OPTION_FOR_FIELD, parse_pairs, with_run_config
+from bamsprod.app.schemas import TuneSpec
 from bamsprod.core.spec import RunConfig
 
 commands = typer.Typer()
@@ -25,6 +28,19 @@ TUNE_OPTIONS = {
     "sampler": "--sampler", "stage1_epochs": "--stage1-epochs", "criterion": "--criterion",
     "reduction_factor": "--reduction-factor", "hparams": "--search", "n_seeds": "--seeds",
 }
+
+
+def _tune_option(field: str, help_: str | None = None) -> Any:
+    """The option that sets ``TuneSpec.<field>``: its default and description are the model's
+    (read off its declaration, so that the CLI, the API and the form share one set of
+    defaults); a choice lists its values."""
+    info = TuneSpec.model_fields[field]
+    text = help_ or info.description or ""
+    choices = typing.get_args(info.annotation) if typing.get_origin(info.annotation) is Literal \
+        else ()
+    if choices:
+        text = f"{text}; one of: {', '.join(choices)}".lstrip("; ")
+    return typer.Option(info.default, help=text or None)
 
 
 def _search(pairs: list[str]) -> dict[str, list[Any]]:
@@ -46,14 +62,15 @@ def _values(values: list[Any]) -> str:
 def tune(
     config: RunConfig,
     opt: list[str] = typer.Option(..., help="an optimizer to tune (repeatable)"),
-    lr_min: float = typer.Option(1e-4, help="lowest learning rate searched"),
-    lr_max: float = typer.Option(1e-1, help="highest learning rate searched"),
-    n_lr: int = typer.Option(4, help="learning rates per optimizer (log scale)"),
-    sampler: str = typer.Option("grid", help="grid (log-spaced) or random (log-uniform)"),
+    lr_min: float = _tune_option("lr_min"),
+    lr_max: float = _tune_option("lr_max"),
+    n_lr: int = _tune_option("n_lr"),
+    sampler: str = _tune_option("sampler"),
     search: list[str] = typer.Option([], help="KEY=V1,V2 hyperparameter values to search too"),
-    stage1_epochs: int = typer.Option(2, help="epochs per stage-1 trial"),
-    criterion: str = typer.Option("best_val_acc", help="best_val_acc or last_val_acc"),
-    reduction_factor: int = typer.Option(3, help="successive halving: keep 1 in N per rung"),
+    stage1_epochs: int = _tune_option("stage1_epochs"),
+    criterion: str = _tune_option("criterion"),
+    reduction_factor: int = _tune_option(
+        "reduction_factor", help_="successive halving: keep 1 in N per rung"),
     seeds: int = typer.Option(3, help="stage-2 seeds per optimizer"),
     dry_run: bool = typer.Option(False, "--dry-run", help="only count the runs"),
     url: str = URL_OPTION,

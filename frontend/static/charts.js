@@ -1,4 +1,5 @@
-// Plotly helpers shared by the run, compare and convex pages.
+// Plotly helpers shared by the run, compare and convex pages, which import them as one
+// namespace: `import * as chartHelpers from "./charts.js"`.
 // Charts are created once; later data goes in with extendTraces / react and a fixed
 // uirevision, so the user's zoom and hidden traces survive every update. Plotly itself is the
 // classic global window.Plotly, from plotly.min.js (a deferred script): see plotly().

@@ -8,7 +8,7 @@
 // at run time, which the pages' Content-Security-Policy forbids.)
 
 import { api, wireApiDownloads } from "./api.js";
-import * as BC from "./charts.js";
+import * as chartHelpers from "./charts.js";
 import { $, $$, download, every, fmtDate, h, isActive, pageData, toCsv, toast } from "./common.js";
 import { placeCharts, plotColumns, renderCharts } from "./compare_charts.js";
 import { apiQuery, fillControls, readControls, readView, state, writeUrl } from "./compare_state.js";
@@ -61,7 +61,7 @@ async function load() {
   renderTable(result);
   $("#results .table-wrap").hidden = !result.groups.length; // no header over nothing
   if (hasEpochs()) {
-    BC.setEmpty(null);
+    chartHelpers.setEmpty(null);
     delete document.body.dataset.empty;
     await drawCharts();
   } else {
@@ -144,13 +144,13 @@ async function renderEmpty() {
   if (rows && state.sweep && state.stage !== "1" && !result.runs.length) {
     // A tuned sweep in stage 1: its stage 2 (what this page compares) does not exist yet.
     const text = stageText(rows);
-    BC.setEmpty(text.title, text.detail);
+    chartHelpers.setEmpty(text.title, text.detail);
     document.body.dataset.empty = "1";
     document.body.dataset.rendered = "1";
     return;
   }
   if (!result.runs.length) {
-    BC.setEmpty("No runs to compare yet", state.sweep ? "Its runs appear here as they are created." : "");
+    chartHelpers.setEmpty("No runs to compare yet", state.sweep ? "Its runs appear here as they are created." : "");
     document.body.dataset.empty = "1";
     return;
   }
@@ -163,14 +163,14 @@ async function renderEmpty() {
       // The first queued run's place in the whole queue (other users' runs may go first).
       const first = Math.min(...result.runs.filter((r) => r.state === "queued").map((r) => r.id));
       const ahead = (await api(`/api/runs/${first}`)).queued_ahead;
-      if (Number.isInteger(ahead)) where = `, the first is ${BC.inLine(ahead)}`;
+      if (Number.isInteger(ahead)) where = `, the first is ${chartHelpers.inLine(ahead)}`;
     }
     parts.push(`${queued}${running ? "" : ` run${queued === 1 ? "" : "s"}`} queued${where}`);
   }
   if (parts.length) {
-    BC.setEmpty(`Waiting for epoch 1 — ${parts.join(", ")}`, BC.comingText(placeCharts(result.metric)));
+    chartHelpers.setEmpty(`Waiting for epoch 1 — ${parts.join(", ")}`, chartHelpers.comingText(placeCharts(result.metric)));
   } else {
-    BC.setEmpty("No epochs: these runs ended before their first epoch",
+    chartHelpers.setEmpty("No epochs: these runs ended before their first epoch",
       "Retry them from their run pages to train them from the start.");
   }
   document.body.dataset.empty = "1";

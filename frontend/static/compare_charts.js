@@ -3,7 +3,7 @@
 // as ONE trace (their lines joined by gaps). Drawn with newPlot once, then Plotly.react with a
 // fixed uirevision, so the user's zoom survives the live refreshes.
 
-import * as BC from "./charts.js";
+import * as chartHelpers from "./charts.js";
 import { $, isNum, pageData } from "./common.js";
 import { prunedIn, shortLabel } from "./compare_table.js";
 import { state } from "./compare_state.js";
@@ -54,37 +54,37 @@ function chartData(chart, result) {
       const line = lines.get(r.group) || { x: [], y: [], n: 0 };
       if (line.n++) { line.x.push(null); line.y.push(null); }
       line.x.push(...r.series.x);
-      line.y.push(...BC.smooth(r.series[metric], state.smooth));
+      line.y.push(...chartHelpers.smooth(r.series[metric], state.smooth));
       lines.set(r.group, line);
     }
     for (const [key, line] of lines) {
       const i = groupIndex.get(key) ?? 0;
       traces.push({
         x: line.x, y: line.y, type: "scatter", mode: "lines", connectgaps: false,
-        name: BC.escapeForPlotly(`${line.n} runs`), legendgroup: key, showlegend: false,
-        opacity: 0.35, line: { width: 1, color: BC.color(i) }, hoverinfo: "skip",
+        name: chartHelpers.escapeForPlotly(`${line.n} runs`), legendgroup: key, showlegend: false,
+        opacity: 0.35, line: { width: 1, color: chartHelpers.color(i) }, hoverinfo: "skip",
       });
     }
   }
   result.groups.forEach((g, i) => {
     const s = g.series;
-    const mean = BC.smooth(s.mean[metric], state.smooth);
-    const sd = BC.smooth(s.std[metric], state.smooth);
+    const mean = chartHelpers.smooth(s.mean[metric], state.smooth);
+    const sd = chartHelpers.smooth(s.std[metric], state.smooth);
     // A tuning trial stopped early (pruned) is marked: dashed, and said in the legend.
     const pruned = prunedIn(result, g);
     const mark = pruned ? (pruned === g.n ? " · pruned" : ` · ${pruned} pruned`) : "";
     const label = `${shortLabel(g)} (n=${g.n})${mark}`;
-    const bands = BC.bandTraces({
-      name: BC.escapeForPlotly(label), color: BC.color(i), xs: s.x, ys: mean, sd, ns: s.n, legendgroup: g.key, positive,
+    const bands = chartHelpers.bandTraces({
+      name: chartHelpers.escapeForPlotly(label), color: chartHelpers.color(i), xs: s.x, ys: mean, sd, ns: s.n, legendgroup: g.key, positive,
     });
     if (pruned === g.n) bands[2].line.dash = "dash";
     if (positive) {
       // On a log axis only the all-zero groups get a legend entry, saying why nothing shows.
-      const zero = BC.allZero(mean);
+      const zero = chartHelpers.allZero(mean);
       zeros += zero;
       const line = bands[2];
       line.showlegend = zero;
-      if (zero) line.name = `${line.name}: ${chart.log ? BC.ZERO_NOTE : "all 0, not drawn on log axis"}`;
+      if (zero) line.name = `${line.name}: ${chart.log ? chartHelpers.ZERO_NOTE : "all 0, not drawn on log axis"}`;
     }
     traces.push(...bands);
     for (let k = 0; k < s.epoch.length; k++) {
@@ -101,7 +101,7 @@ function chartData(chart, result) {
 const sideLayout = (zeros) => (zeros ? {} : { showlegend: false, margin: { l: 66, r: 16, t: 34, b: 44 } });
 
 export async function renderCharts(result) {
-  const Plotly = await BC.plotly();
+  const Plotly = await chartHelpers.plotly();
   if (firstRender) performance.mark("bamsprod:plotly");
   const xTitle = result.x === "time" ? "seconds" : "epoch";
   const maxEpoch = Math.max(1, ...result.groups.map((g) => g.series.epoch[g.series.epoch.length - 1] || 1));
@@ -111,8 +111,8 @@ export async function renderCharts(result) {
     const { traces, rows, zeros } = chartData(chart, result);
     plotted.push(...rows);
     const ylog = chart.log || (chart.logy && state.logy);
-    const ticks = result.x === "epoch" && !state.logx ? BC.epochTicks(maxEpoch) : {};
-    const layout = BC.layout(chart.heading, xTitle, chart.y, {
+    const ticks = result.x === "epoch" && !state.logx ? chartHelpers.epochTicks(maxEpoch) : {};
+    const layout = chartHelpers.layout(chart.heading, xTitle, chart.y, {
       xaxis: { type: state.logx ? "log" : "linear", ...ticks },
       yaxis: { ...(chart.yaxis || {}), type: ylog ? "log" : "linear" },
       // Axis settings the user changes reset the view; new data alone never does.
@@ -123,8 +123,8 @@ export async function renderCharts(result) {
     });
     const el = document.getElementById(chart.id);
     jobs.push(firstRender
-      ? Plotly.newPlot(el, traces, layout, BC.CONFIG).then(BC.fitLegend)
-      : Plotly.react(el, traces, BC.keepLegendRoom(el, layout), BC.CONFIG));
+      ? Plotly.newPlot(el, traces, layout, chartHelpers.CONFIG).then(chartHelpers.fitLegend)
+      : Plotly.react(el, traces, chartHelpers.keepLegendRoom(el, layout), chartHelpers.CONFIG));
   }
   await Promise.all(jobs);
   if (firstRender) {

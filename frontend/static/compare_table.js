@@ -2,7 +2,7 @@
 // and per group the paper's two measures (epochs or seconds to the target and their speed-up
 // over the baseline, the final accuracy's difference from it).
 
-import * as BC from "./charts.js";
+import * as chartHelpers from "./charts.js";
 import { $, fmtAcc, fmtNum, fmtPts, fmtSeconds, h, isNum, paintSwatches } from "./common.js";
 import { apiQuery, state } from "./compare_state.js";
 
@@ -95,7 +95,7 @@ export function renderTable(result) {
     // The label breaks between its fields only, never inside one ("gamma=0.001" stays whole).
     const parts = labelParts(g).flatMap((part, j) => [j ? ", " : null, h("span", { class: "gf" }, part)]);
     return h("tr", { class: isBase ? "baseline" : null, dataset: { group: g.key, pruned: pruned ? String(pruned) : null } },
-      h("td", { class: "group-cell" }, h("span", { class: "swatch", dataset: { color: BC.color(i) } }), h("span", { class: "group-label", title: g.label }, ...parts),
+      h("td", { class: "group-cell" }, h("span", { class: "swatch", dataset: { color: chartHelpers.color(i) } }), h("span", { class: "group-label", title: g.label }, ...parts),
         isBase ? h("span", { class: "badge" }, "baseline") : null,
         pruned ? h("span", { class: "state state-pruned mini", title: "tuning trials stopped early as losers" }, pruned === g.n ? "pruned" : `${pruned} of ${g.n} pruned`) : null),
       h("td", { class: "num group-n" }, String(g.n)),

@@ -2,7 +2,7 @@
 // regret per optimizer.
 
 import { api } from "./api.js";
-import * as BC from "./charts.js";
+import * as chartHelpers from "./charts.js";
 import { $, fmtNum, h, paintSwatches } from "./common.js";
 
 const form = $("#convex-form");
@@ -59,23 +59,23 @@ export function hiddenUnder(res, names, key) {
 }
 
 async function plot(res) {
-  const Plotly = await BC.plotly();
+  const Plotly = await chartHelpers.plotly();
   const names = Object.keys(res.optimizers);
   const ts = Array.from({ length: res.steps }, (_, i) => i + 1);
   const hidden = { x: hiddenUnder(res, names, "x"), avg_regret: hiddenUnder(res, names, "avg_regret") };
   const trace = (name, i, key) => ({
     x: ts, y: res.optimizers[name][key], type: "scatter", mode: "lines",
     name: hidden[key][name] ? `${name} = ${hidden[key][name]} (hidden under it)` : name,
-    line: { width: 2, color: BC.color(i), dash: ["solid", "dash", "dot", "dashdot"][i % 4] },
+    line: { width: 2, color: chartHelpers.color(i), dash: ["solid", "dash", "dot", "dashdot"][i % 4] },
   });
   const xT = names.map((n, i) => trace(n, i, "x"));
   const reg = names.map((n, i) => trace(n, i, "avg_regret"));
   await Promise.all([
-    Plotly.react("chart-x", xT, BC.layout("Latent weight x_t", "step t", "x_t", { yaxis: { range: [-1.1, 1.1] }, hovermode: "x" }), BC.CONFIG),
-    Plotly.react("chart-regret", reg, BC.layout("Average regret R_t / t", "step t", "average regret", { xaxis: { type: "log" }, hovermode: "x" }), BC.CONFIG),
+    Plotly.react("chart-x", xT, chartHelpers.layout("Latent weight x_t", "step t", "x_t", { yaxis: { range: [-1.1, 1.1] }, hovermode: "x" }), chartHelpers.CONFIG),
+    Plotly.react("chart-regret", reg, chartHelpers.layout("Average regret R_t / t", "step t", "average regret", { xaxis: { type: "log" }, hovermode: "x" }), chartHelpers.CONFIG),
   ]);
   $("#convex-body").replaceChildren(...names.map((n, i) => h("tr", null,
-    h("td", null, h("span", { class: "swatch", dataset: { color: BC.color(i) } }), n,
+    h("td", null, h("span", { class: "swatch", dataset: { color: chartHelpers.color(i) } }), n,
       hidden.x[n] ? h("span", { class: "muted small" }, ` same path as ${hidden.x[n]}: its line hides this one`) : null),
     h("td", { class: "num" }, fmtNum(res.optimizers[n].final_x, 4)),
     h("td", { class: "num" }, fmtNum(res.optimizers[n].final_regret, 4)))));

@@ -9,7 +9,7 @@ import { $, $$, h } from "./common.js";
  * hyperparameters); the run page shows a run's config in the same groups. */
 export const SECTIONS = [
   ["Run", ["name", "tags", "epochs", "batch_size", "seed", "device"]],
-  ["Data", ["dataset", "data_dir", "train_subset", "test_subset"]],
+  ["Data", ["dataset", "data_dir", "train_subset", "test_subset", "val_split"]],
   ["Model", ["model", "@model_args"]],
   ["Optimizer", ["optimizer", "lr", "@hparams", "scheduler"]],
 ];
@@ -49,18 +49,27 @@ function rangeHelp(spec) {
 
 /**
  * One field's widget: {key, spec, box, input, sweepable, get(), set(v), setError(msg),
- * onChange(fn)}. In sweep mode (isSweep()) a sweepable field's get() is a list of values.
+ * onChange(fn)}. In sweep mode (isSweep()) a sweepable field's get() is a list of values;
+ * `single: true` makes a field that takes one value in every mode (a tuned sweep's search).
  */
-export function makeWidget(key, spec, isSweep) {
+export function makeWidget(key, spec, isSweep, { single = false } = {}) {
   const f = fieldBox(key, spec.label || key.split(".").pop().replace(/_/g, " "), rangeHelp(spec));
-  const sweepable = !NOT_SWEPT.has(key) && ["enum", "int", "float"].includes(spec.type);
+  const sweepable = !single && !NOT_SWEPT.has(key) && ["enum", "int", "float"].includes(spec.type);
   const w = { key, spec, box: f.box, sweepable };
   w.setError = (msg) => {
     f.err.textContent = msg || "";
     f.box.classList.toggle("has-error", !!msg);
     if (w.input) w.input.setAttribute("aria-invalid", msg ? "true" : "false");
   };
-  if (spec.type === "enum") {
+  if (spec.type === "enum" && !sweepable) {
+    const select = h("select", { id: f.id, "aria-describedby": f.err.id },
+      spec.choices.map((c) => h("option", { value: c }, c)));
+    w.input = select;
+    w.get = () => select.value;
+    w.set = (v) => { select.value = v; };
+    append(f.box, f.label, select, f.help, f.err);
+    w.onChange = (fn) => select.addEventListener("change", fn);
+  } else if (spec.type === "enum") {
     const select = h("select", { id: f.id, "aria-describedby": f.err.id },
       spec.choices.map((c) => h("option", { value: c }, c)));
     const checks = h("span", { class: "choice-group sweep-only", role: "group", "aria-label": `${key} values` },

@@ -1,20 +1,34 @@
 // New run form, generated from the run config's registries (/api/schema/options, embedded in
 // the page; fields.js). Single mode POSTs /api/runs; sweep mode POSTs /api/sweeps, and shows
 // the server's count of its runs as the form changes (sweep_count.js). Validation is the
-// server's: 422 errors are shown beside the field their loc names (form_errors.js).
+// server's: 422 errors are shown beside the field their loc names (form_errors.js). A tuned
+// sweep's search (the tune fields) is built from the options' `tune`: TuneSpec's fields, so
+// their defaults and bounds are the server's, as `bamsprod tune`'s are.
 
 import { api } from "./api.js";
-import { $, $$, h, pageData, toast } from "./common.js";
-import { FieldError, RunFields } from "./fields.js";
+import { $, h, pageData, toast } from "./common.js";
+import { FieldError, RunFields, makeWidget } from "./fields.js";
 import { FormErrors } from "./form_errors.js";
 import { SweepCount } from "./sweep_count.js";
 
+// The tune fields the form shows, in this order, with the form's words for them (defaults,
+// bounds and choices come with the options).
+const TUNE_FIELDS = {
+  lr_min: { label: "lr from" },
+  lr_max: { label: "lr to" },
+  n_lr: { label: "learning rates", help: "log-spaced, per optimizer" },
+  stage1_epochs: { label: "stage-1 epochs", help: "per trial; the epochs field is stage 2's budget" },
+  criterion: { label: "choose by" },
+};
+
 const form = $("#run-form");
+const options = pageData("options-data");
 let sweep = false;
 const isSweep = () => sweep;
 const tuning = () => sweep && $("#f-strategy").value === "tune";
 
-const fields = new RunFields(pageData("options-data"), { isSweep, onChange: () => count.schedule() });
+const fields = new RunFields(options, { isSweep, onChange: () => count.schedule() });
+const tuneWidgets = new Map(); // TuneSpec field -> its widget (one value, in every mode)
 const errors = new FormErrors(fields);
 const count = new SweepCount({ body: sweepBody, errors, isSweep });
 
@@ -45,17 +59,27 @@ function tuneBody(body) {
   if (listed.length) throw new FieldError(listed[0], "tune searches the learning rate: give one value here");
   delete base.optimizer;
   delete base.lr;
-  const num = (k) => {
-    const text = $(`#f-tune-${k}`).value.trim();
-    return text === "" ? undefined : Number(text);
-  };
-  const tune = { optimizers, criterion: $("#f-tune-criterion").value };
-  for (const k of ["lr_min", "lr_max", "n_lr", "stage1_epochs"]) {
-    const v = num(k);
-    if (v !== undefined && !Number.isFinite(v)) throw new FieldError(`tune.${k}`, "must be a number");
-    if (v !== undefined) tune[k] = v;
+  const tune = { optimizers };
+  // Left empty: TuneSpec's default. Text that is no number goes as typed (the server names it).
+  for (const [name, w] of tuneWidgets) {
+    const v = w.get();
+    if (v !== undefined) tune[name] = v;
   }
   return { ...body, strategy: "tune", tune };
+}
+
+/** The tune fields, after the strategy: TuneSpec's own (from the options), filled with its
+ * defaults and described with its bounds. */
+function buildTune() {
+  const specs = options.tune || {};
+  for (const [name, words] of Object.entries(TUNE_FIELDS)) {
+    if (!specs[name]) continue;
+    const w = makeWidget(`tune.${name}`, { ...specs[name], ...words }, () => false, { single: true });
+    w.box.classList.add("tune-only");
+    w.onChange(() => count.schedule());
+    tuneWidgets.set(name, w);
+  }
+  $('#sweep-box [data-field="strategy"]').after(...[...tuneWidgets.values()].map((w) => w.box));
 }
 
 // --------------------------------------------------------------------- mode
@@ -143,6 +167,7 @@ async function prefill(runId) {
 }
 
 fields.build($("#form-sections"));
+buildTune();
 // Tune mode searches the learning rate: its field gives way to a note saying where.
 fields.widgets.get("lr")?.box.append(h("span", { class: "tune-note" },
   "searched in stage 1, between \"lr from\" and \"lr to\" (Sweep, below)"));
@@ -156,9 +181,6 @@ $("#f-strategy").addEventListener("change", () => {
   $('label[for="f-n_seeds"]').textContent = tuning() ? "stage-2 seeds" : "seeds per combination";
   count.schedule();
 });
-for (const el of $$("#sweep-box .tune-only input, #sweep-box .tune-only select")) {
-  el.addEventListener("input", () => count.schedule());
-}
 const params = new URLSearchParams(location.search);
 if (params.get("from")) await prefill(params.get("from"));
 if (params.get("sweep") === "1") {
