@@ -2,7 +2,7 @@
 answer's ``detail`` list (the same dicts), read by the API, the services and the CLI.
 
 ``loc`` is as pydantic or FastAPI give it (``("body", "grid", "lr")``); the API answers
-``full_loc``, the same with the entry a whole-mapping check named (``core.spec.EntryError``)
+``full_loc``, the same with the entry a whole-mapping check named (``core.config.EntryError``)
 added (``("body", "hparams", "gamma")``), which the browser keys on. ``path`` is the field it
 names in words: the location kind (``body``, ``query``) and a union member's tag
 (``model_args.width.float``) left out, the entry added (``hparams.kappa``).

@@ -1,6 +1,6 @@
 """The API's request and response bodies (SQLModel, no tables).
 
-Routes return these, never table rows (``app.tables``); the metric fields come from
+Routes return these, never table rows (``app.store.tables``); the metric fields come from
 ``core.metric_schema``.
 """
 
@@ -14,8 +14,8 @@ from annotated_types import Ge, Le
 from pydantic import ConfigDict, create_model, field_validator
 from sqlmodel import Field, SQLModel
 
+from bamsprod.core.config import RUN_STATES, OptimizerName, RunConfig, SafeText
 from bamsprod.core.metric_schema import METRIC_NAMES, field_definitions
-from bamsprod.core.spec import RUN_STATES, OptimizerName, RunConfig, SafeText
 
 METRIC_FIELDS = METRIC_NAMES  # core.metric_schema declares them; EpochMetricPublic has them
 # Columns GET /api/runs may sort on.

@@ -17,7 +17,7 @@ from platformdirs import user_data_dir
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bamsprod.core.spec import MAX_EPOCHS
+from bamsprod.core.config import MAX_EPOCHS
 
 
 class Settings(BaseSettings):
@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     database_url: str = ""
     broker_url: str = ""
     queue: str = "bamsprod"
-    # Bearer tokens (see app/security.py): unset, the API is open (the embedded default).
+    # Bearer tokens (see app/api/security.py): unset, the API is open (the embedded default).
     api_token: str | None = Field(default=None, repr=False)
     read_token: str | None = Field(default=None, repr=False)
     data_dir: Path | None = None
@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     # lock_timeout); then the API answers 503 and workers retry.
     db_busy_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     max_sweep_runs: int = 500
-    # This server's limit, at most the run config's own (core.spec.MAX_EPOCHS).
+    # This server's limit, at most the run config's own (core.config.MAX_EPOCHS).
     max_epochs: int = Field(default=MAX_EPOCHS, ge=1, le=MAX_EPOCHS)
     # How often the reconciler re-queues runs whose message was lost (queued for this long).
     reconcile_seconds: float = 30.0
@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     sse_heartbeat_seconds: float = 15.0
     # The largest request body the API accepts (413 beyond it).
     max_body_bytes: int = 1_000_000
-    # bamsprod serve/up (app.server): a request head must arrive within this long, a body
+    # bamsprod serve/up (app.web.server): a request head must arrive within this long, a body
     # within this long after its head (408 and closed otherwise), and at most this many
     # connections are open at once (one more: 503 with Retry-After).
     header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     # trains on the foreach path instead (core.optim._fused reads it from the environment).
     kernel_wait_seconds: float = Field(default=300.0, ge=0, le=86_400)
 
-    # --- request security (app/security.py) ---
+    # --- request security (app/api/security.py) ---
     # Host names the API answers to (400 for any other Host header: DNS rebinding); "*" for any.
     # JSON or comma-separated: BAMSPROD_ALLOWED_HOSTS=lab.example.org,127.0.0.1
     allowed_hosts: Annotated[list[str], NoDecode] = [

@@ -42,7 +42,7 @@ _EXPORTS: dict[str, str] = {
     "DatasetError": "bamsprod.core.data",
     "load_dataset": "bamsprod.core.data",
     "quantization_error": "bamsprod.core.metrics",
-    "RunConfig": "bamsprod.core.spec",
+    "RunConfig": "bamsprod.core.config",
     "train": "bamsprod.core.train",
     # plugin authors (docs/plugins.md); torch-free
     "hparams": "bamsprod.core.plugins",

@@ -1,5 +1,5 @@
 """``python -m bamsprod`` runs the ``bamsprod`` command line."""
 
-from bamsprod.app.cli import main
+from bamsprod.app.commands.cli import main
 
 main()

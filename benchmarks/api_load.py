@@ -92,7 +92,7 @@ def database(kind: str, home: Path) -> Iterator[dict[str, str]]:
         try:
             yield env
         finally:
-            from bamsprod.app.db import (
+            from bamsprod.app.store.engine import (
                 dispose_engine,  # this process seeded it: close its pool first
             )
 
@@ -105,9 +105,9 @@ def seed(url: str, n_runs: int, n_epochs: int, sweep_runs: int = 0) -> float:
     goes straight into the tables, not through ``app.store``: a million rows in bulk."""
     import sqlalchemy as sa
 
-    from bamsprod.app.db import get_engine, init_db
-    from bamsprod.app.tables import EpochMetric, Run, Sweep, utcnow
-    from bamsprod.core.spec import RunConfig
+    from bamsprod.app.store.engine import get_engine, init_db
+    from bamsprod.app.store.tables import EpochMetric, Run, Sweep, utcnow
+    from bamsprod.core.config import RunConfig
 
     t0 = time.perf_counter()
     init_db(url)

@@ -70,8 +70,8 @@ def synthetic_epoch(epoch: int, rate: float, rng: random.Random) -> dict[str, An
 def seed_database(database_url: str, n_runs: int, n_epochs: int) -> list[int]:
     """``n_runs`` succeeded runs of ``n_epochs`` epochs, written with ``app.store``."""
     from bamsprod.app import store
-    from bamsprod.app.db import init_db, session_scope
-    from bamsprod.core.spec import RunConfig
+    from bamsprod.app.store.engine import init_db, session_scope
+    from bamsprod.core.config import RunConfig
 
     init_db(database_url)
     rng = random.Random(0)

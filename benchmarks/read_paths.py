@@ -106,7 +106,7 @@ def bamsprod_server(home: Path, db_env: dict[str, str]) -> tuple[str, Any]:
                PYTHONPATH=str(ROOT))
     env.setdefault("BAMSPROD_BROKER_URL", "memory://")
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "bamsprod.app.main:create_app",
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", "bamsprod.app.web.main:create_app",
            "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
     return url, server(cmd, env, f"{url}/api/runs?limit=1", home / "bamsprod-server.log")
 

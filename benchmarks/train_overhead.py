@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bamsprod.core.config import RunConfig
 from bamsprod.core.data import load_dataset
 from bamsprod.core.nn import build_model
 from bamsprod.core.optim import build
-from bamsprod.core.spec import RunConfig
 from bamsprod.core.train import evaluate, train
 
 
@@ -127,8 +127,8 @@ def packing_table(counts: list[int], device: str, subset: int | None) -> list[di
 def worker_epoch(config: RunConfig, home: Path) -> float:
     """One epoch through the worker's task body on a SQLite store, including claim and writes."""
     from bamsprod.app import store
-    from bamsprod.app.db import init_db, session_scope
     from bamsprod.app.settings import Settings
+    from bamsprod.app.store.engine import init_db, session_scope
     from bamsprod.worker.tasks import execute_run
 
     settings = Settings(home=home)

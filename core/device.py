@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bamsprod.core.spec import DEVICE_TEXT_MAX
+from bamsprod.core.config import DEVICE_TEXT_MAX
 
 __all__ = ["describe", "pick_device"]
 

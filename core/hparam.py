@@ -2,7 +2,7 @@
 
 The built-in optimizers and models declare their tables of :class:`HParam` in
 ``core.plugins.builtin``; a plugin's table is read from its constructor's signature
-(``core.plugins.signature``). ``core.spec`` validates a run's ``hparams`` and ``model_args``
+(``core.plugins.signature``). ``core.config`` validates a run's ``hparams`` and ``model_args``
 against these tables. No torch here.
 """
 

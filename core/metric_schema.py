@@ -1,7 +1,7 @@
 """The per-epoch metrics, declared once: everything else derives from :data:`METRICS`.
 
 From this tuple come the trainer's ``EpochMetrics`` fields (``core.train``), the SQL table's
-metric columns (``app.tables.EpochMetric``), the API's epoch schema
+metric columns (``app.store.tables.EpochMetric``), the API's epoch schema
 (``app.schemas.EpochMetricPublic``: ``/api/runs/{id}/metrics``, its CSV, the live events), the
 compare series, the CLI's epoch table and the run page's charts (:func:`chart_specs`).
 

@@ -27,8 +27,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from bamsprod.core.config import DATASETS, MODELS, RegistryView, RunConfig, resolve_model_args
 from bamsprod.core.plugins import registry, resolve
-from bamsprod.core.spec import DATASETS, MODELS, RegistryView, RunConfig, resolve_model_args
 
 __all__ = ["ACTIVATION_FACTOR", "SIZE_ARG", "activation_bytes", "activation_elements",
            "fitting_size", "param_bytes", "param_count", "size_field", "too_large",

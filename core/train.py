@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bamsprod.core.config import RunConfig
 from bamsprod.core.data import load_dataset
 from bamsprod.core.data.split import validation_split
 from bamsprod.core.device import describe, pick_device
@@ -61,7 +62,6 @@ from bamsprod.core.metrics import FlipCounter, quantization_error
 from bamsprod.core.nn import binary_weights, build_model
 from bamsprod.core.optim import _fused
 from bamsprod.core.optim import build as build_optimizer
-from bamsprod.core.spec import RunConfig
 
 __all__ = ["BUILDING_KERNEL", "LOADING_DATA", "EpochMetrics", "EvalPoint", "TrainResult",
            "eval_after", "train"]

@@ -60,7 +60,7 @@ def _create_pg_database() -> tuple[str, str]:
 
 
 def _drop_pg_database(name: str, url: str) -> None:
-    from bamsprod.app.db import dispose_engine
+    from bamsprod.app.store.engine import dispose_engine
 
     dispose_engine(url)
     with _pg_admin() as conn:
@@ -70,7 +70,7 @@ def _drop_pg_database(name: str, url: str) -> None:
 @pytest.fixture(scope="session")
 def pg_session_url() -> Iterator[str]:
     """A migrated PostgreSQL database for this test session."""
-    from bamsprod.app.db import init_db
+    from bamsprod.app.store.engine import init_db
 
     name, url = _create_pg_database()
     try:
@@ -83,7 +83,7 @@ def pg_session_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def sqlite_session_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A migrated SQLite file database for this test session."""
-    from bamsprod.app.db import dispose_engine, init_db
+    from bamsprod.app.store.engine import dispose_engine, init_db
 
     url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'bamsprod.db'}"
     init_db(url)
@@ -94,7 +94,7 @@ def sqlite_session_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 def _empty_tables(url: str) -> None:
     import sqlalchemy as sa
 
-    from bamsprod.app.db import get_engine, is_sqlite
+    from bamsprod.app.store.engine import get_engine, is_sqlite
 
     with get_engine(url).begin() as conn:
         if is_sqlite(url):
@@ -115,7 +115,7 @@ def db_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def session(db_url: str):
-    from bamsprod.app.db import session_scope
+    from bamsprod.app.store.engine import session_scope
 
     with session_scope(db_url) as s:
         yield s
@@ -137,7 +137,7 @@ def empty_db_url(tmp_path: Path) -> Iterator[Callable[[str], str]]:
         return url
 
     yield make
-    from bamsprod.app.db import dispose_engine
+    from bamsprod.app.store.engine import dispose_engine
 
     for url in sqlite_urls:
         dispose_engine(url)
@@ -169,7 +169,7 @@ def enqueued() -> list[int]:
 def api_app(api_settings, enqueued: list[int]):
     """The real app on the test database. Queueing is injected (it records run ids): the
     real Celery queue is exercised by the service tests."""
-    from bamsprod.app.main import create_app
+    from bamsprod.app.web.main import create_app
 
     return create_app(
         api_settings,
@@ -183,6 +183,6 @@ def api_app(api_settings, enqueued: list[int]):
 def client(api_app) -> Iterator:
     from fastapi.testclient import TestClient
 
-    # As the dashboard and the CLI do: changes carry X-Requested-With (app.csrf.CSRFGuard).
+    # As the dashboard and the CLI do: changes carry X-Requested-With (app.api.csrf.CSRFGuard).
     with TestClient(api_app, headers={"X-Requested-With": "test"}) as c:
         yield c

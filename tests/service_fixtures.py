@@ -139,7 +139,7 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 def pg_url() -> Iterator[str]:
     import sqlalchemy as sa
 
-    from bamsprod.app.db import dispose_engine, init_db
+    from bamsprod.app.store.engine import dispose_engine, init_db
 
     name = f"bamsprod_t_{uuid.uuid4().hex[:12]}"
     try:
@@ -198,7 +198,7 @@ def service_settings(request: pytest.FixtureRequest, tmp_path: Path, redis_url: 
                      ) -> Iterator[Settings]:
     """A migrated database (SQLite file or PostgreSQL) and a Redis broker, in ``app.queue``."""
     from bamsprod.app import queue
-    from bamsprod.app.db import dispose_engine, init_db
+    from bamsprod.app.store.engine import dispose_engine, init_db
 
     if request.param == "postgres":
         db_url = request.getfixturevalue("pg_url")

@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bamsprod.app import store
-from bamsprod.app.db import session_scope
-from bamsprod.app.main import create_app
+from bamsprod.app.store.engine import session_scope
+from bamsprod.app.web.main import create_app
 
 BODY = {
     "name": "r",
@@ -445,7 +445,7 @@ def test_compare_runs_without_epochs(client: TestClient) -> None:
 
 def test_the_api_never_imports_torch_or_the_worker(tmp_path) -> None:
     """Starting the app and serving requests (health included) loads no torch, trainer or
-    worker code: the API validates runs with core.spec alone."""
+    worker code: the API validates runs with core.config alone."""
     import subprocess
     import sys
     import textwrap
@@ -454,7 +454,7 @@ def test_the_api_never_imports_torch_or_the_worker(tmp_path) -> None:
         f"""
         import sys
         from fastapi.testclient import TestClient
-        from bamsprod.app.main import create_app
+        from bamsprod.app.web.main import create_app
         from bamsprod.app.settings import Settings
         s = Settings(home={str(tmp_path)!r}, broker_url="memory://")
         with TestClient(create_app(s, enqueue=lambda i: None)) as c:
@@ -586,7 +586,7 @@ def test_a_500_run_sweep_is_one_bulk_insert(client: TestClient, db_url: str,
     statement per run); every run queued after the answer, in order."""
     import sqlalchemy as sa
 
-    from bamsprod.app.db import get_engine
+    from bamsprod.app.store.engine import get_engine
 
     statements: list[str] = []
 

@@ -21,8 +21,8 @@ import pytest
 from service_fixtures import make_settings, wait_for
 
 from bamsprod.app import queue, store
-from bamsprod.app.db import init_db, session_scope
-from bamsprod.core.spec import TERMINAL_STATES
+from bamsprod.app.store.engine import init_db, session_scope
+from bamsprod.core.config import TERMINAL_STATES
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 

@@ -450,9 +450,9 @@ def seed_finished_sweep(server: LiveServer, n_runs: int, n_epochs: int) -> int:
     import sqlalchemy as sa
 
     from bamsprod.app import store
-    from bamsprod.app.db import session_scope
-    from bamsprod.app.tables import EpochMetric, Run, utcnow
-    from bamsprod.core.spec import RunConfig
+    from bamsprod.app.store.engine import session_scope
+    from bamsprod.app.store.tables import EpochMetric, Run, utcnow
+    from bamsprod.core.config import RunConfig
 
     opts = ("adam", "bamsprod", "bop", "sgd")
     configs = [

@@ -41,8 +41,8 @@ def seed_sweep(server: LiveServer, configs: list[Any], states: list[str] | None 
     import sqlalchemy as sa
 
     from bamsprod.app import store
-    from bamsprod.app.db import session_scope
-    from bamsprod.app.tables import EpochMetric, Run, TuneStage, TuneTrial, utcnow
+    from bamsprod.app.store.engine import session_scope
+    from bamsprod.app.store.tables import EpochMetric, Run, TuneStage, TuneTrial, utcnow
 
     states = states or ["succeeded"] * len(configs)
     with session_scope(f"sqlite:///{server.home / 'bamsprod.db'}") as s:
@@ -72,7 +72,7 @@ def seed_sweep(server: LiveServer, configs: list[Any], states: list[str] | None 
 
 
 def configs(*items: dict[str, Any]) -> list[Any]:
-    from bamsprod.core.spec import RunConfig
+    from bamsprod.core.config import RunConfig
 
     return [RunConfig.model_validate({"epochs": 4, "dataset": "digits", **i}) for i in items]
 

@@ -97,9 +97,9 @@ def test_user_text_is_printed_plainly(start_api, tmp_path: Path) -> None:
     from service_fixtures import make_settings, settings_env
 
     from bamsprod.app import store
-    from bamsprod.app.db import get_engine, init_db, session_scope
-    from bamsprod.app.tables import Run
-    from bamsprod.core.spec import RunConfig
+    from bamsprod.app.store.engine import get_engine, init_db, session_scope
+    from bamsprod.app.store.tables import Run
+    from bamsprod.core.config import RunConfig
 
     s = make_settings(tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'cli.db'}",
                       broker_url="memory://")
@@ -156,8 +156,8 @@ def test_piped_and_narrow_output_keeps_every_value(start_api, tmp_path: Path) ->
     from service_fixtures import make_settings, settings_env
 
     from bamsprod.app import store
-    from bamsprod.app.db import init_db, session_scope
-    from bamsprod.core.spec import RunConfig
+    from bamsprod.app.store.engine import init_db, session_scope
+    from bamsprod.core.config import RunConfig
 
     s = make_settings(tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'cli.db'}",
                       broker_url="memory://")

@@ -100,7 +100,7 @@ def test_an_old_run_compares_with_a_new_one_on_val_acc(client: TestClient, db_ur
     """A run stored before evaluation points (its epochs' val_acc only) and one with four
     points an epoch, through the database: each is timed from what it has."""
     from bamsprod.app import store
-    from bamsprod.app.db import session_scope
+    from bamsprod.app.store.engine import session_scope
 
     old = client.post("/api/runs", json={"optimizer": "adam", "epochs": 2}).json()["id"]
     new = client.post("/api/runs", json={"optimizer": "bamsprod", "epochs": 2,

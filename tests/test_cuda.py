@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bamsprod.core.config import RunConfig
 from bamsprod.core.optim import AdaBound, BAMSProd, Bop, CaseOptimizer
-from bamsprod.core.spec import RunConfig
 from bamsprod.core.train import train
 
 pytestmark = [

@@ -20,6 +20,7 @@ import torch
 
 import bamsprod.core.data.checksums as checksums
 import bamsprod.core.data.registry as registry
+from bamsprod.core.config import DATASETS
 from bamsprod.core.data import (
     ENV_VAR,
     DatasetError,
@@ -33,7 +34,6 @@ from bamsprod.core.data import (
     status,
 )
 from bamsprod.core.data.idx import read_idx, write_idx
-from bamsprod.core.spec import DATASETS
 
 
 @pytest.fixture(autouse=True)

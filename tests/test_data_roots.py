@@ -9,10 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bamsprod.app import store
-from bamsprod.app.db import session_scope
-from bamsprod.app.main import create_app
 from bamsprod.app.settings import Settings
-from bamsprod.core.spec import RunConfig
+from bamsprod.app.store.engine import session_scope
+from bamsprod.app.web.main import create_app
+from bamsprod.core.config import RunConfig
 from bamsprod.worker.tasks import execute_run
 
 TINY = {"model": "mlp", "dataset": "cifar10", "model_args": {"width": 8}, "epochs": 1}

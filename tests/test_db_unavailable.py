@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from service_fixtures import make_settings
 
-from bamsprod.app.db import dispose_engine, get_engine, init_db
+from bamsprod.app.store.engine import dispose_engine, get_engine, init_db
 
 TINY = {"model": "mlp", "dataset": "digits", "model_args": {"width": 32}, "epochs": 1}
 HEADERS = {"X-Requested-With": "t"}
@@ -66,7 +66,7 @@ def test_a_locked_sqlite_file_is_a_quick_503(tmp_path, start_api) -> None:
 def test_a_full_database_is_a_503_and_loses_nothing(tmp_path) -> None:
     from fastapi.testclient import TestClient
 
-    from bamsprod.app.main import create_app
+    from bamsprod.app.web.main import create_app
 
     s = make_settings(tmp_path / "home", broker_url="memory://")
     s.ensure_dirs()
@@ -110,7 +110,7 @@ def test_a_locked_postgresql_table_is_a_quick_503(pg_url: str, tmp_path) -> None
     the lock went. With lock_timeout (the same 5 s), it is a 503."""
     from fastapi.testclient import TestClient
 
-    from bamsprod.app.main import create_app
+    from bamsprod.app.web.main import create_app
 
     s = make_settings(tmp_path / "home", pg_url, "memory://")
     holder = sa.create_engine(pg_url)

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from bamsprod.app import sweeps
 from bamsprod.app.field_errors import FieldError, InvalidField, field_errors, first_error
 from bamsprod.app.schemas import SweepCreate
-from bamsprod.core.spec import RunConfig
+from bamsprod.core.config import RunConfig
 
 
 def error_of(**fields: object) -> FieldError:

@@ -78,8 +78,8 @@ CHECKS = [
 def _seed(url: str) -> None:
     """Three runs (finished with epochs, running, queued) and a sweep of two."""
     from bamsprod.app import store
-    from bamsprod.app.db import session_scope
-    from bamsprod.core.spec import RunConfig
+    from bamsprod.app.store.engine import session_scope
+    from bamsprod.core.config import RunConfig
 
     base = {"dataset": "digits", "model_args": {"width": 32}, "epochs": 3}
     with session_scope(url) as s:
@@ -108,8 +108,8 @@ def api_schema(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     """The schema of the real app on each back end's session database, emptied and seeded."""
     from conftest import _empty_tables
 
-    from bamsprod.app.main import create_app
     from bamsprod.app.settings import Settings
+    from bamsprod.app.web.main import create_app
 
     fixture = "sqlite_session_url" if request.param == "sqlite" else "pg_session_url"
     url = request.getfixturevalue(fixture)
@@ -160,7 +160,7 @@ def strict_client(api_settings: Any, enqueued: list[int]) -> Iterator[Any]:
     """The app with low limits: at most 10 epochs a run and 4 runs a sweep."""
     from fastapi.testclient import TestClient
 
-    from bamsprod.app.main import create_app
+    from bamsprod.app.web.main import create_app
 
     s = api_settings.model_copy(update={"max_epochs": 10, "max_sweep_runs": 4})
     with TestClient(create_app(s, enqueue=enqueued.append, broker_check=lambda: True,

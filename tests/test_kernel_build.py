@@ -199,7 +199,7 @@ def test_worker_cancel_during_build_and_sigkill_mid_build(service_settings, star
     from test_reliability import run_row, submit, tiny
 
     from bamsprod.app import store
-    from bamsprod.app.db import session_scope
+    from bamsprod.app.store.engine import session_scope
 
     s = service_settings
     root = tmp_path / "ext"

@@ -48,11 +48,11 @@ SCRIPT = textwrap.dedent(
     from sqlmodel import SQLModel
 
     from bamsprod.app import store
-    from bamsprod.app.db import get_engine, init_db, session_scope
-    from bamsprod.app.main import create_app
+    from bamsprod.app.store.engine import get_engine, init_db, session_scope
+    from bamsprod.app.web.main import create_app
     from bamsprod.app.schemas import EpochMetricPublic
     from bamsprod.app.settings import Settings
-    from bamsprod.app.tables import EpochMetric
+    from bamsprod.app.store.tables import EpochMetric
     from bamsprod.core.train import EpochMetrics
 
     # The trainer's record and the table carry it.

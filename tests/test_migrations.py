@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from bamsprod.app.db import (
+from bamsprod.app.store.engine import (
     current_revision,
     downgrade_db,
     get_engine,
@@ -20,8 +20,8 @@ from bamsprod.app.db import (
     init_db,
     is_sqlite,
 )
-from bamsprod.app.tables import metadata
-from bamsprod.core.spec import RunConfig
+from bamsprod.app.store.tables import metadata
+from bamsprod.core.config import RunConfig
 
 TABLES = {"run", "epoch_metric", "eval_point", "sweep", "tune_trial", "tune_stage"}
 
@@ -62,7 +62,7 @@ def test_concurrent_start_up_migrates_once(empty_db_url, kind: str) -> None:
     url = empty_db_url(kind)
     code = textwrap.dedent(
         f"""
-        from bamsprod.app.db import init_db
+        from bamsprod.app.store.engine import init_db
         init_db({url!r})
         """
     )
@@ -78,7 +78,7 @@ def old_runs(url: str, configs: list, sweep: bool = False) -> list[int]:
     """Runs (in a new sweep with ``sweep``) inserted as an older revision's ``run`` table holds
     them: only the columns it has, since the models describe the newest."""
     from bamsprod.app.store import new_run
-    from bamsprod.app.tables import Run, Sweep, utcnow
+    from bamsprod.app.store.tables import Run, Sweep, utcnow
 
     have = {c["name"] for c in sa.inspect(get_engine(url)).get_columns("run")}
     now = utcnow()
@@ -102,8 +102,8 @@ def test_sqlite_autoincrement_rebuild_keeps_every_row(empty_db_url) -> None:
     from alembic import command
 
     from bamsprod.app import store
-    from bamsprod.app.db import alembic_config, session_scope
-    from bamsprod.core.spec import RunConfig
+    from bamsprod.app.store.engine import alembic_config, session_scope
+    from bamsprod.core.config import RunConfig
 
     url = empty_db_url("sqlite")
     command.upgrade(alembic_config(url), "0001")
@@ -133,8 +133,8 @@ def test_val_metrics_migration_keeps_old_epochs_and_adds_columns(empty_db_url) -
     from alembic import command
 
     from bamsprod.app import store
-    from bamsprod.app.db import alembic_config, session_scope
-    from bamsprod.core.spec import RunConfig
+    from bamsprod.app.store.engine import alembic_config, session_scope
+    from bamsprod.core.config import RunConfig
 
     url = empty_db_url("sqlite")
     command.upgrade(alembic_config(url), "0002_autoincrement")
@@ -160,7 +160,7 @@ def test_plugins_migration_gives_old_runs_an_empty_record_and_keeps_epochs(
     going down again keeps every run and epoch."""
     from alembic import command
 
-    from bamsprod.app.db import alembic_config
+    from bamsprod.app.store.engine import alembic_config
 
     url = empty_db_url(kind)
     command.upgrade(alembic_config(url), "0005_tuning")
@@ -191,8 +191,8 @@ def test_eval_points_migration_keeps_old_runs_and_epochs(empty_db_url, kind: str
     from alembic import command
 
     from bamsprod.app import store
-    from bamsprod.app.db import alembic_config, session_scope
-    from bamsprod.core.spec import RunConfig
+    from bamsprod.app.store.engine import alembic_config, session_scope
+    from bamsprod.core.config import RunConfig
 
     url = empty_db_url(kind)
     command.upgrade(alembic_config(url), "0005_tuning")
@@ -230,7 +230,7 @@ def test_phase_and_archive_migration_keeps_old_runs_in_the_table(empty_db_url, k
     from alembic import command
 
     from bamsprod.app import store
-    from bamsprod.app.db import alembic_config, session_scope
+    from bamsprod.app.store.engine import alembic_config, session_scope
 
     url = empty_db_url(kind)
     command.upgrade(alembic_config(url), "0007_eval_points")

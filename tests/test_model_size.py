@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bamsprod.core.config import DATASETS, RunConfig
 from bamsprod.core.model_size import (
     STATE_SLOTS,
     activation_bytes,
@@ -16,7 +17,6 @@ from bamsprod.core.model_size import (
 )
 from bamsprod.core.nn import build_model
 from bamsprod.core.optim import build as build_optimizer
-from bamsprod.core.spec import DATASETS, RunConfig
 
 SIZES = [
     ("mlp", {"width": 8, "depth": 1}),

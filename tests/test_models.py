@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from bamsprod.core.config import DATASETS, MODELS
 from bamsprod.core.nn import (
     BinaryConv2d,
     BinaryLinear,
@@ -14,7 +15,6 @@ from bamsprod.core.nn import (
     is_binary,
     model_names,
 )
-from bamsprod.core.spec import DATASETS, MODELS
 
 SHAPES = sorted({tuple(meta["shape"]) for meta in DATASETS.values()})
 SMALL = {

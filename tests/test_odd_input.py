@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from test_api import BODY, submit, train
 
-from bamsprod.app.db import get_engine
-from bamsprod.app.tables import Run
+from bamsprod.app.store.engine import get_engine
+from bamsprod.app.store.tables import Run
 
 # Every one is legal text: markup, quotes, SQL wildcards, RTL, combining marks, emoji, a
 # zero-width space, a BOM, a private-use and the last code point.

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from bamsprod.core.config import DEFAULT_LR, OPTIMIZERS, HParam
 from bamsprod.core.nn import BinaryLinear, binary_weights
 from bamsprod.core.optim import (
     OPTIMIZER_NAMES,
@@ -19,7 +20,6 @@ from bamsprod.core.optim import (
     build,
     clip_latent_weights,
 )
-from bamsprod.core.spec import DEFAULT_LR, OPTIMIZERS, HParam
 
 
 def make_model(seed: int = 0) -> nn.Module:

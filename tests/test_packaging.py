@@ -187,9 +187,10 @@ def installed_env(target: Path, home: Path) -> dict[str, str]:
     return env
 
 
-PROBE = ("import bamsprod.app.main, bamsprod.app.pages, bamsprod.app.db; "
+PROBE = ("import bamsprod.app.web.main, bamsprod.app.web.pages, bamsprod.app.store.engine; "
          "from bamsprod import app; "
-         "print(app.__file__); print(app.pages.FRONTEND); print(app.db.MIGRATIONS_DIR)")
+         "print(app.__file__); print(app.web.pages.FRONTEND); "
+         "print(app.store.engine.MIGRATIONS_DIR)")
 
 
 def probe(target: Path, cwd: Path, prelude: str = "") -> list[Path]:
@@ -274,13 +275,13 @@ def test_editable_install_reads_the_top_level_frontend(
 
 @pytest.fixture(scope="module")
 def installed_server(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``uvicorn bamsprod.app.main:create_app`` from the installed copy, on a fresh home."""
+    """``uvicorn bamsprod.app.web.main:create_app`` from the installed copy, on a fresh home."""
     tmp_path = tmp_path_factory.mktemp("served")
     port = free_port()
     log = tmp_path / "uvicorn.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-S", "-m", "uvicorn", "bamsprod.app.main:create_app", "--factory",
+            [sys.executable, "-S", "-m", "uvicorn", "bamsprod.app.web.main:create_app", "--factory",
              "--host", "127.0.0.1", "--port", str(port)],
             cwd=tmp_path, env=installed_env(installed, tmp_path / "home"),
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from torch import nn
 
 import bamsprod
+from bamsprod.core.config import DEFAULT_LR, OPTIMIZERS, RunConfig
 from bamsprod.core.hparam import HParam
 from bamsprod.core.plugins import (
     OptimizerSpec,
@@ -26,7 +27,6 @@ from bamsprod.core.plugins import (
     registry,
 )
 from bamsprod.core.plugins.convert import to_spec
-from bamsprod.core.spec import DEFAULT_LR, OPTIMIZERS, RunConfig
 
 # --------------------------------------------------------------------------- signatures
 

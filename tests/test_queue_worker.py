@@ -14,9 +14,9 @@ from service_fixtures import wait_for
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from bamsprod.app import queue, store
-from bamsprod.app.db import session_scope
 from bamsprod.app.settings import Settings
-from bamsprod.core.spec import TERMINAL_STATES, RunConfig
+from bamsprod.app.store.engine import session_scope
+from bamsprod.core.config import TERMINAL_STATES, RunConfig
 from bamsprod.worker.db import with_db_retry
 from bamsprod.worker.reconciler import reconcile_once
 from bamsprod.worker.tasks import execute_run
@@ -59,7 +59,7 @@ def wait_state(s: Settings, run_id: int, states: tuple[str, ...], timeout: float
 def test_submitted_run_completes_on_worker(service_settings: Settings, start_worker) -> None:
     from fastapi.testclient import TestClient
 
-    from bamsprod.app.main import create_app
+    from bamsprod.app.web.main import create_app
 
     s = service_settings
     w = start_worker(s, "w1")

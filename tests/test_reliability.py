@@ -31,9 +31,9 @@ from service_fixtures import PG_ADMIN_URL, wait_for
 from sqlalchemy.engine import make_url
 
 from bamsprod.app import queue, store
-from bamsprod.app.db import get_engine, session_scope
 from bamsprod.app.settings import Settings
-from bamsprod.core.spec import TERMINAL_STATES, RunConfig
+from bamsprod.app.store.engine import get_engine, session_scope
+from bamsprod.core.config import TERMINAL_STATES, RunConfig
 from bamsprod.worker.db import with_db_retry
 from bamsprod.worker.reconciler import NEVER
 
@@ -206,7 +206,7 @@ def test_broker_flushed_with_runs_queued_all_complete(service_settings: Settings
     import redis
     from fastapi.testclient import TestClient
 
-    from bamsprod.app.main import create_app
+    from bamsprod.app.web.main import create_app
 
     s = service_settings.model_copy(update={"reconcile_seconds": 1.0})
     with TestClient(create_app(s)) as client:  # the real app and its real enqueue

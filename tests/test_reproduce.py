@@ -28,7 +28,7 @@ from bamsprod.app.studies.fmt import table
 from bamsprod.app.studies.report_html import html_report
 from bamsprod.app.studies.runner import REPORT_FORMAT, rerender, write_report
 from bamsprod.app.studies.studyfile import load_study
-from bamsprod.core.spec import DEFAULT_LR
+from bamsprod.core.config import DEFAULT_LR
 
 ROOT = Path(__file__).resolve().parents[1]
 T975 = {1: 12.706204736, 2: 4.302652730, 4: 2.776445105, 9: 2.262157163}  # Student-t tables
@@ -217,7 +217,7 @@ def test_sweep_bodies_pass_the_api_with_the_planned_counts(client):
 
 
 def rs_fields() -> set[str]:
-    from bamsprod.core.spec import RunConfig
+    from bamsprod.core.config import RunConfig
 
     return set(RunConfig.model_fields)
 
@@ -300,8 +300,8 @@ def _section(md: str, title: str) -> str:
 def test_reproduce_quick_end_to_end(tmp_path):
     from fastapi.testclient import TestClient
 
-    from bamsprod.app.main import create_app
     from bamsprod.app.settings import Settings
+    from bamsprod.app.web.main import create_app
 
     out = tmp_path / "repro"
     env = {k: v for k, v in os.environ.items() if not k.startswith("BAMSPROD_")}

@@ -40,10 +40,11 @@ from service_fixtures import (
     wait_for,
 )
 
-from bamsprod.app import csrf, security, store
-from bamsprod.app.db import dispose_engine, init_db, session_scope
+from bamsprod.app import store
 from bamsprod.app.settings import Settings
-from bamsprod.core.spec import RunConfig
+from bamsprod.app.store.engine import dispose_engine, init_db, session_scope
+from bamsprod.app.web import csrf, security
+from bamsprod.core.config import RunConfig
 
 API = "write-token-7f3a"
 READ = "read-token-42"
@@ -69,7 +70,7 @@ def _runs(session: Any) -> dict[str, int]:
 def make_client(api_settings: Settings, enqueued: list[int]
                 ) -> Iterator[Callable[..., tuple[TestClient, dict[str, int]]]]:
     """``make_client(api_token=..., read_token=...)``: the app with those tokens, seeded."""
-    from bamsprod.app.main import create_app
+    from bamsprod.app.web.main import create_app
 
     clients: list[TestClient] = []
 
@@ -380,7 +381,7 @@ def test_security_headers_on_every_response(make_client) -> None:
 
 
 def test_html_escapes_user_text(make_client) -> None:
-    from bamsprod.app.pages import templates
+    from bamsprod.app.web.pages import templates
 
     client, ids = make_client()
     for path in ("/", f"/runs/{ids['done']}", f"/compare?runs={ids['done']}", "/runs/new"):

@@ -16,8 +16,8 @@ from test_embedded import children_of
 from test_sse import SSEClient, free_port
 
 from bamsprod.app import store
-from bamsprod.app.db import session_scope
-from bamsprod.core.spec import RunConfig
+from bamsprod.app.store.engine import session_scope
+from bamsprod.core.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow]

@@ -1,4 +1,4 @@
-"""Slow or large requests against a real ``bamsprod serve`` (``app.server``, ``EarlyAuth``):
+"""Slow or large requests against a real ``bamsprod serve`` (``app.web.server``, ``EarlyAuth``):
 
 - with a token set, 100 connections that send 990 KB of a 1 MB body without a token and stall
   are refused on their headers (401), closed within seconds, and the API's memory does not

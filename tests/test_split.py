@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bamsprod.core.config import RunConfig
 from bamsprod.core.data.split import validation_split
-from bamsprod.core.spec import RunConfig
 from bamsprod.core.train import train
 
 

@@ -19,8 +19,8 @@ import uvicorn
 
 from bamsprod.app import store
 from bamsprod.app.api.events import Broadcaster
-from bamsprod.app.db import get_engine, session_scope
-from bamsprod.core.spec import RunConfig
+from bamsprod.app.store.engine import get_engine, session_scope
+from bamsprod.core.config import RunConfig
 
 
 def free_port() -> int:
@@ -253,7 +253,7 @@ def test_idle_poller_queries_nothing_and_deleted_run_ends_stream(db_url: str) ->
 def test_the_access_log_never_shows_a_ticket_or_token(api_settings, db_url: str) -> None:
     """With a read token set the stream takes a ticket in its URL; uvicorn's access log shows
     the request with ``ticket=***`` (and a stray ``token=`` redacted too)."""
-    from bamsprod.app.main import create_app
+    from bamsprod.app.web.main import create_app
 
     app = create_app(api_settings.model_copy(update={"read_token": "read-secret-9"}),
                      enqueue=lambda i: None)
@@ -290,7 +290,7 @@ def test_the_access_log_never_shows_a_ticket_or_token(api_settings, db_url: str)
 
 
 def test_streams_beyond_the_cap_get_503_with_retry_after(api_settings, db_url: str) -> None:
-    from bamsprod.app.main import create_app
+    from bamsprod.app.web.main import create_app
 
     app = create_app(api_settings.model_copy(update={"max_sse_connections": 3}),
                      enqueue=lambda i: None)
@@ -324,7 +324,7 @@ def test_the_stream_cap_is_exact_under_a_burst(api_settings, db_url: str) -> Non
     """60 streams opened at once against a cap of 20: exactly 20 are accepted (before: the
     cap counted subscribers, which join only once a response streams, so a burst overshot it:
     204 of 300 against 200)."""
-    from bamsprod.app.main import create_app
+    from bamsprod.app.web.main import create_app
 
     app = create_app(api_settings.model_copy(update={"max_sse_connections": 20}),
                      enqueue=lambda i: None)

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bamsprod.app import store
-from bamsprod.app.db import get_engine, new_session, session_scope
-from bamsprod.app.tables import EpochMetric, EvalPoint, Run
-from bamsprod.core.spec import RunConfig
+from bamsprod.app.store.engine import get_engine, new_session, session_scope
+from bamsprod.app.store.tables import EpochMetric, EvalPoint, Run
+from bamsprod.core.config import RunConfig
 
 
 def cfg(**kw) -> RunConfig:
@@ -375,7 +375,7 @@ def test_create_sweep_writes_its_stage1_trials_in_the_same_transaction(session) 
     """A tuned sweep's ``tune_trial`` rows go in with its runs, or nothing goes in at all."""
     from sqlalchemy.exc import IntegrityError
 
-    from bamsprod.app.tables import Sweep, TuneTrial
+    from bamsprod.app.store.tables import Sweep, TuneTrial
 
     configs = [cfg(seed=7, lr=lr) for lr in (0.001, 0.01)]
     trials = [store.Stage1Trial("adam", 0), store.Stage1Trial("adam", 1)]

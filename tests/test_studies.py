@@ -31,7 +31,7 @@ from bamsprod.app.studies.studyfile import (
     shipped_names,
 )
 from bamsprod.app.studies.toml_lines import key_lines
-from bamsprod.core.spec import OPTIMIZERS
+from bamsprod.core.config import OPTIMIZERS
 
 ROOT = Path(__file__).resolve().parents[1]
 

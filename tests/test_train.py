@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from bamsprod.core.spec import RunConfig
+from bamsprod.core.config import RunConfig
 from bamsprod.core.train import EpochMetrics, eval_after, train
 
 
@@ -235,8 +235,8 @@ def test_one_function_picks_the_device_and_names_what_trained() -> None:
 def test_a_gpu_runs_device_text_names_the_card_and_fits_its_column() -> None:
     from unittest import mock
 
+    from bamsprod.core.config import DEVICE_TEXT_MAX
     from bamsprod.core.device import describe
-    from bamsprod.core.spec import DEVICE_TEXT_MAX
 
     assert describe("cpu", "fused") == "cpu · fused"
     assert describe("cpu", "") is None

@@ -38,7 +38,7 @@ def test_options_publish_tunespec_defaults_and_bounds(client) -> None:
 
 
 def test_cli_tune_options_default_to_tunespec() -> None:
-    from bamsprod.app.cli import command
+    from bamsprod.app.commands.cli import command
 
     params = {p.name: p for p in command().commands["tune"].params}
     for name in CLI_FIELDS:
@@ -62,9 +62,9 @@ SCRIPT = textwrap.dedent("""
     from click.testing import CliRunner
     from fastapi.testclient import TestClient
 
-    from bamsprod.app.cli import command
-    from bamsprod.app.db import init_db
-    from bamsprod.app.main import create_app
+    from bamsprod.app.commands.cli import command
+    from bamsprod.app.store.engine import init_db
+    from bamsprod.app.web.main import create_app
     from bamsprod.app.settings import Settings
 
     home = Path(sys.argv[2])

@@ -15,10 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bamsprod.app import store
-from bamsprod.app.db import session_scope
 from bamsprod.app.settings import Settings
+from bamsprod.app.store.engine import session_scope
+from bamsprod.app.store.tables import TuneStage
 from bamsprod.app.sweeps import optuna_storage, tuning
-from bamsprod.app.tables import TuneStage
 from bamsprod.worker.db import db_call
 from bamsprod.worker.tasks import execute_run
 from bamsprod.worker.tuned import after_run
@@ -225,7 +225,7 @@ def test_concurrent_stage1_endings_create_stage2_once(client, api_settings) -> N
 def test_worker_prunes_the_loser_then_queues_stage2(service_settings: Settings) -> None:
     """The worker reports val_acc to Optuna; the trial behind at the first rung is pruned
     (state ``pruned``, stopped after epoch 1 of 3) and stage 2 takes the other rate."""
-    from bamsprod.app.main import create_app
+    from bamsprod.app.web.main import create_app
 
     s = service_settings
     body = tune_body(optimizers=["adam"], lr_min=1e-6, lr_max=1e-2, n_lr=2, stage1_epochs=3)
@@ -254,7 +254,7 @@ def test_worker_prunes_the_loser_then_queues_stage2(service_settings: Settings) 
 def test_reconciler_creates_stage2_when_the_last_trial_was_cancelled_queued(
         service_settings: Settings) -> None:
     """No worker ends a run cancelled while queued: the reconciler's pass starts stage 2."""
-    from bamsprod.app.main import create_app
+    from bamsprod.app.web.main import create_app
     from bamsprod.worker.reconciler import reconcile_once
 
     s = service_settings
@@ -285,7 +285,7 @@ def test_cli_tune_submits_stage1_and_names_the_bad_option(start_api, tmp_path) -
 
     from service_fixtures import make_settings, settings_env
 
-    from bamsprod.app.db import init_db
+    from bamsprod.app.store.engine import init_db
 
     s = make_settings(tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'cli.db'}",
                       broker_url="memory://")
@@ -349,7 +349,7 @@ def test_two_celery_workers_run_both_stages(service_settings: Settings, start_wo
     whichever ends the last trial queues stage 2, and stage 2 trains too."""
     from service_fixtures import wait_for
 
-    from bamsprod.app.main import create_app
+    from bamsprod.app.web.main import create_app
 
     s = service_settings
     workers = [start_worker(s, "w1"), start_worker(s, "w2")]

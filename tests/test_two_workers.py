@@ -23,8 +23,8 @@ import pytest
 from service_fixtures import ROOT, make_settings, settings_env, wait_for
 
 from bamsprod.app import queue, store
-from bamsprod.app.db import session_scope
-from bamsprod.core.spec import RunConfig
+from bamsprod.app.store.engine import session_scope
+from bamsprod.core.config import RunConfig
 
 TINY = {"model": "mlp", "dataset": "digits", "model_args": {"width": 32}, "batch_size": 256}
 METRICS = {"train_loss": 1.0, "test_acc": 0.5, "quant_error": 0.1}

@@ -16,8 +16,8 @@ from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from bamsprod.app.db import session_scope
 from bamsprod.app.settings import Settings
+from bamsprod.app.store.engine import session_scope
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

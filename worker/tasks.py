@@ -44,13 +44,13 @@ from pydantic import ValidationError
 
 from bamsprod.app import store
 from bamsprod.app.data_roots import data_dir_refusal, public_error
-from bamsprod.app.db import init_db
 from bamsprod.app.queue import TASK_NAME, celery_app, enqueue_run
 from bamsprod.app.settings import Settings, get_settings
-from bamsprod.app.tables import Run
+from bamsprod.app.store.engine import init_db
+from bamsprod.app.store.tables import Run
+from bamsprod.core.config import TERMINAL_STATES, RunConfig
 from bamsprod.core.model_size import too_large, too_much_activation
 from bamsprod.core.plugins import plugin_mismatch, registry
-from bamsprod.core.spec import TERMINAL_STATES, RunConfig
 from bamsprod.worker import tuned
 from bamsprod.worker.db import db_call, is_transient, with_db_retry
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from bamsprod.app.api import compare, convex, events, health, metrics, runs, schema, sweeps
+from bamsprod.app.api import compare, convex, events, health, metrics, options, runs, sweeps
 
 api_router = APIRouter(prefix="/api")
-for _module in (runs, metrics, events, sweeps, compare, health, schema, convex):
+for _module in (runs, metrics, events, sweeps, compare, health, options, convex):
     api_router.include_router(_module.router)
 
 __all__ = ["api_router"]

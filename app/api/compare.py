@@ -31,8 +31,8 @@ from bamsprod.app.api.etag import ResponseCache, etag, if_none_match
 from bamsprod.app.api.metrics import to_csv
 from bamsprod.app.compare import load
 from bamsprod.app.schemas import CompareResult, ErrorDetail
+from bamsprod.core.config import MODELS, OPTIMIZERS, RunConfig
 from bamsprod.core.metric_schema import TARGET_METRICS
-from bamsprod.core.spec import MODELS, OPTIMIZERS, RunConfig
 
 router = APIRouter(tags=["compare"], dependencies=READ, responses=AUTH_ERRORS)
 

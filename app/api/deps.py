@@ -14,13 +14,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, TypeAdapter
 from sqlmodel import Session
 
-from bamsprod.app.db import session_scope
+from bamsprod.app.api.security import require_read, require_write
 from bamsprod.app.field_errors import FieldError, InvalidField
 from bamsprod.app.safejson import scrub
 from bamsprod.app.schemas import ErrorDetail
-from bamsprod.app.security import require_read, require_write
 from bamsprod.app.settings import Settings
-from bamsprod.core.spec import check_text
+from bamsprod.app.store.engine import session_scope
+from bamsprod.core.config import check_text
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -36,14 +36,14 @@ def get_db(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
-# Route guards (app.security) and the error answers they document in the OpenAPI schema.
+# Route guards (app.api.security) and the error answers they document in the OpenAPI schema.
 READ = [Depends(require_read)]
 WRITE = [Depends(require_write)]
 _ERR = {"model": ErrorDetail}
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {**_ERR, "description": "a token is configured and this one is missing or wrong"},
     403: {**_ERR, "description": "a change from another site, or without a JSON body or an "
-          "X-Requested-With header (app.csrf.csrf_refusal)"},
+          "X-Requested-With header (app.api.csrf.csrf_refusal)"},
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {**_ERR, "description": "no such run"}}
 CONFLICT: dict[int | str, dict[str, Any]] = {

@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import Request
 
-from bamsprod.core.spec import TERMINAL_STATES
+from bamsprod.core.config import TERMINAL_STATES
 
 # Bump when the answer's shape changes, so tags from older code never match.
 SHAPE_VERSION = b"compare-2"

@@ -32,11 +32,11 @@ from starlette.concurrency import run_in_threadpool
 from bamsprod.app import store
 from bamsprod.app.api.deps import AUTH_ERRORS, NOT_FOUND, RunId, SessionDep, unprocessable
 from bamsprod.app.api.metrics import MAX_EPOCH
-from bamsprod.app.db import session_scope
+from bamsprod.app.api.security import issue_ticket, require_read, require_read_or_ticket
 from bamsprod.app.safejson import dumps
 from bamsprod.app.schemas import EpochMetricPublic, ErrorDetail, RunPublic
-from bamsprod.app.security import issue_ticket, require_read, require_read_or_ticket
-from bamsprod.core.spec import TERMINAL_STATES
+from bamsprod.app.store.engine import session_scope
+from bamsprod.core.config import TERMINAL_STATES
 
 log = logging.getLogger(__name__)
 SSE_RETRY_AFTER = 5

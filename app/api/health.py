@@ -13,9 +13,9 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response, status
 
-from bamsprod.app.db import get_engine
+from bamsprod.app.api.security import token_matches
 from bamsprod.app.schemas import Health, HealthPart
-from bamsprod.app.security import token_matches
+from bamsprod.app.store.engine import get_engine
 from bamsprod.core.plugins import registry
 
 router = APIRouter(tags=["health"])

@@ -26,10 +26,10 @@ from bamsprod.app.api.deps import (
     unprocessable,
 )
 from bamsprod.app.data_roots import data_dir_refusal
-from bamsprod.app.db import session_scope
 from bamsprod.app.schemas import RUN_SORT_COLUMNS, RunList, RunPublic
+from bamsprod.app.store.engine import session_scope
+from bamsprod.core.config import RUN_STATES, RunConfig
 from bamsprod.core.model_size import size_field, too_large, too_much_activation
-from bamsprod.core.spec import RUN_STATES, RunConfig
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=AUTH_ERRORS)
 MAX_OFFSET = 10_000_000

@@ -21,6 +21,7 @@ from bamsprod.app.api.deps import (
     json_response,
     remove_checkpoints,
 )
+from bamsprod.app.api.security import require_sweep_access
 from bamsprod.app.schemas import (
     ErrorDetail,
     SweepCancelled,
@@ -30,7 +31,6 @@ from bamsprod.app.schemas import (
     SweepPublic,
     SweepSubmitted,
 )
-from bamsprod.app.security import require_sweep_access
 from bamsprod.app.sweeps import plan_sweep, tuning
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], responses=AUTH_ERRORS)

@@ -1,2 +1,2 @@
 """Command groups of the ``bamsprod`` CLI: each module declares ``commands`` (a Typer group);
-``app.cli`` builds the command line from them."""
+``app.commands.cli`` builds the command line from them."""

@@ -21,8 +21,8 @@ from rich.table import Table
 from rich.text import Text
 
 from bamsprod.app.field_errors import FieldError, first_error
+from bamsprod.core.config import escape_text
 from bamsprod.core.metric_schema import METRICS, format_value
-from bamsprod.core.spec import escape_text
 
 console = Console()
 err = Console(stderr=True)
@@ -136,7 +136,7 @@ def _tls() -> ssl.SSLContext:
 
 def client(url: str, token: str | None = None) -> httpx.Client:
     """An HTTP client for the server at ``url``, with the bearer token when there is one."""
-    headers = {"X-Requested-With": "bamsprod-cli"}  # not a cross-site form (app.security)
+    headers = {"X-Requested-With": "bamsprod-cli"}  # not a cross-site form (app.api.security)
     token = token or os.environ.get("BAMSPROD_API_TOKEN")
     check_token(token)
     if token:

@@ -18,7 +18,7 @@ from bamsprod.app.commands.common import (
     safe,
 )
 from bamsprod.app.commands.run_options import with_run_config
-from bamsprod.core.spec import RunConfig
+from bamsprod.core.config import RunConfig
 
 commands = typer.Typer()
 data_cli = typer.Typer(help="Install and inspect data sets.", no_args_is_help=True)

@@ -18,7 +18,7 @@ from pydantic_core import PydanticUndefined
 
 from bamsprod.app.commands.common import bad_parameter
 from bamsprod.app.field_errors import first_error
-from bamsprod.core.spec import RegistryName, RunConfig
+from bamsprod.core.config import RegistryName, RunConfig
 
 T = TypeVar("T")
 

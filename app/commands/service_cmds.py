@@ -46,7 +46,7 @@ from bamsprod.app.commands.common import (
 )
 from bamsprod.app.commands.run_options import OPTION_FOR_FIELD, with_run_config
 from bamsprod.app.settings import Settings, get_settings
-from bamsprod.core.spec import RunConfig
+from bamsprod.core.config import RunConfig
 
 commands = typer.Typer()
 STOP_GRACE_SECONDS = 20.0
@@ -138,8 +138,8 @@ def _say_root_note(s: Settings) -> None:
 
 
 def api_argv(host: str, port: int) -> list[str]:
-    """The API child of ``up``: uvicorn with the limits of ``app.server``."""
-    return [sys.executable, "-m", "bamsprod.app.server", host, str(port)]
+    """The API child of ``up``: uvicorn with the limits of ``app.web.server``."""
+    return [sys.executable, "-m", "bamsprod.app.web.server", host, str(port)]
 
 
 def _stop(procs: list[subprocess.Popen], grace: float = STOP_GRACE_SECONDS) -> None:
@@ -157,7 +157,7 @@ def _stop(procs: list[subprocess.Popen], grace: float = STOP_GRACE_SECONDS) -> N
 
 
 def _warn_if_exposed(host: str) -> None:
-    from bamsprod.app.csrf import exposure_warning
+    from bamsprod.app.api.csrf import exposure_warning
 
     warning = exposure_warning(host, get_settings())
     if warning:
@@ -173,11 +173,11 @@ def serve(
     ),
 ) -> None:
     """Start the API server only (workers run elsewhere: ``bamsprod worker``)."""
-    from bamsprod.app.server import run
+    from bamsprod.app.web.server import run
 
     _warn_if_exposed(host)
     if workers > 1:  # migrate once here, so the processes start on an up-to-date schema
-        from bamsprod.app.db import init_db
+        from bamsprod.app.store.engine import init_db
 
         s = get_settings()
         s.ensure_dirs()
@@ -210,7 +210,7 @@ def up(
 ) -> None:
     """Start the API and one worker (the embedded default); Ctrl-C stops both. The worker
     trains $BAMSPROD_WORKER_CONCURRENCY runs at once (default 1), one process each."""
-    from bamsprod.app.db import init_db
+    from bamsprod.app.store.engine import init_db
 
     s = get_settings()
     s.ensure_dirs()

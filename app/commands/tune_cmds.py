@@ -17,7 +17,7 @@ from rich.table import Table
 from bamsprod.app.commands.common import TOKEN_OPTION, URL_OPTION, console, request, safe
 from bamsprod.app.commands.run_options import OPTION_FOR_FIELD, parse_pairs, with_run_config
 from bamsprod.app.schemas import TuneSpec
-from bamsprod.core.spec import RunConfig
+from bamsprod.core.config import RunConfig
 
 commands = typer.Typer()
 # A tuned sweep's fields -> the options that set them: the run options for its base, and the

@@ -24,6 +24,7 @@ By concern: ``stats``, ``grouping``, ``series``, ``target``, ``measure`` (``comp
 ``tables`` (CSV).
 """
 
+from bamsprod.app.compare.csv_rows import SUMMARY_COLUMNS, runs_rows, series_rows, summary_rows
 from bamsprod.app.compare.grouping import (
     flatten,
     fmt_value,
@@ -44,7 +45,6 @@ from bamsprod.app.compare.series import (
     run_series,
 )
 from bamsprod.app.compare.stats import Stat, paired_or_welch, paired_ratios, stat
-from bamsprod.app.compare.tables import SUMMARY_COLUMNS, runs_rows, series_rows, summary_rows
 from bamsprod.app.compare.target import Reach, crossing, reach, run_reach
 
 __all__ = [

@@ -1,11 +1,11 @@
-"""Alembic environment: the URL comes from ``app.db.alembic_config`` or the settings."""
+"""Alembic environment: the URL comes from ``app.store.engine.alembic_config`` or the settings."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from bamsprod.app.db import get_engine, is_sqlite
-from bamsprod.app.tables import metadata
+from bamsprod.app.store.engine import get_engine, is_sqlite
+from bamsprod.app.store.tables import metadata
 
 config = context.config
 

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col
 
-from bamsprod.app.tables import Run
+from bamsprod.app.store.tables import Run
 
 
 class RunNotFound(LookupError):

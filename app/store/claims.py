@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from bamsprod.app.store.base import held, stale, update_run
-from bamsprod.app.tables import Run, utcnow
-from bamsprod.core.spec import TERMINAL_STATES
+from bamsprod.app.store.tables import Run, utcnow
+from bamsprod.core.config import TERMINAL_STATES
 
 
 def _take(session: Session, run_id: int, where: object, worker_host: str, device: str,

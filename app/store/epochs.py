@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 
 from bamsprod.app.schemas import METRIC_FIELDS
 from bamsprod.app.store.base import RunLost, RunNotFound, dialect, held, update_run
-from bamsprod.app.tables import EpochMetric, EvalPoint, Run, utcnow
+from bamsprod.app.store.tables import EpochMetric, EvalPoint, Run, utcnow
 
 # An evaluation point's columns besides its run, in the order the API and CSV give them.
 EVAL_FIELDS = ("step", "epoch", "train_seconds", "val_loss", "val_acc", "eval_seconds")

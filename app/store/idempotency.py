@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from bamsprod.app.store.runs import new_run
-from bamsprod.app.tables import Run, utcnow
-from bamsprod.core.spec import RunConfig
+from bamsprod.app.store.tables import Run, utcnow
+from bamsprod.core.config import RunConfig
 
 __all__ = ["IdempotencyMismatch", "create_run_once"]
 

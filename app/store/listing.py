@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 
 from bamsprod.app.schemas import RUN_SORT_COLUMNS
 from bamsprod.app.store.base import RunNotFound, dialect
-from bamsprod.app.tables import Run
+from bamsprod.app.store.tables import Run
 
 
 def _tag_filter(session: Session, tag: str) -> Any:

@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from sqlmodel import Session, col
 
 from bamsprod.app.store.base import RunNotFound, RunStateError, stale, update_run
-from bamsprod.app.tables import EpochMetric, EvalPoint, Run, utcnow
+from bamsprod.app.store.tables import EpochMetric, EvalPoint, Run, utcnow
+from bamsprod.core.config import TERMINAL_STATES, RunConfig
 from bamsprod.core.plugins import plugins_used
-from bamsprod.core.spec import TERMINAL_STATES, RunConfig
 
 
 def new_run(config: RunConfig, sweep_id: int | None, now: datetime) -> Run:

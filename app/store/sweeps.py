@@ -11,9 +11,9 @@ from sqlmodel import Session, col, select
 
 from bamsprod.app.store.base import RunStateError, SweepNotFound, stale
 from bamsprod.app.store.runs import new_run
+from bamsprod.app.store.tables import Run, Sweep, TuneTrial, utcnow
 from bamsprod.app.store.tuning import Stage1Trial, add_stage1_trials
-from bamsprod.app.tables import Run, Sweep, TuneTrial, utcnow
-from bamsprod.core.spec import RunConfig
+from bamsprod.core.config import RunConfig
 
 
 def create_sweep(

@@ -18,8 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bamsprod.app.store.runs import new_run
-from bamsprod.app.tables import EpochMetric, Run, Sweep, TuneStage, TuneTrial, utcnow
-from bamsprod.core.spec import TERMINAL_STATES, RunConfig
+from bamsprod.app.store.tables import EpochMetric, Run, Sweep, TuneStage, TuneTrial, utcnow
+from bamsprod.core.config import TERMINAL_STATES, RunConfig
 
 
 class Stage1Trial(NamedTuple):

@@ -27,7 +27,7 @@ import json
 from typing import Any
 
 from bamsprod.app.studies.plan import Study, Task
-from bamsprod.core.spec import resolve_model_args
+from bamsprod.core.config import resolve_model_args
 
 FULL_EXAMPLES = 70_000
 GPU_PACK = 4

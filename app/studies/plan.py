@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from bamsprod.app.studies.claims import Claim
+from bamsprod.core.config import DATASETS
 from bamsprod.core.search_space import lr_grid
-from bamsprod.core.spec import DATASETS
 
 TAG = "study"
 # The order of rows in every table and chart (others follow in the study's order).

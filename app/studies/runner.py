@@ -27,7 +27,7 @@ from bamsprod.app.studies import plan as sp
 from bamsprod.app.studies import report_html, report_md, stats
 from bamsprod.app.studies.environment import device_of
 from bamsprod.app.studies.service import service
-from bamsprod.core.spec import TERMINAL_STATES
+from bamsprod.core.config import TERMINAL_STATES
 
 console = Console(stderr=True)
 

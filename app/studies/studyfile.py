@@ -2,8 +2,8 @@
 
 The file's shape is checked by the pydantic models of :mod:`app.studies.file_shape`, then its
 names and values through
-``bamsprod.core.spec`` (optimizers, models, data sets and their hyperparameters, plugins
-included, and :class:`~bamsprod.core.spec.RunConfig` for each task). Any error is a
+``bamsprod.core.config`` (optimizers, models, data sets and their hyperparameters, plugins
+included, and :class:`~bamsprod.core.config.RunConfig` for each task). Any error is a
 :class:`StudyFileError` that names the key (``tasks[1].epochs``) and the line it is on: a TOML
 syntax error carries its line; for the rest, :mod:`app.studies.toml_lines` maps each key of
 the text to its line. The reference for the format is ``docs/studies.md``; the shipped studies are
@@ -39,7 +39,7 @@ from bamsprod.app.studies.plan import (
     log_rates,
 )
 from bamsprod.app.studies.toml_lines import Loc, key_lines, key_text, line_of
-from bamsprod.core.spec import (
+from bamsprod.core.config import (
     DATASETS,
     DEFAULT_LR,
     MODELS,

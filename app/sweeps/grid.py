@@ -20,8 +20,8 @@ from bamsprod.app.compare import fmt_value
 from bamsprod.app.data_roots import data_dir_refusal
 from bamsprod.app.field_errors import FieldError, InvalidField, field_errors, first_error
 from bamsprod.app.schemas import SweepCreate
+from bamsprod.core.config import RunConfig, escape_text
 from bamsprod.core.model_size import size_field, too_large, too_much_activation
-from bamsprod.core.spec import RunConfig, escape_text
 
 __all__ = ["GRID_FIELDS", "NESTED", "check_count", "check_limits", "config_at", "count",
            "expand", "points", "seeds", "size"]

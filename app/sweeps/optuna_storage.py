@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from bamsprod.app.db import get_engine, is_sqlite
+from bamsprod.app.store.engine import get_engine, is_sqlite
 
 if TYPE_CHECKING:
     import optuna

@@ -13,7 +13,7 @@ from bamsprod.app.schemas import SweepCreate
 from bamsprod.app.settings import Settings
 from bamsprod.app.store import Stage1Trial
 from bamsprod.app.sweeps import grid, tuning
-from bamsprod.core.spec import RunConfig
+from bamsprod.core.config import RunConfig
 
 
 @dataclass

@@ -28,10 +28,10 @@ from bamsprod.app import store
 from bamsprod.app.compare import fmt_value
 from bamsprod.app.field_errors import InvalidField
 from bamsprod.app.schemas import SweepCreate
+from bamsprod.app.store.tables import Run, Sweep
 from bamsprod.app.sweeps import grid, optuna_storage
-from bamsprod.app.tables import Run, Sweep
+from bamsprod.core.config import OPTIMIZERS, RunConfig, escape_text
 from bamsprod.core.search_space import lr_grid
-from bamsprod.core.spec import OPTIMIZERS, RunConfig, escape_text
 
 
 @dataclass

@@ -7,7 +7,7 @@ Three calls cover it::
     ds = load_dataset("mnist", train_subset=5000)
     ds.train_x.shape                       # torch.Size([5000, 1, 28, 28]), float32, normalised
 
-Names are exactly ``core.spec.DATASETS`` (``mnist``, ``fashion-mnist``, ``digits``,
+Names are exactly ``core.config.DATASETS`` (``mnist``, ``fashion-mnist``, ``digits``,
 ``cifar10``, ``synthetic``). The data root is ``data_dir``, else ``$BAMSPROD_DATA_DIR``, else
 the per-user data dir (see ``core.data.paths``). Anything missing or corrupt raises
 :class:`DatasetError`, whose message names the file and ``bamsprod data install NAME``.

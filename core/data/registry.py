@@ -1,6 +1,6 @@
 """Data sets by name: ``load_dataset`` and ``status``.
 
-Names are exactly ``core.spec.DATASETS``: the built-ins below and any installed plugin's (see
+Names are exactly ``core.config.DATASETS``: the built-ins below and any installed plugin's (see
 ``load_dataset``). Each loader returns in-memory tensors (the trainer
 batches by indexing; no DataLoader):
 
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bamsprod.core.config import DATASETS
 from bamsprod.core.data import builtin, cifar
 from bamsprod.core.data.cache import DEFAULT_CACHE_BYTES, ArrayCache
 from bamsprod.core.data.checksums import verify_file
@@ -40,7 +41,6 @@ from bamsprod.core.data.idx import read_idx
 from bamsprod.core.data.paths import search_dirs
 from bamsprod.core.data.sources import IDX_SOURCES, IdxFile
 from bamsprod.core.plugins import registry, resolve
-from bamsprod.core.spec import DATASETS
 
 __all__ = [
     "Dataset",
@@ -87,7 +87,7 @@ class DatasetStatus(NamedTuple):
 
 
 def dataset_names() -> list[str]:
-    """The known data set names, exactly ``core.spec.DATASETS`` (installed plugins included)."""
+    """The known data set names, exactly ``core.config.DATASETS`` (installed plugins included)."""
     return registry().names("dataset")
 
 
@@ -356,6 +356,6 @@ def _status_one(name: str, data_dir: PathLike | None, verify: bool) -> DatasetSt
 
 
 def status(data_dir: PathLike | None = None, *, verify: bool = True) -> list[DatasetStatus]:
-    """One :class:`DatasetStatus` per known data set, in ``core.spec.DATASETS`` order
+    """One :class:`DatasetStatus` per known data set, in ``core.config.DATASETS`` order
     (for ``bamsprod data list``). ``verify`` checks file checksums (cached per process)."""
     return [_status_one(name, data_dir, verify) for name in DATASETS]

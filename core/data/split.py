@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bamsprod.core.spec import split_sizes
+from bamsprod.core.config import split_sizes
 
 __all__ = ["SPLIT_SEED", "validation_split"]
 

@@ -8,7 +8,7 @@ weights ``core.nn.binary_weights`` finds. With ``binary_act=True`` the binary la
 ``binary_act=False`` a ``hardtanh`` takes its place, the real nonlinearity the network keeps.
 The real last layer is fed ``hardtanh`` of the features.
 
-Use :func:`build_model`; its names and arguments are exactly ``core.spec.MODELS`` (these three
+Use :func:`build_model`; its names and arguments are exactly ``core.config.MODELS`` (these three
 register through the same entry points as a plugin's models)::
 
     model = build_model("resnet18", (3, 32, 32), 10, width_mult=0.25)
@@ -24,9 +24,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from bamsprod.core.config import resolve_model_args
 from bamsprod.core.nn.binary import BinaryConv2d, BinaryLinear
 from bamsprod.core.plugins import registry, resolve
-from bamsprod.core.spec import resolve_model_args
 
 __all__ = ["build_model", "model_names", "BinaryMLP", "BinaryNet", "BiRealResNet18"]
 
@@ -232,7 +232,7 @@ class BiRealResNet18(nn.Module):
 
 
 def model_names() -> list[str]:
-    """The known model names, exactly ``core.spec.MODELS`` (installed plugins included)."""
+    """The known model names, exactly ``core.config.MODELS`` (installed plugins included)."""
     return registry().names("model")
 
 
@@ -242,7 +242,7 @@ def build_model(
     """Build model ``name`` for inputs of shape ``(C, H, W)`` and ``num_classes`` outputs.
 
     ``name`` is any model of the registry (``core.plugins``): the three above, or a plugin's.
-    ``model_args`` are checked and completed with defaults by ``core.spec.resolve_model_args``
+    ``model_args`` are checked and completed with defaults by ``core.config.resolve_model_args``
     (so an unknown or out-of-range argument is a ``ValueError``). Parameters are drawn from
     torch's global generator: the same ``torch.manual_seed`` gives the same model.
 

@@ -3,7 +3,7 @@
 Three ways to get an optimizer, best first:
 
 1. ``build(name, model, lr=None, **hparams)``: by registry name (``OPTIMIZER_NAMES``, the same
-   names and hyperparameters as ``core.spec.OPTIMIZERS``, installed plugins included). It puts
+   names and hyperparameters as ``core.config.OPTIMIZERS``, installed plugins included). It puts
    the binary layers' latent weights in their own group and applies the BinaryConnect latent
    clip to ``[-1, 1]``.
 2. The classes, with groups you make yourself: ``BAMSProd([{"params": latent, "binary": True,

@@ -1,9 +1,9 @@
-"""Build an optimizer for a model by name, from a run config's hyperparameters (``core.spec``).
+"""Build an optimizer for a model by name, from a run config's hyperparameters (``core.config``).
 
 ``build(name, model, lr=None, **hparams)`` accepts exactly the names and hyperparameters of the
-registry (``core.plugins``; ``core.spec.OPTIMIZERS``), the built-ins' and installed plugins'
+registry (``core.plugins``; ``core.config.OPTIMIZERS``), the built-ins' and installed plugins'
 (``beta1``/``beta2`` become torch's ``betas``; missing ones take their defaults; ``lr=None``
-takes ``core.spec.DEFAULT_LR[name]``). It splits the model's parameters into two groups:
+takes ``core.config.DEFAULT_LR[name]``). It splits the model's parameters into two groups:
 
 - ``{"name": "binary", "binary": True, "latent_clip": 1.0}``: the binary layers' latent weights
   (``core.nn.binary_weights(model)``);
@@ -30,13 +30,13 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from bamsprod.core.config import resolve_hparams
 from bamsprod.core.nn import binary_weights
 from bamsprod.core.optim.adabound import AdaBound
 from bamsprod.core.optim.bamsprod import BAMSProd
 from bamsprod.core.optim.bop import Bop
 from bamsprod.core.optim.case_optimizer import CaseOptimizer
 from bamsprod.core.plugins import registry, resolve
-from bamsprod.core.spec import resolve_hparams
 
 __all__ = ["build", "clip_latent_weights", "param_groups"]  # and OPTIMIZER_NAMES, on use
 
@@ -194,12 +194,12 @@ def build(
 ) -> Optimizer:
     """The optimizer ``name`` for ``model``, with spec-level hyperparameters.
 
-    The names are the registry's (``core.plugins``; ``core.spec.OPTIMIZERS``), plugins included.
+    The names are the registry's (``core.plugins``; ``core.config.OPTIMIZERS``), plugins included.
 
     Args:
-        name: one of :data:`OPTIMIZER_NAMES` (the keys of ``core.spec.OPTIMIZERS``).
+        name: one of :data:`OPTIMIZER_NAMES` (the keys of ``core.config.OPTIMIZERS``).
         model: the model; its binary layers' latent weights get their own group.
-        lr: learning rate; ``None`` takes ``core.spec.DEFAULT_LR[name]``.
+        lr: learning rate; ``None`` takes ``core.config.DEFAULT_LR[name]``.
         capturable: torch's ``capturable`` for every optimizer built (CUDA graphs).
         **hparams: hyperparameters by their spec names (e.g. ``beta1``, ``gamma``); unknown or
             out-of-range ones raise ``ValueError``.

@@ -10,7 +10,7 @@ Three entry point groups feed one registry (``registry()``), loaded once per pro
 
 Any of them may instead name a spec (:class:`OptimizerSpec`, :class:`ModelSpec`,
 :class:`DatasetSpec`) that names its torch code by a string: that is how the built-ins register
-(``core.plugins.builtin``), so validating a run of theirs imports no torch. ``core.spec``
+(``core.plugins.builtin``), so validating a run of theirs imports no torch. ``core.config``
 validates run configs against the registry; ``core.optim.build``, ``core.nn.build_model`` and
 ``core.data.load_dataset`` build from it. A run records the plugins it used
 (``plugins_used``), and a worker refuses a run whose plugins it lacks (``plugin_mismatch``).

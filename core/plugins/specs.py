@@ -149,7 +149,7 @@ class DatasetSpec:
                 raise PluginError(f"{key} must be a positive integer or None, got {n!r}")
 
     def info(self) -> dict[str, Any]:
-        """``{"shape", "classes", "train", "test"}``: what ``core.spec.DATASETS`` shows."""
+        """``{"shape", "classes", "train", "test"}``: what ``core.config.DATASETS`` shows."""
         return {"shape": self.shape, "classes": self.classes, "train": self.train,
                 "test": self.test}
 

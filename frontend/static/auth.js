@@ -1,4 +1,4 @@
-// The dashboard's access token (see app/security.py): where it is kept and how it is asked for.
+// The dashboard's access token (see app/api/security.py): where it is kept and how it is asked for.
 //
 // When the server has BAMSPROD_API_TOKEN / BAMSPROD_READ_TOKEN set, an API call answers 401:
 // api.js's apiFetch then asks for the token here, once (window.prompt), keeps it in localStorage

@@ -10,9 +10,9 @@ its JSON answers. Plotly.js is served from the installed
 another host.
 
 The JSON the pages read lives in ``app/api`` like the rest: ``/api/schema/options``
-(``app.api.schema``, the form's fields and registries) and ``/api/convex`` (``app.api.convex``).
+(``app.api.options``, the form's fields and registries) and ``/api/convex`` (``app.api.convex``).
 
-Pages get ``app.security``'s Content-Security-Policy (scripts from this server only), so
+Pages get ``app.api.security``'s Content-Security-Policy (scripts from this server only), so
 templates carry data in ``<script type="application/json">`` blocks, never inline code; user
 text reaches the page through ``textContent`` only. Each page's script is one ES module (a
 template sets ``module``); ``base.html`` preloads the modules it imports (``module_imports``).
@@ -41,8 +41,8 @@ from starlette.types import Scope
 from bamsprod.app import guide, store
 from bamsprod.app.api.convex import CONVEX_MAX_STEPS
 from bamsprod.app.api.deps import MAX_ID
-from bamsprod.app.api.schema import schema_options
-from bamsprod.app.db import session_scope
+from bamsprod.app.api.options import schema_options
+from bamsprod.app.store.engine import session_scope
 from bamsprod.core.metric_schema import METRICS, chart_specs
 
 
@@ -52,9 +52,9 @@ def frontend_dir() -> Path:
     The wheel maps the top-level ``frontend/`` to the package ``app.frontend`` (pyproject.toml);
     a checkout or an editable install reads the top-level folder itself.
     """
-    here = Path(__file__).resolve().parent
-    installed = here / "frontend"
-    return installed if (installed / "templates").is_dir() else here.parent / "frontend"
+    app_dir = Path(__file__).resolve().parent.parent
+    installed = app_dir / "frontend"
+    return installed if (installed / "templates").is_dir() else app_dir.parent / "frontend"
 
 
 FRONTEND = frontend_dir()

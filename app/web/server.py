@@ -12,7 +12,7 @@
   with ``Retry-After`` and closed before anything of it is read.
 
 Unauthenticated changes are refused on their headers, before any body is read
-(``app.security.EarlyAuth``), so a client without a token cannot make the API buffer bodies.
+(``app.api.security.EarlyAuth``), so a client without a token cannot make the API buffer bodies.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from bamsprod.app.settings import Settings, get_settings
 
 __all__ = ["BoundedProtocol", "run"]
 
-PROTOCOL = "bamsprod.app.server:BoundedProtocol"
+PROTOCOL = "bamsprod.app.web.server:BoundedProtocol"
 
 
 def _answer(status: int, reason: str, detail: str, retry_after: int | None = None) -> bytes:
@@ -148,18 +148,19 @@ class BoundedProtocol(HttpToolsProtocol):
 
 
 def run(host: str, port: int, workers: int = 1) -> None:
-    """Serve ``bamsprod.app.main:create_app`` with :class:`BoundedProtocol` (uvicorn's default
+    """Serve ``bamsprod.app.web.main:create_app`` with :class:`BoundedProtocol` (uvicorn's default
     protocol when httptools is missing)."""
     import importlib.util
 
     import uvicorn
 
     http = PROTOCOL if importlib.util.find_spec("httptools") is not None else "auto"
-    uvicorn.run("bamsprod.app.main:create_app", factory=True, host=host, port=port,
+    uvicorn.run("bamsprod.app.web.main:create_app", factory=True, host=host, port=port,
                 workers=workers, http=http)
 
 
-if __name__ == "__main__":  # ``bamsprod up``'s API child: python -m bamsprod.app.server HOST PORT
+# ``bamsprod up``'s API child: python -m bamsprod.app.web.server HOST PORT
+if __name__ == "__main__":
     import sys
 
     run(sys.argv[1], int(sys.argv[2]))

@@ -17,8 +17,8 @@ from pydantic import create_model
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from bamsprod.core.config import DEVICE_TEXT_MAX
 from bamsprod.core.metric_schema import field_definitions
-from bamsprod.core.spec import DEVICE_TEXT_MAX
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 # For a nullable JSON column: Python None is SQL NULL, not the JSON text 'null'.

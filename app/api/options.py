@@ -16,9 +16,9 @@ from fastapi import APIRouter, Request
 
 from bamsprod.app.api.deps import AUTH_ERRORS, READ
 from bamsprod.app.schemas import TuneSpec
+from bamsprod.core.config import RUN_STATES, HParam, RunConfig
 from bamsprod.core.metric_schema import chart_specs
 from bamsprod.core.plugins import Entry, Kind, registry
-from bamsprod.core.spec import RUN_STATES, HParam, RunConfig
 
 router = APIRouter(tags=["dashboard"], dependencies=READ, responses=AUTH_ERRORS)
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from bamsprod.core.spec import DATASETS, MODELS, OPTIMIZERS, RunConfig
+from bamsprod.core.config import DATASETS, MODELS, OPTIMIZERS, RunConfig
 
 
 def test_defaults_are_filled_so_stored_json_says_what_ran():
@@ -63,7 +63,7 @@ def test_errors_name_the_field(body, loc, words):
 
 
 def test_spec_imports_no_torch():
-    code = "import sys, core.spec; sys.exit('torch' in sys.modules)"
+    code = "import sys, core.config; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

@@ -9,8 +9,8 @@
 - :class:`BodySizeLimit`: a request body over ``Settings.max_body_bytes`` is answered 413,
   whether it announces its length or arrives chunked.
 
-The token and CSRF checks and the security headers are their siblings, in ``app.security``
-and ``app.csrf``; ``app.main`` stacks them all.
+The token and CSRF checks and the security headers are their siblings, in ``app.api.security``
+and ``app.api.csrf``; ``app.web.main`` stacks them all.
 """
 
 from __future__ import annotations

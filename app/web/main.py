@@ -1,11 +1,11 @@
-"""The FastAPI app factory: ``uvicorn --factory app.main:create_app``.
+"""The FastAPI app factory: ``uvicorn --factory app.web.main:create_app``.
 
 Nothing is built at import. ``create_app`` migrates the database (Alembic ``upgrade head``),
 wires the queue client (``app.queue.enqueue_run`` unless one is injected) and mounts the API,
-its documentation (``app.api_docs``) and the dashboard (``app.pages``), in named steps:
+its documentation (``app.web.api_docs``) and the dashboard (``app.web.pages``), in named steps:
 ``_set_state``, ``_add_middleware``, ``_add_error_handlers``. The middleware lives beside it:
-tokens and security headers in ``app.security``, CSRF in ``app.csrf``, the body limit, single
-headers and ``HEAD`` in ``app.middleware``.
+tokens and security headers in ``app.api.security``, CSRF in ``app.api.csrf``, the body
+limit, single headers and ``HEAD`` in ``app.web.middleware``.
 """
 
 from __future__ import annotations
@@ -25,23 +25,23 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from bamsprod.app import store
 from bamsprod.app.api import api_router
 from bamsprod.app.api.convex import ConvexResults
+from bamsprod.app.api.csrf import CSRFGuard
 from bamsprod.app.api.events import Broadcaster
 from bamsprod.app.api.health import HealthChecks
-from bamsprod.app.api_docs import install_api_docs
-from bamsprod.app.csrf import CSRFGuard
-from bamsprod.app.db import init_db
-from bamsprod.app.db_errors import UNAVAILABLE, database_unavailable
-from bamsprod.app.field_errors import FieldError
-from bamsprod.app.middleware import BodySizeLimit, HeadAsGet, SingleHeaders
-from bamsprod.app.pages import install_pages
-from bamsprod.app.safejson import dumps
-from bamsprod.app.security import (
+from bamsprod.app.api.security import (
     EarlyAuth,
     SecurityHeaders,
     install_log_redaction,
     unreadable_body_auth_error,
 )
+from bamsprod.app.field_errors import FieldError
+from bamsprod.app.safejson import dumps
 from bamsprod.app.settings import Settings, get_settings
+from bamsprod.app.store.engine import init_db
+from bamsprod.app.web.api_docs import install_api_docs
+from bamsprod.app.web.db_errors import UNAVAILABLE, database_unavailable
+from bamsprod.app.web.middleware import BodySizeLimit, HeadAsGet, SingleHeaders
+from bamsprod.app.web.pages import install_pages
 from bamsprod.core.plugins import registry
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def create_app(
 
     ``enqueue(run_id)`` queues a run (default ``app.queue.enqueue_run``); ``broker_check()`` and
     ``workers_seen()`` feed /api/health (default ``app.queue.broker_ok`` / ``workers_seen``).
-    With ``pages`` (the default) the dashboard (``app.pages.install_pages``) is mounted too.
+    With ``pages`` (the default) the dashboard (``app.web.pages.install_pages``) is mounted too.
     """
     settings = settings or get_settings()
     settings.ensure_dirs()
@@ -84,7 +84,7 @@ def create_app(
         summary="Run and compare optimizer experiments on binary neural networks.",
         version="0.1.0",
         lifespan=_lifespan,
-        docs_url=None,  # app.api_docs serves /docs and /redoc without a CDN
+        docs_url=None,  # app.web.api_docs serves /docs and /redoc without a CDN
         redoc_url=None,
     )
     install_log_redaction()  # no ?ticket= in access logs

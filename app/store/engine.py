@@ -4,7 +4,7 @@ One engine per database URL (cached), so the API, the SSE poller and the worker 
 SQLite connections get WAL mode, a busy timeout (``BAMSPROD_DB_BUSY_TIMEOUT_SECONDS``) and
 foreign keys; PostgreSQL uses psycopg 3 with the same bound as its ``lock_timeout``, and a
 request waits ``BAMSPROD_DB_POOL_TIMEOUT_SECONDS`` at most for a free connection. What fails
-then is a 503 (``app.db_errors``).
+then is a 503 (``app.web.db_errors``).
 The schema is created and changed only by the Alembic migrations in ``app/migrations``;
 ``init_db(url)`` applies them (``upgrade head``) and is safe to call from several processes.
 """
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()

@@ -20,11 +20,11 @@ the HTML pages and the static files stay open: the pages hold no data, and their
 
 :class:`SecurityHeaders` adds ``Content-Security-Policy`` (scripts from this server only),
 ``X-Content-Type-Options``, ``Referrer-Policy`` and ``X-Frame-Options`` to every response that
-does not set them itself. ``/docs`` and ``/redoc`` (``app.api_docs``: Swagger UI and ReDoc
+does not set them itself. ``/docs`` and ``/redoc`` (``app.web.api_docs``: Swagger UI and ReDoc
 from an installed package, no inline script) add only what those two need: web workers from
 ``blob:`` URLs (ReDoc).
 
-Cross-site requests and Host names: ``app.csrf``.
+Cross-site requests and Host names: ``app.api.csrf``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bamsprod.app.csrf import UNSAFE_METHODS
+from bamsprod.app.api.csrf import UNSAFE_METHODS
 from bamsprod.app.settings import Settings
 
 __all__ = [

@@ -6,7 +6,7 @@ carries their release bundles (``swagger-ui-bundle.js``, ``swagger-ui.css``,
 ``redoc.standalone.js``, each with its licence header), served under ``/docs-assets/`` like
 Plotly.js is (gzipped once, cached under ``?v=``), ReDoc's one CDN address (its logo) taken
 out (``PATCHES``). The pages hold no inline script, so they
-keep the strict Content-Security-Policy of every page (``app.security``): Swagger UI starts
+keep the strict Content-Security-Policy of every page (``app.api.security``): Swagger UI starts
 from ``/docs-assets/swagger-init.js``, ReDoc from its ``<redoc spec-url>`` element.
 """
 
