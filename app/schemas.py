@@ -273,7 +273,7 @@ class SweepPublic(SQLModel):
 
     id: int
     name: str
-    spec: dict[str, Any]
+    definition: dict[str, Any]
     n_runs: int
     created_at: datetime
 

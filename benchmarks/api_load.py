@@ -136,7 +136,7 @@ def seed(url: str, n_runs: int, n_epochs: int, sweep_runs: int = 0) -> float:
     with engine.begin() as conn:
         if sweep_runs:
             sweep_id = conn.execute(sa.insert(Sweep.__table__).values(
-                name="scale sweep", spec={"grid": {"optimizer": list(OPTIMIZERS)}},
+                name="scale sweep", definition={"grid": {"optimizer": list(OPTIMIZERS)}},
                 n_runs=sweep_runs, created_at=utcnow()).returning(Sweep.__table__.c.id)
             ).scalar_one()
             for run in runs[:sweep_runs]:

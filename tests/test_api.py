@@ -280,7 +280,7 @@ def test_sweep_expands_the_grid(client: TestClient, enqueued: list[int]) -> None
     assert out["count"] == 8 and len(out["run_ids"]) == 8 and enqueued == out["run_ids"]
     sweep = client.get(f"/api/sweeps/{out['sweep']['id']}").json()
     assert sweep["n_runs"] == 8 and sweep["states"] == {"queued": 8}
-    assert sweep["spec"]["grid"] == SWEEP["grid"]
+    assert sweep["definition"]["grid"] == SWEEP["grid"]
     runs = client.get(f"/api/runs?sweep={out['sweep']['id']}&limit=100").json()["items"]
     combos = {(x["optimizer"], x["config"]["lr"], x["seed"]) for x in runs}
     assert len(combos) == 8 and {x["seed"] for x in runs} == {0, 1}

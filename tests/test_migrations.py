@@ -85,8 +85,16 @@ def old_runs(url: str, configs: list, sweep: bool = False) -> list[int]:
     with get_engine(url).begin() as conn:
         sweep_id = None
         if sweep:
-            row = Sweep(name="s", spec={}, n_runs=len(configs), created_at=now)
-            insert = sa.insert(Sweep.__table__).values(row.model_dump(exclude={"id"}))
+            row = Sweep(name="s", definition={}, n_runs=len(configs), created_at=now)
+            values = row.model_dump(exclude={"id"})
+            table = Sweep.__table__
+            if "definition" not in {c["name"] for c in sa.inspect(conn).get_columns("sweep")}:
+                values["spec"] = values.pop("definition")  # its name before 0010
+                table = sa.Table("sweep", sa.MetaData(), *[
+                    sa.Column("spec" if c.name == "definition" else c.name, c.type,
+                              primary_key=c.primary_key)
+                    for c in Sweep.__table__.columns])
+            insert = sa.insert(table).values(values)
             sweep_id = conn.execute(insert).inserted_primary_key[0]
         ids = []
         for config in configs:
@@ -250,3 +258,32 @@ def test_phase_and_archive_migration_keeps_old_runs_in_the_table(empty_db_url, k
         assert conn.execute(sa.text("SELECT count(*) FROM epoch_metric")).scalar() == 1
         cols = {c["name"] for c in sa.inspect(conn).get_columns("run")}
     assert "phase" not in cols and "archived" not in cols
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_sweep_definition_migration_keeps_the_body_and_its_runs(empty_db_url, kind: str) -> None:
+    """0010 renames sweep.spec to sweep.definition in place: the stored body reads back under
+    its new name, the sweep's runs and their epochs stay, and going down restores ``spec``."""
+    from alembic import command
+
+    from bamsprod.app import store
+    from bamsprod.app.store.engine import alembic_config, session_scope
+
+    url = empty_db_url(kind)
+    command.upgrade(alembic_config(url), "0009_run_phase_archived")
+    runs = old_runs(url, [RunConfig(seed=0), RunConfig(seed=1)], sweep=True)
+    with get_engine(url).begin() as conn:
+        conn.execute(sa.text("UPDATE sweep SET spec = :b"), {"b": '{"grid": {"seed": [0, 1]}}'})
+        conn.execute(sa.text(
+            "INSERT INTO epoch_metric (run_id, epoch, test_acc, quant_error_layers, created_at) "
+            "VALUES (:r, 1, 0.5, '{}', '2026-01-01 00:00:00')"
+        ), {"r": runs[0]})
+    init_db(url)
+    with session_scope(url) as s:
+        assert store.get_sweep(s, 1).definition == {"grid": {"seed": [0, 1]}}
+    downgrade_db(url, "0009_run_phase_archived")
+    with get_engine(url).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM run WHERE sweep_id = 1")).scalar() == 2
+        assert conn.execute(sa.text("SELECT count(*) FROM epoch_metric")).scalar() == 1
+        cols = {c["name"] for c in sa.inspect(conn).get_columns("sweep")}
+    assert "spec" in cols and "definition" not in cols

@@ -193,7 +193,7 @@ def test_a_bad_row_stored_earlier_breaks_no_listing(client: TestClient, db_url: 
     by_id = {r["id"]: r for r in seen["runs"]}
     assert by_id[good["id"]]["name"] == "good"
     assert by_id[bad["id"]]["tags"] == ["x\\udc80"] and by_id[bad["id"]]["config"]["lr"] is None
-    assert client.get(f"/api/sweeps/{sweep_id}").json()["spec"]["name"] == "\\udc80"
+    assert client.get(f"/api/sweeps/{sweep_id}").json()["definition"]["name"] == "\\udc80"
     with client.stream("GET", f"/api/runs/{bad['id']}/events") as events:
         text = "".join(events.iter_text())
     assert '"x\\\\udc80"' in text and "NaN" not in text

@@ -353,7 +353,7 @@ def test_sweep_and_many_run_reads(session) -> None:
     assert [r.id for r in store.runs_of_sweep(session, sweep.id)] == [r.id for r in runs]
     assert store.list_runs(session, sweep_id=sweep.id)[1] == 4
     assert store.sweep_state_counts(session, sweep.id) == {"queued": 4}
-    assert store.get_sweep(session, sweep.id).spec == {"grid": {"optimizer": ["adam", "bop"]}}
+    assert store.get_sweep(session, sweep.id).definition == {"grid": {"optimizer": ["adam", "bop"]}}
     with pytest.raises(store.SweepNotFound):
         store.get_sweep(session, 999)
     r0, r1 = runs[0].id, runs[1].id

@@ -66,7 +66,7 @@ def submit_sweep(
     if plan.dry_run:
         response.status_code = status.HTTP_200_OK
         return SweepSubmitted(count=plan.count, max_runs=plan.max_runs, dry_run=True)
-    sweep, runs = store.create_sweep(session, body.name, plan.spec, plan.configs, plan.trials)
+    sweep, runs = store.create_sweep(session, body.name, plan.definition, plan.configs, plan.trials)
     session.close()  # no connection held while the broker takes the messages (it may hang)
     # One message per run, after the answer is sent: the runs are committed ``queued`` in one
     # transaction already, and the reconciler re-queues any whose message never left.
@@ -134,7 +134,7 @@ def cancel_sweep(sweep_id: SweepId, session: SessionDep, settings: SettingsDep) 
 def delete_sweep(sweep_id: SweepId, session: SessionDep, settings: SettingsDep) -> Response:
     """Delete a sweep with its runs, their epochs and checkpoints (409 while any of its runs
     is queued or running: cancel them first)."""
-    spec = store.get_sweep(session, sweep_id).spec
+    definition = store.get_sweep(session, sweep_id).definition
     remove_checkpoints(settings, store.delete_sweep(session, sweep_id))
-    tuning.forget(settings.database_url, spec)
+    tuning.forget(settings.database_url, definition)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -26,7 +26,7 @@ def run_ids(session: Session, ids: Sequence[int], sweep: int | None = None,
             raise InvalidField(("stage",), "stage picks runs of a tuned sweep: give sweep=<id>",
                                stage)
         return out
-    tuned = store.get_sweep(session, sweep).spec.get("strategy") == "tune"
+    tuned = store.get_sweep(session, sweep).definition.get("strategy") == "tune"
     if stage is not None and not tuned:
         raise InvalidField(("stage",), f"sweep {sweep} is not tuned: it has no stages", stage)
     given = set(out)

@@ -20,15 +20,16 @@ def create_sweep(
     session: Session, name: str, grid: dict[str, Any], configs: list[RunConfig],
     trials: Sequence[Stage1Trial] = (),
 ) -> tuple[Sweep, list[Run]]:
-    """Insert a sweep (``grid``: the spec as stored) and one queued run per config in one
-    transaction: the runs go in as one ``executemany`` INSERT, their ids (assigned in insertion
-    order) come back in one SELECT, and the returned (detached) runs hold every column.
-    ``trials`` (a tuned sweep's stage 1: one per config, in the same order) become the runs'
-    ``tune_trial`` rows in that same transaction; nothing is inserted when any insert fails."""
+    """Insert a sweep (``grid``: its definition, the body as stored) and one queued run per config
+    in one transaction: the runs go in as one ``executemany`` INSERT, their ids (assigned in
+    insertion order) come back in one SELECT, and the returned (detached) runs hold every
+    column. ``trials`` (a tuned sweep's stage 1: one per config, in the same order) become
+    the runs' ``tune_trial`` rows in that same transaction; nothing is inserted when any
+    insert fails."""
     if trials and len(trials) != len(configs):
         raise ValueError(f"{len(trials)} stage-1 trials for {len(configs)} runs")
     now = utcnow()
-    sweep = Sweep(name=name, spec=grid, n_runs=len(configs), created_at=now)
+    sweep = Sweep(name=name, definition=grid, n_runs=len(configs), created_at=now)
     try:
         session.add(sweep)
         session.flush()

@@ -67,7 +67,7 @@ class Sweep(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(default="", max_length=200)
-    spec: dict[str, Any] = Field(
+    definition: dict[str, Any] = Field(  # the body it was created from, as stored
         default_factory=dict, sa_column=sa.Column(JSONType, nullable=False)
     )
     n_runs: int = 0

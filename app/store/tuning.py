@@ -32,9 +32,9 @@ class Stage1Trial(NamedTuple):
 @dataclass
 class EndedStage1:
     """An optimizer's stage 1 once every run of it has ended (and stage 2 is undecided): the
-    sweep's stored spec, its runs in id order and their validation scores by the criterion."""
+    sweep's stored definition, its runs in id order and their validation scores by the criterion."""
 
-    spec: dict[str, Any]
+    definition: dict[str, Any]
     runs: list[Run]
     scores: dict[int, float]
 
@@ -109,8 +109,8 @@ def ended_stage1(session: Session, sweep_id: int, optimizer: str) -> EndedStage1
     sweep = session.get(Sweep, sweep_id)
     assert sweep is not None
     ids = [int(r.id) for r in runs]  # type: ignore[arg-type]
-    criterion = sweep.spec["tune"]["criterion"]
-    return EndedStage1(dict(sweep.spec), runs, scores(session, ids, criterion))
+    criterion = sweep.definition["tune"]["criterion"]
+    return EndedStage1(dict(sweep.definition), runs, scores(session, ids, criterion))
 
 
 def create_stage2(session: Session, sweep_id: int, optimizer: str, configs: list[RunConfig],
@@ -184,4 +184,4 @@ def sweep_tune(session: Session, sweep_id: int) -> dict[str, Any]:
     """The ``tune`` part of a tuned sweep's stored spec (its study prefix, seeds, criterion)."""
     sweep = session.get(Sweep, sweep_id)
     assert sweep is not None
-    return dict(sweep.spec["tune"])
+    return dict(sweep.definition["tune"])

@@ -63,7 +63,7 @@ def study_name(prefix: str, optimizer: str) -> str:
 
 
 def pruner(tune: dict[str, Any]) -> optuna.pruners.BasePruner:
-    """Successive halving (asynchronous, ASHA-style) as the sweep's spec states it."""
+    """Successive halving (asynchronous, ASHA-style) as the sweep's definition states it."""
     import optuna
 
     return optuna.pruners.SuccessiveHalvingPruner(

@@ -19,14 +19,14 @@ from bamsprod.core.config import RunConfig
 @dataclass
 class SweepPlan:
     """A checked sweep: ``count`` runs in all (a tuned sweep's stage 2 included); unless it is
-    a dry run, the ``configs`` to insert now, the ``spec`` to store and, for a tuned sweep, one
-    ``trials`` row per config."""
+    a dry run, the ``configs`` to insert now, the ``definition`` to store and, for a tuned sweep,
+    one ``trials`` row per config."""
 
     count: int
     max_runs: int
     dry_run: bool = False
     configs: list[RunConfig] = field(default_factory=list)
-    spec: dict[str, Any] = field(default_factory=dict)
+    definition: dict[str, Any] = field(default_factory=dict)
     trials: list[Stage1Trial] = field(default_factory=list)
 
 
@@ -49,8 +49,8 @@ def plan_sweep(body: SweepCreate, settings: Settings, *, dry_run: bool = False) 
     grid.check_limits(body, configs, settings.max_epochs, settings.max_param_bytes,
                       settings.max_activation_bytes, settings.data_roots)
     if body.strategy != "tune":
-        return SweepPlan(n, limit, configs=configs, spec=body.model_dump(mode="json"))
+        return SweepPlan(n, limit, configs=configs, definition=body.model_dump(mode="json"))
     # Every check is done: only now may Optuna studies exist.
-    spec, trials = tuning.plan_stage1(body, grid.seeds(body), settings.database_url)
-    return SweepPlan(n, limit, configs=[t.config for t in trials], spec=spec,
+    definition, trials = tuning.plan_stage1(body, grid.seeds(body), settings.database_url)
+    return SweepPlan(n, limit, configs=[t.config for t in trials], definition=definition,
                      trials=tuning.stage1_rows(trials))

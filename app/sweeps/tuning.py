@@ -59,7 +59,7 @@ def _hparam_space(tune: dict[str, Any], optimizer: str) -> dict[str, list[Any]]:
 def _config(body: SweepCreate | dict[str, Any], optimizer: str, params: dict[str, Any],
             label: str, **fields: Any) -> RunConfig:
     """The run config of ``params`` (lr, hparams.<name>) on the sweep's base; ``body``: the
-    request, or the stored spec. A bad one is an ``InvalidField`` at the base."""
+    request, or the stored definition. A bad one is an ``InvalidField`` at the base."""
     base, sweep_name = (body.base, body.name) if isinstance(body, SweepCreate) else (
         body["base"], body["name"])
     point = escape_text(" ".join(f"{k}={fmt_value(v)}" for k, v in params.items()))
@@ -90,7 +90,7 @@ def check(body: SweepCreate, seeds: list[int | None], limit: int | None = None
         raise InvalidField(("grid",), "a tuned sweep searches through tune; leave grid empty")
     if tune.lr_min > tune.lr_max:
         raise InvalidField(("tune", "lr_max"), "lr_max must be >= lr_min", tune.lr_max)
-    spec = tune.model_dump()
+    definition = tune.model_dump()
     for key, values in tune.hparams.items():
         if not values:
             raise InvalidField(("tune", "hparams", key), f"{key!r} needs at least one value")
@@ -98,8 +98,8 @@ def check(body: SweepCreate, seeds: list[int | None], limit: int | None = None
             raise InvalidField(("tune", "hparams", key),
                                f"no optimizer of this sweep has hparam {key!r}", key)
     optimizers = list(dict.fromkeys(tune.optimizers))
-    spaces = {o: _hparam_space(spec, o) for o in optimizers}
-    count = sum(_n_rates(spec) * grid.size(spaces[o]) + len(seeds) for o in optimizers)
+    spaces = {o: _hparam_space(definition, o) for o in optimizers}
+    count = sum(_n_rates(definition) * grid.size(spaces[o]) + len(seeds) for o in optimizers)
     every_point = limit is None or count <= limit
     fulls = []
     for optimizer in optimizers:
@@ -122,14 +122,14 @@ def check(body: SweepCreate, seeds: list[int | None], limit: int | None = None
 
 def plan_stage1(body: SweepCreate, seeds: list[int | None], database_url: str
                 ) -> tuple[dict[str, Any], list[Trial]]:
-    """Create one Optuna study per optimizer and ask its trials; returns the sweep's spec (with
-    the study prefix and stage-2 seeds) and the stage-1 runs to create."""
+    """Create one Optuna study per optimizer and ask its trials; returns the sweep's definition
+    (with the study prefix and stage-2 seeds) and the stage-1 runs to create."""
     assert body.tune is not None
-    spec = body.model_dump(mode="json")
+    definition = body.model_dump(mode="json")
     base_seed = int(body.base.get("seed", 0) or 0)
-    tune = {**spec["tune"], "study": uuid.uuid4().hex[:12],
+    tune = {**definition["tune"], "study": uuid.uuid4().hex[:12],
             "seeds": [base_seed if s is None else s for s in seeds]}
-    spec["tune"] = tune
+    definition["tune"] = tune
     trials: list[Trial] = []
     for optimizer in dict.fromkeys(body.tune.optimizers):
         study = optuna_storage.create_study(database_url, tune, optimizer, seed=base_seed)
@@ -152,7 +152,7 @@ def plan_stage1(body: SweepCreate, seeds: list[int | None], database_url: str
             config = _config(body, optimizer, params, f"stage1 #{i}",
                              epochs=tune["stage1_epochs"], seed=base_seed)
             trials.append(Trial(optimizer, trial.number, config))
-    return spec, trials
+    return definition, trials
 
 
 def stage1_rows(trials: list[Trial]) -> list[store.Stage1Trial]:
@@ -194,17 +194,17 @@ class Stage2:
     chosen: dict[str, Any] | None = None
 
 
-def decide(spec: dict[str, Any], optimizer: str, runs: list[Run],
+def decide(definition: dict[str, Any], optimizer: str, runs: list[Run],
            scores: dict[int, float]) -> Stage2:
     """Stage 2 of ``optimizer`` from its ended stage-1 ``runs`` and their ``scores``: the best
-    run's setting on every seed of the sweep (``spec``: the sweep's stored spec)."""
-    tune = spec["tune"]
+    run's setting on every seed of the sweep (``definition``: the sweep's stored definition)."""
+    tune = definition["tune"]
     picked = pick_best(runs, scores)
     if picked is None:
         return Stage2([])
     best, value = picked
     chosen = _chosen(RunConfig.model_validate(best.config), tune)
-    configs = [_config(spec, optimizer, chosen, f"seed={seed}", seed=seed)
+    configs = [_config(definition, optimizer, chosen, f"seed={seed}", seed=seed)
                for seed in tune["seeds"]]
     return Stage2(configs, int(best.id), value, chosen)  # type: ignore[arg-type]
 
@@ -217,26 +217,26 @@ def start_stage2(session: Session, sweep_id: int, optimizer: str) -> list[int]:
     ended = store.ended_stage1(session, sweep_id, optimizer)
     if ended is None:
         return []
-    stage2 = decide(ended.spec, optimizer, ended.runs, ended.scores)
+    stage2 = decide(ended.definition, optimizer, ended.runs, ended.scores)
     return store.create_stage2(session, sweep_id, optimizer, stage2.configs,
                                stage2.best_run_id, stage2.value, stage2.chosen)
 
 
-def tuned_optimizers(spec: dict[str, Any]) -> list[str]:
-    """The optimizers a sweep's stored spec tunes, once each (none for a grid sweep)."""
-    tune = spec.get("tune") if spec.get("strategy") == "tune" else None
+def tuned_optimizers(definition: dict[str, Any]) -> list[str]:
+    """The optimizers a sweep's stored definition tunes, once each (none for a grid sweep)."""
+    tune = definition.get("tune") if definition.get("strategy") == "tune" else None
     return list(dict.fromkeys((tune or {}).get("optimizers", [])))
 
 
 def close_stages(session: Session, sweep: Sweep) -> None:
     """Decide every undecided stage of a tuned sweep as "none" (no best run), so that no stage
     2 starts: a cancelled sweep stays cancelled. A no-op for a grid sweep."""
-    store.close_stages(session, int(sweep.id), tuned_optimizers(sweep.spec))  # type: ignore[arg-type]
+    store.close_stages(session, int(sweep.id), tuned_optimizers(sweep.definition))  # type: ignore[arg-type]
 
 
-def forget(database_url: str, spec: dict[str, Any]) -> None:
-    """Delete the Optuna studies of a deleted tuned sweep (``spec``: its stored spec)."""
-    tune = spec.get("tune") if spec.get("strategy") == "tune" else None
+def forget(database_url: str, definition: dict[str, Any]) -> None:
+    """Delete the Optuna studies of a deleted tuned sweep, named in its stored ``definition``."""
+    tune = definition.get("tune") if definition.get("strategy") == "tune" else None
     if tune and tune.get("study"):
         for optimizer in dict.fromkeys(tune["optimizers"]):
             optuna_storage.delete_study(database_url, tune, optimizer)
@@ -248,7 +248,7 @@ def forget(database_url: str, spec: dict[str, Any]) -> None:
 def summary(session: Session, sweep: Sweep) -> list[dict[str, Any]] | None:
     """Per optimizer: what stage 1 searched, what it chose and the stage-2 runs (None for a
     sweep that is not tuned)."""
-    tune = sweep.spec.get("tune") if sweep.spec.get("strategy") == "tune" else None
+    tune = sweep.definition.get("tune") if sweep.definition.get("strategy") == "tune" else None
     if not tune:
         return None
     out = []

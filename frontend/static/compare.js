@@ -123,7 +123,7 @@ async function renderRecentSweeps() {
     h("span", { class: "sweep-name" }, sw.name || ""), " ",
     h("span", { class: "muted small" }, [
       `${sw.n_runs} run${sw.n_runs === 1 ? "" : "s"}`,
-      sw.spec && sw.spec.strategy === "tune" ? "tuned, then seeded" : "",
+      sw.definition && sw.definition.strategy === "tune" ? "tuned, then seeded" : "",
       fmtDate(sw.created_at),
     ].filter(Boolean).join(" · "))));
   $("#recent-sweeps").replaceChildren(...items);
