@@ -31,7 +31,8 @@ from bamsprod.app.schemas import (
     SweepPublic,
     SweepSubmitted,
 )
-from bamsprod.app.sweeps import plan_sweep, tuning
+from bamsprod.app.sweeps import tuning
+from bamsprod.app.sweeps.plan import plan_sweep
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], responses=AUTH_ERRORS)
 

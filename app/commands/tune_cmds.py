@@ -1,4 +1,4 @@
-"""``bamsprod tune``: a tuned sweep ("tune, then seed", see ``app.tuning``) on a running server.
+"""``bamsprod tune``: a tuned sweep ("tune, then seed", ``app.sweeps.tuning``) on a server.
 
 The shared run options give the base (model, data set, epochs: the full stage-2 budget, seed:
 the stage-1 seed); ``--opt`` names each optimizer to tune, ``--lr-min``/``--lr-max``/``--n-lr``
