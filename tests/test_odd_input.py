@@ -187,7 +187,7 @@ def test_a_bad_row_stored_earlier_breaks_no_listing(client: TestClient, db_url: 
     with get_engine(db_url).begin() as conn:
         conn.execute(sa.update(Run).where(Run.id.in_([bad["id"], r.json()["run_ids"][0]]))
                      .values(tags=["x\udc80"], config={**bad["config"], "lr": float("nan")}))
-        conn.execute(sa.text("UPDATE sweep SET spec = :s WHERE id = :i"),
+        conn.execute(sa.text("UPDATE sweep SET definition = :s WHERE id = :i"),
                      {"s": '{"name": "\\udc80", "x": NaN}', "i": sweep_id})
     seen = read_everything(client)
     by_id = {r["id"]: r for r in seen["runs"]}

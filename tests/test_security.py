@@ -41,9 +41,9 @@ from service_fixtures import (
 )
 
 from bamsprod.app import store
+from bamsprod.app.api import csrf, security
 from bamsprod.app.settings import Settings
 from bamsprod.app.store.engine import dispose_engine, init_db, session_scope
-from bamsprod.app.web import csrf, security
 from bamsprod.core.config import RunConfig
 
 API = "write-token-7f3a"
